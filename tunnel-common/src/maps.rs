@@ -1,0 +1,165 @@
+//! Keys and values of the data plane's BPF maps.
+//!
+//! Addresses and keys are stored exactly as they appear on the wire (network
+//! byte order inside a `u32`), so the kernel side compares and copies them
+//! without swapping.
+
+/// Map names, as the kernel reports them (at most 15 bytes).
+pub const MAP_TUNNELS: &str = "XTUN_TUNNELS";
+pub const MAP_DECAP: &str = "XTUN_DECAP";
+pub const MAP_TUNNEL_STATS: &str = "XTUN_TUN_STATS";
+pub const MAP_COUNTERS: &str = "XTUN_COUNTERS";
+
+/// Program names, as the kernel reports them (at most 15 bytes).
+pub const PROG_XDP_DECAP: &str = "xtun_decap";
+pub const PROG_TC: &str = "xtun_tc";
+
+pub const MAX_TUNNELS: u32 = 65536;
+
+/// Tunnel modes (`ip tunnel ... mode M`).
+pub const MODE_GRE: u8 = 1;
+pub const MODE_IPIP: u8 = 2;
+pub const MODE_SIT: u8 = 3;
+
+/// `TunnelConfig::flags` bits.
+pub const TUNNEL_F_IKEY: u32 = 1 << 0;
+pub const TUNNEL_F_OKEY: u32 = 1 << 1;
+pub const TUNNEL_F_ICSUM: u32 = 1 << 2;
+pub const TUNNEL_F_OCSUM: u32 = 1 << 3;
+pub const TUNNEL_F_ISEQ: u32 = 1 << 4;
+pub const TUNNEL_F_OSEQ: u32 = 1 << 5;
+/// Set DF on the outer header (`pmtudisc`, the default).
+pub const TUNNEL_F_PMTUDISC: u32 = 1 << 6;
+/// Copy the inner TOS/DSCP to the outer header (`tos inherit`).
+pub const TUNNEL_F_TOS_INHERIT: u32 = 1 << 7;
+/// The user named the underlay (`dev PHYS`).
+pub const TUNNEL_F_BOUND_DEV: u32 = 1 << 8;
+/// The tunnel device carries an Ethernet header in front of the inner
+/// packet (L2 devices; TUN devices are L3 and do not).
+pub const TUNNEL_F_ETH_DEV: u32 = 1 << 9;
+
+/// Configuration of one tunnel, keyed by the tunnel interface's ifindex.
+/// Read by the TC egress program to build the outer headers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TunnelConfig {
+    /// Outer source address, network order.
+    pub local: u32,
+    /// Outer destination address, network order.
+    pub remote: u32,
+    /// Key expected on received GRE packets, network order.
+    pub ikey: u32,
+    /// Key put on sent GRE packets, network order.
+    pub okey: u32,
+    /// Interface the outer packets leave by.
+    pub underlay_ifindex: u32,
+    /// `TUNNEL_F_*` bits.
+    pub flags: u32,
+    /// The tunnel interface's MTU, for path MTU checks.
+    pub mtu: u32,
+    /// `MODE_*`.
+    pub mode: u8,
+    /// Outer TTL; 0 means inherit from the inner packet.
+    pub ttl: u8,
+    /// Outer TOS when not inherited.
+    pub tos: u8,
+    pub _pad: u8,
+}
+
+/// Key of the decapsulation index: which tunnel a received packet belongs to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DecapKey {
+    /// Outer destination address (our `local`), network order.
+    pub local: u32,
+    /// Outer source address (our `remote`), network order.
+    pub remote: u32,
+    /// GRE key, network order; 0 when `has_key` is 0.
+    pub key: u32,
+    /// Outer IP protocol: GRE, IPIP or IPv6.
+    pub proto: u8,
+    /// 1 when the tunnel expects a GRE key.
+    pub has_key: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of the decapsulation index.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DecapTarget {
+    /// The tunnel interface the inner packet is delivered on.
+    pub ifindex: u32,
+    /// `TUNNEL_F_*` bits that matter on receive.
+    pub flags: u32,
+}
+
+/// Per-tunnel counters, one copy per CPU, named as `ip -s tunnel show` names them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TunnelStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub rx_errors: u64,
+    pub rx_csum_errors: u64,
+    pub rx_out_of_seq: u64,
+    pub rx_mcasts: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_errors: u64,
+    pub tx_dead_loop: u64,
+    pub tx_no_route: u64,
+    pub tx_no_bufs: u64,
+}
+
+/// Written by the XDP program in front of a decapsulated frame so that the
+/// TC ingress program can deliver it on the tunnel interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct XdpMeta {
+    pub magic: u32,
+    pub ifindex: u32,
+}
+
+/// "xtun" — only frames our XDP program decapsulated carry it.
+pub const XDP_META_MAGIC: u32 = 0x7874_756e;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are repr(C), contain only integers and have no
+    // implicit padding, so every bit pattern is a valid value.
+    unsafe impl aya::Pod for TunnelConfig {}
+    unsafe impl aya::Pod for DecapKey {}
+    unsafe impl aya::Pod for DecapTarget {}
+    unsafe impl aya::Pod for TunnelStats {}
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::size_of;
+
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<TunnelConfig>(), 32);
+        assert_eq!(size_of::<DecapKey>(), 16);
+        assert_eq!(size_of::<DecapTarget>(), 8);
+        assert_eq!(size_of::<TunnelStats>(), 12 * 8);
+        assert_eq!(size_of::<XdpMeta>(), 8);
+    }
+
+    #[test]
+    fn names_fit_the_kernel_limit() {
+        for name in [
+            MAP_TUNNELS,
+            MAP_DECAP,
+            MAP_TUNNEL_STATS,
+            MAP_COUNTERS,
+            PROG_XDP_DECAP,
+            PROG_TC,
+        ] {
+            assert!(name.len() <= 15, "{name}");
+        }
+    }
+}

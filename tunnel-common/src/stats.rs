@@ -1,0 +1,76 @@
+//! Data-plane counters kept per CPU in the `XTUN_COUNTERS` array, one slot
+//! per reason a packet was handled the way it was.
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident = $idx:expr, $label:expr;)+) => {
+        $($(#[$doc])* pub const $name: u32 = $idx;)+
+        /// Number of slots in the counters array.
+        pub const COUNTER_COUNT: u32 = [$($idx),+].len() as u32;
+        /// Human names, indexed by counter slot.
+        pub const COUNTER_NAMES: [&str; COUNTER_COUNT as usize] = [$($label),+];
+    };
+}
+
+counters! {
+    /// Packets decapsulated by XDP.
+    RX_DECAP = 0, "rx_decapsulated";
+    /// Not IPv4: passed untouched.
+    RX_PASS_NOT_IPV4 = 1, "rx_pass_not_ipv4";
+    /// IPv4 but not GRE/IPIP/IPv6-in-IPv4: passed untouched.
+    RX_PASS_NOT_TUNNEL = 2, "rx_pass_not_tunnel_proto";
+    /// Tunnel protocol, but no configured tunnel matches: passed untouched.
+    RX_PASS_NO_TUNNEL = 3, "rx_pass_no_tunnel";
+    /// Outer packet is a fragment: passed to the kernel.
+    RX_PASS_FRAGMENT = 4, "rx_pass_fragment";
+    /// GRE version is not 0.
+    RX_BAD_GRE_VERSION = 5, "rx_bad_gre_version";
+    /// GRE routing/recursion/reserved bits.
+    RX_BAD_GRE_FLAGS = 6, "rx_bad_gre_flags";
+    /// Headers shorter than they claim.
+    RX_TRUNCATED = 7, "rx_truncated";
+    /// GRE payload type we do not carry.
+    RX_BAD_PAYLOAD = 8, "rx_bad_payload_type";
+    /// Inner header does not match the payload type.
+    RX_BAD_INNER = 9, "rx_bad_inner_header";
+    /// Outer CE on a not-ECT inner packet (RFC 6040).
+    RX_ECN_DROP = 10, "rx_ecn_drop";
+    /// bpf_xdp_adjust_head/meta failed.
+    RX_ADJUST_FAIL = 11, "rx_adjust_failed";
+    /// Bad GRE checksum.
+    RX_CSUM_ERROR = 12, "rx_csum_error";
+    /// Decapsulated frames delivered on the tunnel interface by TC.
+    RX_DELIVERED = 13, "rx_delivered";
+    /// Delivery redirect failed.
+    RX_DELIVER_FAIL = 14, "rx_deliver_failed";
+    /// Packets encapsulated by TC egress.
+    TX_ENCAP = 15, "tx_encapsulated";
+    /// Egress on an interface with no tunnel configuration.
+    TX_NO_TUNNEL = 16, "tx_no_tunnel";
+    /// Inner packet that the mode cannot carry (e.g. IPv6 in ipip).
+    TX_BAD_INNER = 17, "tx_unsupported_inner";
+    /// bpf_skb_adjust_room/change_head failed.
+    TX_NO_BUFS = 18, "tx_no_bufs";
+    /// Redirect to the underlay failed.
+    TX_NO_ROUTE = 19, "tx_no_route";
+    /// Inner packet larger than the tunnel MTU.
+    TX_TOO_BIG = 20, "tx_too_big";
+    /// GRE with the checksum bit: not decapsulated by this data plane yet.
+    RX_PASS_GRE_CSUM = 21, "rx_pass_gre_csum";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_slots_are_dense_and_named() {
+        assert_eq!(COUNTER_COUNT as usize, COUNTER_NAMES.len());
+        assert_eq!(RX_PASS_GRE_CSUM + 1, COUNTER_COUNT);
+        let mut seen = [false; COUNTER_COUNT as usize];
+        for (i, name) in COUNTER_NAMES.iter().enumerate() {
+            assert!(!name.is_empty());
+            assert!(!seen[i]);
+            seen[i] = true;
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Wire formats: IPv4 outer header, GRE (RFC 2784/2890) flag words and lengths.
+
+/// IP protocol numbers of the encapsulations xtun speaks.
+pub const IPPROTO_IPIP: u8 = 4;
+pub const IPPROTO_GRE: u8 = 47;
+pub const IPPROTO_IPV6: u8 = 41;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
+
+pub const ETH_HDR_LEN: usize = 14;
+pub const IPV4_HDR_LEN: usize = 20;
+pub const IPV6_HDR_LEN: usize = 40;
+/// The fixed part of a GRE header: flags/version and protocol type.
+pub const GRE_BASE_LEN: usize = 4;
+
+/// GRE flag bits in the first 16-bit word (host order).
+pub const GRE_CSUM: u16 = 0x8000;
+pub const GRE_ROUTING: u16 = 0x4000;
+pub const GRE_KEY: u16 = 0x2000;
+pub const GRE_SEQ: u16 = 0x1000;
+pub const GRE_STRICT: u16 = 0x0800;
+pub const GRE_RECUR: u16 = 0x0700;
+/// Bits that RFC 2784 reserves (Reserved0 beyond the RFC 1701 bits we reject anyway).
+pub const GRE_RESERVED0: u16 = 0x00F8;
+pub const GRE_VERSION: u16 = 0x0007;
+
+/// IPv4 flag/fragment word bits (host order).
+pub const IP_DF: u16 = 0x4000;
+pub const IP_MF: u16 = 0x2000;
+pub const IP_OFFSET: u16 = 0x1FFF;
+
+/// ECN code points in the low two bits of the TOS / traffic class.
+pub const ECN_MASK: u8 = 0x03;
+pub const ECN_NOT_ECT: u8 = 0x00;
+pub const ECN_ECT_0: u8 = 0x02;
+pub const ECN_CE: u8 = 0x03;
+
+/// The fixed part of a GRE header, as on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GreHdr {
+    /// C, R, K, S, strict-route, recursion, reserved and version bits.
+    pub flags_version: [u8; 2],
+    /// EtherType of the payload.
+    pub protocol: [u8; 2],
+}
+
+impl GreHdr {
+    #[inline(always)]
+    pub const fn flags(&self) -> u16 {
+        u16::from_be_bytes(self.flags_version)
+    }
+
+    #[inline(always)]
+    pub const fn protocol(&self) -> u16 {
+        u16::from_be_bytes(self.protocol)
+    }
+}
+
+/// Why a GRE header is not acceptable for decapsulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GreError {
+    /// Version is not 0 (version 1 is PPTP's enhanced GRE).
+    Version,
+    /// Routing, strict source route, recursion or reserved bits are set
+    /// (RFC 1701 features that RFC 2784 removed and Linux refuses).
+    Flags,
+}
+
+/// Length of a GRE header with the given flags, options included.
+#[inline(always)]
+pub const fn gre_header_len(flags: u16) -> usize {
+    let mut len = GRE_BASE_LEN;
+    if flags & GRE_CSUM != 0 {
+        len += 4;
+    }
+    if flags & GRE_KEY != 0 {
+        len += 4;
+    }
+    if flags & GRE_SEQ != 0 {
+        len += 4;
+    }
+    len
+}
+
+/// Checks the flags/version word of a received GRE header and returns the
+/// header length on success.
+#[inline(always)]
+pub const fn gre_parse_flags(flags: u16) -> Result<usize, GreError> {
+    if flags & GRE_VERSION != 0 {
+        return Err(GreError::Version);
+    }
+    if flags & (GRE_ROUTING | GRE_STRICT | GRE_RECUR | GRE_RESERVED0) != 0 {
+        return Err(GreError::Flags);
+    }
+    Ok(gre_header_len(flags))
+}
+
+/// Offset of the key word inside a GRE header with these flags.
+#[inline(always)]
+pub const fn gre_key_offset(flags: u16) -> usize {
+    if flags & GRE_CSUM != 0 {
+        8
+    } else {
+        4
+    }
+}
+
+/// Offset of the sequence word inside a GRE header with these flags.
+#[inline(always)]
+pub const fn gre_seq_offset(flags: u16) -> usize {
+    let mut off = GRE_BASE_LEN;
+    if flags & GRE_CSUM != 0 {
+        off += 4;
+    }
+    if flags & GRE_KEY != 0 {
+        off += 4;
+    }
+    off
+}
+
+/// Bytes an encapsulation adds in front of the inner packet.
+#[inline(always)]
+pub const fn encap_overhead(mode: u8, gre_flags: u16) -> usize {
+    match mode {
+        crate::maps::MODE_GRE => IPV4_HDR_LEN + gre_header_len(gre_flags),
+        _ => IPV4_HDR_LEN,
+    }
+}
+
+/// Folds a 32-bit one's complement sum into 16 bits.
+#[inline(always)]
+pub const fn csum_fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xFFFF) + (sum >> 16);
+    sum = (sum & 0xFFFF) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// Internet checksum of an IPv4 header whose checksum field is zero.
+/// `words` are the header's 16-bit words in host order.
+#[inline(always)]
+pub fn ipv4_header_checksum(words: &[u16; IPV4_HDR_LEN / 2]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut i = 0;
+    while i < words.len() {
+        sum += words[i] as u32;
+        i += 1;
+    }
+    csum_fold(sum)
+}
+
+/// The outer TOS for an inner TOS, following the kernel's
+/// `INET_ECN_encapsulate`: the outer DSCP is `dscp`; the ECN field copies the
+/// inner one, except that CE becomes ECT(0) so congestion is not doubled.
+#[inline(always)]
+pub const fn ecn_encapsulate(dscp: u8, inner_tos: u8) -> u8 {
+    let inner_ecn = inner_tos & ECN_MASK;
+    let ecn = if inner_ecn == ECN_CE {
+        ECN_ECT_0
+    } else {
+        inner_ecn
+    };
+    (dscp & !ECN_MASK) | ecn
+}
+
+/// What decapsulation does with the inner ECN field, as in RFC 6040 and the
+/// kernel's `INET_ECN_decapsulate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EcnDecap {
+    /// Leave the inner header alone.
+    Keep,
+    /// Mark the inner packet CE.
+    SetCe,
+    /// Outer says CE but the inner transport is not ECN capable: drop.
+    Drop,
+}
+
+#[inline(always)]
+pub const fn ecn_decapsulate(outer_tos: u8, inner_tos: u8) -> EcnDecap {
+    if outer_tos & ECN_MASK != ECN_CE {
+        return EcnDecap::Keep;
+    }
+    match inner_tos & ECN_MASK {
+        ECN_NOT_ECT => EcnDecap::Drop,
+        ECN_CE => EcnDecap::Keep,
+        _ => EcnDecap::SetCe,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gre_lengths_cover_every_option_combination() {
+        for csum in [false, true] {
+            for key in [false, true] {
+                for seq in [false, true] {
+                    let mut flags = 0;
+                    if csum {
+                        flags |= GRE_CSUM;
+                    }
+                    if key {
+                        flags |= GRE_KEY;
+                    }
+                    if seq {
+                        flags |= GRE_SEQ;
+                    }
+                    let expected = 4 + 4 * (csum as usize + key as usize + seq as usize);
+                    assert_eq!(gre_header_len(flags), expected);
+                    assert_eq!(gre_parse_flags(flags), Ok(expected));
+                    assert_eq!(gre_key_offset(flags), if csum { 8 } else { 4 });
+                    assert_eq!(
+                        gre_seq_offset(flags),
+                        4 + 4 * (csum as usize + key as usize)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gre_rejects_versions_and_rfc1701_bits() {
+        for version in 1..=7u16 {
+            assert_eq!(gre_parse_flags(version), Err(GreError::Version));
+        }
+        for bad in [GRE_ROUTING, GRE_STRICT, 0x0100, 0x0400, 0x0008, 0x0080] {
+            assert_eq!(gre_parse_flags(bad | GRE_KEY), Err(GreError::Flags));
+        }
+    }
+
+    #[test]
+    fn ipv4_checksum_matches_a_known_header() {
+        // 45 00 00 73 00 00 40 00 40 11 [b8 61] c0 a8 00 01 c0 a8 00 c7
+        let words = [
+            0x4500, 0x0073, 0x0000, 0x4000, 0x4011, 0x0000, 0xc0a8, 0x0001, 0xc0a8, 0x00c7,
+        ];
+        assert_eq!(ipv4_header_checksum(&words), 0xb861);
+    }
+
+    #[test]
+    fn overhead_matches_kernel_mtus() {
+        assert_eq!(1500 - encap_overhead(crate::maps::MODE_GRE, 0), 1476);
+        assert_eq!(1500 - encap_overhead(crate::maps::MODE_GRE, GRE_KEY), 1472);
+        assert_eq!(1500 - encap_overhead(crate::maps::MODE_IPIP, 0), 1480);
+    }
+
+    #[test]
+    fn ecn_follows_rfc6040() {
+        assert_eq!(ecn_encapsulate(0xb8, 0x01), 0xb9);
+        assert_eq!(ecn_encapsulate(0x00, ECN_CE), ECN_ECT_0);
+        assert_eq!(ecn_encapsulate(0x10, 0x00), 0x10);
+        assert_eq!(ecn_decapsulate(0x00, ECN_ECT_0), EcnDecap::Keep);
+        assert_eq!(ecn_decapsulate(ECN_CE, ECN_ECT_0), EcnDecap::SetCe);
+        assert_eq!(ecn_decapsulate(ECN_CE, 0x01), EcnDecap::SetCe);
+        assert_eq!(ecn_decapsulate(ECN_CE, ECN_NOT_ECT), EcnDecap::Drop);
+        assert_eq!(ecn_decapsulate(ECN_CE, ECN_CE), EcnDecap::Keep);
+    }
+}

@@ -1,0 +1,222 @@
+//! XDP ingress: recognise our tunnels' packets and strip their outer headers.
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
+    programs::XdpContext,
+};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
+use tunnel_common::{
+    maps::{DecapKey, XdpMeta, XDP_META_MAGIC},
+    stats::*,
+    wire::{self, EcnDecap, GreError, GreHdr},
+};
+
+use crate::{
+    maps::{self, DECAP},
+    parse::{ptr_at, ptr_at_mut},
+};
+
+/// What the outer headers say the payload is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Inner {
+    V4,
+    V6,
+}
+
+/// Ok(action) for packets we handled (decapsulated or dropped, already
+/// counted); Err(reason) for packets passed to the kernel untouched.
+#[inline(always)]
+pub fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
+    let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|_| RX_PASS_NOT_IPV4)?;
+    // SAFETY: ptr_at checked the bounds.
+    if unsafe { (*eth).ether_type } != wire::ETH_P_IP.to_be() {
+        return Err(RX_PASS_NOT_IPV4);
+    }
+    let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| RX_TRUNCATED)?;
+    // SAFETY: bounds checked above; the header is plain bytes.
+    let ip = unsafe { &*ip };
+    let proto = ip.proto;
+    if proto != wire::IPPROTO_GRE && proto != wire::IPPROTO_IPIP && proto != wire::IPPROTO_IPV6 {
+        return Err(RX_PASS_NOT_TUNNEL);
+    }
+    let ihl = ((ip.vihl & 0x0F) as usize) * 4;
+    if ip.vihl >> 4 != 4 || ihl < wire::IPV4_HDR_LEN {
+        return Err(RX_TRUNCATED);
+    }
+    let frags = u16::from_be_bytes(ip.frags);
+    if frags & (wire::IP_MF | wire::IP_OFFSET) != 0 {
+        return Err(RX_PASS_FRAGMENT);
+    }
+    let tot_len = u16::from_be_bytes(ip.tot_len) as usize;
+    if tot_len < ihl || ctx.data() + EthHdr::LEN + tot_len > ctx.data_end() {
+        return Err(RX_TRUNCATED);
+    }
+    let local = u32::from_ne_bytes(ip.dst_addr);
+    let remote = u32::from_ne_bytes(ip.src_addr);
+    let outer_tos = ip.tos;
+
+    let l4 = EthHdr::LEN + ihl;
+    let (tunnel_len, inner, key) = match proto {
+        wire::IPPROTO_GRE => parse_gre(ctx, l4)?,
+        wire::IPPROTO_IPIP => (0, Inner::V4, None),
+        _ => (0, Inner::V6, None),
+    };
+
+    let lookup = DecapKey {
+        local,
+        remote,
+        key: key.unwrap_or(0),
+        proto,
+        has_key: key.is_some() as u8,
+        _pad: [0; 2],
+    };
+    // SAFETY: the value is only read.
+    let target = match unsafe { DECAP.get(&lookup) } {
+        Some(target) => *target,
+        None => return Err(RX_PASS_NO_TUNNEL),
+    };
+
+    let inner_off = l4 + tunnel_len;
+    if let Err(reason) = check_inner_and_ecn(ctx, inner_off, inner, outer_tos) {
+        maps::count(reason);
+        maps::tunnel_stats(target.ifindex, |s| {
+            s.rx_errors += 1;
+        });
+        return Ok(xdp_action::XDP_DROP);
+    }
+
+    let strip = ihl + tunnel_len;
+    strip_outer(ctx, strip, inner, target.ifindex).map_err(|_| RX_ADJUST_FAIL)?;
+
+    let inner_len = (ctx.data_end() - ctx.data()).saturating_sub(EthHdr::LEN) as u64;
+    maps::count(RX_DECAP);
+    maps::tunnel_stats(target.ifindex, |s| {
+        s.rx_packets += 1;
+        s.rx_bytes += inner_len;
+    });
+    Ok(xdp_action::XDP_PASS)
+}
+
+/// Validates a GRE header at `off`; returns its length, payload kind and key.
+#[inline(always)]
+fn parse_gre(ctx: &XdpContext, off: usize) -> Result<(usize, Inner, Option<u32>), u32> {
+    let gre: *const GreHdr = ptr_at(ctx, off).map_err(|_| RX_TRUNCATED)?;
+    // SAFETY: bounds checked.
+    let gre = unsafe { *gre };
+    let flags = gre.flags();
+    let len = wire::gre_parse_flags(flags).map_err(|e| match e {
+        GreError::Version => RX_BAD_GRE_VERSION,
+        GreError::Flags => RX_BAD_GRE_FLAGS,
+    })?;
+    if ctx.data() + off + len > ctx.data_end() {
+        return Err(RX_TRUNCATED);
+    }
+    if flags & wire::GRE_CSUM != 0 {
+        // Checksummed GRE is not decapsulated yet; the kernel sees it as is.
+        return Err(RX_PASS_GRE_CSUM);
+    }
+    let key = if flags & wire::GRE_KEY != 0 {
+        let key: *const [u8; 4] =
+            ptr_at(ctx, off + wire::gre_key_offset(flags)).map_err(|_| RX_TRUNCATED)?;
+        // SAFETY: bounds checked.
+        Some(u32::from_ne_bytes(unsafe { *key }))
+    } else {
+        None
+    };
+    let inner = match gre.protocol() {
+        wire::ETH_P_IP => Inner::V4,
+        wire::ETH_P_IPV6 => Inner::V6,
+        _ => return Err(RX_BAD_PAYLOAD),
+    };
+    Ok((len, inner, key))
+}
+
+/// Checks that the inner header is what the outer one announced, and applies
+/// RFC 6040 ECN decapsulation to it.
+#[inline(always)]
+fn check_inner_and_ecn(ctx: &XdpContext, off: usize, inner: Inner, outer_tos: u8) -> Result<(), u32> {
+    match inner {
+        Inner::V4 => {
+            let ip: *mut Ipv4Hdr = ptr_at_mut(ctx, off).map_err(|_| RX_TRUNCATED)?;
+            // SAFETY: bounds checked; we own the frame.
+            let ip = unsafe { &mut *ip };
+            if ip.vihl >> 4 != 4 {
+                return Err(RX_BAD_INNER);
+            }
+            match wire::ecn_decapsulate(outer_tos, ip.tos) {
+                EcnDecap::Keep => {}
+                EcnDecap::Drop => return Err(RX_ECN_DROP),
+                EcnDecap::SetCe => {
+                    // Incremental checksum update (RFC 1624) for the TOS byte.
+                    let old = u16::from_be_bytes([ip.vihl, ip.tos]);
+                    ip.tos |= wire::ECN_CE;
+                    let new = u16::from_be_bytes([ip.vihl, ip.tos]);
+                    let check = u16::from_be_bytes(ip.check);
+                    let sum = (!check as u32) + (!old as u32) + new as u32;
+                    ip.check = wire::csum_fold(sum).to_be_bytes();
+                }
+            }
+        }
+        Inner::V6 => {
+            let ip: *mut Ipv6Hdr = ptr_at_mut(ctx, off).map_err(|_| RX_TRUNCATED)?;
+            // SAFETY: bounds checked; we own the frame.
+            let ip = unsafe { &mut *ip };
+            if ip.version() != 6 {
+                return Err(RX_BAD_INNER);
+            }
+            let tclass = (ip.dscp() << 2) | ip.ecn();
+            match wire::ecn_decapsulate(outer_tos, tclass) {
+                EcnDecap::Keep => {}
+                EcnDecap::Drop => return Err(RX_ECN_DROP),
+                EcnDecap::SetCe => ip.set_dscp_ecn(ip.dscp(), wire::ECN_CE),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes `strip` bytes after the Ethernet header, rewrites the Ethernet
+/// header for the inner protocol and tags the frame for delivery.
+#[inline(always)]
+fn strip_outer(ctx: &XdpContext, strip: usize, inner: Inner, ifindex: u32) -> Result<(), ()> {
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    // SAFETY: bounds checked.
+    let (dst, src) = unsafe { ((*eth).dst_addr, (*eth).src_addr) };
+    // SAFETY: helper call on our own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, strip as i32) } != 0 {
+        return Err(());
+    }
+    let eth: *mut EthHdr = ptr_at_mut(ctx, 0)?;
+    let ether_type = match inner {
+        Inner::V4 => wire::ETH_P_IP,
+        Inner::V6 => wire::ETH_P_IPV6,
+    };
+    // SAFETY: bounds re-checked after adjust_head.
+    unsafe {
+        (*eth).dst_addr = dst;
+        (*eth).src_addr = src;
+        (*eth).ether_type = ether_type.to_be();
+    }
+
+    let meta_len = core::mem::size_of::<XdpMeta>() as i32;
+    // SAFETY: helper call on our own context.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -meta_len) } != 0 {
+        return Err(());
+    }
+    let meta = ctx.metadata();
+    if meta + meta_len as usize > ctx.data() {
+        return Err(());
+    }
+    // SAFETY: bounds checked against data, which ends the metadata area.
+    unsafe {
+        *(meta as *mut XdpMeta) = XdpMeta {
+            magic: XDP_META_MAGIC,
+            ifindex,
+        };
+    }
+    Ok(())
+}

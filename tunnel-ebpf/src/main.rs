@@ -1,0 +1,51 @@
+//! xtun data plane.
+//!
+//! - `xtun_decap` (XDP, on underlay NICs): strips the outer IPv4 (+GRE)
+//!   header of packets that match a configured tunnel and tags the frame with
+//!   the tunnel's ifindex in XDP metadata.
+//! - `xtun_tc` (TC, on underlay ingress and tunnel egress): delivers tagged
+//!   frames on their tunnel interface, and encapsulates what the kernel routes
+//!   into a tunnel interface before sending it to the underlay neighbour.
+#![no_std]
+#![no_main]
+
+mod decap;
+mod deliver;
+mod encap;
+mod maps;
+mod parse;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+
+#[xdp]
+pub fn xtun_decap(ctx: XdpContext) -> u32 {
+    match decap::try_decap(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            maps::count(reason);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+#[classifier]
+pub fn xtun_tc(ctx: TcContext) -> i32 {
+    if let Some(action) = deliver::try_deliver(&ctx) {
+        return action;
+    }
+    encap::encap(&ctx)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

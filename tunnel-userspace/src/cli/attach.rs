@@ -1,0 +1,51 @@
+//! `xtun attach DEV` / `xtun detach DEV`.
+
+use anyhow::{bail, Context as _, Result};
+use tunnel_userspace::{
+    dataplane::Dataplane,
+    netlink::{Link, Netlink},
+};
+
+pub fn lookup(nl: &mut Netlink, dev: &str) -> Result<Link> {
+    tunnel_userspace::config::validate_ifname(dev)?;
+    match nl.link_by_name(dev).context("listing interfaces")? {
+        Some(link) => Ok(link),
+        None => bail!("Cannot find device \"{dev}\""),
+    }
+}
+
+pub fn attach(dev: &str) -> Result<()> {
+    let mut nl = Netlink::new()?;
+    let link = lookup(&mut nl, dev)?;
+    if link.kind.as_deref() == Some("tun") {
+        let dp = Dataplane::find(&mut nl)?;
+        if let Some(dp) = dp {
+            if dp.tunnels.get(&link.index, 0).is_ok() {
+                bail!("{dev} is an xtun tunnel, not an underlay");
+            }
+        }
+    }
+    let dp = Dataplane::find_or_load(&mut nl).context("loading the data plane")?;
+    match dp
+        .attach_underlay(&mut nl, &link, true)
+        .with_context(|| format!("attaching to {dev}"))?
+    {
+        Some(mode) => println!("attached to {dev}: XDP {} + tc ingress", mode.as_str()),
+        None => println!("already attached to {dev}"),
+    }
+    Ok(())
+}
+
+pub fn detach(dev: &str) -> Result<()> {
+    let mut nl = Netlink::new()?;
+    let link = lookup(&mut nl, dev)?;
+    let Some(dp) = Dataplane::find(&mut nl)? else {
+        bail!("xtun is not attached to {dev}");
+    };
+    if dp.underlay_filter(&mut nl, &link)?.is_none() && link.xdp_prog_id.is_none() {
+        bail!("xtun is not attached to {dev}");
+    }
+    dp.detach_underlay(&mut nl, &link)
+        .with_context(|| format!("detaching from {dev}"))?;
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! One module per command group.
+
+pub mod attach;
+pub mod stats;
+pub mod tunnel;

@@ -1,0 +1,256 @@
+//! `xtun tunnel add|del|show`, with `ip tunnel`'s grammar and wording.
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use clap::Subcommand;
+use tunnel_common::maps::*;
+use tunnel_userspace::{
+    config::{self, decap_key, ShowLine, TunnelSpec},
+    dataplane::{Dataplane, FILTER_UNDERLAY_AUTO},
+    netlink::{Link, Netlink},
+    tun,
+};
+
+use super::attach::lookup;
+
+const ADD_HELP: &str = "\
+Arguments, in any order, as for `ip tunnel add`:
+  NAME                   the tunnel interface to create (or `name NAME`)
+  mode { gre | ipip | sit }
+  remote ADDR            outer destination
+  local ADDR             outer source (default: the source of the route to remote)
+  key KEY | ikey KEY okey KEY
+                         GRE keys; KEY is a number or a dotted quad
+  ttl { 1..255 | inherit }   outer TTL (default inherit)
+  tos { 00..ff | inherit }   outer TOS; ECN is always propagated
+  [no]pmtudisc           set DF on the outer header (default pmtudisc)
+  dev PHYS               underlay NIC (default: where the route to remote leaves)
+
+Examples:
+  xtun tunnel add tun1 mode gre remote 10.10.20.2 local 10.10.10.2
+  xtun tunnel add tun1 mode ipip remote 10.10.20.2 local 10.10.10.2 ttl 64
+  xtun tunnel add gre5 mode gre remote 192.0.2.2 local 192.0.2.1 key 5 dev eth0
+
+The interface is created down, point-to-point and NOARP, with the underlay
+MTU minus the encapsulation overhead. Bring it up and address it with ip:
+  ip link set tun1 up
+  ip addr add 10.10.100.10 peer 10.10.200.10 dev tun1";
+
+#[derive(Subcommand)]
+pub enum TunnelCommand {
+    /// Create a tunnel interface.
+    #[command(after_help = ADD_HELP)]
+    Add {
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+    /// Delete a tunnel interface and its data-plane state.
+    #[command(after_help = "Example:\n  xtun tunnel del tun1")]
+    Del {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// List tunnels, as `ip tunnel show` does (`xtun -s tunnel show` adds counters).
+    #[command(visible_alias = "list", visible_alias = "ls", after_help = "Examples:\n  xtun tunnel show\n  xtun tunnel show tun1\n  xtun -s tunnel show")]
+    Show {
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
+}
+
+pub fn run(cmd: TunnelCommand, stats: bool) -> Result<()> {
+    match cmd {
+        TunnelCommand::Add { args } => add(&args),
+        TunnelCommand::Del { name } => del(&name),
+        TunnelCommand::Show { name } => show(name.as_deref(), stats),
+    }
+}
+
+fn add(args: &[String]) -> Result<()> {
+    let spec = TunnelSpec::parse(args)?;
+    let mut nl = Netlink::new()?;
+    if nl.link_by_name(&spec.name)?.is_some() {
+        bail!("add tunnel \"{}\" failed: File exists", spec.name);
+    }
+    let route = nl
+        .route_get(spec.remote)
+        .map_err(|e| anyhow!("no route to remote {}: {e}", spec.remote))?;
+    let underlay = match &spec.dev {
+        Some(dev) => lookup(&mut nl, dev)?,
+        None => nl
+            .link_by_index(route.oif)?
+            .ok_or_else(|| anyhow!("no route to remote {}", spec.remote))?,
+    };
+    if underlay.kind.as_deref() == Some("tun") {
+        bail!(
+            "the route to {} leaves by {}, a tunnel; xtun does not nest tunnels",
+            spec.remote,
+            underlay.name
+        );
+    }
+    let local = match spec.local {
+        Some(local) => local,
+        None => route
+            .prefsrc
+            .ok_or_else(|| anyhow!("no local address: give `local ADDR`"))?,
+    };
+
+    let mut dp = Dataplane::find_or_load(&mut nl).context("loading the data plane")?;
+    let mtu = spec.mtu(underlay.mtu);
+    let mut cfg = spec.to_config(local, underlay.index, mtu);
+    let key = decap_key(&cfg);
+    if let Ok(other) = dp.decap_mut()?.get(&key, 0) {
+        let other = nl
+            .link_by_index(other.ifindex)?
+            .map_or_else(|| format!("ifindex {}", other.ifindex), |l| l.name);
+        bail!(
+            "add tunnel \"{}\" failed: tunnel {other} already has remote {} local {local}{}",
+            spec.name,
+            spec.remote,
+            if key.has_key != 0 { " and the same key" } else { "" }
+        );
+    }
+
+    tun::create(&spec.name).with_context(|| format!("add tunnel \"{}\" failed", spec.name))?;
+    let result = (|| -> Result<()> {
+        let link = nl
+            .link_by_name(&spec.name)?
+            .ok_or_else(|| anyhow!("the new interface disappeared"))?;
+        if link.kind.as_deref() != Some("tun") {
+            bail!("the new interface is not a TUN device");
+        }
+        cfg.flags &= !TUNNEL_F_ETH_DEV;
+        nl.set_mtu(link.index, mtu).context("setting the MTU")?;
+        dp.reset_tunnel_stats(link.index)?;
+        dp.tunnels.insert(link.index, cfg, 0)?;
+        dp.decap_mut()?.insert(
+            key,
+            DecapTarget {
+                ifindex: link.index,
+                flags: cfg.flags,
+            },
+            0,
+        )?;
+        dp.attach_tunnel(&mut nl, link.index)
+            .context("attaching encapsulation")?;
+        dp.attach_underlay(&mut nl, &underlay, false)
+            .with_context(|| format!("attaching to {}", underlay.name))?;
+        Ok(())
+    })();
+    if let Err(err) = result {
+        // Leave nothing half-created.
+        if let Ok(Some(link)) = nl.link_by_name(&spec.name) {
+            let _ = dp.tunnels.remove(&link.index);
+            let _ = dp.tunnel_stats.remove(&link.index);
+            let _ = nl.del_link(link.index);
+        }
+        if let Ok(decap) = dp.decap_mut() {
+            let _ = decap.remove(&key);
+        }
+        return Err(err.context(format!("add tunnel \"{}\" failed", spec.name)));
+    }
+    Ok(())
+}
+
+/// The tunnel called `name` in this namespace, with the data plane.
+fn find_tunnel(nl: &mut Netlink, name: &str, verb: &str) -> Result<(Dataplane, Link, TunnelConfig)> {
+    config::validate_ifname(name)?;
+    let link = nl
+        .link_by_name(name)?
+        .ok_or_else(|| anyhow!("{verb} tunnel \"{name}\" failed: No such device"))?;
+    let dp = Dataplane::find(nl)?
+        .ok_or_else(|| anyhow!("{verb} tunnel \"{name}\" failed: not an xtun tunnel"))?;
+    let cfg = dp
+        .tunnels
+        .get(&link.index, 0)
+        .map_err(|_| anyhow!("{verb} tunnel \"{name}\" failed: not an xtun tunnel"))?;
+    Ok((dp, link, cfg))
+}
+
+fn del(name: &str) -> Result<()> {
+    let mut nl = Netlink::new()?;
+    let (mut dp, link, cfg) = find_tunnel(&mut nl, name, "delete")?;
+    let key = decap_key(&cfg);
+    if let Ok(decap) = dp.decap_mut() {
+        if decap.get(&key, 0).is_ok_and(|t| t.ifindex == link.index) {
+            decap.remove(&key)?;
+        }
+    }
+    nl.del_link(link.index)
+        .with_context(|| format!("delete tunnel \"{name}\" failed"))?;
+    dp.tunnels.remove(&link.index)?;
+    let _ = dp.tunnel_stats.remove(&link.index);
+
+    // An underlay that `tunnel add` attached implicitly goes with its last tunnel.
+    let still_used = dp
+        .tunnels
+        .iter()
+        .flatten()
+        .any(|(_, c)| c.underlay_ifindex == cfg.underlay_ifindex);
+    if !still_used {
+        if let Some(underlay) = nl.link_by_index(cfg.underlay_ifindex)? {
+            if dp.underlay_filter(&mut nl, &underlay)?.as_deref() == Some(FILTER_UNDERLAY_AUTO) {
+                dp.detach_underlay(&mut nl, &underlay)
+                    .with_context(|| format!("detaching from {}", underlay.name))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show(name: Option<&str>, stats: bool) -> Result<()> {
+    let mut nl = Netlink::new()?;
+    if let Some(name) = name {
+        let (dp, link, cfg) = find_tunnel(&mut nl, name, "get")?;
+        return print_tunnel(&mut nl, &dp, &link, &cfg, stats);
+    }
+    let Some(dp) = Dataplane::find(&mut nl)? else {
+        return Ok(());
+    };
+    let links = nl.links()?;
+    let mut tunnels: Vec<(Link, TunnelConfig)> = dp
+        .tunnels
+        .iter()
+        .flatten()
+        .filter_map(|(ifindex, cfg)| {
+            links
+                .iter()
+                .find(|l| l.index == ifindex)
+                .map(|l| (l.clone(), cfg))
+        })
+        .collect();
+    tunnels.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    for (link, cfg) in tunnels {
+        print_tunnel(&mut nl, &dp, &link, &cfg, stats)?;
+    }
+    Ok(())
+}
+
+fn print_tunnel(nl: &mut Netlink, dp: &Dataplane, link: &Link, cfg: &TunnelConfig, stats: bool) -> Result<()> {
+    let dev = if cfg.flags & TUNNEL_F_BOUND_DEV != 0 {
+        nl.link_by_index(cfg.underlay_ifindex)?.map(|l| l.name)
+    } else {
+        None
+    };
+    println!(
+        "{}",
+        ShowLine {
+            name: &link.name,
+            cfg,
+            dev: dev.as_deref(),
+        }
+    );
+    if stats {
+        let s = dp.tunnel_totals(link.index).unwrap_or_default();
+        println!("RX: Packets    Bytes        Errors CsumErrs OutOfSeq Mcasts");
+        println!(
+            "    {:<10} {:<12} {:<6} {:<8} {:<8} {}",
+            s.rx_packets, s.rx_bytes, s.rx_errors, s.rx_csum_errors, s.rx_out_of_seq, s.rx_mcasts
+        );
+        println!("TX: Packets    Bytes        Errors DeadLoop NoRoute  NoBufs");
+        println!(
+            "    {:<10} {:<12} {:<6} {:<8} {:<8} {}",
+            s.tx_packets, s.tx_bytes, s.tx_errors, s.tx_dead_loop, s.tx_no_route, s.tx_no_bufs
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,515 @@
+//! The `ip tunnel` grammar: parsing and validation of tunnel parameters, and
+//! their `ip tunnel show` rendering.
+
+use std::{fmt, net::Ipv4Addr, str::FromStr};
+
+use thiserror::Error;
+use tunnel_common::{maps::*, wire};
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("missing tunnel name")]
+    MissingName,
+    #[error("tunnel name \"{0}\" is not a valid interface name (1-15 bytes, no '/', ':' or spaces)")]
+    BadName(String),
+    #[error("duplicate tunnel name: \"{0}\" and \"{1}\"")]
+    DuplicateName(String, String),
+    #[error("\"{0}\" needs an argument")]
+    MissingArgument(String),
+    #[error("unknown tunnel mode \"{0}\" (xtun supports gre, ipip and sit)")]
+    UnknownMode(String),
+    #[error("tunnel mode is required: mode {{ gre | ipip | sit }}")]
+    MissingMode,
+    #[error("invalid address \"{0}\"")]
+    BadAddress(String),
+    #[error("remote address is required")]
+    MissingRemote,
+    #[error("\"remote any\" (multipoint tunnels) is not supported yet")]
+    RemoteAny,
+    #[error("invalid key \"{0}\": expected a number or a dotted quad")]
+    BadKey(String),
+    #[error("keys are not allowed with ipip and sit tunnels")]
+    KeyWithoutGre,
+    #[error("invalid TTL \"{0}\": expected 1..255 or inherit")]
+    BadTtl(String),
+    #[error("invalid TOS \"{0}\": expected 00..ff or inherit")]
+    BadTos(String),
+    #[error("ttl != 0 and nopmtudisc are incompatible")]
+    TtlWithNoPmtudisc,
+    #[error("option \"{0}\" is not supported by xtun yet")]
+    Unsupported(String),
+    #[error("unknown argument \"{0}\"")]
+    Unknown(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Gre,
+    Ipip,
+    Sit,
+}
+
+impl Mode {
+    pub fn as_map(self) -> u8 {
+        match self {
+            Self::Gre => MODE_GRE,
+            Self::Ipip => MODE_IPIP,
+            Self::Sit => MODE_SIT,
+        }
+    }
+
+    pub fn from_map(mode: u8) -> Option<Self> {
+        match mode {
+            MODE_GRE => Some(Self::Gre),
+            MODE_IPIP => Some(Self::Ipip),
+            MODE_SIT => Some(Self::Sit),
+            _ => None,
+        }
+    }
+
+    pub fn ip_proto(self) -> u8 {
+        match self {
+            Self::Gre => wire::IPPROTO_GRE,
+            Self::Ipip => wire::IPPROTO_IPIP,
+            Self::Sit => wire::IPPROTO_IPV6,
+        }
+    }
+
+    /// The word `ip tunnel show` prints before "/ip".
+    fn show_name(self) -> &'static str {
+        match self {
+            Self::Gre => "gre",
+            Self::Ipip => "ip",
+            Self::Sit => "ipv6",
+        }
+    }
+}
+
+impl FromStr for Mode {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "gre" | "gre/ip" => Ok(Self::Gre),
+            "ipip" | "ip/ip" => Ok(Self::Ipip),
+            "sit" | "ipv6/ip" => Ok(Self::Sit),
+            "isatap" | "vti" => Err(ConfigError::Unsupported(format!("mode {s}"))),
+            _ => Err(ConfigError::UnknownMode(s.to_string())),
+        }
+    }
+}
+
+/// TOS of the outer header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tos {
+    Inherit,
+    Value(u8),
+}
+
+/// One tunnel as `ip tunnel add` describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelSpec {
+    pub name: String,
+    pub mode: Mode,
+    pub remote: Ipv4Addr,
+    pub local: Option<Ipv4Addr>,
+    /// Keys as numbers (host order), as `ip tunnel` prints them.
+    pub ikey: Option<u32>,
+    pub okey: Option<u32>,
+    /// 0 means inherit.
+    pub ttl: u8,
+    pub tos: Tos,
+    pub pmtudisc: bool,
+    pub dev: Option<String>,
+}
+
+/// Checks a Linux interface name.
+pub fn validate_ifname(name: &str) -> Result<(), ConfigError> {
+    let bad = name.is_empty()
+        || name.len() > 15
+        || name == "."
+        || name == ".."
+        || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if bad {
+        Err(ConfigError::BadName(name.to_string()))
+    } else {
+        Ok(())
+    }
+}
+
+fn parse_addr(s: &str) -> Result<Ipv4Addr, ConfigError> {
+    s.parse().map_err(|_| ConfigError::BadAddress(s.to_string()))
+}
+
+/// `KEY := { DOTTED_QUAD | NUMBER }`.
+pub fn parse_key(s: &str) -> Result<u32, ConfigError> {
+    if s.contains('.') {
+        return s
+            .parse::<Ipv4Addr>()
+            .map(u32::from)
+            .map_err(|_| ConfigError::BadKey(s.to_string()));
+    }
+    let parsed = if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u32::from_str_radix(hex, 16)
+    } else {
+        s.parse::<u32>()
+    };
+    parsed.map_err(|_| ConfigError::BadKey(s.to_string()))
+}
+
+fn parse_ttl(s: &str) -> Result<u8, ConfigError> {
+    if s == "inherit" {
+        return Ok(0);
+    }
+    match s.parse::<u16>() {
+        Ok(n @ 1..=255) => Ok(n as u8),
+        _ => Err(ConfigError::BadTtl(s.to_string())),
+    }
+}
+
+fn parse_tos(s: &str) -> Result<Tos, ConfigError> {
+    if s == "inherit" {
+        return Ok(Tos::Inherit);
+    }
+    let hex = s.strip_prefix("0x").unwrap_or(s);
+    match u8::from_str_radix(hex, 16) {
+        Ok(v) if !hex.is_empty() && hex.len() <= 2 => Ok(Tos::Value(v)),
+        _ => Err(ConfigError::BadTos(s.to_string())),
+    }
+}
+
+impl TunnelSpec {
+    /// Parses the words after `xtun tunnel add`, in any order, as `ip tunnel` does.
+    pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Self, ConfigError> {
+        let mut name: Option<String> = None;
+        let mut mode = None;
+        let mut remote = None;
+        let mut local = None;
+        let (mut ikey, mut okey) = (None, None);
+        let mut ttl = 0u8;
+        let mut tos = Tos::Value(0);
+        let mut pmtudisc = true;
+        let mut dev = None;
+
+        let mut it = args.iter().map(AsRef::as_ref);
+        while let Some(word) = it.next() {
+            let mut value = || {
+                it.next()
+                    .ok_or_else(|| ConfigError::MissingArgument(word.to_string()))
+            };
+            match word {
+                "mode" => mode = Some(value()?.parse::<Mode>()?),
+                "remote" => {
+                    let v = value()?;
+                    if v == "any" {
+                        return Err(ConfigError::RemoteAny);
+                    }
+                    remote = Some(parse_addr(v)?);
+                }
+                "local" => {
+                    let v = value()?;
+                    local = if v == "any" { None } else { Some(parse_addr(v)?) };
+                }
+                "key" => {
+                    let k = parse_key(value()?)?;
+                    ikey = Some(k);
+                    okey = Some(k);
+                }
+                "ikey" => ikey = Some(parse_key(value()?)?),
+                "okey" => okey = Some(parse_key(value()?)?),
+                "ttl" | "hoplimit" | "hlim" => ttl = parse_ttl(value()?)?,
+                "tos" | "dsfield" | "tclass" => tos = parse_tos(value()?)?,
+                "dev" => {
+                    let v = value()?;
+                    validate_ifname(v)?;
+                    dev = Some(v.to_string());
+                }
+                "pmtudisc" => pmtudisc = true,
+                "nopmtudisc" => pmtudisc = false,
+                "csum" | "icsum" | "ocsum" | "seq" | "iseq" | "oseq" | "prl-default"
+                | "prl-nodefault" | "prl-delete" | "6rd-prefix" | "6rd-relay_prefix" => {
+                    return Err(ConfigError::Unsupported(word.to_string()))
+                }
+                "name" => {
+                    let v = value()?;
+                    set_name(&mut name, v)?;
+                }
+                other if other.starts_with('-') || name.is_some() => {
+                    return Err(ConfigError::Unknown(other.to_string()))
+                }
+                other => set_name(&mut name, other)?,
+            }
+        }
+
+        let name = name.ok_or(ConfigError::MissingName)?;
+        let mode = mode.ok_or(ConfigError::MissingMode)?;
+        let remote = remote.ok_or(ConfigError::MissingRemote)?;
+        if mode != Mode::Gre && (ikey.is_some() || okey.is_some()) {
+            return Err(ConfigError::KeyWithoutGre);
+        }
+        if ttl != 0 && !pmtudisc {
+            return Err(ConfigError::TtlWithNoPmtudisc);
+        }
+        Ok(Self {
+            name,
+            mode,
+            remote,
+            local,
+            ikey,
+            okey,
+            ttl,
+            tos,
+            pmtudisc,
+            dev,
+        })
+    }
+
+    /// Outer GRE flags this tunnel sends.
+    pub fn gre_flags(&self) -> u16 {
+        if self.okey.is_some() {
+            wire::GRE_KEY
+        } else {
+            0
+        }
+    }
+
+    /// MTU of the tunnel interface over an underlay of `underlay_mtu`.
+    pub fn mtu(&self, underlay_mtu: u32) -> u32 {
+        let overhead = wire::encap_overhead(self.mode.as_map(), self.gre_flags()) as u32;
+        underlay_mtu.saturating_sub(overhead).max(68)
+    }
+
+    /// The data plane's view of this tunnel.
+    pub fn to_config(&self, local: Ipv4Addr, underlay_ifindex: u32, mtu: u32) -> TunnelConfig {
+        let mut flags = 0;
+        if self.ikey.is_some() {
+            flags |= TUNNEL_F_IKEY;
+        }
+        if self.okey.is_some() {
+            flags |= TUNNEL_F_OKEY;
+        }
+        if self.pmtudisc {
+            flags |= TUNNEL_F_PMTUDISC;
+        }
+        if self.dev.is_some() {
+            flags |= TUNNEL_F_BOUND_DEV;
+        }
+        let tos = match self.tos {
+            Tos::Inherit => {
+                flags |= TUNNEL_F_TOS_INHERIT;
+                0
+            }
+            Tos::Value(v) => v,
+        };
+        TunnelConfig {
+            local: wire_addr(local),
+            remote: wire_addr(self.remote),
+            ikey: self.ikey.unwrap_or(0).to_be(),
+            okey: self.okey.unwrap_or(0).to_be(),
+            underlay_ifindex,
+            flags,
+            mtu,
+            mode: self.mode.as_map(),
+            ttl: self.ttl,
+            tos,
+            _pad: 0,
+        }
+    }
+}
+
+fn set_name(name: &mut Option<String>, v: &str) -> Result<(), ConfigError> {
+    if let Some(old) = name {
+        if old != v {
+            return Err(ConfigError::DuplicateName(old.clone(), v.to_string()));
+        }
+    }
+    validate_ifname(v)?;
+    *name = Some(v.to_string());
+    Ok(())
+}
+
+/// An address as the maps store it: the wire bytes in a u32.
+pub fn wire_addr(a: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(a.octets())
+}
+
+pub fn addr_from_wire(a: u32) -> Ipv4Addr {
+    Ipv4Addr::from(a.to_ne_bytes())
+}
+
+/// The decapsulation-index key of a tunnel.
+pub fn decap_key(cfg: &TunnelConfig) -> DecapKey {
+    let has_key = cfg.mode == MODE_GRE && cfg.flags & TUNNEL_F_IKEY != 0;
+    DecapKey {
+        local: cfg.local,
+        remote: cfg.remote,
+        key: if has_key { cfg.ikey } else { 0 },
+        proto: Mode::from_map(cfg.mode).map_or(0, Mode::ip_proto),
+        has_key: has_key as u8,
+        _pad: [0; 2],
+    }
+}
+
+/// One line of `ip tunnel show`.
+pub struct ShowLine<'a> {
+    pub name: &'a str,
+    pub cfg: &'a TunnelConfig,
+    pub dev: Option<&'a str>,
+}
+
+impl fmt::Display for ShowLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cfg = self.cfg;
+        let mode = Mode::from_map(cfg.mode).map_or("unknown", Mode::show_name);
+        write!(
+            f,
+            "{}: {}/ip remote {} local {}",
+            self.name,
+            mode,
+            addr_from_wire(cfg.remote),
+            addr_from_wire(cfg.local)
+        )?;
+        if let Some(dev) = self.dev {
+            write!(f, " dev {dev}")?;
+        }
+        if cfg.ttl == 0 {
+            write!(f, " ttl inherit")?;
+        } else {
+            write!(f, " ttl {}", cfg.ttl)?;
+        }
+        if cfg.flags & TUNNEL_F_TOS_INHERIT != 0 {
+            write!(f, " tos inherit")?;
+        } else if cfg.tos != 0 {
+            write!(f, " tos 0x{:x}", cfg.tos)?;
+        }
+        if cfg.flags & TUNNEL_F_PMTUDISC == 0 {
+            write!(f, " nopmtudisc")?;
+        }
+        let ikey = (cfg.flags & TUNNEL_F_IKEY != 0).then(|| u32::from_be(cfg.ikey));
+        let okey = (cfg.flags & TUNNEL_F_OKEY != 0).then(|| u32::from_be(cfg.okey));
+        match (ikey, okey) {
+            (Some(i), Some(o)) if i == o => write!(f, " key {i}")?,
+            _ => {
+                if let Some(i) = ikey {
+                    write!(f, " ikey {i}")?;
+                }
+                if let Some(o) = okey {
+                    write!(f, " okey {o}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<TunnelSpec, ConfigError> {
+        TunnelSpec::parse(&s.split_whitespace().collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn parses_the_seed_walkthrough() {
+        let spec = parse("tun1 mode ipip remote 10.10.20.2 local 10.10.10.2").unwrap();
+        assert_eq!(spec.name, "tun1");
+        assert_eq!(spec.mode, Mode::Ipip);
+        assert_eq!(spec.remote, Ipv4Addr::new(10, 10, 20, 2));
+        assert_eq!(spec.local, Some(Ipv4Addr::new(10, 10, 10, 2)));
+        assert_eq!(spec.ttl, 0);
+        assert!(spec.pmtudisc);
+        assert_eq!(spec.mtu(1500), 1480);
+    }
+
+    #[test]
+    fn accepts_words_in_any_order_and_name_keyword() {
+        let a = parse("remote 10.0.0.2 mode gre name t0 local 10.0.0.1 key 42").unwrap();
+        let b = parse("t0 local 10.0.0.1 key 42 remote 10.0.0.2 mode gre").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.ikey, Some(42));
+        assert_eq!(a.mtu(1500), 1472);
+    }
+
+    #[test]
+    fn keys_are_numbers_or_dotted_quads() {
+        assert_eq!(parse_key("42"), Ok(42));
+        assert_eq!(parse_key("0.0.0.42"), Ok(42));
+        assert_eq!(parse_key("1.2.3.4"), Ok(0x0102_0304));
+        assert_eq!(parse_key("4294967295"), Ok(u32::MAX));
+        assert!(parse_key("4294967296").is_err());
+        assert!(parse_key("1.2.3").is_err());
+        assert!(parse_key("abc").is_err());
+        let spec = parse("t mode gre remote 1.1.1.1 local 2.2.2.2 ikey 1.0.0.0 okey 7").unwrap();
+        assert_eq!((spec.ikey, spec.okey), (Some(0x0100_0000), Some(7)));
+        let cfg = spec.to_config(Ipv4Addr::new(2, 2, 2, 2), 3, 1472);
+        // Keys are stored as they go on the wire.
+        assert_eq!(cfg.ikey.to_ne_bytes(), [1, 0, 0, 0]);
+        assert_eq!(cfg.okey.to_ne_bytes(), [0, 0, 0, 7]);
+    }
+
+    #[test]
+    fn ttl_and_tos() {
+        let spec = parse("t mode gre remote 1.1.1.1 ttl 64 tos inherit").unwrap();
+        assert_eq!(spec.ttl, 64);
+        assert_eq!(spec.tos, Tos::Inherit);
+        assert_eq!(parse("t mode gre remote 1.1.1.1 ttl inherit tos 0x10").unwrap().tos, Tos::Value(0x10));
+        assert_eq!(parse("t mode gre remote 1.1.1.1 tos b8").unwrap().tos, Tos::Value(0xb8));
+    }
+
+    #[test]
+    fn rejects_bad_input_like_ip_tunnel() {
+        use ConfigError::*;
+        let cases: &[(&str, ConfigError)] = &[
+            ("t mode gre remote 10.0.0.300", BadAddress("10.0.0.300".into())),
+            ("t mode foo remote 1.1.1.1", UnknownMode("foo".into())),
+            ("t mode ipip remote 1.1.1.1 key 5", KeyWithoutGre),
+            ("t mode sit remote 1.1.1.1 okey 5", KeyWithoutGre),
+            ("averyveryverylongname mode gre remote 1.1.1.1", BadName("averyveryverylongname".into())),
+            ("t mode gre remote 1.1.1.1 ttl 0x", BadTtl("0x".into())),
+            ("t mode gre remote 1.1.1.1 ttl 256", BadTtl("256".into())),
+            ("t mode gre remote 1.1.1.1 ttl 0", BadTtl("0".into())),
+            ("t mode gre remote 1.1.1.1 tos 1ff", BadTos("1ff".into())),
+            ("t mode gre remote 1.1.1.1 ttl 9 nopmtudisc", TtlWithNoPmtudisc),
+            ("t remote 1.1.1.1", MissingMode),
+            ("t mode gre", MissingRemote),
+            ("mode gre remote 1.1.1.1", MissingName),
+            ("t mode gre remote", MissingArgument("remote".into())),
+            ("t mode gre remote any", RemoteAny),
+            ("t mode gre remote 1.1.1.1 key x", BadKey("x".into())),
+            ("t mode gre remote 1.1.1.1 csum", Unsupported("csum".into())),
+            ("t mode gre remote 1.1.1.1 bogus", Unknown("bogus".into())),
+            ("t mode gre remote 1.1.1.1 dev a/b", BadName("a/b".into())),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(parse(input).as_ref().err(), Some(expected), "{input}");
+        }
+    }
+
+    #[test]
+    fn show_line_matches_ip_tunnel_show() {
+        let spec = parse("tun1 mode gre remote 10.10.20.2 local 10.10.10.2 key 42").unwrap();
+        let cfg = spec.to_config(spec.local.unwrap(), 2, 1472);
+        let line = ShowLine { name: "tun1", cfg: &cfg, dev: None }.to_string();
+        assert_eq!(line, "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit key 42");
+
+        let spec = parse("t2 mode ipip remote 1.1.1.1 local 2.2.2.2 ttl 64 tos inherit dev v1").unwrap();
+        let cfg = spec.to_config(spec.local.unwrap(), 2, 1480);
+        let line = ShowLine { name: "t2", cfg: &cfg, dev: Some("v1") }.to_string();
+        assert_eq!(line, "t2: ip/ip remote 1.1.1.1 local 2.2.2.2 dev v1 ttl 64 tos inherit");
+
+        let spec = parse("t3 mode gre remote 1.1.1.1 local 2.2.2.2 ikey 1 okey 2 nopmtudisc").unwrap();
+        let cfg = spec.to_config(spec.local.unwrap(), 2, 1468);
+        let line = ShowLine { name: "t3", cfg: &cfg, dev: None }.to_string();
+        assert_eq!(line, "t3: gre/ip remote 1.1.1.1 local 2.2.2.2 ttl inherit nopmtudisc ikey 1 okey 2");
+    }
+
+    #[test]
+    fn decap_key_includes_key_only_for_keyed_gre() {
+        let spec = parse("t mode gre remote 1.1.1.1 local 2.2.2.2 ikey 9").unwrap();
+        let key = decap_key(&spec.to_config(spec.local.unwrap(), 1, 1472));
+        assert_eq!((key.has_key, key.key, key.proto), (1, 9u32.to_be(), 47));
+        let spec = parse("t mode ipip remote 1.1.1.1 local 2.2.2.2").unwrap();
+        let key = decap_key(&spec.to_config(spec.local.unwrap(), 1, 1480));
+        assert_eq!((key.has_key, key.key, key.proto), (0, 0, 4));
+    }
+}

@@ -1,0 +1,441 @@
+//! Loading the data plane, finding it again in a network namespace, and
+//! attaching it to interfaces.
+//!
+//! Attachments are made through netlink (IFLA_XDP and a clsact `bpf`
+//! filter), which the kernel keeps for as long as the interface exists, so
+//! the data plane outlives the `xtun` process without any bpffs pins. That
+//! matters under `ip netns exec`, where /sys/fs/bpf is not mounted. The maps
+//! are found again from the programs attached in the current namespace.
+
+use std::{
+    collections::BTreeSet,
+    os::fd::{AsFd, AsRawFd, OwnedFd},
+};
+
+use aya::{
+    maps::{HashMap, Map, MapData, MapInfo, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    programs::{loaded_programs, ProgramInfo, SchedClassifier, Xdp},
+    Ebpf,
+};
+use thiserror::Error;
+use tunnel_common::maps::*;
+
+use crate::netlink::{self, Link, Netlink, TcHook, XDP_ATTACHED_SKB};
+
+/// The eBPF object built by build.rs, embedded so `xtun` is self-contained.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tunnel"));
+
+/// Names we give our tc filters: an underlay attached by `xtun attach`, one
+/// attached implicitly by `tunnel add` (detached again with its last tunnel),
+/// and a tunnel interface's egress.
+pub const FILTER_UNDERLAY: &str = "xtun_underlay";
+pub const FILTER_UNDERLAY_AUTO: &str = "xtun_underlay_auto";
+pub const FILTER_TUNNEL: &str = "xtun_tunnel";
+
+#[derive(Debug, Error)]
+pub enum DataplaneError {
+    #[error(transparent)]
+    Netlink(#[from] netlink::NetlinkError),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("eBPF program: {0}")]
+    Program(#[from] aya::programs::ProgramError),
+    #[error("eBPF map: {0}")]
+    Map(#[from] aya::maps::MapError),
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error(
+        "{dev} already has an XDP program (id {id}{}) that is not xtun's; remove it first (ip link set dev {dev} xdp off)",
+        name.as_ref().map(|n| format!(", {n}")).unwrap_or_default()
+    )]
+    ForeignXdp {
+        dev: String,
+        id: u32,
+        name: Option<String>,
+    },
+    #[error("{dev} carries tunnels ({tunnels}); delete them first")]
+    InUse { dev: String, tunnels: String },
+    #[error("xtun is not attached to {0}")]
+    NotAttached(String),
+    #[error("the xtun data plane in this namespace is incomplete ({0}); delete its tunnels and attach again")]
+    Incomplete(&'static str),
+}
+
+pub type Result<T> = std::result::Result<T, DataplaneError>;
+
+/// How XDP ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    Native,
+    Generic,
+}
+
+impl XdpMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+/// The data plane of the current network namespace: its programs and maps.
+pub struct Dataplane {
+    /// Keeps a freshly loaded object alive until it is attached.
+    _ebpf: Option<Ebpf>,
+    xdp_fd: Option<OwnedFd>,
+    xdp_id: Option<u32>,
+    tc_fd: OwnedFd,
+    tc_id: u32,
+    pub tunnels: HashMap<MapData, u32, TunnelConfig>,
+    pub decap: Option<HashMap<MapData, DecapKey, DecapTarget>>,
+    pub tunnel_stats: PerCpuHashMap<MapData, u32, TunnelStats>,
+    pub counters: PerCpuArray<MapData, u64>,
+}
+
+fn program_info(id: u32) -> Option<ProgramInfo> {
+    loaded_programs().flatten().find(|p| p.id() == id)
+}
+
+fn program_name(id: u32) -> Option<String> {
+    program_info(id).and_then(|p| p.name_as_str().map(str::to_owned))
+}
+
+/// Is `name` one of our program names (as the kernel reports them)?
+fn is_ours(name: &str) -> bool {
+    name == PROG_XDP_DECAP || name == PROG_TC
+}
+
+impl Dataplane {
+    /// Finds the data plane attached in this namespace, if any.
+    pub fn find(nl: &mut Netlink) -> Result<Option<Self>> {
+        let links = nl.links()?;
+        let mut anchor = None;
+        for link in &links {
+            if let Some(id) = link.xdp_prog_id {
+                if program_name(id).as_deref() == Some(PROG_XDP_DECAP) {
+                    anchor = Some(id);
+                    break;
+                }
+            }
+        }
+        if anchor.is_none() {
+            'links: for link in &links {
+                for hook in [TcHook::Egress, TcHook::Ingress] {
+                    for filter in nl.bpf_filters(link.index, hook)? {
+                        let Some(id) = filter.prog_id else { continue };
+                        if program_name(id).as_deref() == Some(PROG_TC) {
+                            anchor = Some(id);
+                            break 'links;
+                        }
+                    }
+                }
+            }
+        }
+        let Some(anchor) = anchor else {
+            return Ok(None);
+        };
+        Self::from_anchor(anchor).map(Some)
+    }
+
+    /// Rebuilds the handle from one attached program: its counters map
+    /// identifies the instance, and every xtun program using that map
+    /// belongs to it.
+    fn from_anchor(anchor: u32) -> Result<Self> {
+        let info = program_info(anchor).ok_or(DataplaneError::Incomplete("program vanished"))?;
+        let counters_id = info
+            .map_ids()?
+            .unwrap_or_default()
+            .into_iter()
+            .find(|&id| {
+                MapInfo::from_id(id)
+                    .ok()
+                    .and_then(|m| m.name_as_str().map(|n| n == MAP_COUNTERS))
+                    .unwrap_or(false)
+            })
+            .ok_or(DataplaneError::Incomplete("no counters map"))?;
+
+        let mut xdp = None;
+        let mut tc = None;
+        let mut map_ids = BTreeSet::new();
+        for prog in loaded_programs().flatten() {
+            let Some(name) = prog.name_as_str().map(str::to_owned) else { continue };
+            if !is_ours(&name) {
+                continue;
+            }
+            let ids = prog.map_ids()?.unwrap_or_default();
+            if !ids.contains(&counters_id) {
+                continue;
+            }
+            map_ids.extend(ids);
+            let fd: OwnedFd = prog.fd()?.as_fd().try_clone_to_owned()?;
+            if name == PROG_XDP_DECAP {
+                xdp = Some((fd, prog.id()));
+            } else {
+                tc = Some((fd, prog.id()));
+            }
+        }
+        let (tc_fd, tc_id) = tc.ok_or(DataplaneError::Incomplete("tc program missing"))?;
+        let mut maps = std::collections::HashMap::new();
+        for id in map_ids {
+            let data = MapData::from_id(id)?;
+            let name = data.info()?.name_as_str().map(str::to_owned);
+            if let Some(name) = name {
+                maps.insert(name, Map::from_map_data(data)?);
+            }
+        }
+        let mut take = |name: &'static str| maps.remove(name).ok_or(DataplaneError::Missing(name));
+        let (xdp_fd, xdp_id) = xdp.map_or((None, None), |(fd, id)| (Some(fd), Some(id)));
+        Ok(Self {
+            _ebpf: None,
+            xdp_fd,
+            xdp_id,
+            tc_fd,
+            tc_id,
+            tunnels: HashMap::try_from(take(MAP_TUNNELS)?)?,
+            decap: take(MAP_DECAP).ok().map(HashMap::try_from).transpose()?,
+            tunnel_stats: PerCpuHashMap::try_from(take(MAP_TUNNEL_STATS)?)?,
+            counters: PerCpuArray::try_from(take(MAP_COUNTERS)?)?,
+        })
+    }
+
+    /// Loads a fresh copy of the programs and maps (not yet attached).
+    pub fn load() -> Result<Self> {
+        raise_memlock_limit();
+        let mut ebpf = Ebpf::load(OBJECT)?;
+        let xdp: &mut Xdp = ebpf
+            .program_mut(PROG_XDP_DECAP)
+            .ok_or(DataplaneError::Missing(PROG_XDP_DECAP))?
+            .try_into()?;
+        xdp.load()?;
+        let xdp_fd = xdp.fd()?.as_fd().try_clone_to_owned()?;
+        let xdp_id = xdp.info()?.id();
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(PROG_TC)
+            .ok_or(DataplaneError::Missing(PROG_TC))?
+            .try_into()?;
+        tc.load()?;
+        let tc_fd = tc.fd()?.as_fd().try_clone_to_owned()?;
+        let tc_id = tc.info()?.id();
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::Missing(name));
+        let tunnels = HashMap::try_from(take(MAP_TUNNELS)?)?;
+        let decap = Some(HashMap::try_from(take(MAP_DECAP)?)?);
+        let tunnel_stats = PerCpuHashMap::try_from(take(MAP_TUNNEL_STATS)?)?;
+        let counters = PerCpuArray::try_from(take(MAP_COUNTERS)?)?;
+        Ok(Self {
+            _ebpf: Some(ebpf),
+            xdp_fd: Some(xdp_fd),
+            xdp_id: Some(xdp_id),
+            tc_fd,
+            tc_id,
+            tunnels,
+            decap,
+            tunnel_stats,
+            counters,
+        })
+    }
+
+    pub fn find_or_load(nl: &mut Netlink) -> Result<Self> {
+        match Self::find(nl)? {
+            Some(dp) => Ok(dp),
+            None => Self::load(),
+        }
+    }
+
+    pub fn xdp_fd(&self) -> Option<&OwnedFd> {
+        self.xdp_fd.as_ref()
+    }
+
+    pub fn tc_fd(&self) -> &OwnedFd {
+        &self.tc_fd
+    }
+
+    pub fn decap_mut(&mut self) -> Result<&mut HashMap<MapData, DecapKey, DecapTarget>> {
+        self.decap
+            .as_mut()
+            .ok_or(DataplaneError::Incomplete("decapsulation map missing"))
+    }
+
+    /// Is our data plane attached to `link` (XDP and tc ingress)? Returns the
+    /// name of our ingress filter if so.
+    pub fn underlay_filter(&self, nl: &mut Netlink, link: &Link) -> Result<Option<String>> {
+        if link.xdp_prog_id.is_none() || link.xdp_prog_id != self.xdp_id {
+            return Ok(None);
+        }
+        Ok(nl
+            .bpf_filters(link.index, TcHook::Ingress)?
+            .into_iter()
+            .find(|f| f.prio == netlink::FILTER_PRIO && f.prog_id == Some(self.tc_id))
+            .map(|f| f.name.unwrap_or_default()))
+    }
+
+    /// Attaches XDP decapsulation and tc delivery to an underlay interface.
+    /// `explicit` marks an `xtun attach`, which survives its last tunnel.
+    /// Returns the XDP mode, or None if it was attached already.
+    pub fn attach_underlay(&self, nl: &mut Netlink, link: &Link, explicit: bool) -> Result<Option<XdpMode>> {
+        let xdp_fd = self
+            .xdp_fd
+            .as_ref()
+            .ok_or(DataplaneError::Incomplete("XDP program missing"))?;
+        let name = if explicit { FILTER_UNDERLAY } else { FILTER_UNDERLAY_AUTO };
+        if let Some(existing) = self.underlay_filter(nl, link)? {
+            if explicit && existing != FILTER_UNDERLAY {
+                // Promote an implicit attachment; atomic replace, no gap.
+                nl.add_bpf_filter(link.index, TcHook::Ingress, self.tc_fd.as_raw_fd(), name, true)?;
+            }
+            return Ok(None);
+        }
+        let mode = match link.xdp_prog_id {
+            Some(id) if Some(id) == self.xdp_id => {
+                if link.xdp_attached == XDP_ATTACHED_SKB {
+                    XdpMode::Generic
+                } else {
+                    XdpMode::Native
+                }
+            }
+            Some(id) => {
+                return Err(DataplaneError::ForeignXdp {
+                    dev: link.name.clone(),
+                    id,
+                    name: program_name(id),
+                })
+            }
+            None => {
+                let fd = xdp_fd.as_raw_fd();
+                let noexist = netlink::XDP_FLAGS_UPDATE_IF_NOEXIST;
+                match nl.set_xdp(link.index, Some(fd), noexist | netlink::XDP_FLAGS_DRV_MODE) {
+                    Ok(()) => XdpMode::Native,
+                    Err(native) => {
+                        eprintln!(
+                            "xtun: native XDP is not available on {} ({native}); using generic XDP",
+                            link.name
+                        );
+                        nl.set_xdp(link.index, Some(fd), noexist | netlink::XDP_FLAGS_SKB_MODE)?;
+                        XdpMode::Generic
+                    }
+                }
+            }
+        };
+        let attach_tc = nl.add_clsact(link.index).and_then(|()| {
+            nl.add_bpf_filter(link.index, TcHook::Ingress, self.tc_fd.as_raw_fd(), name, true)
+        });
+        if let Err(e) = attach_tc {
+            let _ = nl.set_xdp(link.index, None, 0);
+            return Err(e.into());
+        }
+        Ok(Some(mode))
+    }
+
+    /// Removes XDP and tc delivery from an underlay.
+    pub fn detach_underlay(&self, nl: &mut Netlink, link: &Link) -> Result<()> {
+        let users: Vec<u32> = self
+            .tunnels
+            .iter()
+            .flatten()
+            .filter(|(_, cfg)| cfg.underlay_ifindex == link.index)
+            .map(|(ifindex, _)| ifindex)
+            .collect();
+        if !users.is_empty() {
+            let links = nl.links()?;
+            let names: Vec<String> = users
+                .iter()
+                .map(|i| {
+                    links
+                        .iter()
+                        .find(|l| l.index == *i)
+                        .map_or_else(|| format!("ifindex {i}"), |l| l.name.clone())
+                })
+                .collect();
+            return Err(DataplaneError::InUse {
+                dev: link.name.clone(),
+                tunnels: names.join(", "),
+            });
+        }
+        detach_interface(nl, link, self.xdp_id)
+    }
+
+    /// Attaches encapsulation to a tunnel interface's egress.
+    pub fn attach_tunnel(&self, nl: &mut Netlink, ifindex: u32) -> Result<()> {
+        nl.add_clsact(ifindex)?;
+        nl.add_bpf_filter(ifindex, TcHook::Egress, self.tc_fd.as_raw_fd(), FILTER_TUNNEL, false)?;
+        Ok(())
+    }
+
+    /// Zeroed per-CPU counters for a new tunnel.
+    pub fn reset_tunnel_stats(&mut self, ifindex: u32) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        let zero = PerCpuValues::try_from(vec![TunnelStats::default(); cpus])?;
+        self.tunnel_stats.insert(ifindex, zero, 0)?;
+        Ok(())
+    }
+
+    /// Sum of a tunnel's per-CPU counters.
+    pub fn tunnel_totals(&self, ifindex: u32) -> Option<TunnelStats> {
+        let per_cpu = self.tunnel_stats.get(&ifindex, 0).ok()?;
+        let mut t = TunnelStats::default();
+        for s in per_cpu.iter() {
+            t.rx_packets += s.rx_packets;
+            t.rx_bytes += s.rx_bytes;
+            t.rx_errors += s.rx_errors;
+            t.rx_csum_errors += s.rx_csum_errors;
+            t.rx_out_of_seq += s.rx_out_of_seq;
+            t.rx_mcasts += s.rx_mcasts;
+            t.tx_packets += s.tx_packets;
+            t.tx_bytes += s.tx_bytes;
+            t.tx_errors += s.tx_errors;
+            t.tx_dead_loop += s.tx_dead_loop;
+            t.tx_no_route += s.tx_no_route;
+            t.tx_no_bufs += s.tx_no_bufs;
+        }
+        Some(t)
+    }
+
+    /// Data-plane counters summed over CPUs, by slot.
+    pub fn counter_totals(&self) -> Result<Vec<u64>> {
+        let mut totals = Vec::new();
+        for slot in 0..tunnel_common::stats::COUNTER_COUNT {
+            let per_cpu = self.counters.get(&slot, 0)?;
+            totals.push(per_cpu.iter().sum());
+        }
+        Ok(totals)
+    }
+}
+
+/// Removes xtun's XDP program and tc filters from an interface, and the
+/// clsact qdisc if nothing else uses it.
+pub fn detach_interface(nl: &mut Netlink, link: &Link, xdp_id: Option<u32>) -> Result<()> {
+    let ours = |id: u32| xdp_id == Some(id) || program_name(id).as_deref() == Some(PROG_XDP_DECAP);
+    if let Some(id) = link.xdp_prog_id {
+        if ours(id) {
+            let mode = if link.xdp_attached == XDP_ATTACHED_SKB {
+                netlink::XDP_FLAGS_SKB_MODE
+            } else {
+                netlink::XDP_FLAGS_DRV_MODE
+            };
+            nl.set_xdp(link.index, None, mode)?;
+        }
+    }
+    nl.del_bpf_filter(link.index, TcHook::Ingress)?;
+    nl.del_bpf_filter(link.index, TcHook::Egress)?;
+    if nl.bpf_filters(link.index, TcHook::Ingress)?.is_empty()
+        && nl.bpf_filters(link.index, TcHook::Egress)?.is_empty()
+    {
+        // Other filter kinds would also keep it; the kernel refuses nothing
+        // here, so only remove a clsact that has no filters of any kind left.
+        if nl.tc_filter_count(link.index)? == 0 {
+            let _ = nl.del_clsact(link.index);
+        }
+    }
+    Ok(())
+}
+
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain setrlimit; failure only matters on old kernels.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}

@@ -1,0 +1,9 @@
+//! The xtun control plane: the `ip tunnel` grammar, netlink, and the eBPF
+//! data plane's loader. The `xtun` binary is a thin CLI over this library;
+//! tests and benchmarks use it directly.
+
+pub mod bpf_sys;
+pub mod config;
+pub mod dataplane;
+pub mod netlink;
+pub mod tun;

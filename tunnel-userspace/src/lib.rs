@@ -7,3 +7,4 @@ pub mod config;
 pub mod dataplane;
 pub mod netlink;
 pub mod tun;
+pub mod testbed;

@@ -1,0 +1,125 @@
+//! Throw-away network namespaces for the demo, the tests and the benchmarks.
+//!
+//! Everything is created inside namespaces with unique names, and removed
+//! when the value is dropped, so a failing test still cleans up. Removing a
+//! namespace removes its interfaces, and with them every attachment.
+
+use std::{
+    io,
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A unique prefix for this process's namespaces.
+pub fn unique_prefix(tag: &str) -> String {
+    format!("xt{tag}{}n{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Runs a command and fails with its stderr if it exits nonzero.
+pub fn run(args: &[&str]) -> io::Result<Output> {
+    let out = Command::new(args[0]).args(&args[1..]).output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out)
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: String) -> io::Result<Self> {
+        run(&["ip", "netns", "add", &name])?;
+        let ns = Self { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `ip netns exec NAME args…`, failing on a nonzero exit.
+    pub fn exec(&self, args: &[&str]) -> io::Result<Output> {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    /// `ip netns exec NAME args…`, returning whatever happened.
+    pub fn try_exec(&self, args: &[&str]) -> io::Result<Output> {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// The reference topology: ns1 (v1 10.10.10.2/24) — router (10.10.10.1,
+/// 10.10.20.1, forwarding) — ns2 (v2 10.10.20.2/24), with routes between
+/// ns1 and ns2 through the router.
+pub struct SeedTopology {
+    pub ns1: Netns,
+    pub ns2: Netns,
+    pub router: Netns,
+}
+
+impl SeedTopology {
+    pub const NS1_ADDR: &'static str = "10.10.10.2";
+    pub const NS2_ADDR: &'static str = "10.10.20.2";
+
+    pub fn new(tag: &str) -> io::Result<Self> {
+        let prefix = unique_prefix(tag);
+        let topo = Self {
+            ns1: Netns::new(format!("{prefix}-ns1"))?,
+            ns2: Netns::new(format!("{prefix}-ns2"))?,
+            router: Netns::new(format!("{prefix}-rt"))?,
+        };
+        let (n1, n2, r) = (&topo.ns1.name, &topo.ns2.name, &topo.router.name);
+        run(&["ip", "link", "add", "v1", "netns", n1, "type", "veth", "peer", "name", "r1", "netns", r])?;
+        run(&["ip", "link", "add", "v2", "netns", n2, "type", "veth", "peer", "name", "r2", "netns", r])?;
+        topo.ns1.exec(&["ip", "addr", "add", "10.10.10.2/24", "dev", "v1"])?;
+        topo.ns1.exec(&["ip", "link", "set", "v1", "up"])?;
+        topo.ns1.exec(&["ip", "route", "add", "10.10.20.0/24", "via", "10.10.10.1"])?;
+        topo.ns2.exec(&["ip", "addr", "add", "10.10.20.2/24", "dev", "v2"])?;
+        topo.ns2.exec(&["ip", "link", "set", "v2", "up"])?;
+        topo.ns2.exec(&["ip", "route", "add", "10.10.10.0/24", "via", "10.10.20.1"])?;
+        topo.router.exec(&["ip", "addr", "add", "10.10.10.1/24", "dev", "r1"])?;
+        topo.router.exec(&["ip", "addr", "add", "10.10.20.1/24", "dev", "r2"])?;
+        topo.router.exec(&["ip", "link", "set", "r1", "up"])?;
+        topo.router.exec(&["ip", "link", "set", "r2", "up"])?;
+        topo.router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        for ns in [&topo.ns1, &topo.ns2] {
+            // As strict as a careful host: tunnel traffic must pass rp_filter.
+            ns.exec(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1"])?;
+        }
+        Ok(topo)
+    }
+
+    /// Brings up the walkthrough's tunnel on both sides with `xtun` at
+    /// `xtun_path`; `extra` goes after `mode M remote … local …`.
+    pub fn add_tunnels(&self, xtun_path: &str, mode: &str, extra: &[&str]) -> io::Result<()> {
+        let sides = [
+            (&self.ns1, "tun1", Self::NS2_ADDR, Self::NS1_ADDR, "10.10.100.10", "10.10.200.10"),
+            (&self.ns2, "tun2", Self::NS1_ADDR, Self::NS2_ADDR, "10.10.200.10", "10.10.100.10"),
+        ];
+        for (ns, name, remote, local, addr, peer) in sides {
+            let mut args = vec![xtun_path, "tunnel", "add", name, "mode", mode, "remote", remote, "local", local];
+            args.extend_from_slice(extra);
+            ns.exec(&args)?;
+            ns.exec(&["ip", "link", "set", name, "up"])?;
+            ns.exec(&["ip", "addr", "add", addr, "peer", peer, "dev", name])?;
+        }
+        Ok(())
+    }
+}

@@ -1,1 +1,173 @@
-fn main(){}
+//! Project tasks: `cargo xtask setup|demo|test|lint`.
+//!
+//! Every task that builds first runs `setup`, which installs what is missing
+//! (nightly rust-src, bpf-linker built against rustc's own LLVM, and the
+//! Debian packages the tests use) and skips what is already there.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the toolchain pieces and packages that are missing.
+    Setup,
+    /// Build, then run the seed walkthrough over xtun in fresh namespaces.
+    Demo {
+        /// Tunnel mode for the demo.
+        #[arg(long, default_value = "gre")]
+        mode: String,
+    },
+    /// Build, then run every test (unit, BPF_PROG_TEST_RUN, end to end). Needs root.
+    Test,
+    /// rustfmt check and clippy for the host crates and the eBPF crate.
+    Lint,
+}
+
+const APT_PACKAGES: &[(&str, &str)] = &[
+    ("ping", "iputils-ping"),
+    ("tcpdump", "tcpdump"),
+    ("tshark", "tshark"),
+    ("iperf3", "iperf3"),
+    ("ip", "iproute2"),
+];
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => setup(),
+        Task::Demo { mode } => {
+            setup()?;
+            build()?;
+            cargo(&["build", "--release", "-p", "tunnel-userspace", "--example", "seed_demo"])?;
+            let demo = workspace_root().join("target/release/examples/seed_demo");
+            run(Command::new(demo).env("MODE", mode))
+        }
+        Task::Test => {
+            setup()?;
+            build()?;
+            cargo(&["test", "--release", "--workspace", "--exclude", "tunnel-ebpf"])
+        }
+        Task::Lint => {
+            cargo(&["fmt", "--all", "--check"])?;
+            cargo(&["clippy", "--release", "--workspace", "--exclude", "tunnel-ebpf", "--all-targets", "--", "-D", "warnings"])?;
+            let ebpf = workspace_root().join("tunnel-ebpf");
+            run(Command::new("cargo")
+                .current_dir(ebpf)
+                .args(["+nightly", "clippy", "-Z", "build-std=core", "--target", "bpfel-unknown-none", "--release", "--", "-D", "warnings"]))
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    run(Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(workspace_root())
+        .args(args))
+}
+
+fn build() -> Result<()> {
+    cargo(&["build", "--release", "-p", "tunnel-userspace"])
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn setup() -> Result<()> {
+    if !is_root() {
+        bail!("xtun's tasks load eBPF programs and create namespaces: run them as root");
+    }
+    // Nightly with rust-src, for -Z build-std=core.
+    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
+        println!("xtask: installing the nightly toolchain");
+        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()?;
+    if !String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.starts_with("rust-src")) {
+        println!("xtask: installing nightly rust-src");
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    install_bpf_linker()?;
+    install_packages()
+}
+
+/// bpf-linker must link rustc's own LLVM (22); Debian has no such LLVM, so
+/// point LLVM_PREFIX at a directory whose lib/ holds nightly's libLLVM.
+fn install_bpf_linker() -> Result<()> {
+    if succeeds(Command::new("bpf-linker").arg("--version")) {
+        return Ok(());
+    }
+    let sysroot = Command::new("rustc").args(["+nightly", "--print", "sysroot"]).output()?;
+    let sysroot = PathBuf::from(String::from_utf8(sysroot.stdout)?.trim());
+    let lib = sysroot.join("lib");
+    let llvm = std::fs::read_dir(&lib)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.")))
+        .with_context(|| format!("no libLLVM.so.* in {}", lib.display()))?;
+    let home = env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let prefix = PathBuf::from(home).join(".local/share/xtun/llvm");
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)?;
+    for link in [prefix_lib.join("libLLVM.so"), prefix_lib.join(llvm.file_name().unwrap())] {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&llvm, &link)?;
+    }
+    println!("xtask: building bpf-linker against {} (a few minutes)", llvm.display());
+    run(Command::new("cargo")
+        .env("LLVM_PREFIX", &prefix)
+        .args(["install", "bpf-linker", "--version", "0.13.0", "--no-default-features", "--features", "llvm-22"]))
+}
+
+fn install_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(bin, _)| !succeeds(Command::new("sh").args(["-c", &format!("command -v {bin}")])))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("xtask: installing {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq"])
+        .args(&missing))
+}

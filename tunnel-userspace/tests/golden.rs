@@ -1,0 +1,291 @@
+//! Golden packets through BPF_PROG_TEST_RUN: the real programs, loaded into
+//! the kernel, fed exact bytes; the verdict and the output bytes are checked.
+//! Needs root (CAP_BPF, CAP_NET_ADMIN).
+
+use std::os::fd::AsRawFd;
+
+use etherparse::{IpNumber, Ipv4Header, PacketBuilder, SlicedPacket, NetSlice};
+use tunnel_common::maps::*;
+use tunnel_userspace::{
+    bpf_sys::prog_test_run,
+    config::{decap_key, TunnelSpec},
+    dataplane::Dataplane,
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const TC_ACT_UNSPEC: u32 = u32::MAX;
+const TC_ACT_REDIRECT: u32 = 7;
+const TUN_IFINDEX: u32 = 4242;
+
+const LOCAL: [u8; 4] = [10, 10, 20, 2];
+const REMOTE: [u8; 4] = [10, 10, 10, 2];
+const MAC_DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x22];
+const MAC_SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
+
+/// An ICMP echo request 10.10.100.10 -> 10.10.200.10 as an IPv4 packet.
+fn inner_packet(tos_ecn: u8) -> Vec<u8> {
+    let builder = PacketBuilder::ipv4([10, 10, 100, 10], [10, 10, 200, 10], 64).icmpv4_echo_request(7, 1);
+    let payload = [0xabu8; 56];
+    let mut out = Vec::new();
+    builder.write(&mut out, &payload).unwrap();
+    if tos_ecn != 0 {
+        let mut hdr = Ipv4Header::from_slice(&out).unwrap().0;
+        hdr.ecn = etherparse::Ipv4Ecn::try_new(tos_ecn).unwrap();
+        hdr.header_checksum = hdr.calc_header_checksum();
+        out.splice(0..20, hdr.to_bytes());
+    }
+    out
+}
+
+fn outer_ipv4(proto: u8, payload_len: usize, tos: u8) -> Vec<u8> {
+    let mut hdr = Ipv4Header::new(payload_len as u16, 63, IpNumber(proto), REMOTE, LOCAL).unwrap();
+    hdr.dont_fragment = true;
+    hdr.dscp = etherparse::Ipv4Dscp::try_new(tos >> 2).unwrap();
+    hdr.ecn = etherparse::Ipv4Ecn::try_new(tos & 3).unwrap();
+    hdr.header_checksum = hdr.calc_header_checksum();
+    hdr.to_bytes().to_vec()
+}
+
+fn eth(ether_type: u16) -> Vec<u8> {
+    let mut v = MAC_DST.to_vec();
+    v.extend_from_slice(&MAC_SRC);
+    v.extend_from_slice(&ether_type.to_be_bytes());
+    v
+}
+
+/// A frame: Ethernet, outer IPv4 with `proto`, `tunnel` bytes, `inner`.
+fn frame(proto: u8, tunnel: &[u8], inner: &[u8], outer_tos: u8) -> Vec<u8> {
+    let mut f = eth(0x0800);
+    f.extend(outer_ipv4(proto, tunnel.len() + inner.len(), outer_tos));
+    f.extend_from_slice(tunnel);
+    f.extend_from_slice(inner);
+    f
+}
+
+struct Harness {
+    dp: Dataplane,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self {
+            dp: Dataplane::load().expect("loading the data plane (run the tests as root)"),
+        }
+    }
+
+    fn add(&mut self, args: &str, ifindex: u32) -> TunnelConfig {
+        let words: Vec<&str> = args.split_whitespace().collect();
+        let spec = TunnelSpec::parse(&words).unwrap();
+        let mut cfg = spec.to_config(spec.local.unwrap(), 1, 1476);
+        cfg.flags |= TUNNEL_F_ETH_DEV;
+        self.dp.reset_tunnel_stats(ifindex).unwrap();
+        self.dp.tunnels.insert(ifindex, cfg, 0).unwrap();
+        self.dp
+            .decap_mut()
+            .unwrap()
+            .insert(decap_key(&cfg), DecapTarget { ifindex, flags: cfg.flags }, 0)
+            .unwrap();
+        cfg
+    }
+
+    fn xdp(&self, input: &[u8]) -> (u32, Vec<u8>) {
+        let fd = self.dp.xdp_fd().unwrap().as_raw_fd();
+        let run = prog_test_run(fd, input, None, 1).expect("BPF_PROG_TEST_RUN (xdp)");
+        (run.retval, run.data)
+    }
+
+    fn tc(&self, input: &[u8]) -> (u32, Vec<u8>) {
+        let fd = self.dp.tc_fd().as_raw_fd();
+        let run = prog_test_run(fd, input, None, 1).expect("BPF_PROG_TEST_RUN (tc)");
+        (run.retval, run.data)
+    }
+}
+
+/// What a decapsulated frame must look like: the XDP metadata tag naming the
+/// tunnel interface (BPF_PROG_TEST_RUN returns it in front of the frame),
+/// then the same MACs, the inner packet's EtherType and the inner packet.
+fn decapsulated(ifindex: u32, inner: &[u8]) -> Vec<u8> {
+    let mut f = XDP_META_MAGIC.to_ne_bytes().to_vec();
+    f.extend_from_slice(&ifindex.to_ne_bytes());
+    f.extend(eth(0x0800));
+    f.extend_from_slice(inner);
+    f
+}
+
+const SEED_GRE: &str = "tun2 mode gre remote 10.10.10.2 local 10.10.20.2";
+
+#[test]
+fn xdp_decapsulates_plain_gre() {
+    let mut h = Harness::new();
+    h.add(SEED_GRE, TUN_IFINDEX);
+    let inner = inner_packet(0);
+    let (verdict, out) = h.xdp(&frame(47, &[0x00, 0x00, 0x08, 0x00], &inner, 0));
+    assert_eq!(verdict, XDP_PASS);
+    assert_eq!(out, decapsulated(TUN_IFINDEX, &inner));
+    let stats = h.dp.tunnel_totals(TUN_IFINDEX).unwrap();
+    assert_eq!((stats.rx_packets, stats.rx_bytes), (1, inner.len() as u64));
+}
+
+#[test]
+fn xdp_decapsulates_keyed_gre_and_ipip() {
+    let mut h = Harness::new();
+    h.add("k mode gre remote 10.10.10.2 local 10.10.20.2 key 42", 11);
+    h.add("i mode ipip remote 10.10.10.2 local 10.10.20.2", 12);
+    let inner = inner_packet(0);
+    let gre_key = [0x20, 0x00, 0x08, 0x00, 0, 0, 0, 42];
+    let (verdict, out) = h.xdp(&frame(47, &gre_key, &inner, 0));
+    assert_eq!((verdict, &out), (XDP_PASS, &decapsulated(11, &inner)));
+    let (verdict, out) = h.xdp(&frame(4, &[], &inner, 0));
+    assert_eq!((verdict, &out), (XDP_PASS, &decapsulated(12, &inner)));
+    assert_eq!(h.dp.tunnel_totals(11).unwrap().rx_packets, 1);
+    assert_eq!(h.dp.tunnel_totals(12).unwrap().rx_packets, 1);
+}
+
+#[test]
+fn xdp_passes_malformed_and_unmatched_packets_untouched() {
+    let mut h = Harness::new();
+    h.add(SEED_GRE, 21);
+    h.add("k mode gre remote 10.10.10.2 local 10.10.20.2 key 42", 22);
+    let inner = inner_packet(0);
+    let truncated = {
+        let mut f = frame(47, &[0x20, 0x00, 0x08, 0x00, 0, 0, 0, 42], &inner, 0);
+        f.truncate(14 + 20 + 6);
+        f
+    };
+    let mut unknown_source = frame(47, &[0, 0, 8, 0], &inner, 0);
+    unknown_source[14 + 12..14 + 16].copy_from_slice(&[10, 9, 9, 9]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("version 1", frame(47, &[0x00, 0x01, 0x08, 0x00], &inner, 0)),
+        ("routing bit", frame(47, &[0x40, 0x00, 0x08, 0x00], &inner, 0)),
+        ("strict source route", frame(47, &[0x08, 0x00, 0x08, 0x00], &inner, 0)),
+        ("wrong key", frame(47, &[0x20, 0x00, 0x08, 0x00, 0, 0, 0, 43], &inner, 0)),
+        ("key on a keyless match only", frame(47, &[0x20, 0x00, 0x08, 0x00, 0, 0, 0, 7], &inner, 0)),
+        ("truncated key", truncated),
+        ("unknown source", unknown_source),
+        ("transparent ethernet bridging", frame(47, &[0x00, 0x00, 0x65, 0x58], &inner, 0)),
+        ("ipip without an ipip tunnel", frame(4, &[], &inner, 0)),
+        ("udp", frame(17, &[0; 8], &inner, 0)),
+        ("arp", { let mut f = eth(0x0806); f.extend([0u8; 28]); f }),
+    ];
+    for (what, input) in cases {
+        let (verdict, out) = h.xdp(&input);
+        assert_eq!(verdict, XDP_PASS, "{what}");
+        assert_eq!(out, input, "{what}: must pass untouched");
+    }
+    for ifindex in [21, 22] {
+        assert_eq!(h.dp.tunnel_totals(ifindex).unwrap().rx_packets, 0);
+    }
+}
+
+#[test]
+fn xdp_applies_rfc6040_ecn_on_decapsulation() {
+    let mut h = Harness::new();
+    h.add(SEED_GRE, 31);
+    // Outer CE over ECT(0): the inner packet becomes CE, checksum fixed.
+    let (verdict, out) = h.xdp(&frame(47, &[0, 0, 8, 0], &inner_packet(2), 3));
+    assert_eq!(verdict, XDP_PASS);
+    let inner = Ipv4Header::from_slice(&out[8 + 14..]).unwrap().0;
+    assert_eq!(inner.ecn.value(), 3);
+    assert_eq!(inner.header_checksum, inner.calc_header_checksum());
+    // Outer CE over not-ECT: dropped, as RFC 6040 and the kernel do.
+    let (verdict, _) = h.xdp(&frame(47, &[0, 0, 8, 0], &inner_packet(0), 3));
+    assert_eq!(verdict, XDP_DROP);
+    assert_eq!(h.dp.tunnel_totals(31).unwrap().rx_errors, 1);
+}
+
+/// Runs the TC program as the egress of a tunnel device and decodes the
+/// result with etherparse.
+fn encap(args: &str, inner: &[u8]) -> (u32, Vec<u8>) {
+    let mut h = Harness::new();
+    // BPF_PROG_TEST_RUN runs on the loopback device, ifindex 1.
+    h.add(args, 1);
+    let mut input = eth(0x0800);
+    input.extend_from_slice(inner);
+    h.tc(&input)
+}
+
+fn expected_outer(proto: u8, payload_len: usize, ttl: u8, tos: u8) -> Ipv4Header {
+    let mut hdr = Ipv4Header::new(payload_len as u16, ttl, IpNumber(proto), [10, 10, 10, 2], [10, 10, 20, 2]).unwrap();
+    hdr.dont_fragment = true;
+    hdr.dscp = etherparse::Ipv4Dscp::try_new(tos >> 2).unwrap();
+    hdr.ecn = etherparse::Ipv4Ecn::try_new(tos & 3).unwrap();
+    hdr.header_checksum = hdr.calc_header_checksum();
+    hdr
+}
+
+#[test]
+fn tc_encapsulates_gre_gre_with_key_and_ipip() {
+    let inner = inner_packet(0);
+    let cases: [(&str, u8, Vec<u8>); 4] = [
+        ("tun1 mode gre remote 10.10.20.2 local 10.10.10.2", 47, vec![0, 0, 8, 0]),
+        ("tun1 mode gre remote 10.10.20.2 local 10.10.10.2 key 42", 47, vec![0x20, 0, 8, 0, 0, 0, 0, 42]),
+        ("tun1 mode gre remote 10.10.20.2 local 10.10.10.2 ikey 7 okey 1.2.3.4", 47, vec![0x20, 0, 8, 0, 1, 2, 3, 4]),
+        ("tun1 mode ipip remote 10.10.20.2 local 10.10.10.2", 4, vec![]),
+    ];
+    for (args, proto, tunnel) in cases {
+        let (verdict, out) = encap(args, &inner);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "{args}");
+        let outer = expected_outer(proto, tunnel.len() + inner.len(), 64, 0);
+        let mut expected = vec![0x02, 0, 0, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0x08, 0x00];
+        expected.extend(outer.to_bytes());
+        expected.extend_from_slice(&tunnel);
+        expected.extend_from_slice(&inner);
+        assert_eq!(out, expected, "{args}");
+
+        // And a packet library agrees on every field.
+        let sliced = SlicedPacket::from_ethernet(&out).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = sliced.net else { panic!("no IPv4") };
+        let h = ip.header().to_header();
+        assert_eq!(h.source, [10, 10, 10, 2]);
+        assert_eq!(h.destination, [10, 10, 20, 2]);
+        assert_eq!(h.protocol, IpNumber(proto));
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+        assert!(h.dont_fragment);
+    }
+}
+
+#[test]
+fn tc_ttl_tos_and_ecn_follow_the_kernel() {
+    // Fixed TTL and TOS; inner ECT(0) is copied into the outer ECN field.
+    let (verdict, out) = encap(
+        "tun1 mode ipip remote 10.10.20.2 local 10.10.10.2 ttl 17 tos 0x10",
+        &inner_packet(2),
+    );
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let outer = Ipv4Header::from_slice(&out[14..]).unwrap().0;
+    assert_eq!((outer.time_to_live, outer.dscp.value() << 2, outer.ecn.value()), (17, 0x10, 2));
+    assert_eq!(outer.header_checksum, outer.calc_header_checksum());
+
+    // tos inherit copies the inner TOS; an inner CE becomes ECT(0) outside.
+    let mut inner = inner_packet(3);
+    let mut hdr = Ipv4Header::from_slice(&inner).unwrap().0;
+    hdr.dscp = etherparse::Ipv4Dscp::try_new(0x28 >> 2).unwrap();
+    hdr.header_checksum = hdr.calc_header_checksum();
+    inner.splice(0..20, hdr.to_bytes());
+    let (_, out) = encap("tun1 mode gre remote 10.10.20.2 local 10.10.10.2 tos inherit", &inner);
+    let outer = Ipv4Header::from_slice(&out[14..]).unwrap().0;
+    assert_eq!((outer.dscp.value() << 2, outer.ecn.value()), (0x28, 2));
+    assert_eq!(outer.time_to_live, 64, "ttl inherit copies the inner TTL");
+}
+
+#[test]
+fn tc_refuses_what_the_mode_cannot_carry_and_ignores_other_devices() {
+    // An IPv6 packet on an ipip tunnel is dropped and counted.
+    let v6 = {
+        let builder = PacketBuilder::ipv6([0xfd; 16], [0xfe; 16], 64).udp(1, 2);
+        let mut out = Vec::new();
+        builder.write(&mut out, &[1, 2, 3]).unwrap();
+        out
+    };
+    let (verdict, _) = encap("tun1 mode ipip remote 10.10.20.2 local 10.10.10.2", &v6);
+    assert_eq!(verdict, 2, "TC_ACT_SHOT");
+
+    // No tunnel on the device: not ours, the next filter decides.
+    let h = Harness::new();
+    let mut input = eth(0x0800);
+    input.extend(inner_packet(0));
+    let (verdict, out) = h.tc(&input);
+    assert_eq!(verdict, TC_ACT_UNSPEC);
+    assert_eq!(out, input);
+}

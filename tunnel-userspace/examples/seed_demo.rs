@@ -70,7 +70,7 @@ fn main() -> Result<()> {
     let pcap = dir.join("r1.pcap");
     let pcap_str = pcap.to_str().context("non-UTF-8 path")?;
     let mut tcpdump = Command::new("ip")
-        .args(["netns", "exec", &topo.router.name, "tcpdump", "-i", "r1", "-nn", "-U", "-c", "8", "-w", pcap_str])
+        .args(["netns", "exec", &topo.router.name, "tcpdump", "-i", "r1", "-nn", "--immediate-mode", "-U", "-c", "8", "-w", pcap_str])
         .args(["ip proto 47 or ip proto 4"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -1,0 +1,345 @@
+//! End to end in the seed topology: namespaces made by the test, the real
+//! `xtun` binary run through `ip netns exec`, real veth traffic, and captures
+//! decoded by tshark. Needs root. Every namespace is removed on drop, so a
+//! failing test still cleans up.
+
+use std::{
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use tunnel_userspace::testbed::{Netns, SeedTopology};
+
+const XTUN: &str = env!("CARGO_BIN_EXE_xtun");
+
+fn stdout(out: std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ping(ns: &Netns, dst: &str, count: u32) -> String {
+    let out = ns
+        .try_exec(&["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "2", dst])
+        .unwrap();
+    stdout(out)
+}
+
+/// A tcpdump writing a pcap in a namespace; stopped on drop.
+struct Capture {
+    child: Child,
+    path: std::path::PathBuf,
+}
+
+impl Capture {
+    fn start(ns: &Netns, dev: &str, filter: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("{}-{dev}.pcap", ns.name));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "tcpdump", "-i", dev, "-nn", "--immediate-mode", "-U", "-w"])
+            .arg(&path)
+            .arg(filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tcpdump");
+        // tcpdump creates the file once it is listening.
+        let start = Instant::now();
+        while !path.exists() && start.elapsed() < Duration::from_secs(5) {
+            thread::sleep(Duration::from_millis(50));
+        }
+        thread::sleep(Duration::from_millis(200));
+        Self { child, path }
+    }
+
+    /// Stops the capture and decodes it with tshark: one line per packet,
+    /// the requested fields separated by `;`, repeated fields (outer and
+    /// inner IP) joined by `,`.
+    fn decode(mut self, fields: &[&str]) -> Vec<String> {
+        thread::sleep(Duration::from_millis(300));
+        // SIGINT lets tcpdump flush what it has captured.
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        let mut cmd = Command::new("tshark");
+        cmd.args(["-r"]).arg(&self.path);
+        cmd.args(["-o", "ip.check_checksum:TRUE", "-T", "fields", "-E", "separator=;", "-E", "aggregator=,"]);
+        for f in fields {
+            cmd.args(["-e", f]);
+        }
+        let out = cmd.output().expect("tshark");
+        assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+        stdout(out).lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+const FIELDS: &[&str] = &[
+    "ip.src",
+    "ip.dst",
+    "ip.proto",
+    "ip.ttl",
+    "ip.dsfield",
+    "ip.flags.df",
+    "ip.checksum.status",
+    "gre.key",
+    "icmp.type",
+];
+
+/// Runs the walkthrough in `mode` with `extra` options, pings 4 times and
+/// returns the decoded router capture.
+fn walkthrough(tag: &str, mode: &str, extra: &[&str], ping_opts: &[&str]) -> (SeedTopology, Vec<String>) {
+    let topo = SeedTopology::new(tag).unwrap();
+    topo.add_tunnels(XTUN, mode, extra).unwrap();
+    let proto = if mode == "gre" { "47" } else { "4" };
+    let capture = Capture::start(&topo.router, "r1", &format!("ip proto {proto}"));
+    let mut args = vec!["ping", "-c", "4", "-i", "0.2", "-W", "2"];
+    args.extend_from_slice(ping_opts);
+    args.push("10.10.200.10");
+    let out = topo.ns1.try_exec(&args).unwrap();
+    let text = stdout(out);
+    assert!(text.contains("4 received"), "ping through {mode}: {text}");
+    let lines = capture.decode(FIELDS);
+    (topo, lines)
+}
+
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    let i = FIELDS.iter().position(|f| *f == name).unwrap();
+    line.split(';').nth(i).unwrap_or("")
+}
+
+#[test]
+fn gre_walkthrough_pings_and_the_wire_shows_two_ip_headers() {
+    let (topo, lines) = walkthrough("gre", "gre", &[], &[]);
+    assert_eq!(lines.len(), 8, "4 requests and 4 replies: {lines:#?}");
+    for line in &lines {
+        let request = field(line, "icmp.type") == "8";
+        let (outer_src, outer_dst, inner_src, inner_dst) = if request {
+            ("10.10.10.2", "10.10.20.2", "10.10.100.10", "10.10.200.10")
+        } else {
+            ("10.10.20.2", "10.10.10.2", "10.10.200.10", "10.10.100.10")
+        };
+        assert_eq!(field(line, "ip.src"), format!("{outer_src},{inner_src}"), "{line}");
+        assert_eq!(field(line, "ip.dst"), format!("{outer_dst},{inner_dst}"), "{line}");
+        assert_eq!(field(line, "ip.proto"), "47,1", "{line}");
+        // Outer TTL inherits the inner 64 (less one hop for replies that
+        // crossed the router before r1 saw them).
+        let outer_ttl = field(line, "ip.ttl").split(',').next().unwrap();
+        assert_eq!(outer_ttl, if request { "64" } else { "63" }, "{line}");
+        // pmtudisc (the default) sets DF on the outer header.
+        assert!(field(line, "ip.flags.df").starts_with("1,"), "{line}");
+        // 1 = checksum verified good, for the outer and the inner header.
+        assert_eq!(field(line, "ip.checksum.status"), "1,1", "{line}");
+        assert_eq!(field(line, "gre.key"), "", "no key configured: {line}");
+    }
+
+    // Delivered as received on tun2: tcpdump there sees the inner ICMP.
+    let capture = Capture::start(&topo.ns2, "tun2", "icmp");
+    assert!(ping(&topo.ns1, "10.10.200.10", 2).contains("2 received"));
+    let inner = capture.decode(&["ip.src", "ip.dst", "icmp.type"]);
+    assert!(inner.contains(&"10.10.100.10;10.10.200.10;8".to_string()), "{inner:#?}");
+
+    // The counters are exact: 6 pings each way so far.
+    let shown = stdout(topo.ns1.exec(&[XTUN, "-s", "tunnel", "show", "tun1"]).unwrap());
+    let rows: Vec<Vec<&str>> = shown.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0].join(" "), "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit");
+    assert_eq!(&rows[2][..3], &["6", "504", "0"], "RX: {shown}");
+    assert_eq!(&rows[4][..3], &["6", "504", "0"], "TX: {shown}");
+}
+
+#[test]
+fn ipip_walkthrough_as_in_the_reference() {
+    let (_topo, lines) = walkthrough("ipip", "ipip", &[], &[]);
+    assert_eq!(lines.len(), 8, "{lines:#?}");
+    for line in &lines {
+        assert_eq!(field(line, "ip.proto"), "4,1", "{line}");
+        assert_eq!(field(line, "ip.checksum.status"), "1,1", "{line}");
+        assert!(field(line, "ip.src").starts_with("10.10.10.2,") || field(line, "ip.src").starts_with("10.10.20.2,"));
+    }
+}
+
+#[test]
+fn gre_keys_ttl_and_tos_reach_the_wire() {
+    let (_topo, lines) = walkthrough("key", "gre", &["key", "0.0.1.2", "ttl", "33", "tos", "0x20"], &[]);
+    assert_eq!(lines.len(), 8, "{lines:#?}");
+    for line in &lines {
+        assert_eq!(field(line, "gre.key"), "0x00000102", "{line}");
+        let ttl = field(line, "ip.ttl").split(',').next().unwrap().to_string();
+        assert!(ttl == "33" || ttl == "32", "{line}");
+        assert_eq!(field(line, "ip.dsfield").split(',').next().unwrap(), "0x20", "{line}");
+    }
+
+    // tos inherit copies the inner DSCP (ping -Q) and ikey/okey pair up.
+    let topo = SeedTopology::new("ikey").unwrap();
+    let sides = [(&topo.ns1, "tun1", "10.10.20.2", "10.10.10.2", "1", "2"), (&topo.ns2, "tun2", "10.10.10.2", "10.10.20.2", "2", "1")];
+    for (ns, name, remote, local, ikey, okey) in sides {
+        ns.exec(&[XTUN, "tunnel", "add", name, "mode", "gre", "remote", remote, "local", local, "ikey", ikey, "okey", okey, "tos", "inherit"]).unwrap();
+        ns.exec(&["ip", "link", "set", name, "up"]).unwrap();
+    }
+    topo.ns1.exec(&["ip", "addr", "add", "10.10.100.10", "peer", "10.10.200.10", "dev", "tun1"]).unwrap();
+    topo.ns2.exec(&["ip", "addr", "add", "10.10.200.10", "peer", "10.10.100.10", "dev", "tun2"]).unwrap();
+    let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show"]).unwrap());
+    assert_eq!(shown, "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit tos inherit ikey 1 okey 2\n");
+    let capture = Capture::start(&topo.router, "r1", "ip proto 47");
+    let out = stdout(topo.ns1.try_exec(&["ping", "-c", "2", "-i", "0.2", "-Q", "0xb8", "10.10.200.10"]).unwrap());
+    assert!(out.contains("2 received"), "{out}");
+    let lines = capture.decode(FIELDS);
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    for line in &lines {
+        let request = field(line, "icmp.type") == "8";
+        assert_eq!(field(line, "gre.key"), if request { "0x00000002" } else { "0x00000001" }, "{line}");
+        assert_eq!(field(line, "ip.dsfield"), "0xb8,0xb8", "{line}");
+    }
+}
+
+#[test]
+fn tcp_transfer_is_intact_and_uses_the_underlay_named_by_dev() {
+    let topo = SeedTopology::new("tcp").unwrap();
+    topo.add_tunnels(XTUN, "gre", &["dev", "v1"]).ok();
+    // `dev v1` does not exist in ns2: the error is clean and nothing is left.
+    let failed = topo.ns2.try_exec(&[XTUN, "tunnel", "add", "tunx", "mode", "gre", "remote", "10.10.10.2", "local", "10.10.20.2", "dev", "v1"]).unwrap();
+    assert!(!failed.status.success());
+    assert_eq!(String::from_utf8_lossy(&failed.stderr), "xtun: Cannot find device \"v1\"\n");
+    topo.ns2.exec(&[XTUN, "tunnel", "add", "tun2", "mode", "gre", "remote", "10.10.10.2", "local", "10.10.20.2", "dev", "v2"]).unwrap();
+    topo.ns2.exec(&["ip", "link", "set", "tun2", "up"]).unwrap();
+    topo.ns2.exec(&["ip", "addr", "add", "10.10.200.10", "peer", "10.10.100.10", "dev", "tun2"]).unwrap();
+    let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show", "tun1"]).unwrap());
+    assert_eq!(shown, "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 dev v1 ttl inherit\n");
+
+    // 16 MiB of random bytes through the tunnel; sha256 on both ends.
+    let server = "import socket,hashlib,sys\n\
+s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('10.10.200.10',5201));s.listen(1)\n\
+c,_=s.accept();h=hashlib.sha256();n=0\n\
+while True:\n d=c.recv(1<<16)\n if not d: break\n h.update(d);n+=len(d)\n\
+print(n,h.hexdigest())";
+    let client = "import socket,hashlib,os,time\n\
+data=os.urandom(16<<20)\n\
+for i in range(50):\n try:\n  c=socket.create_connection(('10.10.200.10',5201));break\n except OSError: time.sleep(0.1)\n\
+c.sendall(data);c.close();print(len(data),hashlib.sha256(data).hexdigest())";
+    let srv = Command::new("ip")
+        .args(["netns", "exec", &topo.ns2.name, "/usr/bin/python3", "-c", server])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sent = stdout(topo.ns1.exec(&["/usr/bin/python3", "-c", client]).unwrap());
+    let received = String::from_utf8_lossy(&srv.wait_with_output().unwrap().stdout).into_owned();
+    assert_eq!(received, sent);
+    assert!(sent.starts_with("16777216 "), "{sent}");
+}
+
+/// Ids of the xtun programs attached in a namespace.
+fn attached_program_ids(ns: &Netns) -> Vec<String> {
+    let links = stdout(ns.exec(&["ip", "-d", "link", "show"]).unwrap());
+    let mut ids: Vec<String> = links
+        .split("prog/xdp id ")
+        .skip(1)
+        .filter_map(|s| s.split_whitespace().next().map(str::to_owned))
+        .collect();
+    for dev in ["v1", "v2", "tun1", "tun2"] {
+        for hook in ["ingress", "egress"] {
+            let out = ns.try_exec(&["tc", "filter", "show", "dev", dev, hook]).unwrap();
+            let text = stdout(out);
+            ids.extend(text.split(" id ").skip(1).filter_map(|s| s.split_whitespace().next().map(str::to_owned)));
+        }
+    }
+    ids
+}
+
+fn program_exists(id: &str) -> bool {
+    Command::new("bpftool")
+        .args(["prog", "show", "id", id])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn del_and_detach_leave_nothing_behind() {
+    let topo = SeedTopology::new("clean").unwrap();
+    topo.add_tunnels(XTUN, "gre", &[]).unwrap();
+    assert!(ping(&topo.ns1, "10.10.200.10", 1).contains("1 received"));
+    // An explicit attach survives the last tunnel; an implicit one does not.
+    let out = stdout(topo.ns2.exec(&[XTUN, "attach", "v2"]).unwrap());
+    assert_eq!(out, "already attached to v2\n");
+    let mut ids = attached_program_ids(&topo.ns1);
+    ids.extend(attached_program_ids(&topo.ns2));
+    assert!(ids.len() >= 4, "XDP + tc on each side: {ids:?}");
+
+    topo.ns1.exec(&[XTUN, "tunnel", "del", "tun1"]).unwrap();
+    topo.ns2.exec(&[XTUN, "tunnel", "del", "tun2"]).unwrap();
+    assert_eq!(attached_program_ids(&topo.ns1), Vec::<String>::new());
+    assert_eq!(attached_program_ids(&topo.ns2).len(), 2, "v2 stays attached until detach");
+    let refused = topo.ns2.try_exec(&[XTUN, "tunnel", "del", "tun2"]).unwrap();
+    assert_eq!(String::from_utf8_lossy(&refused.stderr), "xtun: delete tunnel \"tun2\" failed: No such device\n");
+    topo.ns2.exec(&[XTUN, "detach", "v2"]).unwrap();
+    assert_eq!(attached_program_ids(&topo.ns2), Vec::<String>::new());
+
+    for ns in [&topo.ns1, &topo.ns2] {
+        let links = stdout(ns.exec(&["ip", "-o", "link", "show"]).unwrap());
+        assert!(!links.contains("tun"), "{links}");
+        let qdiscs = stdout(ns.exec(&["tc", "qdisc", "show"]).unwrap());
+        assert!(!qdiscs.contains("clsact"), "{qdiscs}");
+    }
+    // With nothing attached, the kernel frees the programs (and their maps).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ids.iter().any(|id| program_exists(id)) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let left: Vec<_> = ids.iter().filter(|id| program_exists(id)).collect();
+    assert!(left.is_empty(), "programs still loaded: {left:?}");
+    assert!(std::fs::read_dir("/sys/fs/bpf").map(|d| d.flatten().all(|e| !e.file_name().to_string_lossy().contains("xtun"))).unwrap_or(true));
+}
+
+#[test]
+fn bad_input_gets_one_line_errors_and_changes_nothing() {
+    let topo = SeedTopology::new("bad").unwrap();
+    let base = ["tunnel", "add", "tun1", "mode", "gre", "remote", "10.10.20.2", "local", "10.10.10.2"];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "10.10.20.300"], "xtun: invalid address \"10.10.20.300\"\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "bogus", "remote", "10.10.20.2"], "xtun: unknown tunnel mode \"bogus\" (xtun supports gre, ipip and sit)\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "ipip", "remote", "10.10.20.2", "key", "1"], "xtun: keys are not allowed with ipip and sit tunnels\n"),
+        (vec!["tunnel", "add", "a-name-that-is-too-long", "mode", "gre", "remote", "10.10.20.2"], "xtun: tunnel name \"a-name-that-is-too-long\" is not a valid interface name (1-15 bytes, no '/', ':' or spaces)\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "10.10.20.2", "ttl", "300"], "xtun: invalid TTL \"300\": expected 1..255 or inherit\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "10.10.20.2", "dev", "nosuch0"], "xtun: Cannot find device \"nosuch0\"\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "192.0.2.1"], ""),
+        (vec!["attach", "nosuch0"], "xtun: Cannot find device \"nosuch0\"\n"),
+        (vec!["detach", "v1"], "xtun: xtun is not attached to v1\n"),
+        (vec!["tunnel", "del", "v1"], "xtun: delete tunnel \"v1\" failed: not an xtun tunnel\n"),
+    ];
+    for (args, expected) in cases {
+        let mut full = vec![XTUN];
+        full.extend(&args);
+        let out = topo.ns1.try_exec(&full).unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+        if !expected.is_empty() {
+            assert_eq!(err, expected, "{args:?}");
+        }
+        let links = stdout(topo.ns1.exec(&["ip", "-o", "link", "show"]).unwrap());
+        assert!(!links.contains("tun1"), "{args:?} left an interface: {links}");
+        assert_eq!(attached_program_ids(&topo.ns1), Vec::<String>::new(), "{args:?} left programs");
+    }
+    // Adding a tunnel that exists fails cleanly and keeps the first one.
+    let mut add = vec![XTUN];
+    add.extend(&base);
+    topo.ns1.exec(&add).unwrap();
+    let out = topo.ns1.try_exec(&add).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "xtun: add tunnel \"tun1\" failed: File exists\n");
+    let mut same = add.clone();
+    same[3] = "tun3";
+    let out = topo.ns1.try_exec(&same).unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tunnel tun1 already has remote 10.10.20.2 local 10.10.10.2"));
+    let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show"]).unwrap());
+    assert_eq!(shown, "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit\n");
+    // The interface is as the kernel makes it: down, point-to-point, NOARP, MTU 1476.
+    let link = stdout(topo.ns1.exec(&["ip", "-o", "link", "show", "tun1"]).unwrap());
+    assert!(link.contains("POINTOPOINT") && link.contains("NOARP") && link.contains("mtu 1476"), "{link}");
+    assert!(!link.contains(",UP") && !link.contains("<UP"), "created down: {link}");
+}

@@ -75,7 +75,7 @@ pub fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
         _pad: [0; 2],
     };
     // SAFETY: the value is only read.
-    let target = match unsafe { DECAP.get(&lookup) } {
+    let target = match unsafe { DECAP.get(lookup) } {
         Some(target) => *target,
         None => return Err(RX_PASS_NO_TUNNEL),
     };
@@ -138,7 +138,12 @@ fn parse_gre(ctx: &XdpContext, off: usize) -> Result<(usize, Inner, Option<u32>)
 /// Checks that the inner header is what the outer one announced, and applies
 /// RFC 6040 ECN decapsulation to it.
 #[inline(always)]
-fn check_inner_and_ecn(ctx: &XdpContext, off: usize, inner: Inner, outer_tos: u8) -> Result<(), u32> {
+fn check_inner_and_ecn(
+    ctx: &XdpContext,
+    off: usize,
+    inner: Inner,
+    outer_tos: u8,
+) -> Result<(), u32> {
     match inner {
         Inner::V4 => {
             let ip: *mut Ipv4Hdr = ptr_at_mut(ctx, off).map_err(|_| RX_TRUNCATED)?;

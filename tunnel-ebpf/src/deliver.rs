@@ -17,7 +17,12 @@ use crate::maps;
 #[inline(always)]
 pub fn try_deliver(ctx: &TcContext) -> Option<i32> {
     // SAFETY: reading fields of the context the kernel gave us.
-    let (meta, data) = unsafe { ((*ctx.skb.skb).data_meta as usize, (*ctx.skb.skb).data as usize) };
+    let (meta, data) = unsafe {
+        (
+            (*ctx.skb.skb).data_meta as usize,
+            (*ctx.skb.skb).data as usize,
+        )
+    };
     if meta + core::mem::size_of::<XdpMeta>() > data {
         return None;
     }
@@ -28,7 +33,7 @@ pub fn try_deliver(ctx: &TcContext) -> Option<i32> {
     }
     // SAFETY: plain helper call.
     let action = unsafe { bpf_redirect(tag.ifindex, BPF_F_INGRESS as u64) } as i32;
-    if action == TC_ACT_REDIRECT as i32 {
+    if action == TC_ACT_REDIRECT {
         maps::count(RX_DELIVERED);
     } else {
         maps::count(RX_DELIVER_FAIL);

@@ -3,8 +3,9 @@
 
 use aya_ebpf::{
     bindings::{
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_GRE,
-        BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
+        BPF_F_ADJ_ROOM_ENCAP_L4_GRE, BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_REDIRECT, TC_ACT_SHOT,
+        TC_ACT_UNSPEC,
     },
     helpers::generated::{bpf_get_prandom_u32, bpf_redirect_neigh, bpf_skb_change_head},
     programs::TcContext,
@@ -41,7 +42,7 @@ pub fn encap(ctx: &TcContext) -> i32 {
     // SAFETY: reading a field of the context the kernel gave us.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: the value is copied out right away.
-    let Some(cfg) = (unsafe { TUNNELS.get(&ifindex) }).copied() else {
+    let Some(cfg) = (unsafe { TUNNELS.get(ifindex) }).copied() else {
         return TC_ACT_UNSPEC;
     };
     match try_encap(ctx, &cfg, ifindex) {
@@ -56,7 +57,7 @@ pub fn encap(ctx: &TcContext) -> i32 {
                     _ => {}
                 }
             });
-            TC_ACT_SHOT as i32
+            TC_ACT_SHOT
         }
     }
 }
@@ -185,10 +186,9 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
 
     // SAFETY: plain helper call; no explicit next hop, the kernel's FIB and
     // neighbour tables resolve it.
-    let action = unsafe {
-        bpf_redirect_neigh(cfg.underlay_ifindex, core::ptr::null_mut(), 0, 0)
-    } as i32;
-    if action != TC_ACT_REDIRECT as i32 {
+    let action =
+        unsafe { bpf_redirect_neigh(cfg.underlay_ifindex, core::ptr::null_mut(), 0, 0) } as i32;
+    if action != TC_ACT_REDIRECT {
         return Err(TX_NO_ROUTE);
     }
     maps::count(TX_ENCAP);

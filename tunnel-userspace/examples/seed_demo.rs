@@ -26,7 +26,10 @@ fn xtun_path() -> Result<PathBuf> {
         .map(|p| p.join("xtun"))
         .context("locating the xtun binary")?;
     if !path.exists() {
-        bail!("{} not found; build it with `cargo build --release`", path.display());
+        bail!(
+            "{} not found; build it with `cargo build --release`",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -52,13 +55,43 @@ fn main() -> Result<()> {
     );
 
     println!("== The walkthrough, with `xtun tunnel` in place of `ip tunnel` (mode {mode})");
-    let add = |name, remote, local| [xtun, "tunnel", "add", name, "mode", &mode, "remote", remote, "local", local];
+    let add = |name, remote, local| {
+        [
+            xtun, "tunnel", "add", name, "mode", &mode, "remote", remote, "local", local,
+        ]
+    };
     step(&topo.ns1, "ns1", &add("tun1", "10.10.20.2", "10.10.10.2"))?;
     step(&topo.ns1, "ns1", &["ip", "l", "s", "tun1", "up"])?;
-    step(&topo.ns1, "ns1", &["ip", "a", "a", "10.10.100.10", "peer", "10.10.200.10", "dev", "tun1"])?;
+    step(
+        &topo.ns1,
+        "ns1",
+        &[
+            "ip",
+            "a",
+            "a",
+            "10.10.100.10",
+            "peer",
+            "10.10.200.10",
+            "dev",
+            "tun1",
+        ],
+    )?;
     step(&topo.ns2, "ns2", &add("tun2", "10.10.10.2", "10.10.20.2"))?;
     step(&topo.ns2, "ns2", &["ip", "l", "s", "tun2", "up"])?;
-    step(&topo.ns2, "ns2", &["ip", "a", "a", "10.10.200.10", "peer", "10.10.100.10", "dev", "tun2"])?;
+    step(
+        &topo.ns2,
+        "ns2",
+        &[
+            "ip",
+            "a",
+            "a",
+            "10.10.200.10",
+            "peer",
+            "10.10.100.10",
+            "dev",
+            "tun2",
+        ],
+    )?;
     step(&topo.ns1, "ns1", &[xtun, "tunnel", "show"])?;
     step(&topo.ns1, "ns1", &["ip", "-d", "link", "show", "tun1"])?;
     step(&topo.ns1, "ns1", &["ip", "route"])?;
@@ -70,20 +103,40 @@ fn main() -> Result<()> {
     let pcap = dir.join("r1.pcap");
     let pcap_str = pcap.to_str().context("non-UTF-8 path")?;
     let mut tcpdump = Command::new("ip")
-        .args(["netns", "exec", &topo.router.name, "tcpdump", "-i", "r1", "-nn", "--immediate-mode", "-U", "-c", "8", "-w", pcap_str])
+        .args([
+            "netns",
+            "exec",
+            &topo.router.name,
+            "tcpdump",
+            "-i",
+            "r1",
+            "-nn",
+            "--immediate-mode",
+            "-U",
+            "-c",
+            "8",
+            "-w",
+            pcap_str,
+        ])
         .args(["ip proto 47 or ip proto 4"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting tcpdump")?;
     thread::sleep(Duration::from_secs(1));
-    let ping = step(&topo.ns1, "ns1", &["ping", "-c", "4", "-i", "0.2", "10.10.200.10"]);
+    let ping = step(
+        &topo.ns1,
+        "ns1",
+        &["ping", "-c", "4", "-i", "0.2", "10.10.200.10"],
+    );
     thread::sleep(Duration::from_millis(500));
     let _ = tcpdump.kill();
     let _ = tcpdump.wait();
     let ping = ping?;
     println!("\n== What crossed the router (tcpdump -v): outer header, then inner");
-    let decoded = Command::new("tcpdump").args(["-nn", "-v", "-r", pcap_str]).output()?;
+    let decoded = Command::new("tcpdump")
+        .args(["-nn", "-v", "-r", pcap_str])
+        .output()?;
     print!("{}", String::from_utf8_lossy(&decoded.stdout));
     let _ = std::fs::remove_dir_all(&dir);
 

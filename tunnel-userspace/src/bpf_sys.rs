@@ -38,7 +38,12 @@ pub struct TestRun {
 
 /// Runs a loaded program over `data` (`repeat` times), optionally with a
 /// context (`xdp_md` or `__sk_buff`) as input.
-pub fn prog_test_run(prog_fd: RawFd, data: &[u8], ctx: Option<&[u8]>, repeat: u32) -> io::Result<TestRun> {
+pub fn prog_test_run(
+    prog_fd: RawFd,
+    data: &[u8],
+    ctx: Option<&[u8]>,
+    repeat: u32,
+) -> io::Result<TestRun> {
     let mut out = vec![0u8; data.len() + 256];
     let mut attr = TestRunAttr {
         prog_fd: prog_fd as u32,

@@ -10,7 +10,9 @@ use tunnel_common::{maps::*, wire};
 pub enum ConfigError {
     #[error("missing tunnel name")]
     MissingName,
-    #[error("tunnel name \"{0}\" is not a valid interface name (1-15 bytes, no '/', ':' or spaces)")]
+    #[error(
+        "tunnel name \"{0}\" is not a valid interface name (1-15 bytes, no '/', ':' or spaces)"
+    )]
     BadName(String),
     #[error("duplicate tunnel name: \"{0}\" and \"{1}\"")]
     DuplicateName(String, String),
@@ -128,7 +130,9 @@ pub fn validate_ifname(name: &str) -> Result<(), ConfigError> {
         || name.len() > 15
         || name == "."
         || name == ".."
-        || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace());
     if bad {
         Err(ConfigError::BadName(name.to_string()))
     } else {
@@ -137,7 +141,8 @@ pub fn validate_ifname(name: &str) -> Result<(), ConfigError> {
 }
 
 fn parse_addr(s: &str) -> Result<Ipv4Addr, ConfigError> {
-    s.parse().map_err(|_| ConfigError::BadAddress(s.to_string()))
+    s.parse()
+        .map_err(|_| ConfigError::BadAddress(s.to_string()))
 }
 
 /// `KEY := { DOTTED_QUAD | NUMBER }`.
@@ -207,7 +212,11 @@ impl TunnelSpec {
                 }
                 "local" => {
                     let v = value()?;
-                    local = if v == "any" { None } else { Some(parse_addr(v)?) };
+                    local = if v == "any" {
+                        None
+                    } else {
+                        Some(parse_addr(v)?)
+                    };
                 }
                 "key" => {
                     let k = parse_key(value()?)?;
@@ -452,24 +461,41 @@ mod tests {
         let spec = parse("t mode gre remote 1.1.1.1 ttl 64 tos inherit").unwrap();
         assert_eq!(spec.ttl, 64);
         assert_eq!(spec.tos, Tos::Inherit);
-        assert_eq!(parse("t mode gre remote 1.1.1.1 ttl inherit tos 0x10").unwrap().tos, Tos::Value(0x10));
-        assert_eq!(parse("t mode gre remote 1.1.1.1 tos b8").unwrap().tos, Tos::Value(0xb8));
+        assert_eq!(
+            parse("t mode gre remote 1.1.1.1 ttl inherit tos 0x10")
+                .unwrap()
+                .tos,
+            Tos::Value(0x10)
+        );
+        assert_eq!(
+            parse("t mode gre remote 1.1.1.1 tos b8").unwrap().tos,
+            Tos::Value(0xb8)
+        );
     }
 
     #[test]
     fn rejects_bad_input_like_ip_tunnel() {
         use ConfigError::*;
         let cases: &[(&str, ConfigError)] = &[
-            ("t mode gre remote 10.0.0.300", BadAddress("10.0.0.300".into())),
+            (
+                "t mode gre remote 10.0.0.300",
+                BadAddress("10.0.0.300".into()),
+            ),
             ("t mode foo remote 1.1.1.1", UnknownMode("foo".into())),
             ("t mode ipip remote 1.1.1.1 key 5", KeyWithoutGre),
             ("t mode sit remote 1.1.1.1 okey 5", KeyWithoutGre),
-            ("averyveryverylongname mode gre remote 1.1.1.1", BadName("averyveryverylongname".into())),
+            (
+                "averyveryverylongname mode gre remote 1.1.1.1",
+                BadName("averyveryverylongname".into()),
+            ),
             ("t mode gre remote 1.1.1.1 ttl 0x", BadTtl("0x".into())),
             ("t mode gre remote 1.1.1.1 ttl 256", BadTtl("256".into())),
             ("t mode gre remote 1.1.1.1 ttl 0", BadTtl("0".into())),
             ("t mode gre remote 1.1.1.1 tos 1ff", BadTos("1ff".into())),
-            ("t mode gre remote 1.1.1.1 ttl 9 nopmtudisc", TtlWithNoPmtudisc),
+            (
+                "t mode gre remote 1.1.1.1 ttl 9 nopmtudisc",
+                TtlWithNoPmtudisc,
+            ),
             ("t remote 1.1.1.1", MissingMode),
             ("t mode gre", MissingRemote),
             ("mode gre remote 1.1.1.1", MissingName),
@@ -489,18 +515,44 @@ mod tests {
     fn show_line_matches_ip_tunnel_show() {
         let spec = parse("tun1 mode gre remote 10.10.20.2 local 10.10.10.2 key 42").unwrap();
         let cfg = spec.to_config(spec.local.unwrap(), 2, 1472);
-        let line = ShowLine { name: "tun1", cfg: &cfg, dev: None }.to_string();
-        assert_eq!(line, "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit key 42");
+        let line = ShowLine {
+            name: "tun1",
+            cfg: &cfg,
+            dev: None,
+        }
+        .to_string();
+        assert_eq!(
+            line,
+            "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit key 42"
+        );
 
-        let spec = parse("t2 mode ipip remote 1.1.1.1 local 2.2.2.2 ttl 64 tos inherit dev v1").unwrap();
+        let spec =
+            parse("t2 mode ipip remote 1.1.1.1 local 2.2.2.2 ttl 64 tos inherit dev v1").unwrap();
         let cfg = spec.to_config(spec.local.unwrap(), 2, 1480);
-        let line = ShowLine { name: "t2", cfg: &cfg, dev: Some("v1") }.to_string();
-        assert_eq!(line, "t2: ip/ip remote 1.1.1.1 local 2.2.2.2 dev v1 ttl 64 tos inherit");
+        let line = ShowLine {
+            name: "t2",
+            cfg: &cfg,
+            dev: Some("v1"),
+        }
+        .to_string();
+        assert_eq!(
+            line,
+            "t2: ip/ip remote 1.1.1.1 local 2.2.2.2 dev v1 ttl 64 tos inherit"
+        );
 
-        let spec = parse("t3 mode gre remote 1.1.1.1 local 2.2.2.2 ikey 1 okey 2 nopmtudisc").unwrap();
+        let spec =
+            parse("t3 mode gre remote 1.1.1.1 local 2.2.2.2 ikey 1 okey 2 nopmtudisc").unwrap();
         let cfg = spec.to_config(spec.local.unwrap(), 2, 1468);
-        let line = ShowLine { name: "t3", cfg: &cfg, dev: None }.to_string();
-        assert_eq!(line, "t3: gre/ip remote 1.1.1.1 local 2.2.2.2 ttl inherit nopmtudisc ikey 1 okey 2");
+        let line = ShowLine {
+            name: "t3",
+            cfg: &cfg,
+            dev: None,
+        }
+        .to_string();
+        assert_eq!(
+            line,
+            "t3: gre/ip remote 1.1.1.1 local 2.2.2.2 ttl inherit nopmtudisc ikey 1 okey 2"
+        );
     }
 
     #[test]

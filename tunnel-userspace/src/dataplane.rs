@@ -161,7 +161,9 @@ impl Dataplane {
         let mut tc = None;
         let mut map_ids = BTreeSet::new();
         for prog in loaded_programs().flatten() {
-            let Some(name) = prog.name_as_str().map(str::to_owned) else { continue };
+            let Some(name) = prog.name_as_str().map(str::to_owned) else {
+                continue;
+            };
             if !is_ours(&name) {
                 continue;
             }
@@ -219,7 +221,8 @@ impl Dataplane {
         tc.load()?;
         let tc_fd = tc.fd()?.as_fd().try_clone_to_owned()?;
         let tc_id = tc.info()?.id();
-        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::Missing(name));
+        let mut take =
+            |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::Missing(name));
         let tunnels = HashMap::try_from(take(MAP_TUNNELS)?)?;
         let decap = Some(HashMap::try_from(take(MAP_DECAP)?)?);
         let tunnel_stats = PerCpuHashMap::try_from(take(MAP_TUNNEL_STATS)?)?;
@@ -274,16 +277,31 @@ impl Dataplane {
     /// Attaches XDP decapsulation and tc delivery to an underlay interface.
     /// `explicit` marks an `xtun attach`, which survives its last tunnel.
     /// Returns the XDP mode, or None if it was attached already.
-    pub fn attach_underlay(&self, nl: &mut Netlink, link: &Link, explicit: bool) -> Result<Option<XdpMode>> {
+    pub fn attach_underlay(
+        &self,
+        nl: &mut Netlink,
+        link: &Link,
+        explicit: bool,
+    ) -> Result<Option<XdpMode>> {
         let xdp_fd = self
             .xdp_fd
             .as_ref()
             .ok_or(DataplaneError::Incomplete("XDP program missing"))?;
-        let name = if explicit { FILTER_UNDERLAY } else { FILTER_UNDERLAY_AUTO };
+        let name = if explicit {
+            FILTER_UNDERLAY
+        } else {
+            FILTER_UNDERLAY_AUTO
+        };
         if let Some(existing) = self.underlay_filter(nl, link)? {
             if explicit && existing != FILTER_UNDERLAY {
                 // Promote an implicit attachment; atomic replace, no gap.
-                nl.add_bpf_filter(link.index, TcHook::Ingress, self.tc_fd.as_raw_fd(), name, true)?;
+                nl.add_bpf_filter(
+                    link.index,
+                    TcHook::Ingress,
+                    self.tc_fd.as_raw_fd(),
+                    name,
+                    true,
+                )?;
             }
             return Ok(None);
         }
@@ -319,7 +337,13 @@ impl Dataplane {
             }
         };
         let attach_tc = nl.add_clsact(link.index).and_then(|()| {
-            nl.add_bpf_filter(link.index, TcHook::Ingress, self.tc_fd.as_raw_fd(), name, true)
+            nl.add_bpf_filter(
+                link.index,
+                TcHook::Ingress,
+                self.tc_fd.as_raw_fd(),
+                name,
+                true,
+            )
         });
         if let Err(e) = attach_tc {
             let _ = nl.set_xdp(link.index, None, 0);
@@ -359,7 +383,13 @@ impl Dataplane {
     /// Attaches encapsulation to a tunnel interface's egress.
     pub fn attach_tunnel(&self, nl: &mut Netlink, ifindex: u32) -> Result<()> {
         nl.add_clsact(ifindex)?;
-        nl.add_bpf_filter(ifindex, TcHook::Egress, self.tc_fd.as_raw_fd(), FILTER_TUNNEL, false)?;
+        nl.add_bpf_filter(
+            ifindex,
+            TcHook::Egress,
+            self.tc_fd.as_raw_fd(),
+            FILTER_TUNNEL,
+            false,
+        )?;
         Ok(())
     }
 

@@ -6,5 +6,5 @@ pub mod bpf_sys;
 pub mod config;
 pub mod dataplane;
 pub mod netlink;
-pub mod tun;
 pub mod testbed;
+pub mod tun;

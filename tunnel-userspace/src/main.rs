@@ -36,13 +36,17 @@ enum Command {
         action: cli::tunnel::TunnelCommand,
     },
     /// Attach the data plane (XDP decapsulation, tc delivery) to an underlay NIC.
-    #[command(after_help = "Example:\n  xtun attach eth0\n\nThe attachment outlives xtun and stays until `xtun detach`.")]
+    #[command(
+        after_help = "Example:\n  xtun attach eth0\n\nThe attachment outlives xtun and stays until `xtun detach`."
+    )]
     Attach {
         /// The underlay interface.
         dev: String,
     },
     /// Detach the data plane from an underlay NIC.
-    #[command(after_help = "Example:\n  xtun detach eth0\n\nRefused while tunnels use the interface.")]
+    #[command(
+        after_help = "Example:\n  xtun detach eth0\n\nRefused while tunnels use the interface."
+    )]
     Detach {
         /// The underlay interface.
         dev: String,

@@ -160,7 +160,10 @@ impl Msg {
         buf[6..8].copy_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
         buf.extend_from_slice(family_header);
         pad4(&mut buf);
-        Self { buf, nests: Vec::new() }
+        Self {
+            buf,
+            nests: Vec::new(),
+        }
     }
 
     fn attr(&mut self, ty: u16, payload: &[u8]) -> &mut Self {
@@ -185,7 +188,8 @@ impl Msg {
     fn begin_nest(&mut self, ty: u16) -> &mut Self {
         self.nests.push(self.buf.len());
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
         self
     }
 
@@ -205,7 +209,7 @@ impl Msg {
 }
 
 fn pad4(buf: &mut Vec<u8>) {
-    while buf.len() % 4 != 0 {
+    while !buf.len().is_multiple_of(4) {
         buf.push(0);
     }
 }
@@ -244,7 +248,8 @@ fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 }
 
 fn nla_u32(p: &[u8]) -> Option<u32> {
-    p.get(..4).map(|b| u32::from_ne_bytes(b.try_into().unwrap()))
+    p.get(..4)
+        .map(|b| u32::from_ne_bytes(b.try_into().unwrap()))
 }
 
 fn nla_string(p: &[u8]) -> String {
@@ -413,7 +418,9 @@ impl Netlink {
         let mut msg = Msg::new(RTM_GETROUTE, NLM_F_ACK, &rtm);
         msg.attr(RTA_DST, &dst.octets());
         let replies = self.request("looking up the route", msg)?;
-        let (_, p) = replies.first().ok_or(NetlinkError::Malformed("route lookup"))?;
+        let (_, p) = replies
+            .first()
+            .ok_or(NetlinkError::Malformed("route lookup"))?;
         let mut route = Route {
             oif: 0,
             prefsrc: None,
@@ -483,7 +490,11 @@ impl Netlink {
     /// Removes xtun's classifier from a hook; absent is fine.
     pub fn del_bpf_filter(&mut self, ifindex: u32, hook: TcHook) -> Result<()> {
         let info = ((FILTER_PRIO as u32) << 16) | ETH_P_ALL.to_be() as u32;
-        let mut msg = Msg::new(RTM_DELTFILTER, NLM_F_ACK, &tcmsg(ifindex, 0, hook.parent(), info));
+        let mut msg = Msg::new(
+            RTM_DELTFILTER,
+            NLM_F_ACK,
+            &tcmsg(ifindex, 0, hook.parent(), info),
+        );
         msg.attr_str(TCA_KIND, "bpf");
         match self.request("detaching the tc program", msg) {
             Err(e) if matches!(e.errno(), Some(libc::ENOENT) | Some(libc::EINVAL)) => Ok(()),
@@ -498,7 +509,11 @@ impl Netlink {
     }
 
     fn dump_filters(&mut self, ifindex: u32, hook: TcHook) -> Result<Vec<(u16, Vec<u8>)>> {
-        let msg = Msg::new(RTM_GETTFILTER, NLM_F_DUMP, &tcmsg(ifindex, 0, hook.parent(), 0));
+        let msg = Msg::new(
+            RTM_GETTFILTER,
+            NLM_F_DUMP,
+            &tcmsg(ifindex, 0, hook.parent(), 0),
+        );
         match self.request("listing tc filters", msg) {
             Err(e) if matches!(e.errno(), Some(libc::EINVAL) | Some(libc::ENOENT)) => Ok(vec![]),
             other => other,
@@ -605,7 +620,10 @@ mod tests {
             .end_nest()
             .attr_str(IFLA_IFNAME, "tun1");
         let bytes = msg.finish(9);
-        assert_eq!(u32::from_ne_bytes(bytes[0..4].try_into().unwrap()) as usize, bytes.len());
+        assert_eq!(
+            u32::from_ne_bytes(bytes[0..4].try_into().unwrap()) as usize,
+            bytes.len()
+        );
         let body = &bytes[NLMSG_HDR_LEN + 16..];
         let top: Vec<_> = attrs(body).collect();
         assert_eq!(top.len(), 2);

@@ -14,7 +14,11 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A unique prefix for this process's namespaces.
 pub fn unique_prefix(tag: &str) -> String {
-    format!("xt{tag}{}n{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "xt{tag}{}n{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Runs a command and fails with its stderr if it exits nonzero.
@@ -61,7 +65,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -86,19 +92,32 @@ impl SeedTopology {
             router: Netns::new(format!("{prefix}-rt"))?,
         };
         let (n1, n2, r) = (&topo.ns1.name, &topo.ns2.name, &topo.router.name);
-        run(&["ip", "link", "add", "v1", "netns", n1, "type", "veth", "peer", "name", "r1", "netns", r])?;
-        run(&["ip", "link", "add", "v2", "netns", n2, "type", "veth", "peer", "name", "r2", "netns", r])?;
-        topo.ns1.exec(&["ip", "addr", "add", "10.10.10.2/24", "dev", "v1"])?;
+        run(&[
+            "ip", "link", "add", "v1", "netns", n1, "type", "veth", "peer", "name", "r1", "netns",
+            r,
+        ])?;
+        run(&[
+            "ip", "link", "add", "v2", "netns", n2, "type", "veth", "peer", "name", "r2", "netns",
+            r,
+        ])?;
+        topo.ns1
+            .exec(&["ip", "addr", "add", "10.10.10.2/24", "dev", "v1"])?;
         topo.ns1.exec(&["ip", "link", "set", "v1", "up"])?;
-        topo.ns1.exec(&["ip", "route", "add", "10.10.20.0/24", "via", "10.10.10.1"])?;
-        topo.ns2.exec(&["ip", "addr", "add", "10.10.20.2/24", "dev", "v2"])?;
+        topo.ns1
+            .exec(&["ip", "route", "add", "10.10.20.0/24", "via", "10.10.10.1"])?;
+        topo.ns2
+            .exec(&["ip", "addr", "add", "10.10.20.2/24", "dev", "v2"])?;
         topo.ns2.exec(&["ip", "link", "set", "v2", "up"])?;
-        topo.ns2.exec(&["ip", "route", "add", "10.10.10.0/24", "via", "10.10.20.1"])?;
-        topo.router.exec(&["ip", "addr", "add", "10.10.10.1/24", "dev", "r1"])?;
-        topo.router.exec(&["ip", "addr", "add", "10.10.20.1/24", "dev", "r2"])?;
+        topo.ns2
+            .exec(&["ip", "route", "add", "10.10.10.0/24", "via", "10.10.20.1"])?;
+        topo.router
+            .exec(&["ip", "addr", "add", "10.10.10.1/24", "dev", "r1"])?;
+        topo.router
+            .exec(&["ip", "addr", "add", "10.10.20.1/24", "dev", "r2"])?;
         topo.router.exec(&["ip", "link", "set", "r1", "up"])?;
         topo.router.exec(&["ip", "link", "set", "r2", "up"])?;
-        topo.router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        topo.router
+            .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         for ns in [&topo.ns1, &topo.ns2] {
             // As strict as a careful host: tunnel traffic must pass rp_filter.
             ns.exec(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1"])?;
@@ -110,11 +129,27 @@ impl SeedTopology {
     /// `xtun_path`; `extra` goes after `mode M remote … local …`.
     pub fn add_tunnels(&self, xtun_path: &str, mode: &str, extra: &[&str]) -> io::Result<()> {
         let sides = [
-            (&self.ns1, "tun1", Self::NS2_ADDR, Self::NS1_ADDR, "10.10.100.10", "10.10.200.10"),
-            (&self.ns2, "tun2", Self::NS1_ADDR, Self::NS2_ADDR, "10.10.200.10", "10.10.100.10"),
+            (
+                &self.ns1,
+                "tun1",
+                Self::NS2_ADDR,
+                Self::NS1_ADDR,
+                "10.10.100.10",
+                "10.10.200.10",
+            ),
+            (
+                &self.ns2,
+                "tun2",
+                Self::NS1_ADDR,
+                Self::NS2_ADDR,
+                "10.10.200.10",
+                "10.10.100.10",
+            ),
         ];
         for (ns, name, remote, local, addr, peer) in sides {
-            let mut args = vec![xtun_path, "tunnel", "add", name, "mode", mode, "remote", remote, "local", local];
+            let mut args = vec![
+                xtun_path, "tunnel", "add", name, "mode", mode, "remote", remote, "local", local,
+            ];
             args.extend_from_slice(extra);
             ns.exec(&args)?;
             ns.exec(&["ip", "link", "set", name, "up"])?;

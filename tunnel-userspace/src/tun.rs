@@ -18,7 +18,10 @@ struct IfReq {
 
 /// Creates a persistent TUN device called `name`; fails if it exists.
 pub fn create(name: &str) -> io::Result<()> {
-    let file = OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
     let mut req = IfReq {
         name: [0; libc::IFNAMSIZ],
         flags: IFF_TUN | IFF_NO_PI | IFF_TUN_EXCL,

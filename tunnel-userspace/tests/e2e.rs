@@ -19,7 +19,16 @@ fn stdout(out: std::process::Output) -> String {
 
 fn ping(ns: &Netns, dst: &str, count: u32) -> String {
     let out = ns
-        .try_exec(&["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "2", dst])
+        .try_exec(&[
+            "ping",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            dst,
+        ])
         .unwrap();
     stdout(out)
 }
@@ -34,7 +43,18 @@ impl Capture {
     fn start(ns: &Netns, dev: &str, filter: &str) -> Self {
         let path = std::env::temp_dir().join(format!("{}-{dev}.pcap", ns.name));
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "tcpdump", "-i", dev, "-nn", "--immediate-mode", "-U", "-w"])
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                "tcpdump",
+                "-i",
+                dev,
+                "-nn",
+                "--immediate-mode",
+                "-U",
+                "-w",
+            ])
             .arg(&path)
             .arg(filter)
             .stdout(Stdio::null())
@@ -61,12 +81,25 @@ impl Capture {
         let _ = self.child.wait();
         let mut cmd = Command::new("tshark");
         cmd.args(["-r"]).arg(&self.path);
-        cmd.args(["-o", "ip.check_checksum:TRUE", "-T", "fields", "-E", "separator=;", "-E", "aggregator=,"]);
+        cmd.args([
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-T",
+            "fields",
+            "-E",
+            "separator=;",
+            "-E",
+            "aggregator=,",
+        ]);
         for f in fields {
             cmd.args(["-e", f]);
         }
         let out = cmd.output().expect("tshark");
-        assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tshark: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         stdout(out).lines().map(str::to_owned).collect()
     }
 }
@@ -93,7 +126,12 @@ const FIELDS: &[&str] = &[
 
 /// Runs the walkthrough in `mode` with `extra` options, pings 4 times and
 /// returns the decoded router capture.
-fn walkthrough(tag: &str, mode: &str, extra: &[&str], ping_opts: &[&str]) -> (SeedTopology, Vec<String>) {
+fn walkthrough(
+    tag: &str,
+    mode: &str,
+    extra: &[&str],
+    ping_opts: &[&str],
+) -> (SeedTopology, Vec<String>) {
     let topo = SeedTopology::new(tag).unwrap();
     topo.add_tunnels(XTUN, mode, extra).unwrap();
     let proto = if mode == "gre" { "47" } else { "4" };
@@ -124,8 +162,16 @@ fn gre_walkthrough_pings_and_the_wire_shows_two_ip_headers() {
         } else {
             ("10.10.20.2", "10.10.10.2", "10.10.200.10", "10.10.100.10")
         };
-        assert_eq!(field(line, "ip.src"), format!("{outer_src},{inner_src}"), "{line}");
-        assert_eq!(field(line, "ip.dst"), format!("{outer_dst},{inner_dst}"), "{line}");
+        assert_eq!(
+            field(line, "ip.src"),
+            format!("{outer_src},{inner_src}"),
+            "{line}"
+        );
+        assert_eq!(
+            field(line, "ip.dst"),
+            format!("{outer_dst},{inner_dst}"),
+            "{line}"
+        );
         assert_eq!(field(line, "ip.proto"), "47,1", "{line}");
         // Outer TTL inherits the inner 64 (less one hop for replies that
         // crossed the router before r1 saw them).
@@ -142,12 +188,25 @@ fn gre_walkthrough_pings_and_the_wire_shows_two_ip_headers() {
     let capture = Capture::start(&topo.ns2, "tun2", "icmp");
     assert!(ping(&topo.ns1, "10.10.200.10", 2).contains("2 received"));
     let inner = capture.decode(&["ip.src", "ip.dst", "icmp.type"]);
-    assert!(inner.contains(&"10.10.100.10;10.10.200.10;8".to_string()), "{inner:#?}");
+    assert!(
+        inner.contains(&"10.10.100.10;10.10.200.10;8".to_string()),
+        "{inner:#?}"
+    );
 
     // The counters are exact: 6 pings each way so far.
-    let shown = stdout(topo.ns1.exec(&[XTUN, "-s", "tunnel", "show", "tun1"]).unwrap());
-    let rows: Vec<Vec<&str>> = shown.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(rows[0].join(" "), "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit");
+    let shown = stdout(
+        topo.ns1
+            .exec(&[XTUN, "-s", "tunnel", "show", "tun1"])
+            .unwrap(),
+    );
+    let rows: Vec<Vec<&str>> = shown
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0].join(" "),
+        "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit"
+    );
     assert_eq!(&rows[2][..3], &["6", "504", "0"], "RX: {shown}");
     assert_eq!(&rows[4][..3], &["6", "504", "0"], "TX: {shown}");
 }
@@ -159,40 +218,92 @@ fn ipip_walkthrough_as_in_the_reference() {
     for line in &lines {
         assert_eq!(field(line, "ip.proto"), "4,1", "{line}");
         assert_eq!(field(line, "ip.checksum.status"), "1,1", "{line}");
-        assert!(field(line, "ip.src").starts_with("10.10.10.2,") || field(line, "ip.src").starts_with("10.10.20.2,"));
+        assert!(
+            field(line, "ip.src").starts_with("10.10.10.2,")
+                || field(line, "ip.src").starts_with("10.10.20.2,")
+        );
     }
 }
 
 #[test]
 fn gre_keys_ttl_and_tos_reach_the_wire() {
-    let (_topo, lines) = walkthrough("key", "gre", &["key", "0.0.1.2", "ttl", "33", "tos", "0x20"], &[]);
+    let (_topo, lines) = walkthrough(
+        "key",
+        "gre",
+        &["key", "0.0.1.2", "ttl", "33", "tos", "0x20"],
+        &[],
+    );
     assert_eq!(lines.len(), 8, "{lines:#?}");
     for line in &lines {
         assert_eq!(field(line, "gre.key"), "0x00000102", "{line}");
         let ttl = field(line, "ip.ttl").split(',').next().unwrap().to_string();
         assert!(ttl == "33" || ttl == "32", "{line}");
-        assert_eq!(field(line, "ip.dsfield").split(',').next().unwrap(), "0x20", "{line}");
+        assert_eq!(
+            field(line, "ip.dsfield").split(',').next().unwrap(),
+            "0x20",
+            "{line}"
+        );
     }
 
     // tos inherit copies the inner DSCP (ping -Q) and ikey/okey pair up.
     let topo = SeedTopology::new("ikey").unwrap();
-    let sides = [(&topo.ns1, "tun1", "10.10.20.2", "10.10.10.2", "1", "2"), (&topo.ns2, "tun2", "10.10.10.2", "10.10.20.2", "2", "1")];
+    let sides = [
+        (&topo.ns1, "tun1", "10.10.20.2", "10.10.10.2", "1", "2"),
+        (&topo.ns2, "tun2", "10.10.10.2", "10.10.20.2", "2", "1"),
+    ];
     for (ns, name, remote, local, ikey, okey) in sides {
-        ns.exec(&[XTUN, "tunnel", "add", name, "mode", "gre", "remote", remote, "local", local, "ikey", ikey, "okey", okey, "tos", "inherit"]).unwrap();
+        ns.exec(&[
+            XTUN, "tunnel", "add", name, "mode", "gre", "remote", remote, "local", local, "ikey",
+            ikey, "okey", okey, "tos", "inherit",
+        ])
+        .unwrap();
         ns.exec(&["ip", "link", "set", name, "up"]).unwrap();
     }
-    topo.ns1.exec(&["ip", "addr", "add", "10.10.100.10", "peer", "10.10.200.10", "dev", "tun1"]).unwrap();
-    topo.ns2.exec(&["ip", "addr", "add", "10.10.200.10", "peer", "10.10.100.10", "dev", "tun2"]).unwrap();
+    topo.ns1
+        .exec(&[
+            "ip",
+            "addr",
+            "add",
+            "10.10.100.10",
+            "peer",
+            "10.10.200.10",
+            "dev",
+            "tun1",
+        ])
+        .unwrap();
+    topo.ns2
+        .exec(&[
+            "ip",
+            "addr",
+            "add",
+            "10.10.200.10",
+            "peer",
+            "10.10.100.10",
+            "dev",
+            "tun2",
+        ])
+        .unwrap();
     let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show"]).unwrap());
-    assert_eq!(shown, "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit tos inherit ikey 1 okey 2\n");
+    assert_eq!(
+        shown,
+        "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit tos inherit ikey 1 okey 2\n"
+    );
     let capture = Capture::start(&topo.router, "r1", "ip proto 47");
-    let out = stdout(topo.ns1.try_exec(&["ping", "-c", "2", "-i", "0.2", "-Q", "0xb8", "10.10.200.10"]).unwrap());
+    let out = stdout(
+        topo.ns1
+            .try_exec(&["ping", "-c", "2", "-i", "0.2", "-Q", "0xb8", "10.10.200.10"])
+            .unwrap(),
+    );
     assert!(out.contains("2 received"), "{out}");
     let lines = capture.decode(FIELDS);
     assert_eq!(lines.len(), 4, "{lines:#?}");
     for line in &lines {
         let request = field(line, "icmp.type") == "8";
-        assert_eq!(field(line, "gre.key"), if request { "0x00000002" } else { "0x00000001" }, "{line}");
+        assert_eq!(
+            field(line, "gre.key"),
+            if request { "0x00000002" } else { "0x00000001" },
+            "{line}"
+        );
         assert_eq!(field(line, "ip.dsfield"), "0xb8,0xb8", "{line}");
     }
 }
@@ -202,14 +313,62 @@ fn tcp_transfer_is_intact_and_uses_the_underlay_named_by_dev() {
     let topo = SeedTopology::new("tcp").unwrap();
     topo.add_tunnels(XTUN, "gre", &["dev", "v1"]).ok();
     // `dev v1` does not exist in ns2: the error is clean and nothing is left.
-    let failed = topo.ns2.try_exec(&[XTUN, "tunnel", "add", "tunx", "mode", "gre", "remote", "10.10.10.2", "local", "10.10.20.2", "dev", "v1"]).unwrap();
+    let failed = topo
+        .ns2
+        .try_exec(&[
+            XTUN,
+            "tunnel",
+            "add",
+            "tunx",
+            "mode",
+            "gre",
+            "remote",
+            "10.10.10.2",
+            "local",
+            "10.10.20.2",
+            "dev",
+            "v1",
+        ])
+        .unwrap();
     assert!(!failed.status.success());
-    assert_eq!(String::from_utf8_lossy(&failed.stderr), "xtun: Cannot find device \"v1\"\n");
-    topo.ns2.exec(&[XTUN, "tunnel", "add", "tun2", "mode", "gre", "remote", "10.10.10.2", "local", "10.10.20.2", "dev", "v2"]).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&failed.stderr),
+        "xtun: Cannot find device \"v1\"\n"
+    );
+    topo.ns2
+        .exec(&[
+            XTUN,
+            "tunnel",
+            "add",
+            "tun2",
+            "mode",
+            "gre",
+            "remote",
+            "10.10.10.2",
+            "local",
+            "10.10.20.2",
+            "dev",
+            "v2",
+        ])
+        .unwrap();
     topo.ns2.exec(&["ip", "link", "set", "tun2", "up"]).unwrap();
-    topo.ns2.exec(&["ip", "addr", "add", "10.10.200.10", "peer", "10.10.100.10", "dev", "tun2"]).unwrap();
+    topo.ns2
+        .exec(&[
+            "ip",
+            "addr",
+            "add",
+            "10.10.200.10",
+            "peer",
+            "10.10.100.10",
+            "dev",
+            "tun2",
+        ])
+        .unwrap();
     let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show", "tun1"]).unwrap());
-    assert_eq!(shown, "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 dev v1 ttl inherit\n");
+    assert_eq!(
+        shown,
+        "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 dev v1 ttl inherit\n"
+    );
 
     // 16 MiB of random bytes through the tunnel; sha256 on both ends.
     let server = "import socket,hashlib,sys\n\
@@ -222,7 +381,14 @@ data=os.urandom(16<<20)\n\
 for i in range(50):\n try:\n  c=socket.create_connection(('10.10.200.10',5201));break\n except OSError: time.sleep(0.1)\n\
 c.sendall(data);c.close();print(len(data),hashlib.sha256(data).hexdigest())";
     let srv = Command::new("ip")
-        .args(["netns", "exec", &topo.ns2.name, "/usr/bin/python3", "-c", server])
+        .args([
+            "netns",
+            "exec",
+            &topo.ns2.name,
+            "/usr/bin/python3",
+            "-c",
+            server,
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -242,9 +408,15 @@ fn attached_program_ids(ns: &Netns) -> Vec<String> {
         .collect();
     for dev in ["v1", "v2", "tun1", "tun2"] {
         for hook in ["ingress", "egress"] {
-            let out = ns.try_exec(&["tc", "filter", "show", "dev", dev, hook]).unwrap();
+            let out = ns
+                .try_exec(&["tc", "filter", "show", "dev", dev, hook])
+                .unwrap();
             let text = stdout(out);
-            ids.extend(text.split(" id ").skip(1).filter_map(|s| s.split_whitespace().next().map(str::to_owned)));
+            ids.extend(
+                text.split(" id ")
+                    .skip(1)
+                    .filter_map(|s| s.split_whitespace().next().map(str::to_owned)),
+            );
         }
     }
     ids
@@ -273,9 +445,16 @@ fn del_and_detach_leave_nothing_behind() {
     topo.ns1.exec(&[XTUN, "tunnel", "del", "tun1"]).unwrap();
     topo.ns2.exec(&[XTUN, "tunnel", "del", "tun2"]).unwrap();
     assert_eq!(attached_program_ids(&topo.ns1), Vec::<String>::new());
-    assert_eq!(attached_program_ids(&topo.ns2).len(), 2, "v2 stays attached until detach");
+    assert_eq!(
+        attached_program_ids(&topo.ns2).len(),
+        2,
+        "v2 stays attached until detach"
+    );
     let refused = topo.ns2.try_exec(&[XTUN, "tunnel", "del", "tun2"]).unwrap();
-    assert_eq!(String::from_utf8_lossy(&refused.stderr), "xtun: delete tunnel \"tun2\" failed: No such device\n");
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr),
+        "xtun: delete tunnel \"tun2\" failed: No such device\n"
+    );
     topo.ns2.exec(&[XTUN, "detach", "v2"]).unwrap();
     assert_eq!(attached_program_ids(&topo.ns2), Vec::<String>::new());
 
@@ -292,13 +471,27 @@ fn del_and_detach_leave_nothing_behind() {
     }
     let left: Vec<_> = ids.iter().filter(|id| program_exists(id)).collect();
     assert!(left.is_empty(), "programs still loaded: {left:?}");
-    assert!(std::fs::read_dir("/sys/fs/bpf").map(|d| d.flatten().all(|e| !e.file_name().to_string_lossy().contains("xtun"))).unwrap_or(true));
+    assert!(std::fs::read_dir("/sys/fs/bpf")
+        .map(|d| d
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().contains("xtun")))
+        .unwrap_or(true));
 }
 
 #[test]
 fn bad_input_gets_one_line_errors_and_changes_nothing() {
     let topo = SeedTopology::new("bad").unwrap();
-    let base = ["tunnel", "add", "tun1", "mode", "gre", "remote", "10.10.20.2", "local", "10.10.10.2"];
+    let base = [
+        "tunnel",
+        "add",
+        "tun1",
+        "mode",
+        "gre",
+        "remote",
+        "10.10.20.2",
+        "local",
+        "10.10.10.2",
+    ];
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "10.10.20.300"], "xtun: invalid address \"10.10.20.300\"\n"),
         (vec!["tunnel", "add", "tun1", "mode", "bogus", "remote", "10.10.20.2"], "xtun: unknown tunnel mode \"bogus\" (xtun supports gre, ipip and sit)\n"),
@@ -322,24 +515,48 @@ fn bad_input_gets_one_line_errors_and_changes_nothing() {
             assert_eq!(err, expected, "{args:?}");
         }
         let links = stdout(topo.ns1.exec(&["ip", "-o", "link", "show"]).unwrap());
-        assert!(!links.contains("tun1"), "{args:?} left an interface: {links}");
-        assert_eq!(attached_program_ids(&topo.ns1), Vec::<String>::new(), "{args:?} left programs");
+        assert!(
+            !links.contains("tun1"),
+            "{args:?} left an interface: {links}"
+        );
+        assert_eq!(
+            attached_program_ids(&topo.ns1),
+            Vec::<String>::new(),
+            "{args:?} left programs"
+        );
     }
     // Adding a tunnel that exists fails cleanly and keeps the first one.
     let mut add = vec![XTUN];
     add.extend(&base);
     topo.ns1.exec(&add).unwrap();
     let out = topo.ns1.try_exec(&add).unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stderr), "xtun: add tunnel \"tun1\" failed: File exists\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "xtun: add tunnel \"tun1\" failed: File exists\n"
+    );
     let mut same = add.clone();
     same[3] = "tun3";
     let out = topo.ns1.try_exec(&same).unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("tunnel tun1 already has remote 10.10.20.2 local 10.10.10.2"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("tunnel tun1 already has remote 10.10.20.2 local 10.10.10.2"));
     let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show"]).unwrap());
-    assert_eq!(shown, "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit\n");
+    assert_eq!(
+        shown,
+        "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit\n"
+    );
     // The interface is as the kernel makes it: down, point-to-point, NOARP, MTU 1476.
-    let link = stdout(topo.ns1.exec(&["ip", "-o", "link", "show", "tun1"]).unwrap());
-    assert!(link.contains("POINTOPOINT") && link.contains("NOARP") && link.contains("mtu 1476"), "{link}");
-    assert!(!link.contains(",UP") && !link.contains("<UP"), "created down: {link}");
+    let link = stdout(
+        topo.ns1
+            .exec(&["ip", "-o", "link", "show", "tun1"])
+            .unwrap(),
+    );
+    assert!(
+        link.contains("POINTOPOINT") && link.contains("NOARP") && link.contains("mtu 1476"),
+        "{link}"
+    );
+    assert!(
+        !link.contains(",UP") && !link.contains("<UP"),
+        "created down: {link}"
+    );
 }

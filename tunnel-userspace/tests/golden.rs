@@ -4,7 +4,7 @@
 
 use std::os::fd::AsRawFd;
 
-use etherparse::{IpNumber, Ipv4Header, PacketBuilder, SlicedPacket, NetSlice};
+use etherparse::{IpNumber, Ipv4Header, NetSlice, PacketBuilder, SlicedPacket};
 use tunnel_common::maps::*;
 use tunnel_userspace::{
     bpf_sys::prog_test_run,
@@ -25,7 +25,8 @@ const MAC_SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
 
 /// An ICMP echo request 10.10.100.10 -> 10.10.200.10 as an IPv4 packet.
 fn inner_packet(tos_ecn: u8) -> Vec<u8> {
-    let builder = PacketBuilder::ipv4([10, 10, 100, 10], [10, 10, 200, 10], 64).icmpv4_echo_request(7, 1);
+    let builder =
+        PacketBuilder::ipv4([10, 10, 100, 10], [10, 10, 200, 10], 64).icmpv4_echo_request(7, 1);
     let payload = [0xabu8; 56];
     let mut out = Vec::new();
     builder.write(&mut out, &payload).unwrap();
@@ -84,7 +85,14 @@ impl Harness {
         self.dp
             .decap_mut()
             .unwrap()
-            .insert(decap_key(&cfg), DecapTarget { ifindex, flags: cfg.flags }, 0)
+            .insert(
+                decap_key(&cfg),
+                DecapTarget {
+                    ifindex,
+                    flags: cfg.flags,
+                },
+                0,
+            )
             .unwrap();
         cfg
     }
@@ -157,16 +165,35 @@ fn xdp_passes_malformed_and_unmatched_packets_untouched() {
     unknown_source[14 + 12..14 + 16].copy_from_slice(&[10, 9, 9, 9]);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("version 1", frame(47, &[0x00, 0x01, 0x08, 0x00], &inner, 0)),
-        ("routing bit", frame(47, &[0x40, 0x00, 0x08, 0x00], &inner, 0)),
-        ("strict source route", frame(47, &[0x08, 0x00, 0x08, 0x00], &inner, 0)),
-        ("wrong key", frame(47, &[0x20, 0x00, 0x08, 0x00, 0, 0, 0, 43], &inner, 0)),
-        ("key on a keyless match only", frame(47, &[0x20, 0x00, 0x08, 0x00, 0, 0, 0, 7], &inner, 0)),
+        (
+            "routing bit",
+            frame(47, &[0x40, 0x00, 0x08, 0x00], &inner, 0),
+        ),
+        (
+            "strict source route",
+            frame(47, &[0x08, 0x00, 0x08, 0x00], &inner, 0),
+        ),
+        (
+            "wrong key",
+            frame(47, &[0x20, 0x00, 0x08, 0x00, 0, 0, 0, 43], &inner, 0),
+        ),
+        (
+            "key on a keyless match only",
+            frame(47, &[0x20, 0x00, 0x08, 0x00, 0, 0, 0, 7], &inner, 0),
+        ),
         ("truncated key", truncated),
         ("unknown source", unknown_source),
-        ("transparent ethernet bridging", frame(47, &[0x00, 0x00, 0x65, 0x58], &inner, 0)),
+        (
+            "transparent ethernet bridging",
+            frame(47, &[0x00, 0x00, 0x65, 0x58], &inner, 0),
+        ),
         ("ipip without an ipip tunnel", frame(4, &[], &inner, 0)),
         ("udp", frame(17, &[0; 8], &inner, 0)),
-        ("arp", { let mut f = eth(0x0806); f.extend([0u8; 28]); f }),
+        ("arp", {
+            let mut f = eth(0x0806);
+            f.extend([0u8; 28]);
+            f
+        }),
     ];
     for (what, input) in cases {
         let (verdict, out) = h.xdp(&input);
@@ -206,7 +233,14 @@ fn encap(args: &str, inner: &[u8]) -> (u32, Vec<u8>) {
 }
 
 fn expected_outer(proto: u8, payload_len: usize, ttl: u8, tos: u8) -> Ipv4Header {
-    let mut hdr = Ipv4Header::new(payload_len as u16, ttl, IpNumber(proto), [10, 10, 10, 2], [10, 10, 20, 2]).unwrap();
+    let mut hdr = Ipv4Header::new(
+        payload_len as u16,
+        ttl,
+        IpNumber(proto),
+        [10, 10, 10, 2],
+        [10, 10, 20, 2],
+    )
+    .unwrap();
     hdr.dont_fragment = true;
     hdr.dscp = etherparse::Ipv4Dscp::try_new(tos >> 2).unwrap();
     hdr.ecn = etherparse::Ipv4Ecn::try_new(tos & 3).unwrap();
@@ -218,10 +252,26 @@ fn expected_outer(proto: u8, payload_len: usize, ttl: u8, tos: u8) -> Ipv4Header
 fn tc_encapsulates_gre_gre_with_key_and_ipip() {
     let inner = inner_packet(0);
     let cases: [(&str, u8, Vec<u8>); 4] = [
-        ("tun1 mode gre remote 10.10.20.2 local 10.10.10.2", 47, vec![0, 0, 8, 0]),
-        ("tun1 mode gre remote 10.10.20.2 local 10.10.10.2 key 42", 47, vec![0x20, 0, 8, 0, 0, 0, 0, 42]),
-        ("tun1 mode gre remote 10.10.20.2 local 10.10.10.2 ikey 7 okey 1.2.3.4", 47, vec![0x20, 0, 8, 0, 1, 2, 3, 4]),
-        ("tun1 mode ipip remote 10.10.20.2 local 10.10.10.2", 4, vec![]),
+        (
+            "tun1 mode gre remote 10.10.20.2 local 10.10.10.2",
+            47,
+            vec![0, 0, 8, 0],
+        ),
+        (
+            "tun1 mode gre remote 10.10.20.2 local 10.10.10.2 key 42",
+            47,
+            vec![0x20, 0, 8, 0, 0, 0, 0, 42],
+        ),
+        (
+            "tun1 mode gre remote 10.10.20.2 local 10.10.10.2 ikey 7 okey 1.2.3.4",
+            47,
+            vec![0x20, 0, 8, 0, 1, 2, 3, 4],
+        ),
+        (
+            "tun1 mode ipip remote 10.10.20.2 local 10.10.10.2",
+            4,
+            vec![],
+        ),
     ];
     for (args, proto, tunnel) in cases {
         let (verdict, out) = encap(args, &inner);
@@ -235,7 +285,9 @@ fn tc_encapsulates_gre_gre_with_key_and_ipip() {
 
         // And a packet library agrees on every field.
         let sliced = SlicedPacket::from_ethernet(&out).unwrap();
-        let Some(NetSlice::Ipv4(ip)) = sliced.net else { panic!("no IPv4") };
+        let Some(NetSlice::Ipv4(ip)) = sliced.net else {
+            panic!("no IPv4")
+        };
         let h = ip.header().to_header();
         assert_eq!(h.source, [10, 10, 10, 2]);
         assert_eq!(h.destination, [10, 10, 20, 2]);
@@ -254,7 +306,14 @@ fn tc_ttl_tos_and_ecn_follow_the_kernel() {
     );
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let outer = Ipv4Header::from_slice(&out[14..]).unwrap().0;
-    assert_eq!((outer.time_to_live, outer.dscp.value() << 2, outer.ecn.value()), (17, 0x10, 2));
+    assert_eq!(
+        (
+            outer.time_to_live,
+            outer.dscp.value() << 2,
+            outer.ecn.value()
+        ),
+        (17, 0x10, 2)
+    );
     assert_eq!(outer.header_checksum, outer.calc_header_checksum());
 
     // tos inherit copies the inner TOS; an inner CE becomes ECT(0) outside.
@@ -263,7 +322,10 @@ fn tc_ttl_tos_and_ecn_follow_the_kernel() {
     hdr.dscp = etherparse::Ipv4Dscp::try_new(0x28 >> 2).unwrap();
     hdr.header_checksum = hdr.calc_header_checksum();
     inner.splice(0..20, hdr.to_bytes());
-    let (_, out) = encap("tun1 mode gre remote 10.10.20.2 local 10.10.10.2 tos inherit", &inner);
+    let (_, out) = encap(
+        "tun1 mode gre remote 10.10.20.2 local 10.10.10.2 tos inherit",
+        &inner,
+    );
     let outer = Ipv4Header::from_slice(&out[14..]).unwrap().0;
     assert_eq!((outer.dscp.value() << 2, outer.ecn.value()), (0x28, 2));
     assert_eq!(outer.time_to_live, 64, "ttl inherit copies the inner TTL");

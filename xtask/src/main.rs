@@ -51,28 +51,63 @@ fn main() -> Result<()> {
         Task::Demo { mode } => {
             setup()?;
             build()?;
-            cargo(&["build", "--release", "-p", "tunnel-userspace", "--example", "seed_demo"])?;
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "tunnel-userspace",
+                "--example",
+                "seed_demo",
+            ])?;
             let demo = workspace_root().join("target/release/examples/seed_demo");
             run(Command::new(demo).env("MODE", mode))
         }
         Task::Test => {
             setup()?;
             build()?;
-            cargo(&["test", "--release", "--workspace", "--exclude", "tunnel-ebpf"])
+            cargo(&[
+                "test",
+                "--release",
+                "--workspace",
+                "--exclude",
+                "tunnel-ebpf",
+            ])
         }
         Task::Lint => {
             cargo(&["fmt", "--all", "--check"])?;
-            cargo(&["clippy", "--release", "--workspace", "--exclude", "tunnel-ebpf", "--all-targets", "--", "-D", "warnings"])?;
+            cargo(&[
+                "clippy",
+                "--release",
+                "--workspace",
+                "--exclude",
+                "tunnel-ebpf",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
             let ebpf = workspace_root().join("tunnel-ebpf");
-            run(Command::new("cargo")
-                .current_dir(ebpf)
-                .args(["+nightly", "clippy", "-Z", "build-std=core", "--target", "bpfel-unknown-none", "--release", "--", "-D", "warnings"]))
+            run(Command::new("cargo").current_dir(ebpf).args([
+                "+nightly",
+                "clippy",
+                "-Z",
+                "build-std=core",
+                "--target",
+                "bpfel-unknown-none",
+                "--release",
+                "--",
+                "-D",
+                "warnings",
+            ]))
         }
     }
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -88,9 +123,11 @@ fn succeeds(cmd: &mut Command) -> bool {
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
-    run(Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(workspace_root())
-        .args(args))
+    run(
+        Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(workspace_root())
+            .args(args),
+    )
 }
 
 fn build() -> Result<()> {
@@ -114,14 +151,29 @@ fn setup() -> Result<()> {
     // Nightly with rust-src, for -Z build-std=core.
     if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
         println!("xtask: installing the nightly toolchain");
-        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
     }
     let installed = Command::new("rustup")
         .args(["component", "list", "--toolchain", "nightly", "--installed"])
         .output()?;
-    if !String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.starts_with("rust-src")) {
+    if !String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
         println!("xtask: installing nightly rust-src");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     install_bpf_linker()?;
     install_packages()
@@ -133,26 +185,44 @@ fn install_bpf_linker() -> Result<()> {
     if succeeds(Command::new("bpf-linker").arg("--version")) {
         return Ok(());
     }
-    let sysroot = Command::new("rustc").args(["+nightly", "--print", "sysroot"]).output()?;
+    let sysroot = Command::new("rustc")
+        .args(["+nightly", "--print", "sysroot"])
+        .output()?;
     let sysroot = PathBuf::from(String::from_utf8(sysroot.stdout)?.trim());
     let lib = sysroot.join("lib");
     let llvm = std::fs::read_dir(&lib)?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.")))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so."))
+        })
         .with_context(|| format!("no libLLVM.so.* in {}", lib.display()))?;
     let home = env::var("HOME").unwrap_or_else(|_| "/root".into());
     let prefix = PathBuf::from(home).join(".local/share/xtun/llvm");
     let prefix_lib = prefix.join("lib");
     std::fs::create_dir_all(&prefix_lib)?;
-    for link in [prefix_lib.join("libLLVM.so"), prefix_lib.join(llvm.file_name().unwrap())] {
+    for link in [
+        prefix_lib.join("libLLVM.so"),
+        prefix_lib.join(llvm.file_name().unwrap()),
+    ] {
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&llvm, &link)?;
     }
-    println!("xtask: building bpf-linker against {} (a few minutes)", llvm.display());
-    run(Command::new("cargo")
-        .env("LLVM_PREFIX", &prefix)
-        .args(["install", "bpf-linker", "--version", "0.13.0", "--no-default-features", "--features", "llvm-22"]))
+    println!(
+        "xtask: building bpf-linker against {} (a few minutes)",
+        llvm.display()
+    );
+    run(Command::new("cargo").env("LLVM_PREFIX", &prefix).args([
+        "install",
+        "bpf-linker",
+        "--version",
+        "0.13.0",
+        "--no-default-features",
+        "--features",
+        "llvm-22",
+    ]))
 }
 
 fn install_packages() -> Result<()> {

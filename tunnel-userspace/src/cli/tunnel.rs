@@ -40,7 +40,12 @@ pub enum TunnelCommand {
     /// Create a tunnel interface.
     #[command(after_help = ADD_HELP)]
     Add {
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
         args: Vec<String>,
     },
     /// Delete a tunnel interface and its data-plane state.
@@ -50,7 +55,11 @@ pub enum TunnelCommand {
         name: String,
     },
     /// List tunnels, as `ip tunnel show` does (`xtun -s tunnel show` adds counters).
-    #[command(visible_alias = "list", visible_alias = "ls", after_help = "Examples:\n  xtun tunnel show\n  xtun tunnel show tun1\n  xtun -s tunnel show")]
+    #[command(
+        visible_alias = "list",
+        visible_alias = "ls",
+        after_help = "Examples:\n  xtun tunnel show\n  xtun tunnel show tun1\n  xtun -s tunnel show"
+    )]
     Show {
         #[arg(value_name = "NAME")]
         name: Option<String>,
@@ -106,7 +115,11 @@ fn add(args: &[String]) -> Result<()> {
             "add tunnel \"{}\" failed: tunnel {other} already has remote {} local {local}{}",
             spec.name,
             spec.remote,
-            if key.has_key != 0 { " and the same key" } else { "" }
+            if key.has_key != 0 {
+                " and the same key"
+            } else {
+                ""
+            }
         );
     }
 
@@ -152,7 +165,11 @@ fn add(args: &[String]) -> Result<()> {
 }
 
 /// The tunnel called `name` in this namespace, with the data plane.
-fn find_tunnel(nl: &mut Netlink, name: &str, verb: &str) -> Result<(Dataplane, Link, TunnelConfig)> {
+fn find_tunnel(
+    nl: &mut Netlink,
+    name: &str,
+    verb: &str,
+) -> Result<(Dataplane, Link, TunnelConfig)> {
     config::validate_ifname(name)?;
     let link = nl
         .link_by_name(name)?
@@ -225,7 +242,13 @@ fn show(name: Option<&str>, stats: bool) -> Result<()> {
     Ok(())
 }
 
-fn print_tunnel(nl: &mut Netlink, dp: &Dataplane, link: &Link, cfg: &TunnelConfig, stats: bool) -> Result<()> {
+fn print_tunnel(
+    nl: &mut Netlink,
+    dp: &Dataplane,
+    link: &Link,
+    cfg: &TunnelConfig,
+    stats: bool,
+) -> Result<()> {
     let dev = if cfg.flags & TUNNEL_F_BOUND_DEV != 0 {
         nl.link_by_index(cfg.underlay_ifindex)?.map(|l| l.name)
     } else {

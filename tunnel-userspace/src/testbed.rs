@@ -152,9 +152,15 @@ impl SeedTopology {
             ];
             args.extend_from_slice(extra);
             ns.exec(&args)?;
-            ns.exec(&["ip", "link", "set", name, "up"])?;
-            ns.exec(&["ip", "addr", "add", addr, "peer", peer, "dev", name])?;
+            Self::bring_up(ns, name, addr, peer)?;
         }
+        Ok(())
+    }
+
+    /// `ip link set NAME up` and `ip addr add ADDR peer PEER dev NAME`.
+    pub fn bring_up(ns: &Netns, name: &str, addr: &str, peer: &str) -> io::Result<()> {
+        ns.exec(&["ip", "link", "set", name, "up"])?;
+        ns.exec(&["ip", "addr", "add", addr, "peer", peer, "dev", name])?;
         Ok(())
     }
 }

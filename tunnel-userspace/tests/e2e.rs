@@ -146,6 +146,22 @@ fn walkthrough(
     (topo, lines)
 }
 
+/// One side of the walkthrough: a GRE tunnel `name` with `extra` options,
+/// up and addressed like the seed's (tun1 10.10.100.10, tun2 10.10.200.10).
+fn add_side(ns: &Netns, name: &str, remote: &str, local: &str, extra: &[&str]) {
+    let mut args = vec![
+        XTUN, "tunnel", "add", name, "mode", "gre", "remote", remote, "local", local,
+    ];
+    args.extend_from_slice(extra);
+    ns.exec(&args).unwrap();
+    let (addr, peer) = if name == "tun1" {
+        ("10.10.100.10", "10.10.200.10")
+    } else {
+        ("10.10.200.10", "10.10.100.10")
+    };
+    SeedTopology::bring_up(ns, name, addr, peer).unwrap();
+}
+
 fn field<'a>(line: &'a str, name: &str) -> &'a str {
     let i = FIELDS.iter().position(|f| *f == name).unwrap();
     line.split(';').nth(i).unwrap_or("")
@@ -247,42 +263,20 @@ fn gre_keys_ttl_and_tos_reach_the_wire() {
 
     // tos inherit copies the inner DSCP (ping -Q) and ikey/okey pair up.
     let topo = SeedTopology::new("ikey").unwrap();
-    let sides = [
-        (&topo.ns1, "tun1", "10.10.20.2", "10.10.10.2", "1", "2"),
-        (&topo.ns2, "tun2", "10.10.10.2", "10.10.20.2", "2", "1"),
-    ];
-    for (ns, name, remote, local, ikey, okey) in sides {
-        ns.exec(&[
-            XTUN, "tunnel", "add", name, "mode", "gre", "remote", remote, "local", local, "ikey",
-            ikey, "okey", okey, "tos", "inherit",
-        ])
-        .unwrap();
-        ns.exec(&["ip", "link", "set", name, "up"]).unwrap();
-    }
-    topo.ns1
-        .exec(&[
-            "ip",
-            "addr",
-            "add",
-            "10.10.100.10",
-            "peer",
-            "10.10.200.10",
-            "dev",
-            "tun1",
-        ])
-        .unwrap();
-    topo.ns2
-        .exec(&[
-            "ip",
-            "addr",
-            "add",
-            "10.10.200.10",
-            "peer",
-            "10.10.100.10",
-            "dev",
-            "tun2",
-        ])
-        .unwrap();
+    add_side(
+        &topo.ns1,
+        "tun1",
+        "10.10.20.2",
+        "10.10.10.2",
+        &["ikey", "1", "okey", "2", "tos", "inherit"],
+    );
+    add_side(
+        &topo.ns2,
+        "tun2",
+        "10.10.10.2",
+        "10.10.20.2",
+        &["ikey", "2", "okey", "1", "tos", "inherit"],
+    );
     let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show"]).unwrap());
     assert_eq!(
         shown,
@@ -311,7 +305,13 @@ fn gre_keys_ttl_and_tos_reach_the_wire() {
 #[test]
 fn tcp_transfer_is_intact_and_uses_the_underlay_named_by_dev() {
     let topo = SeedTopology::new("tcp").unwrap();
-    topo.add_tunnels(XTUN, "gre", &["dev", "v1"]).ok();
+    add_side(
+        &topo.ns1,
+        "tun1",
+        "10.10.20.2",
+        "10.10.10.2",
+        &["dev", "v1"],
+    );
     // `dev v1` does not exist in ns2: the error is clean and nothing is left.
     let failed = topo
         .ns2
@@ -319,7 +319,7 @@ fn tcp_transfer_is_intact_and_uses_the_underlay_named_by_dev() {
             XTUN,
             "tunnel",
             "add",
-            "tunx",
+            "tun2",
             "mode",
             "gre",
             "remote",
@@ -335,35 +335,13 @@ fn tcp_transfer_is_intact_and_uses_the_underlay_named_by_dev() {
         String::from_utf8_lossy(&failed.stderr),
         "xtun: Cannot find device \"v1\"\n"
     );
-    topo.ns2
-        .exec(&[
-            XTUN,
-            "tunnel",
-            "add",
-            "tun2",
-            "mode",
-            "gre",
-            "remote",
-            "10.10.10.2",
-            "local",
-            "10.10.20.2",
-            "dev",
-            "v2",
-        ])
-        .unwrap();
-    topo.ns2.exec(&["ip", "link", "set", "tun2", "up"]).unwrap();
-    topo.ns2
-        .exec(&[
-            "ip",
-            "addr",
-            "add",
-            "10.10.200.10",
-            "peer",
-            "10.10.100.10",
-            "dev",
-            "tun2",
-        ])
-        .unwrap();
+    add_side(
+        &topo.ns2,
+        "tun2",
+        "10.10.10.2",
+        "10.10.20.2",
+        &["dev", "v2"],
+    );
     let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show", "tun1"]).unwrap());
     assert_eq!(
         shown,

@@ -65,13 +65,7 @@ fn main() -> Result<()> {
         Task::Test => {
             setup()?;
             build()?;
-            cargo(&[
-                "test",
-                "--release",
-                "--workspace",
-                "--exclude",
-                "tunnel-ebpf",
-            ])
+            test()
         }
         Task::Lint => {
             cargo(&["fmt", "--all", "--check"])?;
@@ -128,6 +122,50 @@ fn cargo(args: &[&str]) -> Result<()> {
             .current_dir(workspace_root())
             .args(args),
     )
+}
+
+/// Runs the whole test suite, echoing it, and closes with one summary line
+/// over every test binary (cargo's own last line is the doc-test binary's).
+fn test() -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+
+    let mut child = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(workspace_root())
+        .args([
+            "test",
+            "--release",
+            "--workspace",
+            "--exclude",
+            "tunnel-ebpf",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(['.', ';']) {
+                let mut words = part.split_whitespace();
+                if let (Some(n), Some(what)) = (words.next(), words.next()) {
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match what {
+                        "passed" => passed += n,
+                        "failed" => failed += n,
+                        "ignored" => ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("\nall tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        bail!("cargo test failed with {status}");
+    }
+    Ok(())
 }
 
 fn build() -> Result<()> {

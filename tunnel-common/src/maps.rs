@@ -9,6 +9,10 @@ pub const MAP_TUNNELS: &str = "XTUN_TUNNELS";
 pub const MAP_DECAP: &str = "XTUN_DECAP";
 pub const MAP_TUNNEL_STATS: &str = "XTUN_TUN_STATS";
 pub const MAP_COUNTERS: &str = "XTUN_COUNTERS";
+pub const MAP_IF_COUNTERS: &str = "XTUN_IF_COUNTER";
+pub const MAP_SETTINGS: &str = "XTUN_SETTINGS";
+/// aya-log's ring buffer of log records.
+pub const MAP_LOGS: &str = "AYA_LOGS";
 
 /// Program names, as the kernel reports them (at most 15 bytes).
 pub const PROG_XDP_DECAP: &str = "xtun_decap";
@@ -120,6 +124,40 @@ pub struct XdpMeta {
     pub ifindex: u32,
 }
 
+/// Per-interface data-plane counters: one slot per `stats` reason.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IfCounters {
+    pub counts: [u64; crate::stats::COUNTER_COUNT as usize],
+}
+
+impl Default for IfCounters {
+    fn default() -> Self {
+        Self {
+            counts: [0; crate::stats::COUNTER_COUNT as usize],
+        }
+    }
+}
+
+/// Run-time settings of a data-plane instance (slot 0 of `XTUN_SETTINGS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Settings {
+    /// Highest aya-log level emitted: 0 off, 1 error, 2 warn, 3 info,
+    /// 4 debug, 5 trace. Changed at run time without reloading.
+    pub log_level: u32,
+    pub _pad: u32,
+    /// Identifies the object the running programs were loaded from.
+    pub build_id: u64,
+}
+
+pub const LOG_OFF: u32 = 0;
+pub const LOG_ERROR: u32 = 1;
+pub const LOG_WARN: u32 = 2;
+pub const LOG_INFO: u32 = 3;
+pub const LOG_DEBUG: u32 = 4;
+pub const LOG_TRACE: u32 = 5;
+
 /// "xtun" — only frames our XDP program decapsulated carry it.
 pub const XDP_META_MAGIC: u32 = 0x7874_756e;
 
@@ -132,6 +170,8 @@ mod pod {
     unsafe impl aya::Pod for DecapKey {}
     unsafe impl aya::Pod for DecapTarget {}
     unsafe impl aya::Pod for TunnelStats {}
+    unsafe impl aya::Pod for IfCounters {}
+    unsafe impl aya::Pod for Settings {}
 }
 
 #[cfg(test)]
@@ -147,6 +187,8 @@ mod tests {
         assert_eq!(size_of::<DecapTarget>(), 8);
         assert_eq!(size_of::<TunnelStats>(), 12 * 8);
         assert_eq!(size_of::<XdpMeta>(), 8);
+        assert_eq!(size_of::<Settings>(), 16);
+        assert_eq!(size_of::<IfCounters>(), 8 * crate::stats::COUNTER_COUNT as usize);
     }
 
     #[test]
@@ -156,6 +198,8 @@ mod tests {
             MAP_DECAP,
             MAP_TUNNEL_STATS,
             MAP_COUNTERS,
+            MAP_IF_COUNTERS,
+            MAP_SETTINGS,
             PROG_XDP_DECAP,
             PROG_TC,
         ] {

@@ -9,8 +9,9 @@ use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
+use aya_log_ebpf::{debug, trace};
 use tunnel_common::{
-    maps::{DecapKey, XdpMeta, XDP_META_MAGIC},
+    maps::{DecapKey, XdpMeta, LOG_DEBUG, LOG_TRACE, XDP_META_MAGIC},
     stats::*,
     wire::{self, EcnDecap, GreError, GreHdr},
 };
@@ -81,11 +82,16 @@ pub fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
     };
 
     let inner_off = l4 + tunnel_len;
+    // SAFETY: reading a field of the context the kernel gave us.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     if let Err(reason) = check_inner_and_ecn(ctx, inner_off, inner, outer_tos) {
-        maps::count(reason);
+        maps::count(ifindex, reason);
         maps::tunnel_stats(target.ifindex, |s| {
             s.rx_errors += 1;
         });
+        if maps::log_enabled(LOG_DEBUG) {
+            debug!(ctx, "drop from {:i} to tunnel ifindex={} reason={}", u32::from_be(remote), target.ifindex, reason);
+        }
         return Ok(xdp_action::XDP_DROP);
     }
 
@@ -93,7 +99,10 @@ pub fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
     strip_outer(ctx, strip, inner, target.ifindex).map_err(|_| RX_ADJUST_FAIL)?;
 
     let inner_len = (ctx.data_end() - ctx.data()).saturating_sub(EthHdr::LEN) as u64;
-    maps::count(RX_DECAP);
+    maps::count(ifindex, RX_DECAP);
+    if maps::log_enabled(LOG_TRACE) {
+        trace!(ctx, "decap from {:i} to tunnel ifindex={} len={}", u32::from_be(remote), target.ifindex, inner_len);
+    }
     maps::tunnel_stats(target.ifindex, |s| {
         s.rx_packets += 1;
         s.rx_bytes += inner_len;

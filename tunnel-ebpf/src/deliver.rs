@@ -6,8 +6,9 @@ use aya_ebpf::{
     helpers::generated::bpf_redirect,
     programs::TcContext,
 };
+use aya_log_ebpf::debug;
 use tunnel_common::{
-    maps::{XdpMeta, XDP_META_MAGIC},
+    maps::{XdpMeta, LOG_DEBUG, XDP_META_MAGIC},
     stats::{RX_DELIVERED, RX_DELIVER_FAIL},
 };
 
@@ -33,10 +34,15 @@ pub fn try_deliver(ctx: &TcContext) -> Option<i32> {
     }
     // SAFETY: plain helper call.
     let action = unsafe { bpf_redirect(tag.ifindex, BPF_F_INGRESS as u64) } as i32;
+    // SAFETY: reading a field of the context the kernel gave us.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     if action == TC_ACT_REDIRECT {
-        maps::count(RX_DELIVERED);
+        maps::count(ifindex, RX_DELIVERED);
     } else {
-        maps::count(RX_DELIVER_FAIL);
+        maps::count(ifindex, RX_DELIVER_FAIL);
+        if maps::log_enabled(LOG_DEBUG) {
+            debug!(ctx, "delivery to tunnel ifindex={} failed", tag.ifindex);
+        }
     }
     Some(action)
 }

@@ -10,6 +10,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_get_prandom_u32, bpf_redirect_neigh, bpf_skb_change_head},
     programs::TcContext,
 };
+use aya_log_ebpf::{debug, trace};
 use tunnel_common::{
     maps::*,
     stats::*,
@@ -48,7 +49,10 @@ pub fn encap(ctx: &TcContext) -> i32 {
     match try_encap(ctx, &cfg, ifindex) {
         Ok(action) => action,
         Err(reason) => {
-            maps::count(reason);
+            maps::count(ifindex, reason);
+            if maps::log_enabled(LOG_DEBUG) {
+                debug!(ctx, "encap on ifindex={} failed: reason={}", ifindex, reason);
+            }
             maps::tunnel_stats(ifindex, |s| {
                 s.tx_errors += 1;
                 match reason {
@@ -191,7 +195,10 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     if action != TC_ACT_REDIRECT {
         return Err(TX_NO_ROUTE);
     }
-    maps::count(TX_ENCAP);
+    maps::count(ifindex, TX_ENCAP);
+    if maps::log_enabled(LOG_TRACE) {
+        trace!(ctx, "encap ifindex={} to {:i} len={}", ifindex, u32::from_be(cfg.remote), inner_len);
+    }
     maps::tunnel_stats(ifindex, |s| {
         s.tx_packets += 1;
         s.tx_bytes += inner_len as u64;

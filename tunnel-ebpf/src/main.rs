@@ -20,13 +20,20 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
+use aya_log_ebpf::trace;
+use tunnel_common::maps::LOG_TRACE;
 
 #[xdp]
 pub fn xtun_decap(ctx: XdpContext) -> u32 {
     match decap::try_decap(&ctx) {
         Ok(action) => action,
         Err(reason) => {
-            maps::count(reason);
+            // SAFETY: reading a field of the context the kernel gave us.
+            let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+            maps::count(ifindex, reason);
+            if maps::log_enabled(LOG_TRACE) {
+                trace!(&ctx, "pass ifindex={} reason={}", ifindex, reason);
+            }
             xdp_action::XDP_PASS
         }
     }

@@ -3,10 +3,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
 };
 use tunnel_common::{
-    maps::{DecapKey, DecapTarget, TunnelConfig, TunnelStats, MAX_TUNNELS},
+    maps::{DecapKey, DecapTarget, IfCounters, Settings, TunnelConfig, TunnelStats, MAX_TUNNELS},
     stats::COUNTER_COUNT,
 };
 
@@ -23,16 +23,40 @@ pub static DECAP: HashMap<DecapKey, DecapTarget> = HashMap::with_max_entries(MAX
 pub static TUNNEL_STATS: PerCpuHashMap<u32, TunnelStats> =
     PerCpuHashMap::with_max_entries(MAX_TUNNELS, 0);
 
-/// Per-CPU counters, one slot per `tunnel_common::stats` reason.
+/// Per-CPU counters, one slot per `tunnel_common::stats` reason, for
+/// interfaces that have no entry in `IF_COUNTERS`.
 #[map(name = "XTUN_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
+/// Interface ifindex -> per-CPU counters by reason. Userspace creates an
+/// entry for each underlay and tunnel interface it attaches to.
+#[map(name = "XTUN_IF_COUNTER")]
+pub static IF_COUNTERS: PerCpuHashMap<u32, IfCounters> =
+    PerCpuHashMap::with_max_entries(MAX_TUNNELS, 0);
+
+/// Slot 0: run-time settings (log level, build id).
+#[map(name = "XTUN_SETTINGS")]
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// Counts one packet handled for `reason` on interface `ifindex`.
 #[inline(always)]
-pub fn count(slot: u32) {
-    if let Some(counter) = COUNTERS.get_ptr_mut(slot) {
+pub fn count(ifindex: u32, reason: u32) {
+    if let Some(counters) = IF_COUNTERS.get_ptr_mut(ifindex) {
+        // SAFETY: per-CPU value, only this CPU writes it while we run.
+        if let Some(slot) = unsafe { (*counters).counts.get_mut(reason as usize) } {
+            *slot += 1;
+        }
+    } else if let Some(counter) = COUNTERS.get_ptr_mut(reason) {
         // SAFETY: per-CPU slot, nothing else on this CPU touches it concurrently.
         unsafe { *counter += 1 };
     }
+}
+
+/// Is aya-log output at `level` (a `tunnel_common::maps::LOG_*`) wanted?
+/// Read per call so `xtun log --level` takes effect without reloading.
+#[inline(always)]
+pub fn log_enabled(level: u32) -> bool {
+    SETTINGS.get(0).is_some_and(|s| s.log_level >= level)
 }
 
 /// Applies `update` to this CPU's counters of the tunnel on `ifindex`.

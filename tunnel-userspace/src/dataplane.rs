@@ -13,7 +13,7 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, Map, MapData, MapInfo, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray, PerCpuHashMap, PerCpuValues},
     programs::{loaded_programs, ProgramInfo, SchedClassifier, Xdp},
     Ebpf,
 };
@@ -93,6 +93,15 @@ pub struct Dataplane {
     pub decap: Option<HashMap<MapData, DecapKey, DecapTarget>>,
     pub tunnel_stats: PerCpuHashMap<MapData, u32, TunnelStats>,
     pub counters: PerCpuArray<MapData, u64>,
+    pub if_counters: PerCpuHashMap<MapData, u32, IfCounters>,
+    pub settings: Array<MapData, Settings>,
+}
+
+/// Identifies an eBPF object: FNV-1a over its bytes.
+pub fn build_id(object: &[u8]) -> u64 {
+    object.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 fn program_info(id: u32) -> Option<ProgramInfo> {
@@ -200,6 +209,8 @@ impl Dataplane {
             decap: take(MAP_DECAP).ok().map(HashMap::try_from).transpose()?,
             tunnel_stats: PerCpuHashMap::try_from(take(MAP_TUNNEL_STATS)?)?,
             counters: PerCpuArray::try_from(take(MAP_COUNTERS)?)?,
+            if_counters: PerCpuHashMap::try_from(take(MAP_IF_COUNTERS)?)?,
+            settings: Array::try_from(take(MAP_SETTINGS)?)?,
         })
     }
 
@@ -227,6 +238,17 @@ impl Dataplane {
         let decap = Some(HashMap::try_from(take(MAP_DECAP)?)?);
         let tunnel_stats = PerCpuHashMap::try_from(take(MAP_TUNNEL_STATS)?)?;
         let counters = PerCpuArray::try_from(take(MAP_COUNTERS)?)?;
+        let if_counters = PerCpuHashMap::try_from(take(MAP_IF_COUNTERS)?)?;
+        let mut settings: Array<MapData, Settings> = Array::try_from(take(MAP_SETTINGS)?)?;
+        settings.set(
+            0,
+            Settings {
+                log_level: LOG_OFF,
+                _pad: 0,
+                build_id: build_id(OBJECT),
+            },
+            0,
+        )?;
         Ok(Self {
             _ebpf: Some(ebpf),
             xdp_fd: Some(xdp_fd),
@@ -237,7 +259,68 @@ impl Dataplane {
             decap,
             tunnel_stats,
             counters,
+            if_counters,
+            settings,
         })
+    }
+
+    /// Ids of the instance's programs: (XDP, TC).
+    pub fn program_ids(&self) -> (Option<u32>, u32) {
+        (self.xdp_id, self.tc_id)
+    }
+
+    /// The instance's maps: every map used by its programs, by id.
+    pub fn map_infos(&self) -> Result<Vec<MapInfo>> {
+        let mut ids = BTreeSet::new();
+        for id in self.xdp_id.into_iter().chain([self.tc_id]) {
+            if let Some(info) = program_info(id) {
+                ids.extend(info.map_ids()?.unwrap_or_default());
+            }
+        }
+        Ok(ids.into_iter().filter_map(|id| MapInfo::from_id(id).ok()).collect())
+    }
+
+    pub fn current_settings(&self) -> Result<Settings> {
+        Ok(self.settings.get(&0, 0)?)
+    }
+
+    pub fn set_log_level(&mut self, level: u32) -> Result<()> {
+        let mut settings = self.current_settings()?;
+        settings.log_level = level;
+        self.settings.set(0, settings, 0)?;
+        Ok(())
+    }
+
+    /// Starts counting by reason for an interface (zeroed).
+    pub fn track_interface(&mut self, ifindex: u32) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        let zero = PerCpuValues::try_from(vec![IfCounters::default(); cpus])?;
+        self.if_counters.insert(ifindex, zero, 0)?;
+        Ok(())
+    }
+
+    pub fn untrack_interface(&mut self, ifindex: u32) {
+        let _ = self.if_counters.remove(&ifindex);
+    }
+
+    /// Per-interface counters summed over CPUs.
+    pub fn interface_totals(&self) -> Vec<(u32, Vec<u64>)> {
+        let mut rows: Vec<(u32, Vec<u64>)> = self
+            .if_counters
+            .iter()
+            .flatten()
+            .map(|(ifindex, per_cpu)| {
+                let mut sums = vec![0u64; tunnel_common::stats::COUNTER_COUNT as usize];
+                for cpu in per_cpu.iter() {
+                    for (sum, v) in sums.iter_mut().zip(cpu.counts.iter()) {
+                        *sum += v;
+                    }
+                }
+                (ifindex, sums)
+            })
+            .collect();
+        rows.sort_by_key(|(ifindex, _)| *ifindex);
+        rows
     }
 
     pub fn find_or_load(nl: &mut Netlink) -> Result<Self> {
@@ -278,7 +361,7 @@ impl Dataplane {
     /// `explicit` marks an `xtun attach`, which survives its last tunnel.
     /// Returns the XDP mode, or None if it was attached already.
     pub fn attach_underlay(
-        &self,
+        &mut self,
         nl: &mut Netlink,
         link: &Link,
         explicit: bool,
@@ -349,11 +432,12 @@ impl Dataplane {
             let _ = nl.set_xdp(link.index, None, 0);
             return Err(e.into());
         }
+        self.track_interface(link.index)?;
         Ok(Some(mode))
     }
 
     /// Removes XDP and tc delivery from an underlay.
-    pub fn detach_underlay(&self, nl: &mut Netlink, link: &Link) -> Result<()> {
+    pub fn detach_underlay(&mut self, nl: &mut Netlink, link: &Link) -> Result<()> {
         let users: Vec<u32> = self
             .tunnels
             .iter()
@@ -377,11 +461,14 @@ impl Dataplane {
                 tunnels: names.join(", "),
             });
         }
-        detach_interface(nl, link, self.xdp_id)
+        detach_interface(nl, link, self.xdp_id)?;
+        self.untrack_interface(link.index);
+        Ok(())
     }
 
     /// Attaches encapsulation to a tunnel interface's egress.
-    pub fn attach_tunnel(&self, nl: &mut Netlink, ifindex: u32) -> Result<()> {
+    pub fn attach_tunnel(&mut self, nl: &mut Netlink, ifindex: u32) -> Result<()> {
+        self.track_interface(ifindex)?;
         nl.add_clsact(ifindex)?;
         nl.add_bpf_filter(
             ifindex,

@@ -25,7 +25,7 @@ pub fn attach(dev: &str) -> Result<()> {
             }
         }
     }
-    let dp = Dataplane::find_or_load(&mut nl).context("loading the data plane")?;
+    let mut dp = Dataplane::find_or_load(&mut nl).context("loading the data plane")?;
     match dp
         .attach_underlay(&mut nl, &link, true)
         .with_context(|| format!("attaching to {dev}"))?
@@ -39,7 +39,7 @@ pub fn attach(dev: &str) -> Result<()> {
 pub fn detach(dev: &str) -> Result<()> {
     let mut nl = Netlink::new()?;
     let link = lookup(&mut nl, dev)?;
-    let Some(dp) = Dataplane::find(&mut nl)? else {
+    let Some(mut dp) = Dataplane::find(&mut nl)? else {
         bail!("xtun is not attached to {dev}");
     };
     if dp.underlay_filter(&mut nl, &link)?.is_none() && link.xdp_prog_id.is_none() {

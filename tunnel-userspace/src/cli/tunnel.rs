@@ -154,6 +154,7 @@ fn add(args: &[String]) -> Result<()> {
         if let Ok(Some(link)) = nl.link_by_name(&spec.name) {
             let _ = dp.tunnels.remove(&link.index);
             let _ = dp.tunnel_stats.remove(&link.index);
+            dp.untrack_interface(link.index);
             let _ = nl.del_link(link.index);
         }
         if let Ok(decap) = dp.decap_mut() {
@@ -196,6 +197,7 @@ fn del(name: &str) -> Result<()> {
         .with_context(|| format!("delete tunnel \"{name}\" failed"))?;
     dp.tunnels.remove(&link.index)?;
     let _ = dp.tunnel_stats.remove(&link.index);
+    dp.untrack_interface(link.index);
 
     // An underlay that `tunnel add` attached implicitly goes with its last tunnel.
     let still_used = dp

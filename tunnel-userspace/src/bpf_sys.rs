@@ -77,3 +77,83 @@ pub fn prog_test_run(
         duration_ns: attr.duration,
     })
 }
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+
+#[repr(C)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value_or_next_key: u64,
+    flags: u64,
+}
+
+fn map_call(cmd: libc::c_long, attr: &mut MapElemAttr) -> io::Result<()> {
+    // SAFETY: attr points at buffers sized by the caller for this map.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, cmd, attr as *mut MapElemAttr, std::mem::size_of::<MapElemAttr>())
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Every key of a map, as raw bytes, in the kernel's iteration order.
+pub fn map_keys(map_fd: RawFd, key_size: usize) -> io::Result<Vec<Vec<u8>>> {
+    let mut keys = Vec::new();
+    let mut next = vec![0u8; key_size];
+    let mut prev: Option<Vec<u8>> = None;
+    loop {
+        let mut attr = MapElemAttr {
+            map_fd: map_fd as u32,
+            _pad: 0,
+            key: prev.as_ref().map_or(0, |k| k.as_ptr() as u64),
+            value_or_next_key: next.as_mut_ptr() as u64,
+            flags: 0,
+        };
+        match map_call(BPF_MAP_GET_NEXT_KEY, &mut attr) {
+            Ok(()) => {
+                keys.push(next.clone());
+                prev = Some(next.clone());
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(keys),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Every entry of a map as raw bytes: the key, and one value (or one value
+/// per possible CPU for per-CPU maps).
+pub fn map_entries(
+    map_fd: RawFd,
+    key_size: usize,
+    value_size: usize,
+    per_cpu: bool,
+    cpus: usize,
+) -> io::Result<Vec<(Vec<u8>, Vec<Vec<u8>>)>> {
+    let stride = if per_cpu { value_size.div_ceil(8) * 8 } else { value_size };
+    let slots = if per_cpu { cpus } else { 1 };
+    let mut out = Vec::new();
+    for key in map_keys(map_fd, key_size)? {
+        let mut value = vec![0u8; stride * slots];
+        let mut attr = MapElemAttr {
+            map_fd: map_fd as u32,
+            _pad: 0,
+            key: key.as_ptr() as u64,
+            value_or_next_key: value.as_mut_ptr() as u64,
+            flags: 0,
+        };
+        match map_call(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+            Ok(()) => {}
+            // Deleted between the key walk and the lookup.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(e),
+        }
+        let values = value.chunks(stride).map(|c| c[..value_size].to_vec()).collect();
+        out.push((key, values));
+    }
+    Ok(out)
+}

@@ -15,7 +15,10 @@ Examples (the seed walkthrough, over xtun):
 
   xtun attach eth0          # attach the data plane to an underlay NIC
   xtun -s tunnel show       # with per-tunnel counters
-  xtun stats                # data-plane counters by reason";
+  xtun stats                # data-plane counters by reason
+  xtun map dump XTUN_TUNNELS
+  xtun status
+  xtun -j -p tunnel show    # JSON, pretty-printed";
 
 #[derive(Parser)]
 #[command(name = "xtun", version, about = "IP tunnels (GRE, IPIP, SIT) with an eBPF data path", after_help = EXAMPLES)]
@@ -23,6 +26,12 @@ struct Cli {
     /// Show statistics (as `ip -s`).
     #[arg(short = 's', long = "stats", global = true)]
     stats: bool,
+    /// Print JSON (as `ip -j`).
+    #[arg(short = 'j', long = "json", global = true)]
+    json: bool,
+    /// Pretty-print JSON (as `ip -p`); implies nothing without -j.
+    #[arg(short = 'p', long = "pretty", global = true)]
+    pretty: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,18 +60,39 @@ enum Command {
         /// The underlay interface.
         dev: String,
     },
-    /// Show the data plane's counters, by reason.
-    #[command(after_help = "Example:\n  xtun stats")]
+    /// Show the data plane's counters by reason, per interface.
+    #[command(after_help = "Examples:\n  xtun stats\n  xtun -j -p stats")]
     Stats,
+    /// List and dump the data plane's BPF maps, decoded.
+    Map {
+        #[command(subcommand)]
+        action: cli::map::MapCommand,
+    },
+    /// Stream the data plane's log records until Ctrl-C.
+    #[command(after_help = "Examples:\n  xtun log                 # debug level while streaming\n  xtun log --level trace   # one line per packet\n\nThe level is switched in the running programs (no reload) and restored on exit.")]
+    Log {
+        #[arg(long, value_enum, default_value = "debug")]
+        level: cli::log::Level,
+    },
+    /// Where the data plane is attached, its programs, maps and build.
+    #[command(after_help = "Examples:\n  xtun status\n  xtun -j -p status")]
+    Status,
 }
 
 fn main() {
     let cli = Cli::parse();
+    let format = cli::output::Format {
+        json: cli.json,
+        pretty: cli.pretty,
+    };
     let result = match cli.command {
-        Command::Tunnel { action } => cli::tunnel::run(action, cli.stats),
+        Command::Tunnel { action } => cli::tunnel::run(action, cli.stats, format),
         Command::Attach { dev } => cli::attach::attach(&dev),
         Command::Detach { dev } => cli::attach::detach(&dev),
-        Command::Stats => cli::stats::show(),
+        Command::Stats => cli::stats::show(format),
+        Command::Map { action } => cli::map::run(action, format),
+        Command::Log { level } => cli::log::run(level),
+        Command::Status => cli::status::show(format),
     };
     if let Err(err) = result {
         // One line: the outermost context, then its causes.

@@ -1,5 +1,9 @@
 //! One module per command group.
 
 pub mod attach;
+pub mod log;
+pub mod map;
+pub mod output;
 pub mod stats;
+pub mod status;
 pub mod tunnel;

@@ -3,14 +3,15 @@
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Subcommand;
 use tunnel_common::maps::*;
+use serde_json::{json, Value};
 use tunnel_userspace::{
-    config::{self, decap_key, ShowLine, TunnelSpec},
+    config::{self, addr_from_wire, decap_key, Mode, ShowLine, TunnelSpec},
     dataplane::{Dataplane, FILTER_UNDERLAY_AUTO},
     netlink::{Link, Netlink},
     tun,
 };
 
-use super::attach::lookup;
+use super::{attach::lookup, output::Format};
 
 const ADD_HELP: &str = "\
 Arguments, in any order, as for `ip tunnel add`:
@@ -66,11 +67,11 @@ pub enum TunnelCommand {
     },
 }
 
-pub fn run(cmd: TunnelCommand, stats: bool) -> Result<()> {
+pub fn run(cmd: TunnelCommand, stats: bool, format: Format) -> Result<()> {
     match cmd {
         TunnelCommand::Add { args } => add(&args),
         TunnelCommand::Del { name } => del(&name),
-        TunnelCommand::Show { name } => show(name.as_deref(), stats),
+        TunnelCommand::Show { name } => show(name.as_deref(), stats, format),
     }
 }
 
@@ -216,66 +217,106 @@ fn del(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn show(name: Option<&str>, stats: bool) -> Result<()> {
+fn show(name: Option<&str>, stats: bool, format: Format) -> Result<()> {
     let mut nl = Netlink::new()?;
-    if let Some(name) = name {
+    let (dp, mut tunnels) = if let Some(name) = name {
         let (dp, link, cfg) = find_tunnel(&mut nl, name, "get")?;
-        return print_tunnel(&mut nl, &dp, &link, &cfg, stats);
-    }
-    let Some(dp) = Dataplane::find(&mut nl)? else {
-        return Ok(());
+        (dp, vec![(link, cfg)])
+    } else {
+        let Some(dp) = Dataplane::find(&mut nl)? else {
+            if format.json {
+                format.print_json(&json!([]));
+            }
+            return Ok(());
+        };
+        let links = nl.links()?;
+        let tunnels = dp
+            .tunnels
+            .iter()
+            .flatten()
+            .filter_map(|(ifindex, cfg)| {
+                links
+                    .iter()
+                    .find(|l| l.index == ifindex)
+                    .map(|l| (l.clone(), cfg))
+            })
+            .collect();
+        (dp, tunnels)
     };
-    let links = nl.links()?;
-    let mut tunnels: Vec<(Link, TunnelConfig)> = dp
-        .tunnels
-        .iter()
-        .flatten()
-        .filter_map(|(ifindex, cfg)| {
-            links
-                .iter()
-                .find(|l| l.index == ifindex)
-                .map(|l| (l.clone(), cfg))
-        })
-        .collect();
     tunnels.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-    for (link, cfg) in tunnels {
-        print_tunnel(&mut nl, &dp, &link, &cfg, stats)?;
+    let links = nl.links()?;
+    let mut docs = Vec::new();
+    for (link, cfg) in &tunnels {
+        let underlay = links.iter().find(|l| l.index == cfg.underlay_ifindex);
+        let dev = (cfg.flags & TUNNEL_F_BOUND_DEV != 0)
+            .then(|| underlay.map(|l| l.name.as_str()))
+            .flatten();
+        let counters = stats.then(|| dp.tunnel_totals(link.index).unwrap_or_default());
+        if format.json {
+            docs.push(tunnel_json(link, cfg, dev, underlay, counters.as_ref()));
+            continue;
+        }
+        println!("{}", ShowLine { name: &link.name, cfg, dev });
+        if let Some(s) = counters {
+            println!("RX: Packets    Bytes        Errors CsumErrs OutOfSeq Mcasts");
+            println!(
+                "    {:<10} {:<12} {:<6} {:<8} {:<8} {:<8}",
+                s.rx_packets, s.rx_bytes, s.rx_errors, s.rx_csum_errors, s.rx_out_of_seq, s.rx_mcasts
+            );
+            println!("TX: Packets    Bytes        Errors DeadLoop NoRoute  NoBufs");
+            println!(
+                "    {:<10} {:<12} {:<6} {:<8} {:<8} {:<6}",
+                s.tx_packets, s.tx_bytes, s.tx_errors, s.tx_dead_loop, s.tx_no_route, s.tx_no_bufs
+            );
+        }
+    }
+    if format.json {
+        format.print_json(&Value::Array(docs));
     }
     Ok(())
 }
 
-fn print_tunnel(
-    nl: &mut Netlink,
-    dp: &Dataplane,
+/// One tunnel as JSON; the field names are part of xtun's interface.
+fn tunnel_json(
     link: &Link,
     cfg: &TunnelConfig,
-    stats: bool,
-) -> Result<()> {
-    let dev = if cfg.flags & TUNNEL_F_BOUND_DEV != 0 {
-        nl.link_by_index(cfg.underlay_ifindex)?.map(|l| l.name)
-    } else {
-        None
-    };
-    println!(
-        "{}",
-        ShowLine {
-            name: &link.name,
-            cfg,
-            dev: dev.as_deref(),
-        }
-    );
-    if stats {
-        let s = dp.tunnel_totals(link.index).unwrap_or_default();
-        println!("RX: Packets    Bytes        Errors CsumErrs OutOfSeq Mcasts");
-        println!(
-            "    {:<10} {:<12} {:<6} {:<8} {:<8} {}",
-            s.rx_packets, s.rx_bytes, s.rx_errors, s.rx_csum_errors, s.rx_out_of_seq, s.rx_mcasts
-        );
-        println!("TX: Packets    Bytes        Errors DeadLoop NoRoute  NoBufs");
-        println!(
-            "    {:<10} {:<12} {:<6} {:<8} {:<8} {}",
-            s.tx_packets, s.tx_bytes, s.tx_errors, s.tx_dead_loop, s.tx_no_route, s.tx_no_bufs
-        );
+    dev: Option<&str>,
+    underlay: Option<&Link>,
+    stats: Option<&TunnelStats>,
+) -> Value {
+    let mode = Mode::from_map(cfg.mode).map_or("unknown", |m| match m {
+        Mode::Gre => "gre",
+        Mode::Ipip => "ipip",
+        Mode::Sit => "sit",
+    });
+    let key = |flag: u32, key: u32| (cfg.flags & flag != 0).then(|| u32::from_be(key));
+    let mut doc = json!({
+        "ifname": link.name,
+        "ifindex": link.index,
+        "mode": mode,
+        "remote": addr_from_wire(cfg.remote).to_string(),
+        "local": addr_from_wire(cfg.local).to_string(),
+        "link": dev,
+        "underlay": underlay.map(|l| l.name.clone()),
+        "ttl": if cfg.ttl == 0 { json!("inherit") } else { json!(cfg.ttl) },
+        "tos": if cfg.flags & TUNNEL_F_TOS_INHERIT != 0 { json!("inherit") } else { json!(format!("0x{:x}", cfg.tos)) },
+        "pmtudisc": cfg.flags & TUNNEL_F_PMTUDISC != 0,
+        "ikey": key(TUNNEL_F_IKEY, cfg.ikey),
+        "okey": key(TUNNEL_F_OKEY, cfg.okey),
+        "mtu": cfg.mtu,
+    });
+    if let Some(s) = stats {
+        doc["stats"] = json!({
+            "rx": {
+                "packets": s.rx_packets, "bytes": s.rx_bytes, "errors": s.rx_errors,
+                "csum_errors": s.rx_csum_errors, "out_of_sequence": s.rx_out_of_seq,
+                "multicast": s.rx_mcasts,
+            },
+            "tx": {
+                "packets": s.tx_packets, "bytes": s.tx_bytes, "errors": s.tx_errors,
+                "dead_loop": s.tx_dead_loop, "no_route": s.tx_no_route, "no_buffers": s.tx_no_bufs,
+            },
+        });
     }
-    Ok(())
+    doc
 }

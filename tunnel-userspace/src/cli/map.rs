@@ -1,0 +1,314 @@
+//! `xtun map list` and `xtun map dump NAME [--raw]`: every map of the data
+//! plane, with entries decoded (addresses as addresses, flags as words).
+
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
+
+use anyhow::{anyhow, bail, Result};
+use aya::maps::{MapData, MapInfo, MapType};
+use clap::Subcommand;
+use serde_json::{json, Value};
+use tunnel_common::{maps::*, stats::COUNTER_NAMES};
+use tunnel_userspace::{
+    bpf_sys,
+    config::{addr_from_wire, Mode},
+    dataplane::Dataplane,
+    netlink::Netlink,
+};
+
+use super::output::{hex, Format};
+
+#[derive(Subcommand)]
+pub enum MapCommand {
+    /// List the data plane's maps: type, key and value sizes, capacity, use.
+    #[command(visible_alias = "ls", after_help = "Examples:\n  xtun map list\n  xtun -j -p map list")]
+    List,
+    /// Print every entry of a map, decoded.
+    #[command(after_help = "Examples:\n  xtun map dump XTUN_TUNNELS\n  xtun map dump XTUN_DECAP --raw\n  xtun -j map dump XTUN_TUN_STATS")]
+    Dump {
+        /// Map name, as `xtun map list` shows it.
+        name: String,
+        /// Show the raw key and value bytes in hex beside the decoded form.
+        #[arg(long)]
+        raw: bool,
+    },
+}
+
+pub fn run(cmd: MapCommand, format: Format) -> Result<()> {
+    let mut nl = Netlink::new()?;
+    let Some(dp) = Dataplane::find(&mut nl)? else {
+        bail!("xtun is not attached in this network namespace");
+    };
+    let maps = dp.map_infos()?;
+    match cmd {
+        MapCommand::List => list(&maps, format),
+        MapCommand::Dump { name, raw } => {
+            let info = maps
+                .into_iter()
+                .find(|m| m.name_as_str() == Some(name.as_str()))
+                .ok_or_else(|| anyhow!("no map named \"{name}\" (see `xtun map list`)"))?;
+            dump(&mut nl, &info, raw, format)
+        }
+    }
+}
+
+fn type_name(info: &MapInfo) -> &'static str {
+    match info.map_type() {
+        Ok(MapType::Hash) => "hash",
+        Ok(MapType::PerCpuHash) => "percpu_hash",
+        Ok(MapType::Array) => "array",
+        Ok(MapType::PerCpuArray) => "percpu_array",
+        Ok(MapType::RingBuf) => "ringbuf",
+        _ => "other",
+    }
+}
+
+fn entries_in_use(info: &MapInfo) -> Option<usize> {
+    match info.map_type() {
+        Ok(MapType::Hash) | Ok(MapType::PerCpuHash) => {
+            let data = MapData::from_id(info.id()).ok()?;
+            bpf_sys::map_keys(data.fd().as_fd().as_raw_fd(), info.key_size() as usize)
+                .ok()
+                .map(|k| k.len())
+        }
+        Ok(MapType::Array) | Ok(MapType::PerCpuArray) => Some(info.max_entries() as usize),
+        _ => None,
+    }
+}
+
+fn list(maps: &[MapInfo], format: Format) -> Result<()> {
+    let rows: Vec<Value> = maps
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.id(),
+                "name": m.name_as_str().unwrap_or(""),
+                "type": type_name(m),
+                "key_size": m.key_size(),
+                "value_size": m.value_size(),
+                "max_entries": m.max_entries(),
+                "entries": entries_in_use(m),
+            })
+        })
+        .collect();
+    if format.json {
+        format.print_json(&Value::Array(rows));
+        return Ok(());
+    }
+    println!("{:<16} {:<13} {:>4} {:>6} {:>8} {:>8} {:>6}", "NAME", "TYPE", "KEY", "VALUE", "MAX", "ENTRIES", "ID");
+    for m in maps {
+        let entries = entries_in_use(m).map_or_else(|| "-".to_string(), |n| n.to_string());
+        println!(
+            "{:<16} {:<13} {:>4} {:>6} {:>8} {:>8} {:>6}",
+            m.name_as_str().unwrap_or(""),
+            type_name(m),
+            m.key_size(),
+            m.value_size(),
+            m.max_entries(),
+            entries,
+            m.id()
+        );
+    }
+    Ok(())
+}
+
+/// Reads a pod out of a byte slice (map values are plain integers).
+fn read<T: Copy>(bytes: &[u8]) -> T {
+    assert!(bytes.len() >= std::mem::size_of::<T>());
+    // SAFETY: length checked; T is a repr(C) integer aggregate, any bytes are valid.
+    unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) }
+}
+
+fn flag_words(flags: u32) -> Vec<&'static str> {
+    let names = [
+        (TUNNEL_F_IKEY, "ikey"),
+        (TUNNEL_F_OKEY, "okey"),
+        (TUNNEL_F_ICSUM, "icsum"),
+        (TUNNEL_F_OCSUM, "ocsum"),
+        (TUNNEL_F_ISEQ, "iseq"),
+        (TUNNEL_F_OSEQ, "oseq"),
+        (TUNNEL_F_PMTUDISC, "pmtudisc"),
+        (TUNNEL_F_TOS_INHERIT, "tos-inherit"),
+        (TUNNEL_F_BOUND_DEV, "bound-dev"),
+        (TUNNEL_F_ETH_DEV, "eth-dev"),
+    ];
+    names.iter().filter(|(f, _)| flags & f != 0).map(|(_, n)| *n).collect()
+}
+
+fn mode_name(mode: u8) -> &'static str {
+    match Mode::from_map(mode) {
+        Some(Mode::Gre) => "gre",
+        Some(Mode::Ipip) => "ipip",
+        Some(Mode::Sit) => "sit",
+        None => "unknown",
+    }
+}
+
+fn proto_name(proto: u8) -> String {
+    match proto {
+        47 => "gre".into(),
+        4 => "ipip".into(),
+        41 => "ipv6".into(),
+        p => p.to_string(),
+    }
+}
+
+/// Decodes one (key, value) of a non-per-CPU map.
+fn decode(name: &str, key: &[u8], value: &[u8], ifname: &dyn Fn(u32) -> String) -> (Value, String) {
+    match name {
+        MAP_TUNNELS => {
+            let ifindex: u32 = read(key);
+            let c: TunnelConfig = read(value);
+            let key_text = |flag, k: u32| if c.flags & flag != 0 { u32::from_be(k).to_string() } else { "-".into() };
+            let doc = json!({
+                "ifindex": ifindex, "ifname": ifname(ifindex), "mode": mode_name(c.mode),
+                "local": addr_from_wire(c.local).to_string(), "remote": addr_from_wire(c.remote).to_string(),
+                "ikey": (c.flags & TUNNEL_F_IKEY != 0).then(|| u32::from_be(c.ikey)),
+                "okey": (c.flags & TUNNEL_F_OKEY != 0).then(|| u32::from_be(c.okey)),
+                "ttl": c.ttl, "tos": c.tos, "flags": flag_words(c.flags), "mtu": c.mtu,
+                "underlay_ifindex": c.underlay_ifindex, "underlay": ifname(c.underlay_ifindex),
+            });
+            let text = format!(
+                "{} ({ifindex}): mode {} local {} remote {} ikey {} okey {} ttl {} tos 0x{:02x} mtu {} underlay {} ({}) flags {}",
+                ifname(ifindex), mode_name(c.mode), addr_from_wire(c.local), addr_from_wire(c.remote),
+                key_text(TUNNEL_F_IKEY, c.ikey), key_text(TUNNEL_F_OKEY, c.okey),
+                if c.ttl == 0 { "inherit".to_string() } else { c.ttl.to_string() }, c.tos, c.mtu,
+                ifname(c.underlay_ifindex), c.underlay_ifindex, flag_words(c.flags).join(",")
+            );
+            (doc, text)
+        }
+        MAP_DECAP => {
+            let k: DecapKey = read(key);
+            let t: DecapTarget = read(value);
+            let key_text = if k.has_key != 0 { u32::from_be(k.key).to_string() } else { "-".into() };
+            let doc = json!({
+                "local": addr_from_wire(k.local).to_string(), "remote": addr_from_wire(k.remote).to_string(),
+                "proto": proto_name(k.proto), "key": (k.has_key != 0).then(|| u32::from_be(k.key)),
+                "ifindex": t.ifindex, "ifname": ifname(t.ifindex), "flags": flag_words(t.flags),
+            });
+            let text = format!(
+                "local {} remote {} proto {} key {} -> {} ({})",
+                addr_from_wire(k.local), addr_from_wire(k.remote), proto_name(k.proto), key_text,
+                ifname(t.ifindex), t.ifindex
+            );
+            (doc, text)
+        }
+        MAP_SETTINGS => {
+            let s: Settings = read(value);
+            let doc = json!({ "log_level": s.log_level, "build_id": format!("{:016x}", s.build_id) });
+            (doc, format!("log_level {} build_id {:016x}", s.log_level, s.build_id))
+        }
+        _ => (json!({ "key": hex(key), "value": hex(value) }), format!("key {} value {}", hex(key), hex(value))),
+    }
+}
+
+/// Decodes one CPU's value of a per-CPU map.
+fn decode_per_cpu(name: &str, value: &[u8]) -> (Value, String) {
+    match name {
+        MAP_TUNNEL_STATS => {
+            let s: TunnelStats = read(value);
+            let doc = json!({
+                "rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes, "rx_errors": s.rx_errors,
+                "rx_csum_errors": s.rx_csum_errors, "rx_out_of_seq": s.rx_out_of_seq, "rx_mcasts": s.rx_mcasts,
+                "tx_packets": s.tx_packets, "tx_bytes": s.tx_bytes, "tx_errors": s.tx_errors,
+                "tx_dead_loop": s.tx_dead_loop, "tx_no_route": s.tx_no_route, "tx_no_bufs": s.tx_no_bufs,
+            });
+            let text = format!(
+                "rx {} pkts {} bytes {} errors, tx {} pkts {} bytes {} errors",
+                s.rx_packets, s.rx_bytes, s.rx_errors, s.tx_packets, s.tx_bytes, s.tx_errors
+            );
+            (doc, text)
+        }
+        MAP_IF_COUNTERS => {
+            let c: IfCounters = read(value);
+            let nonzero: BTreeMap<&str, u64> = COUNTER_NAMES.iter().copied().zip(c.counts).filter(|(_, v)| *v != 0).collect();
+            let text = if nonzero.is_empty() {
+                "-".into()
+            } else {
+                nonzero.iter().map(|(n, v)| format!("{n} {v}")).collect::<Vec<_>>().join(", ")
+            };
+            (json!(nonzero), text)
+        }
+        _ => {
+            let v: u64 = if value.len() >= 8 { read(value) } else { 0 };
+            (json!(v), v.to_string())
+        }
+    }
+}
+
+fn dump(nl: &mut Netlink, info: &MapInfo, raw: bool, format: Format) -> Result<()> {
+    let name = info.name_as_str().unwrap_or("").to_string();
+    let links = nl.links()?;
+    let ifname = |ifindex: u32| {
+        links.iter().find(|l| l.index == ifindex).map_or_else(|| "?".to_string(), |l| l.name.clone())
+    };
+    let key_size = info.key_size() as usize;
+    let value_size = info.value_size() as usize;
+    let per_cpu = matches!(info.map_type(), Ok(MapType::PerCpuHash) | Ok(MapType::PerCpuArray));
+    if matches!(info.map_type(), Ok(MapType::RingBuf)) {
+        bail!("{name} is a ring buffer of log records: stream it with `xtun log`");
+    }
+    let data = MapData::from_id(info.id())?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    let entries = bpf_sys::map_entries(data.fd().as_fd().as_raw_fd(), key_size, value_size, per_cpu, cpus)?;
+
+    let mut docs = Vec::new();
+    for (key, values) in &entries {
+        let mut doc;
+        let mut lines = Vec::new();
+        if per_cpu {
+            let key_doc = match name.as_str() {
+                MAP_COUNTERS => {
+                    let slot: u32 = read(key);
+                    json!(COUNTER_NAMES.get(slot as usize).copied().unwrap_or("?"))
+                }
+                _ => {
+                    let ifindex: u32 = read(key);
+                    json!({ "ifindex": ifindex, "ifname": ifname(ifindex) })
+                }
+            };
+            let key_text = match &key_doc {
+                Value::String(s) => s.clone(),
+                v => format!("{} ({})", v["ifname"].as_str().unwrap_or("?"), v["ifindex"]),
+            };
+            lines.push(format!("{key_text}:"));
+            let mut cpus = Vec::new();
+            for (cpu, value) in values.iter().enumerate() {
+                let (vdoc, text) = decode_per_cpu(&name, value);
+                let mut line = format!("    cpu{cpu}: {text}");
+                if raw {
+                    line.push_str(&format!("  [{}]", hex(value)));
+                }
+                lines.push(line);
+                cpus.push(vdoc);
+            }
+            doc = json!({ "key": key_doc, "per_cpu": cpus });
+        } else {
+            let (d, text) = decode(&name, key, &values[0], &ifname);
+            doc = d;
+            lines.push(text);
+            if raw {
+                lines.push(format!("    key: {}", hex(key)));
+                lines.push(format!("    value: {}", hex(&values[0])));
+            }
+        }
+        if raw {
+            doc["raw"] = json!({ "key": hex(key), "values": values.iter().map(|v| hex(v)).collect::<Vec<_>>() });
+        }
+        if format.json {
+            docs.push(doc);
+        } else {
+            for l in lines {
+                println!("{l}");
+            }
+        }
+    }
+    if format.json {
+        format.print_json(&json!({ "map": name, "id": info.id(), "entries": docs }));
+    } else if entries.is_empty() {
+        println!("(empty)");
+    }
+    Ok(())
+}

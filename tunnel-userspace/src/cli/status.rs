@@ -1,0 +1,144 @@
+//! `xtun status`: where the data plane is attached, with which programs and
+//! maps, and whether they come from this `xtun`'s build.
+
+use std::time::SystemTime;
+
+use anyhow::{bail, Result};
+use aya::programs::loaded_programs;
+use serde_json::{json, Value};
+use tunnel_common::maps::{LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_OFF, LOG_TRACE, LOG_WARN};
+use tunnel_userspace::{
+    dataplane::{build_id, Dataplane, OBJECT},
+    netlink::{Netlink, TcHook, FILTER_PRIO, XDP_ATTACHED_SKB},
+};
+
+use super::output::Format;
+
+pub fn level_name(level: u32) -> &'static str {
+    match level {
+        LOG_OFF => "off",
+        LOG_ERROR => "error",
+        LOG_WARN => "warn",
+        LOG_INFO => "info",
+        LOG_DEBUG => "debug",
+        LOG_TRACE => "trace",
+        _ => "?",
+    }
+}
+
+fn rfc3339(t: Option<SystemTime>) -> Option<String> {
+    t.map(|t| humantime::format_rfc3339_seconds(t).to_string())
+}
+
+pub fn show(format: Format) -> Result<()> {
+    let mut nl = Netlink::new()?;
+    let Some(dp) = Dataplane::find(&mut nl)? else {
+        bail!("xtun is not attached in this network namespace");
+    };
+    let (xdp_id, tc_id) = dp.program_ids();
+    let mut interfaces = Vec::new();
+    for link in nl.links()? {
+        let xdp = link.xdp_prog_id.filter(|id| Some(*id) == xdp_id).map(|id| {
+            let mode = if link.xdp_attached == XDP_ATTACHED_SKB { "generic" } else { "native" };
+            json!({ "id": id, "mode": mode })
+        });
+        let mut hooks = serde_json::Map::new();
+        for (hook, key) in [(TcHook::Ingress, "tc_ingress"), (TcHook::Egress, "tc_egress")] {
+            let ours = nl
+                .bpf_filters(link.index, hook)?
+                .into_iter()
+                .find(|f| f.prio == FILTER_PRIO && f.prog_id == Some(tc_id));
+            hooks.insert(
+                key.into(),
+                ours.map_or(Value::Null, |f| json!({ "id": tc_id, "filter": f.name })),
+            );
+        }
+        if xdp.is_none() && hooks.values().all(Value::is_null) {
+            continue;
+        }
+        let role = if dp.tunnels.get(&link.index, 0).is_ok() { "tunnel" } else { "underlay" };
+        interfaces.push(json!({
+            "ifname": link.name, "ifindex": link.index, "role": role, "xdp": xdp,
+            "tc_ingress": hooks["tc_ingress"], "tc_egress": hooks["tc_egress"],
+        }));
+    }
+    let programs: Vec<Value> = loaded_programs()
+        .flatten()
+        .filter(|p| Some(p.id()) == xdp_id || p.id() == tc_id)
+        .map(|p| {
+            json!({
+                "id": p.id(),
+                "name": p.name_as_str(),
+                "type": if Some(p.id()) == xdp_id { "xdp" } else { "sched_cls" },
+                "loaded_at": rfc3339(p.loaded_at()),
+                // Each eBPF instruction is 8 bytes.
+                "instructions": p.size_translated().map(|bytes| bytes / 8),
+            })
+        })
+        .collect();
+    let maps: Vec<Value> = dp
+        .map_infos()?
+        .iter()
+        .map(|m| json!({ "id": m.id(), "name": m.name_as_str() }))
+        .collect();
+    let settings = dp.current_settings()?;
+    let running = format!("{:016x}", settings.build_id);
+    let ours = format!("{:016x}", build_id(OBJECT));
+    let doc = json!({
+        "interfaces": interfaces,
+        "programs": programs,
+        "maps": maps,
+        "log_level": level_name(settings.log_level),
+        "build_id": running,
+        "binary_build_id": ours,
+        "build_matches": running == ours,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    if format.json {
+        format.print_json(&doc);
+    } else {
+        print_text(&doc);
+    }
+    if running != ours {
+        eprintln!(
+            "xtun: warning: the running data plane was loaded from another build ({running}); this xtun embeds {ours}"
+        );
+    }
+    Ok(())
+}
+
+fn print_text(doc: &Value) {
+    for i in doc["interfaces"].as_array().into_iter().flatten() {
+        let mut parts = Vec::new();
+        if let Some(x) = i["xdp"].as_object() {
+            parts.push(format!("xdp {} id {}", x["mode"].as_str().unwrap_or(""), x["id"]));
+        }
+        for (key, word) in [("tc_ingress", "tc ingress"), ("tc_egress", "tc egress")] {
+            if let Some(t) = i[key].as_object() {
+                parts.push(format!("{word} id {} ({})", t["id"], t["filter"].as_str().unwrap_or("")));
+            }
+        }
+        println!("{} ({}): {}", i["ifname"].as_str().unwrap_or(""), i["role"].as_str().unwrap_or(""), parts.join(", "));
+    }
+    println!("programs:");
+    for p in doc["programs"].as_array().into_iter().flatten() {
+        println!(
+            "    {} {} {} loaded {} ({} insns)",
+            p["id"],
+            p["name"].as_str().unwrap_or(""),
+            p["type"].as_str().unwrap_or(""),
+            p["loaded_at"].as_str().unwrap_or("?"),
+            p["instructions"]
+        );
+    }
+    let maps: Vec<String> = doc["maps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| format!("{} {}", m["name"].as_str().unwrap_or(""), m["id"]))
+        .collect();
+    println!("maps: {}", maps.join(", "));
+    println!("log level: {}", doc["log_level"].as_str().unwrap_or(""));
+    let matches = if doc["build_matches"].as_bool() == Some(true) { "same as this xtun" } else { "DIFFERS from this xtun" };
+    println!("build: {} ({matches}), xtun {}", doc["build_id"].as_str().unwrap_or(""), doc["version"].as_str().unwrap_or(""));
+}

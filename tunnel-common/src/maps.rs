@@ -188,7 +188,10 @@ mod tests {
         assert_eq!(size_of::<TunnelStats>(), 12 * 8);
         assert_eq!(size_of::<XdpMeta>(), 8);
         assert_eq!(size_of::<Settings>(), 16);
-        assert_eq!(size_of::<IfCounters>(), 8 * crate::stats::COUNTER_COUNT as usize);
+        assert_eq!(
+            size_of::<IfCounters>(),
+            8 * crate::stats::COUNTER_COUNT as usize
+        );
     }
 
     #[test]

@@ -5,11 +5,11 @@ use aya_ebpf::{
     helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     programs::XdpContext,
 };
+use aya_log_ebpf::{debug, trace};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
-use aya_log_ebpf::{debug, trace};
 use tunnel_common::{
     maps::{DecapKey, XdpMeta, LOG_DEBUG, LOG_TRACE, XDP_META_MAGIC},
     stats::*,
@@ -90,7 +90,13 @@ pub fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
             s.rx_errors += 1;
         });
         if maps::log_enabled(LOG_DEBUG) {
-            debug!(ctx, "drop from {:i} to tunnel ifindex={} reason={}", u32::from_be(remote), target.ifindex, reason);
+            debug!(
+                ctx,
+                "drop from {:i} to tunnel ifindex={} reason={}",
+                u32::from_be(remote),
+                target.ifindex,
+                reason
+            );
         }
         return Ok(xdp_action::XDP_DROP);
     }
@@ -101,7 +107,13 @@ pub fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
     let inner_len = (ctx.data_end() - ctx.data()).saturating_sub(EthHdr::LEN) as u64;
     maps::count(ifindex, RX_DECAP);
     if maps::log_enabled(LOG_TRACE) {
-        trace!(ctx, "decap from {:i} to tunnel ifindex={} len={}", u32::from_be(remote), target.ifindex, inner_len);
+        trace!(
+            ctx,
+            "decap from {:i} to tunnel ifindex={} len={}",
+            u32::from_be(remote),
+            target.ifindex,
+            inner_len
+        );
     }
     maps::tunnel_stats(target.ifindex, |s| {
         s.rx_packets += 1;

@@ -51,7 +51,10 @@ pub fn encap(ctx: &TcContext) -> i32 {
         Err(reason) => {
             maps::count(ifindex, reason);
             if maps::log_enabled(LOG_DEBUG) {
-                debug!(ctx, "encap on ifindex={} failed: reason={}", ifindex, reason);
+                debug!(
+                    ctx,
+                    "encap on ifindex={} failed: reason={}", ifindex, reason
+                );
             }
             maps::tunnel_stats(ifindex, |s| {
                 s.tx_errors += 1;
@@ -197,7 +200,13 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     }
     maps::count(ifindex, TX_ENCAP);
     if maps::log_enabled(LOG_TRACE) {
-        trace!(ctx, "encap ifindex={} to {:i} len={}", ifindex, u32::from_be(cfg.remote), inner_len);
+        trace!(
+            ctx,
+            "encap ifindex={} to {:i} len={}",
+            ifindex,
+            u32::from_be(cfg.remote),
+            inner_len
+        );
     }
     maps::tunnel_stats(ifindex, |s| {
         s.tx_packets += 1;

@@ -93,7 +93,12 @@ struct MapElemAttr {
 fn map_call(cmd: libc::c_long, attr: &mut MapElemAttr) -> io::Result<()> {
     // SAFETY: attr points at buffers sized by the caller for this map.
     let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, cmd, attr as *mut MapElemAttr, std::mem::size_of::<MapElemAttr>())
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut MapElemAttr,
+            std::mem::size_of::<MapElemAttr>(),
+        )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
@@ -134,7 +139,11 @@ pub fn map_entries(
     per_cpu: bool,
     cpus: usize,
 ) -> io::Result<Vec<(Vec<u8>, Vec<Vec<u8>>)>> {
-    let stride = if per_cpu { value_size.div_ceil(8) * 8 } else { value_size };
+    let stride = if per_cpu {
+        value_size.div_ceil(8) * 8
+    } else {
+        value_size
+    };
     let slots = if per_cpu { cpus } else { 1 };
     let mut out = Vec::new();
     for key in map_keys(map_fd, key_size)? {
@@ -152,7 +161,10 @@ pub fn map_entries(
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(e),
         }
-        let values = value.chunks(stride).map(|c| c[..value_size].to_vec()).collect();
+        let values = value
+            .chunks(stride)
+            .map(|c| c[..value_size].to_vec())
+            .collect();
         out.push((key, values));
     }
     Ok(out)

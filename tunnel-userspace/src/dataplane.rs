@@ -277,7 +277,10 @@ impl Dataplane {
                 ids.extend(info.map_ids()?.unwrap_or_default());
             }
         }
-        Ok(ids.into_iter().filter_map(|id| MapInfo::from_id(id).ok()).collect())
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| MapInfo::from_id(id).ok())
+            .collect())
     }
 
     pub fn current_settings(&self) -> Result<Settings> {

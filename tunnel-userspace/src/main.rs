@@ -69,7 +69,9 @@ enum Command {
         action: cli::map::MapCommand,
     },
     /// Stream the data plane's log records until Ctrl-C.
-    #[command(after_help = "Examples:\n  xtun log                 # debug level while streaming\n  xtun log --level trace   # one line per packet\n\nThe level is switched in the running programs (no reload) and restored on exit.")]
+    #[command(
+        after_help = "Examples:\n  xtun log                 # debug level while streaming\n  xtun log --level trace   # one line per packet\n\nThe level is switched in the running programs (no reload) and restored on exit."
+    )]
     Log {
         #[arg(long, value_enum, default_value = "debug")]
         level: cli::log::Level,

@@ -23,10 +23,15 @@ use super::output::{hex, Format};
 #[derive(Subcommand)]
 pub enum MapCommand {
     /// List the data plane's maps: type, key and value sizes, capacity, use.
-    #[command(visible_alias = "ls", after_help = "Examples:\n  xtun map list\n  xtun -j -p map list")]
+    #[command(
+        visible_alias = "ls",
+        after_help = "Examples:\n  xtun map list\n  xtun -j -p map list"
+    )]
     List,
     /// Print every entry of a map, decoded.
-    #[command(after_help = "Examples:\n  xtun map dump XTUN_TUNNELS\n  xtun map dump XTUN_DECAP --raw\n  xtun -j map dump XTUN_TUN_STATS")]
+    #[command(
+        after_help = "Examples:\n  xtun map dump XTUN_TUNNELS\n  xtun map dump XTUN_DECAP --raw\n  xtun -j map dump XTUN_TUN_STATS"
+    )]
     Dump {
         /// Map name, as `xtun map list` shows it.
         name: String,
@@ -97,7 +102,10 @@ fn list(maps: &[MapInfo], format: Format) -> Result<()> {
         format.print_json(&Value::Array(rows));
         return Ok(());
     }
-    println!("{:<16} {:<13} {:>4} {:>6} {:>8} {:>8} {:>6}", "NAME", "TYPE", "KEY", "VALUE", "MAX", "ENTRIES", "ID");
+    println!(
+        "{:<16} {:<13} {:>4} {:>6} {:>8} {:>8} {:>6}",
+        "NAME", "TYPE", "KEY", "VALUE", "MAX", "ENTRIES", "ID"
+    );
     for m in maps {
         let entries = entries_in_use(m).map_or_else(|| "-".to_string(), |n| n.to_string());
         println!(
@@ -134,7 +142,11 @@ fn flag_words(flags: u32) -> Vec<&'static str> {
         (TUNNEL_F_BOUND_DEV, "bound-dev"),
         (TUNNEL_F_ETH_DEV, "eth-dev"),
     ];
-    names.iter().filter(|(f, _)| flags & f != 0).map(|(_, n)| *n).collect()
+    names
+        .iter()
+        .filter(|(f, _)| flags & f != 0)
+        .map(|(_, n)| *n)
+        .collect()
 }
 
 fn mode_name(mode: u8) -> &'static str {
@@ -161,7 +173,13 @@ fn decode(name: &str, key: &[u8], value: &[u8], ifname: &dyn Fn(u32) -> String) 
         MAP_TUNNELS => {
             let ifindex: u32 = read(key);
             let c: TunnelConfig = read(value);
-            let key_text = |flag, k: u32| if c.flags & flag != 0 { u32::from_be(k).to_string() } else { "-".into() };
+            let key_text = |flag, k: u32| {
+                if c.flags & flag != 0 {
+                    u32::from_be(k).to_string()
+                } else {
+                    "-".into()
+                }
+            };
             let doc = json!({
                 "ifindex": ifindex, "ifname": ifname(ifindex), "mode": mode_name(c.mode),
                 "local": addr_from_wire(c.local).to_string(), "remote": addr_from_wire(c.remote).to_string(),
@@ -182,7 +200,11 @@ fn decode(name: &str, key: &[u8], value: &[u8], ifname: &dyn Fn(u32) -> String) 
         MAP_DECAP => {
             let k: DecapKey = read(key);
             let t: DecapTarget = read(value);
-            let key_text = if k.has_key != 0 { u32::from_be(k.key).to_string() } else { "-".into() };
+            let key_text = if k.has_key != 0 {
+                u32::from_be(k.key).to_string()
+            } else {
+                "-".into()
+            };
             let doc = json!({
                 "local": addr_from_wire(k.local).to_string(), "remote": addr_from_wire(k.remote).to_string(),
                 "proto": proto_name(k.proto), "key": (k.has_key != 0).then(|| u32::from_be(k.key)),
@@ -190,17 +212,28 @@ fn decode(name: &str, key: &[u8], value: &[u8], ifname: &dyn Fn(u32) -> String) 
             });
             let text = format!(
                 "local {} remote {} proto {} key {} -> {} ({})",
-                addr_from_wire(k.local), addr_from_wire(k.remote), proto_name(k.proto), key_text,
-                ifname(t.ifindex), t.ifindex
+                addr_from_wire(k.local),
+                addr_from_wire(k.remote),
+                proto_name(k.proto),
+                key_text,
+                ifname(t.ifindex),
+                t.ifindex
             );
             (doc, text)
         }
         MAP_SETTINGS => {
             let s: Settings = read(value);
-            let doc = json!({ "log_level": s.log_level, "build_id": format!("{:016x}", s.build_id) });
-            (doc, format!("log_level {} build_id {:016x}", s.log_level, s.build_id))
+            let doc =
+                json!({ "log_level": s.log_level, "build_id": format!("{:016x}", s.build_id) });
+            (
+                doc,
+                format!("log_level {} build_id {:016x}", s.log_level, s.build_id),
+            )
         }
-        _ => (json!({ "key": hex(key), "value": hex(value) }), format!("key {} value {}", hex(key), hex(value))),
+        _ => (
+            json!({ "key": hex(key), "value": hex(value) }),
+            format!("key {} value {}", hex(key), hex(value)),
+        ),
     }
 }
 
@@ -223,11 +256,20 @@ fn decode_per_cpu(name: &str, value: &[u8]) -> (Value, String) {
         }
         MAP_IF_COUNTERS => {
             let c: IfCounters = read(value);
-            let nonzero: BTreeMap<&str, u64> = COUNTER_NAMES.iter().copied().zip(c.counts).filter(|(_, v)| *v != 0).collect();
+            let nonzero: BTreeMap<&str, u64> = COUNTER_NAMES
+                .iter()
+                .copied()
+                .zip(c.counts)
+                .filter(|(_, v)| *v != 0)
+                .collect();
             let text = if nonzero.is_empty() {
                 "-".into()
             } else {
-                nonzero.iter().map(|(n, v)| format!("{n} {v}")).collect::<Vec<_>>().join(", ")
+                nonzero
+                    .iter()
+                    .map(|(n, v)| format!("{n} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             (json!(nonzero), text)
         }
@@ -242,17 +284,29 @@ fn dump(nl: &mut Netlink, info: &MapInfo, raw: bool, format: Format) -> Result<(
     let name = info.name_as_str().unwrap_or("").to_string();
     let links = nl.links()?;
     let ifname = |ifindex: u32| {
-        links.iter().find(|l| l.index == ifindex).map_or_else(|| "?".to_string(), |l| l.name.clone())
+        links
+            .iter()
+            .find(|l| l.index == ifindex)
+            .map_or_else(|| "?".to_string(), |l| l.name.clone())
     };
     let key_size = info.key_size() as usize;
     let value_size = info.value_size() as usize;
-    let per_cpu = matches!(info.map_type(), Ok(MapType::PerCpuHash) | Ok(MapType::PerCpuArray));
+    let per_cpu = matches!(
+        info.map_type(),
+        Ok(MapType::PerCpuHash) | Ok(MapType::PerCpuArray)
+    );
     if matches!(info.map_type(), Ok(MapType::RingBuf)) {
         bail!("{name} is a ring buffer of log records: stream it with `xtun log`");
     }
     let data = MapData::from_id(info.id())?;
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-    let entries = bpf_sys::map_entries(data.fd().as_fd().as_raw_fd(), key_size, value_size, per_cpu, cpus)?;
+    let entries = bpf_sys::map_entries(
+        data.fd().as_fd().as_raw_fd(),
+        key_size,
+        value_size,
+        per_cpu,
+        cpus,
+    )?;
 
     let mut docs = Vec::new();
     for (key, values) in &entries {

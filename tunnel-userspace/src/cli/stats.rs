@@ -17,8 +17,15 @@ pub fn show(format: Format) -> Result<()> {
         .interface_totals()
         .into_iter()
         .map(|(ifindex, counts)| {
-            let name = links.iter().find(|l| l.index == ifindex).map(|l| l.name.clone());
-            let role = if dp.tunnels.get(&ifindex, 0).is_ok() { "tunnel" } else { "underlay" };
+            let name = links
+                .iter()
+                .find(|l| l.index == ifindex)
+                .map(|l| l.name.clone());
+            let role = if dp.tunnels.get(&ifindex, 0).is_ok() {
+                "tunnel"
+            } else {
+                "underlay"
+            };
             (name, Some(ifindex), role, counts)
         })
         .collect();

@@ -39,11 +39,18 @@ pub fn show(format: Format) -> Result<()> {
     let mut interfaces = Vec::new();
     for link in nl.links()? {
         let xdp = link.xdp_prog_id.filter(|id| Some(*id) == xdp_id).map(|id| {
-            let mode = if link.xdp_attached == XDP_ATTACHED_SKB { "generic" } else { "native" };
+            let mode = if link.xdp_attached == XDP_ATTACHED_SKB {
+                "generic"
+            } else {
+                "native"
+            };
             json!({ "id": id, "mode": mode })
         });
         let mut hooks = serde_json::Map::new();
-        for (hook, key) in [(TcHook::Ingress, "tc_ingress"), (TcHook::Egress, "tc_egress")] {
+        for (hook, key) in [
+            (TcHook::Ingress, "tc_ingress"),
+            (TcHook::Egress, "tc_egress"),
+        ] {
             let ours = nl
                 .bpf_filters(link.index, hook)?
                 .into_iter()
@@ -56,7 +63,11 @@ pub fn show(format: Format) -> Result<()> {
         if xdp.is_none() && hooks.values().all(Value::is_null) {
             continue;
         }
-        let role = if dp.tunnels.get(&link.index, 0).is_ok() { "tunnel" } else { "underlay" };
+        let role = if dp.tunnels.get(&link.index, 0).is_ok() {
+            "tunnel"
+        } else {
+            "underlay"
+        };
         interfaces.push(json!({
             "ifname": link.name, "ifindex": link.index, "role": role, "xdp": xdp,
             "tc_ingress": hooks["tc_ingress"], "tc_egress": hooks["tc_egress"],
@@ -111,14 +122,27 @@ fn print_text(doc: &Value) {
     for i in doc["interfaces"].as_array().into_iter().flatten() {
         let mut parts = Vec::new();
         if let Some(x) = i["xdp"].as_object() {
-            parts.push(format!("xdp {} id {}", x["mode"].as_str().unwrap_or(""), x["id"]));
+            parts.push(format!(
+                "xdp {} id {}",
+                x["mode"].as_str().unwrap_or(""),
+                x["id"]
+            ));
         }
         for (key, word) in [("tc_ingress", "tc ingress"), ("tc_egress", "tc egress")] {
             if let Some(t) = i[key].as_object() {
-                parts.push(format!("{word} id {} ({})", t["id"], t["filter"].as_str().unwrap_or("")));
+                parts.push(format!(
+                    "{word} id {} ({})",
+                    t["id"],
+                    t["filter"].as_str().unwrap_or("")
+                ));
             }
         }
-        println!("{} ({}): {}", i["ifname"].as_str().unwrap_or(""), i["role"].as_str().unwrap_or(""), parts.join(", "));
+        println!(
+            "{} ({}): {}",
+            i["ifname"].as_str().unwrap_or(""),
+            i["role"].as_str().unwrap_or(""),
+            parts.join(", ")
+        );
     }
     println!("programs:");
     for p in doc["programs"].as_array().into_iter().flatten() {
@@ -139,6 +163,14 @@ fn print_text(doc: &Value) {
         .collect();
     println!("maps: {}", maps.join(", "));
     println!("log level: {}", doc["log_level"].as_str().unwrap_or(""));
-    let matches = if doc["build_matches"].as_bool() == Some(true) { "same as this xtun" } else { "DIFFERS from this xtun" };
-    println!("build: {} ({matches}), xtun {}", doc["build_id"].as_str().unwrap_or(""), doc["version"].as_str().unwrap_or(""));
+    let matches = if doc["build_matches"].as_bool() == Some(true) {
+        "same as this xtun"
+    } else {
+        "DIFFERS from this xtun"
+    };
+    println!(
+        "build: {} ({matches}), xtun {}",
+        doc["build_id"].as_str().unwrap_or(""),
+        doc["version"].as_str().unwrap_or("")
+    );
 }

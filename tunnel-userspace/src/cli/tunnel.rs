@@ -2,8 +2,8 @@
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Subcommand;
-use tunnel_common::maps::*;
 use serde_json::{json, Value};
+use tunnel_common::maps::*;
 use tunnel_userspace::{
     config::{self, addr_from_wire, decap_key, Mode, ShowLine, TunnelSpec},
     dataplane::{Dataplane, FILTER_UNDERLAY_AUTO},
@@ -256,12 +256,24 @@ fn show(name: Option<&str>, stats: bool, format: Format) -> Result<()> {
             docs.push(tunnel_json(link, cfg, dev, underlay, counters.as_ref()));
             continue;
         }
-        println!("{}", ShowLine { name: &link.name, cfg, dev });
+        println!(
+            "{}",
+            ShowLine {
+                name: &link.name,
+                cfg,
+                dev
+            }
+        );
         if let Some(s) = counters {
             println!("RX: Packets    Bytes        Errors CsumErrs OutOfSeq Mcasts");
             println!(
                 "    {:<10} {:<12} {:<6} {:<8} {:<8} {:<8}",
-                s.rx_packets, s.rx_bytes, s.rx_errors, s.rx_csum_errors, s.rx_out_of_seq, s.rx_mcasts
+                s.rx_packets,
+                s.rx_bytes,
+                s.rx_errors,
+                s.rx_csum_errors,
+                s.rx_out_of_seq,
+                s.rx_mcasts
             );
             println!("TX: Packets    Bytes        Errors DeadLoop NoRoute  NoBufs");
             println!(

@@ -316,6 +316,56 @@ fn status_names_programs_hooks_and_build() {
         "{text}"
     );
     assert!(text.contains("(same as this xtun)"), "{text}");
+
+    // Objects from another build: status says so, on stdout and as a warning.
+    let settings_id = doc["maps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "XTUN_SETTINGS")
+        .unwrap()["id"]
+        .to_string();
+    ns1.exec(&[
+        "bpftool",
+        "map",
+        "update",
+        "id",
+        &settings_id,
+        "key",
+        "0",
+        "0",
+        "0",
+        "0",
+        "value",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "7",
+        "8",
+    ])
+    .unwrap();
+    let o = ns1.exec(&[XTUN, "status"]).unwrap();
+    let (text, warning) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(
+        text.contains("build: 0807060504030201 (DIFFERS from this xtun)"),
+        "{text}"
+    );
+    assert!(warning.starts_with("xtun: warning: the running data plane was loaded from another build (0807060504030201)"), "{warning}");
+    assert_eq!(json_of(ns1, &["-j", "status"])["build_matches"], false);
 }
 
 #[test]

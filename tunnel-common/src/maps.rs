@@ -158,6 +158,11 @@ pub const LOG_INFO: u32 = 3;
 pub const LOG_DEBUG: u32 = 4;
 pub const LOG_TRACE: u32 = 5;
 
+/// The classid of the tc filter on an underlay whose XDP program does the
+/// decapsulation: tc then only delivers. Filters with classid 0 (tunnel
+/// egress, and underlays decapsulating in tc) work it out per packet.
+pub const CLASSID_XDP_UNDERLAY: u32 = 0x7874_0001;
+
 /// "xtun" — only frames our XDP program decapsulated carry it.
 pub const XDP_META_MAGIC: u32 = 0x7874_756e;
 

@@ -11,27 +11,95 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 use tunnel_common::{
-    maps::{DecapKey, XdpMeta, LOG_DEBUG, LOG_TRACE, XDP_META_MAGIC},
+    maps::{DecapKey, DecapTarget, XdpMeta, LOG_DEBUG, LOG_TRACE, XDP_META_MAGIC},
     stats::*,
     wire::{self, EcnDecap, GreError, GreHdr},
 };
 
 use crate::{
     maps::{self, DECAP},
-    parse::{ptr_at, ptr_at_mut},
+    parse::{ptr_at, ptr_at_mut, Frame},
 };
 
 /// What the outer headers say the payload is.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Inner {
+pub enum Inner {
     V4,
     V6,
 }
 
-/// Ok(action) for packets we handled (decapsulated or dropped, already
+/// A packet that belongs to one of our tunnels.
+pub struct Matched {
+    pub target: DecapTarget,
+    /// Bytes between the Ethernet header and the inner packet.
+    pub strip: usize,
+    pub inner: Inner,
+    /// Outer source address, network order (for logs).
+    pub remote: u32,
+}
+
+/// Outcome of looking at a received frame.
+pub enum Verdict {
+    /// Ours: decapsulate.
+    Decap(Matched),
+    /// Ours, but to be dropped (counted against the tunnel): the reason.
+    Drop(u32, u32),
+}
+
+/// XDP: Ok(action) for packets we handled (decapsulated or dropped, already
 /// counted); Err(reason) for packets passed to the kernel untouched.
 #[inline(always)]
 pub fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
+    // SAFETY: reading a field of the context the kernel gave us.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let m = match classify(ctx)? {
+        Verdict::Decap(m) => m,
+        Verdict::Drop(tunnel, reason) => {
+            drop_for_tunnel(ifindex, tunnel, reason);
+            if maps::log_enabled(LOG_DEBUG) {
+                debug!(ctx, "drop for tunnel ifindex={} reason={}", tunnel, reason);
+            }
+            return Ok(xdp_action::XDP_DROP);
+        }
+    };
+    strip_outer(ctx, m.strip, m.inner, m.target.ifindex).map_err(|_| RX_ADJUST_FAIL)?;
+    let inner_len = (ctx.data_end() - ctx.data()).saturating_sub(EthHdr::LEN) as u64;
+    decapsulated(ifindex, m.target.ifindex, inner_len);
+    if maps::log_enabled(LOG_TRACE) {
+        trace!(
+            ctx,
+            "decap from {:i} to tunnel ifindex={} len={}",
+            u32::from_be(m.remote),
+            m.target.ifindex,
+            inner_len
+        );
+    }
+    Ok(xdp_action::XDP_PASS)
+}
+
+/// Counts a packet dropped on its way into tunnel `tunnel`.
+#[inline(always)]
+pub fn drop_for_tunnel(ifindex: u32, tunnel: u32, reason: u32) {
+    maps::count(ifindex, reason);
+    maps::tunnel_stats(tunnel, |s| {
+        s.rx_errors += 1;
+    });
+}
+
+/// Counts a decapsulated packet of `inner_len` bytes.
+#[inline(always)]
+pub fn decapsulated(ifindex: u32, tunnel: u32, inner_len: u64) {
+    maps::count(ifindex, RX_DECAP);
+    maps::tunnel_stats(tunnel, |s| {
+        s.rx_packets += 1;
+        s.rx_bytes += inner_len;
+    });
+}
+
+/// Parses the outer headers, finds the tunnel, checks the inner header and
+/// applies RFC 6040 ECN to it. Err(reason): not ours, pass untouched.
+#[inline(always)]
+pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
     let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|_| RX_PASS_NOT_IPV4)?;
     // SAFETY: ptr_at checked the bounds.
     if unsafe { (*eth).ether_type } != wire::ETH_P_IP.to_be() {
@@ -53,7 +121,7 @@ pub fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
         return Err(RX_PASS_FRAGMENT);
     }
     let tot_len = u16::from_be_bytes(ip.tot_len) as usize;
-    if tot_len < ihl || ctx.data() + EthHdr::LEN + tot_len > ctx.data_end() {
+    if tot_len < ihl || EthHdr::LEN + tot_len > ctx.total_len() {
         return Err(RX_TRUNCATED);
     }
     let local = u32::from_ne_bytes(ip.dst_addr);
@@ -82,49 +150,20 @@ pub fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
     };
 
     let inner_off = l4 + tunnel_len;
-    // SAFETY: reading a field of the context the kernel gave us.
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     if let Err(reason) = check_inner_and_ecn(ctx, inner_off, inner, outer_tos) {
-        maps::count(ifindex, reason);
-        maps::tunnel_stats(target.ifindex, |s| {
-            s.rx_errors += 1;
-        });
-        if maps::log_enabled(LOG_DEBUG) {
-            debug!(
-                ctx,
-                "drop from {:i} to tunnel ifindex={} reason={}",
-                u32::from_be(remote),
-                target.ifindex,
-                reason
-            );
-        }
-        return Ok(xdp_action::XDP_DROP);
+        return Ok(Verdict::Drop(target.ifindex, reason));
     }
-
-    let strip = ihl + tunnel_len;
-    strip_outer(ctx, strip, inner, target.ifindex).map_err(|_| RX_ADJUST_FAIL)?;
-
-    let inner_len = (ctx.data_end() - ctx.data()).saturating_sub(EthHdr::LEN) as u64;
-    maps::count(ifindex, RX_DECAP);
-    if maps::log_enabled(LOG_TRACE) {
-        trace!(
-            ctx,
-            "decap from {:i} to tunnel ifindex={} len={}",
-            u32::from_be(remote),
-            target.ifindex,
-            inner_len
-        );
-    }
-    maps::tunnel_stats(target.ifindex, |s| {
-        s.rx_packets += 1;
-        s.rx_bytes += inner_len;
-    });
-    Ok(xdp_action::XDP_PASS)
+    Ok(Verdict::Decap(Matched {
+        target,
+        strip: ihl + tunnel_len,
+        inner,
+        remote,
+    }))
 }
 
 /// Validates a GRE header at `off`; returns its length, payload kind and key.
 #[inline(always)]
-fn parse_gre(ctx: &XdpContext, off: usize) -> Result<(usize, Inner, Option<u32>), u32> {
+fn parse_gre<F: Frame>(ctx: &F, off: usize) -> Result<(usize, Inner, Option<u32>), u32> {
     let gre: *const GreHdr = ptr_at(ctx, off).map_err(|_| RX_TRUNCATED)?;
     // SAFETY: bounds checked.
     let gre = unsafe { *gre };
@@ -133,7 +172,7 @@ fn parse_gre(ctx: &XdpContext, off: usize) -> Result<(usize, Inner, Option<u32>)
         GreError::Version => RX_BAD_GRE_VERSION,
         GreError::Flags => RX_BAD_GRE_FLAGS,
     })?;
-    if ctx.data() + off + len > ctx.data_end() {
+    if ctx.start() + off + len > ctx.end() {
         return Err(RX_TRUNCATED);
     }
     if flags & wire::GRE_CSUM != 0 {
@@ -159,8 +198,8 @@ fn parse_gre(ctx: &XdpContext, off: usize) -> Result<(usize, Inner, Option<u32>)
 /// Checks that the inner header is what the outer one announced, and applies
 /// RFC 6040 ECN decapsulation to it.
 #[inline(always)]
-fn check_inner_and_ecn(
-    ctx: &XdpContext,
+fn check_inner_and_ecn<F: Frame>(
+    ctx: &F,
     off: usize,
     inner: Inner,
     outer_tos: u8,

@@ -5,7 +5,6 @@ use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
         BPF_F_ADJ_ROOM_ENCAP_L4_GRE, BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_REDIRECT, TC_ACT_SHOT,
-        TC_ACT_UNSPEC,
     },
     helpers::generated::{bpf_get_prandom_u32, bpf_redirect_neigh, bpf_skb_change_head},
     programs::TcContext,
@@ -38,15 +37,14 @@ struct InnerInfo {
     gre_protocol: u16,
 }
 
+/// None when the packet's device is not a tunnel of ours.
 #[inline(always)]
-pub fn encap(ctx: &TcContext) -> i32 {
+pub fn encap(ctx: &TcContext) -> Option<i32> {
     // SAFETY: reading a field of the context the kernel gave us.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: the value is copied out right away.
-    let Some(cfg) = (unsafe { TUNNELS.get(ifindex) }).copied() else {
-        return TC_ACT_UNSPEC;
-    };
-    match try_encap(ctx, &cfg, ifindex) {
+    let cfg = (unsafe { TUNNELS.get(ifindex) }).copied()?;
+    Some(match try_encap(ctx, &cfg, ifindex) {
         Ok(action) => action,
         Err(reason) => {
             maps::count(ifindex, reason);
@@ -66,7 +64,7 @@ pub fn encap(ctx: &TcContext) -> i32 {
             });
             TC_ACT_SHOT
         }
-    }
+    })
 }
 
 #[inline(always)]

@@ -4,24 +4,25 @@
 //!   header of packets that match a configured tunnel and tags the frame with
 //!   the tunnel's ifindex in XDP metadata.
 //! - `xtun_tc` (TC, on underlay ingress and tunnel egress): delivers tagged
-//!   frames on their tunnel interface, and encapsulates what the kernel routes
-//!   into a tunnel interface before sending it to the underlay neighbour.
+//!   frames on their tunnel interface (or decapsulates itself on underlays
+//!   without XDP), and encapsulates what the kernel routes into a tunnel
+//!   interface before sending it to the underlay neighbour.
 #![no_std]
 #![no_main]
 
 mod decap;
-mod deliver;
 mod encap;
+mod ingress;
 mod maps;
 mod parse;
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{xdp_action, TC_ACT_UNSPEC},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::trace;
-use tunnel_common::maps::LOG_TRACE;
+use tunnel_common::maps::{CLASSID_XDP_UNDERLAY, LOG_TRACE};
 
 #[xdp]
 pub fn xtun_decap(ctx: XdpContext) -> u32 {
@@ -39,12 +40,23 @@ pub fn xtun_decap(ctx: XdpContext) -> u32 {
     }
 }
 
+/// One tc program for every hook, so one program id finds the whole data
+/// plane again. The filter's classid says where it runs.
 #[classifier]
 pub fn xtun_tc(ctx: TcContext) -> i32 {
-    if let Some(action) = deliver::try_deliver(&ctx) {
+    if let Some(action) = ingress::deliver_tagged(&ctx) {
         return action;
     }
-    encap::encap(&ctx)
+    // SAFETY: reading a field of the context the kernel gave us.
+    let classid = unsafe { (*ctx.skb.skb).tc_classid };
+    if classid == CLASSID_XDP_UNDERLAY {
+        // XDP has seen (and counted) this packet already.
+        return TC_ACT_UNSPEC;
+    }
+    if let Some(action) = encap::encap(&ctx) {
+        return action;
+    }
+    ingress::tc_decap(&ctx)
 }
 
 #[cfg(not(test))]

@@ -1,22 +1,64 @@
-//! Bounds-checked access to packet bytes.
+//! Bounds-checked access to packet bytes, for XDP frames and skbs alike.
 
 use core::mem::size_of;
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::programs::{TcContext, XdpContext};
 
-/// A pointer to a `T` at `offset` bytes into the XDP frame, if the whole `T`
+/// The directly accessible bytes of a packet.
+pub trait Frame {
+    fn start(&self) -> usize;
+    /// End of the directly accessible bytes.
+    fn end(&self) -> usize;
+    /// Length of the whole packet (an skb may hold more than its linear part).
+    fn total_len(&self) -> usize;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+
+    #[inline(always)]
+    fn total_len(&self) -> usize {
+        self.data_end() - self.data()
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+
+    #[inline(always)]
+    fn total_len(&self) -> usize {
+        self.len() as usize
+    }
+}
+
+/// A pointer to a `T` at `offset` bytes into the packet, if the whole `T`
 /// lies inside it.
 #[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ()> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + offset + size_of::<T>() > end {
+pub fn ptr_at<T, F: Frame>(frame: &F, offset: usize) -> Result<*const T, ()> {
+    let start = frame.start();
+    if start + offset + size_of::<T>() > frame.end() {
         return Err(());
     }
     Ok((start + offset) as *const T)
 }
 
 #[inline(always)]
-pub fn ptr_at_mut<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ()> {
-    ptr_at::<T>(ctx, offset).map(|p| p as *mut T)
+pub fn ptr_at_mut<T, F: Frame>(frame: &F, offset: usize) -> Result<*mut T, ()> {
+    ptr_at::<T, F>(frame, offset).map(|p| p as *mut T)
 }

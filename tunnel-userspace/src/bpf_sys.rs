@@ -130,15 +130,18 @@ pub fn map_keys(map_fd: RawFd, key_size: usize) -> io::Result<Vec<Vec<u8>>> {
     }
 }
 
-/// Every entry of a map as raw bytes: the key, and one value (or one value
-/// per possible CPU for per-CPU maps).
+/// One map entry as raw bytes: the key, and one value (or one value per
+/// possible CPU for per-CPU maps).
+pub type RawEntry = (Vec<u8>, Vec<Vec<u8>>);
+
+/// Every entry of a map as raw bytes.
 pub fn map_entries(
     map_fd: RawFd,
     key_size: usize,
     value_size: usize,
     per_cpu: bool,
     cpus: usize,
-) -> io::Result<Vec<(Vec<u8>, Vec<Vec<u8>>)>> {
+) -> io::Result<Vec<RawEntry>> {
     let stride = if per_cpu {
         value_size.div_ceil(8) * 8
     } else {

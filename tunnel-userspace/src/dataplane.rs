@@ -20,7 +20,7 @@ use aya::{
 use thiserror::Error;
 use tunnel_common::maps::*;
 
-use crate::netlink::{self, Link, Netlink, TcHook, XDP_ATTACHED_SKB};
+use crate::netlink::{self, BpfFilter, Link, Netlink, TcHook, XDP_ATTACHED_SKB};
 
 /// The eBPF object built by build.rs, embedded so `xtun` is self-contained.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tunnel"));
@@ -65,6 +65,43 @@ pub enum DataplaneError {
 
 pub type Result<T> = std::result::Result<T, DataplaneError>;
 
+/// Where an underlay decapsulates, as asked for (`--decap`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecapChoice {
+    /// tc on veth, whose peer would lose GSO to a native XDP program;
+    /// XDP everywhere else.
+    Auto,
+    Xdp,
+    Tc,
+}
+
+impl DecapChoice {
+    fn resolve(self, link: &Link) -> Self {
+        match self {
+            Self::Auto if link.kind.as_deref() == Some("veth") => Self::Tc,
+            Self::Auto => Self::Xdp,
+            other => other,
+        }
+    }
+}
+
+/// Where an underlay ended up decapsulating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecapMode {
+    Xdp(XdpMode),
+    Tc,
+}
+
+impl DecapMode {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Xdp(XdpMode::Native) => "XDP native",
+            Self::Xdp(XdpMode::Generic) => "XDP generic",
+            Self::Tc => "tc",
+        }
+    }
+}
+
 /// How XDP ended up attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpMode {
@@ -85,6 +122,8 @@ impl XdpMode {
 pub struct Dataplane {
     /// Keeps a freshly loaded object alive until it is attached.
     _ebpf: Option<Ebpf>,
+    /// Maps of an instance found again (empty for a fresh load).
+    shared_map_ids: BTreeSet<u32>,
     xdp_fd: Option<OwnedFd>,
     xdp_id: Option<u32>,
     tc_fd: OwnedFd,
@@ -190,7 +229,7 @@ impl Dataplane {
         }
         let (tc_fd, tc_id) = tc.ok_or(DataplaneError::Incomplete("tc program missing"))?;
         let mut maps = std::collections::HashMap::new();
-        for id in map_ids {
+        for &id in &map_ids {
             let data = MapData::from_id(id)?;
             let name = data.info()?.name_as_str().map(str::to_owned);
             if let Some(name) = name {
@@ -201,6 +240,7 @@ impl Dataplane {
         let (xdp_fd, xdp_id) = xdp.map_or((None, None), |(fd, id)| (Some(fd), Some(id)));
         Ok(Self {
             _ebpf: None,
+            shared_map_ids: map_ids,
             xdp_fd,
             xdp_id,
             tc_fd,
@@ -251,6 +291,7 @@ impl Dataplane {
         )?;
         Ok(Self {
             _ebpf: Some(ebpf),
+            shared_map_ids: BTreeSet::new(),
             xdp_fd: Some(xdp_fd),
             xdp_id: Some(xdp_id),
             tc_fd,
@@ -347,80 +388,50 @@ impl Dataplane {
             .ok_or(DataplaneError::Incomplete("decapsulation map missing"))
     }
 
-    /// Is our data plane attached to `link` (XDP and tc ingress)? Returns the
-    /// name of our ingress filter if so.
-    pub fn underlay_filter(&self, nl: &mut Netlink, link: &Link) -> Result<Option<String>> {
-        if link.xdp_prog_id.is_none() || link.xdp_prog_id != self.xdp_id {
-            return Ok(None);
-        }
+    /// Our tc filter on `link`'s ingress, if the data plane is attached there.
+    pub fn underlay_filter(&self, nl: &mut Netlink, link: &Link) -> Result<Option<BpfFilter>> {
         Ok(nl
             .bpf_filters(link.index, TcHook::Ingress)?
             .into_iter()
-            .find(|f| f.prio == netlink::FILTER_PRIO && f.prog_id == Some(self.tc_id))
-            .map(|f| f.name.unwrap_or_default()))
+            .find(|f| f.prio == netlink::FILTER_PRIO && f.prog_id == Some(self.tc_id)))
     }
 
-    /// Attaches XDP decapsulation and tc delivery to an underlay interface.
+    /// Attaches decapsulation and delivery to an underlay interface.
     /// `explicit` marks an `xtun attach`, which survives its last tunnel.
-    /// Returns the XDP mode, or None if it was attached already.
+    /// Returns where decapsulation runs, or None if it was attached already.
     pub fn attach_underlay(
         &mut self,
         nl: &mut Netlink,
         link: &Link,
         explicit: bool,
-    ) -> Result<Option<XdpMode>> {
-        let xdp_fd = self
-            .xdp_fd
-            .as_ref()
-            .ok_or(DataplaneError::Incomplete("XDP program missing"))?;
+        choice: DecapChoice,
+    ) -> Result<Option<DecapMode>> {
         let name = if explicit {
             FILTER_UNDERLAY
         } else {
             FILTER_UNDERLAY_AUTO
         };
         if let Some(existing) = self.underlay_filter(nl, link)? {
-            if explicit && existing != FILTER_UNDERLAY {
+            if explicit && existing.name.as_deref() != Some(FILTER_UNDERLAY) {
                 // Promote an implicit attachment; atomic replace, no gap.
+                let fd = self.tc_fd.as_raw_fd();
                 nl.add_bpf_filter(
                     link.index,
                     TcHook::Ingress,
-                    self.tc_fd.as_raw_fd(),
+                    fd,
                     name,
+                    existing.classid,
                     true,
                 )?;
             }
             return Ok(None);
         }
-        let mode = match link.xdp_prog_id {
-            Some(id) if Some(id) == self.xdp_id => {
-                if link.xdp_attached == XDP_ATTACHED_SKB {
-                    XdpMode::Generic
-                } else {
-                    XdpMode::Native
-                }
-            }
-            Some(id) => {
-                return Err(DataplaneError::ForeignXdp {
-                    dev: link.name.clone(),
-                    id,
-                    name: program_name(id),
-                })
-            }
-            None => {
-                let fd = xdp_fd.as_raw_fd();
-                let noexist = netlink::XDP_FLAGS_UPDATE_IF_NOEXIST;
-                match nl.set_xdp(link.index, Some(fd), noexist | netlink::XDP_FLAGS_DRV_MODE) {
-                    Ok(()) => XdpMode::Native,
-                    Err(native) => {
-                        eprintln!(
-                            "xtun: native XDP is not available on {} ({native}); using generic XDP",
-                            link.name
-                        );
-                        nl.set_xdp(link.index, Some(fd), noexist | netlink::XDP_FLAGS_SKB_MODE)?;
-                        XdpMode::Generic
-                    }
-                }
-            }
+        let (mode, classid) = match choice.resolve(link) {
+            DecapChoice::Tc => (DecapMode::Tc, 0),
+            _ => (
+                DecapMode::Xdp(self.attach_xdp(nl, link)?),
+                CLASSID_XDP_UNDERLAY,
+            ),
         };
         let attach_tc = nl.add_clsact(link.index).and_then(|()| {
             nl.add_bpf_filter(
@@ -428,15 +439,73 @@ impl Dataplane {
                 TcHook::Ingress,
                 self.tc_fd.as_raw_fd(),
                 name,
+                classid,
                 true,
             )
         });
         if let Err(e) = attach_tc {
-            let _ = nl.set_xdp(link.index, None, 0);
+            if matches!(mode, DecapMode::Xdp(_)) {
+                let _ = nl.set_xdp(link.index, None, 0);
+            }
             return Err(e.into());
         }
         self.track_interface(link.index)?;
         Ok(Some(mode))
+    }
+
+    /// An instance whose underlays all decapsulate in tc has no XDP program
+    /// left in the kernel: load one that shares the instance's maps.
+    fn ensure_xdp_program(&mut self) -> Result<()> {
+        if self.xdp_fd.is_some() {
+            return Ok(());
+        }
+        let mut object = load_object_sharing(&self.shared_map_ids)?;
+        let prog: &mut Xdp = object
+            .program_mut(PROG_XDP_DECAP)
+            .ok_or(DataplaneError::Missing(PROG_XDP_DECAP))?
+            .try_into()?;
+        prog.load()?;
+        self.xdp_fd = Some(prog.fd()?.as_fd().try_clone_to_owned()?);
+        self.xdp_id = Some(prog.info()?.id());
+        self._ebpf = Some(object);
+        Ok(())
+    }
+
+    /// Attaches the XDP program natively, or generically where the driver
+    /// cannot, unless another program holds the interface.
+    fn attach_xdp(&mut self, nl: &mut Netlink, link: &Link) -> Result<XdpMode> {
+        self.ensure_xdp_program()?;
+        let xdp_fd = self
+            .xdp_fd
+            .as_ref()
+            .ok_or(DataplaneError::Incomplete("XDP program missing"))?;
+        match link.xdp_prog_id {
+            Some(id) if Some(id) == self.xdp_id => Ok(if link.xdp_attached == XDP_ATTACHED_SKB {
+                XdpMode::Generic
+            } else {
+                XdpMode::Native
+            }),
+            Some(id) => Err(DataplaneError::ForeignXdp {
+                dev: link.name.clone(),
+                id,
+                name: program_name(id),
+            }),
+            None => {
+                let fd = xdp_fd.as_raw_fd();
+                let noexist = netlink::XDP_FLAGS_UPDATE_IF_NOEXIST;
+                match nl.set_xdp(link.index, Some(fd), noexist | netlink::XDP_FLAGS_DRV_MODE) {
+                    Ok(()) => Ok(XdpMode::Native),
+                    Err(native) => {
+                        eprintln!(
+                            "xtun: native XDP is not available on {} ({native}); using generic XDP",
+                            link.name
+                        );
+                        nl.set_xdp(link.index, Some(fd), noexist | netlink::XDP_FLAGS_SKB_MODE)?;
+                        Ok(XdpMode::Generic)
+                    }
+                }
+            }
+        }
     }
 
     /// Removes XDP and tc delivery from an underlay.
@@ -478,6 +547,7 @@ impl Dataplane {
             TcHook::Egress,
             self.tc_fd.as_raw_fd(),
             FILTER_TUNNEL,
+            0,
             false,
         )?;
         Ok(())
@@ -546,6 +616,90 @@ pub fn detach_interface(nl: &mut Netlink, link: &Link, xdp_id: Option<u32>) -> R
         // here, so only remove a clsact that has no filters of any kind left.
         if nl.tc_filter_count(link.index)? == 0 {
             let _ = nl.del_clsact(link.index);
+        }
+    }
+    Ok(())
+}
+
+/// Maps shared between every program of an instance (not the per-object
+/// `.rodata` sections).
+fn is_shared_map(name: &str) -> bool {
+    name.starts_with("XTUN_") || name == MAP_LOGS
+}
+
+/// Loads the embedded object so that its programs use the existing maps
+/// `map_ids` instead of new ones. aya reuses a map pinned at the path given
+/// for it, so the maps are pinned for the duration of the load on a bpffs
+/// that only this process sees (a private mount namespace): nothing is left
+/// behind, and it works under `ip netns exec`, where /sys/fs/bpf is absent.
+fn load_object_sharing(map_ids: &BTreeSet<u32>) -> Result<Ebpf> {
+    raise_memlock_limit();
+    let dir = std::env::temp_dir().join(format!("xtun-bpffs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = (|| {
+        private_bpffs(&dir)?;
+        let mut pins = Vec::new();
+        for &id in map_ids {
+            let data = MapData::from_id(id)?;
+            let Some(name) = data.info()?.name_as_str().map(str::to_owned) else {
+                continue;
+            };
+            if !is_shared_map(&name) {
+                continue;
+            }
+            let path = dir.join(&name);
+            data.pin(&path)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            pins.push((name, path));
+        }
+        let mut loader = aya::EbpfLoader::new();
+        for (name, path) in &pins {
+            loader.map_pin_path(name.as_str(), path.as_path());
+        }
+        Ok(loader.load(OBJECT)?)
+    })();
+    // SAFETY: plain umount2 of our own private mount.
+    unsafe {
+        let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+            .expect("no NUL in temp path");
+        libc::umount2(path.as_ptr(), libc::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir(&dir);
+    result
+}
+
+/// Moves this process into a private mount namespace and mounts a fresh
+/// bpffs on `dir` there.
+fn private_bpffs(dir: &std::path::Path) -> Result<()> {
+    let cstr = |s: &str| std::ffi::CString::new(s).expect("static string");
+    let path =
+        std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).expect("no NUL in temp path");
+    // SAFETY: plain syscalls with valid C strings; xtun is single-threaded here.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        let root = cstr("/");
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        let (src, fstype) = (cstr("bpffs"), cstr("bpf"));
+        if libc::mount(
+            src.as_ptr(),
+            path.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error().into());
         }
     }
     Ok(())

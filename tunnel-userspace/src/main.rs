@@ -44,13 +44,16 @@ enum Command {
         #[command(subcommand)]
         action: cli::tunnel::TunnelCommand,
     },
-    /// Attach the data plane (XDP decapsulation, tc delivery) to an underlay NIC.
+    /// Attach the data plane (decapsulation and delivery) to an underlay NIC.
     #[command(
         after_help = "Example:\n  xtun attach eth0\n\nThe attachment outlives xtun and stays until `xtun detach`."
     )]
     Attach {
         /// The underlay interface.
         dev: String,
+        /// Where to decapsulate.
+        #[arg(long, value_enum, default_value = "auto")]
+        decap: cli::attach::Decap,
     },
     /// Detach the data plane from an underlay NIC.
     #[command(
@@ -89,7 +92,7 @@ fn main() {
     };
     let result = match cli.command {
         Command::Tunnel { action } => cli::tunnel::run(action, cli.stats, format),
-        Command::Attach { dev } => cli::attach::attach(&dev),
+        Command::Attach { dev, decap } => cli::attach::attach(&dev, decap),
         Command::Detach { dev } => cli::attach::detach(&dev),
         Command::Stats => cli::stats::show(format),
         Command::Map { action } => cli::map::run(action, format),

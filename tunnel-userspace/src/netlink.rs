@@ -87,6 +87,7 @@ const RTA_PREFSRC: u16 = 7;
 
 const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
+const TCA_BPF_CLASSID: u16 = 3;
 const TCA_BPF_FD: u16 = 6;
 const TCA_BPF_NAME: u16 = 7;
 const TCA_BPF_FLAGS: u16 = 8;
@@ -138,6 +139,7 @@ pub struct BpfFilter {
     pub prio: u16,
     pub prog_id: Option<u32>,
     pub name: Option<String>,
+    pub classid: u32,
 }
 
 /// The answer of a route lookup.
@@ -469,6 +471,7 @@ impl Netlink {
         hook: TcHook,
         prog_fd: RawFd,
         name: &str,
+        classid: u32,
         replace: bool,
     ) -> Result<()> {
         let info = ((FILTER_PRIO as u32) << 16) | ETH_P_ALL.to_be() as u32;
@@ -481,8 +484,11 @@ impl Netlink {
         msg.attr_str(TCA_KIND, "bpf")
             .begin_nest(TCA_OPTIONS)
             .attr_u32(TCA_BPF_FD, prog_fd as u32)
-            .attr_str(TCA_BPF_NAME, name)
-            .attr_u32(TCA_BPF_FLAGS, TCA_BPF_FLAG_ACT_DIRECT)
+            .attr_str(TCA_BPF_NAME, name);
+        if classid != 0 {
+            msg.attr_u32(TCA_BPF_CLASSID, classid);
+        }
+        msg.attr_u32(TCA_BPF_FLAGS, TCA_BPF_FLAG_ACT_DIRECT)
             .end_nest();
         self.request("attaching the tc program", msg).map(drop)
     }
@@ -534,6 +540,7 @@ impl Netlink {
                 prio: (info >> 16) as u16,
                 prog_id: None,
                 name: None,
+                classid: 0,
             };
             for (ty, v) in attrs(&p[20..]) {
                 match ty {
@@ -543,6 +550,7 @@ impl Netlink {
                             match oty {
                                 TCA_BPF_ID => filter.prog_id = nla_u32(ov),
                                 TCA_BPF_NAME => filter.name = Some(nla_string(ov)),
+                                TCA_BPF_CLASSID => filter.classid = nla_u32(ov).unwrap_or(0),
                                 _ => {}
                             }
                         }

@@ -221,6 +221,37 @@ fn xdp_applies_rfc6040_ecn_on_decapsulation() {
     assert_eq!(h.dp.tunnel_totals(31).unwrap().rx_errors, 1);
 }
 
+#[test]
+fn tc_decapsulates_where_the_underlay_has_no_xdp() {
+    let mut h = Harness::new();
+    h.add("k mode gre remote 10.10.10.2 local 10.10.20.2 key 42", 41);
+    h.add("i mode ipip remote 10.10.10.2 local 10.10.20.2", 42);
+    let inner = inner_packet(0);
+    let mut expected = eth(0x0800);
+    expected.extend_from_slice(&inner);
+    for (input, tunnel) in [
+        (
+            frame(47, &[0x20, 0x00, 0x08, 0x00, 0, 0, 0, 42], &inner, 0),
+            41,
+        ),
+        (frame(4, &[], &inner, 0), 42),
+    ] {
+        let (verdict, out) = h.tc(&input);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "delivered on the tunnel");
+        assert_eq!(out, expected);
+        assert_eq!(h.dp.tunnel_totals(tunnel).unwrap().rx_packets, 1);
+    }
+    // Malformed or unmatched: untouched, and the next filter decides.
+    for input in [
+        frame(47, &[0x00, 0x01, 0x08, 0x00], &inner, 0),
+        frame(47, &[0x20, 0x00, 0x08, 0x00, 0, 0, 0, 43], &inner, 0),
+        frame(47, &[0x00, 0x00, 0x08, 0x00], &inner, 0),
+    ] {
+        let (verdict, out) = h.tc(&input);
+        assert_eq!((verdict, out), (TC_ACT_UNSPEC, input));
+    }
+}
+
 /// Runs the TC program as the egress of a tunnel device and decodes the
 /// result with etherparse.
 fn encap(args: &str, inner: &[u8]) -> (u32, Vec<u8>) {

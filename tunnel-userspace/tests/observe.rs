@@ -266,7 +266,12 @@ fn map_list_and_dump_decode_every_entry() {
 
 #[test]
 fn status_names_programs_hooks_and_build() {
-    let topo = topology_after_100_pings("status");
+    // v1 decapsulates in XDP (asked for explicitly); v2 in tc (auto on veth).
+    let topo = SeedTopology::new("status").unwrap();
+    topo.ns1
+        .exec(&[XTUN, "attach", "v1", "--decap", "xdp"])
+        .unwrap();
+    topo.add_tunnels(XTUN, "gre", &["key", "42"]).unwrap();
     let ns1 = &topo.ns1;
     let doc = json_of(ns1, &["-j", "status"]);
     let links: Value = serde_json::from_slice(
@@ -281,14 +286,29 @@ fn status_names_programs_hooks_and_build() {
     let v1 = ifaces.iter().find(|i| i["ifname"] == "v1").unwrap();
     assert_eq!(v1["role"], "underlay");
     assert_eq!(v1["xdp"], json!({"id": xdp_id, "mode": "native"}));
+    assert_eq!(v1["decap"], "xdp");
     let tc_id = v1["tc_ingress"]["id"].as_u64().unwrap();
-    assert_eq!(v1["tc_ingress"]["filter"], "xtun_underlay_auto");
+    assert_eq!(v1["tc_ingress"]["filter"], "xtun_underlay");
     assert_eq!(v1["tc_egress"], Value::Null);
     let tun1 = ifaces.iter().find(|i| i["ifname"] == "tun1").unwrap();
+    assert_eq!(tun1["decap"], Value::Null);
     assert_eq!(
         tun1["tc_egress"],
-        json!({"id": tc_id, "filter": "xtun_tunnel"})
+        json!({"id": tc_id, "filter": "xtun_tunnel", "classid": 0})
     );
+    let ns2 = json_of(&topo.ns2, &["-j", "status"]);
+    let v2 = ns2["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["ifname"] == "v2")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (v2["decap"].clone(), v2["xdp"].clone()),
+        (json!("tc"), Value::Null)
+    );
+    assert_eq!(v2["tc_ingress"]["filter"], "xtun_underlay_auto");
     assert_eq!(doc["build_matches"], true);
     assert_eq!(doc["log_level"], "off");
     let names: Vec<&str> = doc["programs"]
@@ -305,7 +325,7 @@ fn status_names_programs_hooks_and_build() {
     assert!(
         first.contains(
             &format!(
-                "v1 (underlay): xdp native id {xdp_id}, tc ingress id {tc_id} (xtun_underlay_auto)"
+                "v1 (underlay): decap xdp, xdp native id {xdp_id}, tc ingress id {tc_id} (xtun_underlay)"
             )
             .as_str()
         ),

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context as _, Result};
 use tunnel_userspace::{
-    dataplane::Dataplane,
+    dataplane::{Dataplane, DecapChoice, DecapMode},
     netlink::{Link, Netlink},
 };
 
@@ -14,7 +14,18 @@ pub fn lookup(nl: &mut Netlink, dev: &str) -> Result<Link> {
     }
 }
 
-pub fn attach(dev: &str) -> Result<()> {
+/// `--decap`: where an underlay decapsulates.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Decap {
+    /// tc on veth (native XDP would cost the veth peer its GSO), XDP elsewhere.
+    Auto,
+    /// XDP, natively where the driver can, generically otherwise.
+    Xdp,
+    /// tc ingress.
+    Tc,
+}
+
+pub fn attach(dev: &str, decap: Decap) -> Result<()> {
     let mut nl = Netlink::new()?;
     let link = lookup(&mut nl, dev)?;
     if link.kind.as_deref() == Some("tun") {
@@ -26,11 +37,20 @@ pub fn attach(dev: &str) -> Result<()> {
         }
     }
     let mut dp = Dataplane::find_or_load(&mut nl).context("loading the data plane")?;
+    let choice = match decap {
+        Decap::Auto => DecapChoice::Auto,
+        Decap::Xdp => DecapChoice::Xdp,
+        Decap::Tc => DecapChoice::Tc,
+    };
     match dp
-        .attach_underlay(&mut nl, &link, true)
+        .attach_underlay(&mut nl, &link, true, choice)
         .with_context(|| format!("attaching to {dev}"))?
     {
-        Some(mode) => println!("attached to {dev}: XDP {} + tc ingress", mode.as_str()),
+        Some(DecapMode::Tc) => println!("attached to {dev}: decapsulation in tc ingress"),
+        Some(mode) => println!(
+            "attached to {dev}: decapsulation in {} + tc ingress delivery",
+            mode.describe()
+        ),
         None => println!("already attached to {dev}"),
     }
     Ok(())
@@ -44,6 +64,9 @@ pub fn detach(dev: &str) -> Result<()> {
     };
     if dp.underlay_filter(&mut nl, &link)?.is_none() && link.xdp_prog_id.is_none() {
         bail!("xtun is not attached to {dev}");
+    }
+    if dp.tunnels.get(&link.index, 0).is_ok() {
+        bail!("{dev} is an xtun tunnel: delete it with `xtun tunnel del {dev}`");
     }
     dp.detach_underlay(&mut nl, &link)
         .with_context(|| format!("detaching from {dev}"))?;

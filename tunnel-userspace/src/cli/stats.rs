@@ -7,13 +7,22 @@ use tunnel_userspace::{dataplane::Dataplane, netlink::Netlink};
 
 use super::output::Format;
 
+/// One row: interface name (None once gone, or for "other"), ifindex,
+/// role, and the counters by reason.
+struct Row {
+    name: Option<String>,
+    ifindex: Option<u32>,
+    role: &'static str,
+    counts: Vec<u64>,
+}
+
 pub fn show(format: Format) -> Result<()> {
     let mut nl = Netlink::new()?;
     let Some(dp) = Dataplane::find(&mut nl)? else {
         bail!("xtun is not attached in this network namespace");
     };
     let links = nl.links()?;
-    let mut rows: Vec<(Option<String>, Option<u32>, &str, Vec<u64>)> = dp
+    let mut rows: Vec<Row> = dp
         .interface_totals()
         .into_iter()
         .map(|(ifindex, counts)| {
@@ -26,35 +35,46 @@ pub fn show(format: Format) -> Result<()> {
             } else {
                 "underlay"
             };
-            (name, Some(ifindex), role, counts)
+            Row {
+                name,
+                ifindex: Some(ifindex),
+                role,
+                counts,
+            }
         })
         .collect();
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
-    rows.push((None, None, "other", dp.counter_totals()?));
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    rows.push(Row {
+        name: None,
+        ifindex: None,
+        role: "other",
+        counts: dp.counter_totals()?,
+    });
 
     if format.json {
         let docs: Vec<Value> = rows
             .iter()
-            .map(|(name, ifindex, role, counts)| {
+            .map(|row| {
                 let counters: Map<String, Value> = COUNTER_NAMES
                     .iter()
-                    .zip(counts)
+                    .zip(&row.counts)
                     .map(|(n, v)| (n.to_string(), json!(v)))
                     .collect();
-                json!({ "ifname": name, "ifindex": ifindex, "role": role, "counters": counters })
+                json!({ "ifname": row.name, "ifindex": row.ifindex, "role": row.role, "counters": counters })
             })
             .collect();
         format.print_json(&Value::Array(docs));
         return Ok(());
     }
-    for (name, ifindex, role, counts) in &rows {
-        match (name, ifindex) {
+    for row in &rows {
+        let role = row.role;
+        match (&row.name, row.ifindex) {
             (Some(name), _) => println!("{name} ({role}):"),
             (None, Some(ifindex)) => println!("ifindex {ifindex} ({role}, gone):"),
             (None, None) => println!("other interfaces:"),
         }
         let mut any = false;
-        for (n, v) in COUNTER_NAMES.iter().zip(counts) {
+        for (n, v) in COUNTER_NAMES.iter().zip(&row.counts) {
             if *v != 0 {
                 println!("    {n:<28} {v}");
                 any = true;

@@ -6,7 +6,9 @@ use std::time::SystemTime;
 use anyhow::{bail, Result};
 use aya::programs::loaded_programs;
 use serde_json::{json, Value};
-use tunnel_common::maps::{LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_OFF, LOG_TRACE, LOG_WARN};
+use tunnel_common::maps::{
+    CLASSID_XDP_UNDERLAY, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_OFF, LOG_TRACE, LOG_WARN,
+};
 use tunnel_userspace::{
     dataplane::{build_id, Dataplane, OBJECT},
     netlink::{Netlink, TcHook, FILTER_PRIO, XDP_ATTACHED_SKB},
@@ -57,7 +59,10 @@ pub fn show(format: Format) -> Result<()> {
                 .find(|f| f.prio == FILTER_PRIO && f.prog_id == Some(tc_id));
             hooks.insert(
                 key.into(),
-                ours.map_or(Value::Null, |f| json!({ "id": tc_id, "filter": f.name })),
+                ours.map_or(
+                    Value::Null,
+                    |f| json!({ "id": tc_id, "filter": f.name, "classid": f.classid }),
+                ),
             );
         }
         if xdp.is_none() && hooks.values().all(Value::is_null) {
@@ -68,8 +73,14 @@ pub fn show(format: Format) -> Result<()> {
         } else {
             "underlay"
         };
+        // Where an underlay decapsulates: its tc filter's classid says.
+        let decap = match (role, &hooks["tc_ingress"]) {
+            ("underlay", Value::Object(f)) if f["classid"] == CLASSID_XDP_UNDERLAY => json!("xdp"),
+            ("underlay", Value::Object(_)) => json!("tc"),
+            _ => Value::Null,
+        };
         interfaces.push(json!({
-            "ifname": link.name, "ifindex": link.index, "role": role, "xdp": xdp,
+            "ifname": link.name, "ifindex": link.index, "role": role, "decap": decap, "xdp": xdp,
             "tc_ingress": hooks["tc_ingress"], "tc_egress": hooks["tc_egress"],
         }));
     }
@@ -121,6 +132,9 @@ pub fn show(format: Format) -> Result<()> {
 fn print_text(doc: &Value) {
     for i in doc["interfaces"].as_array().into_iter().flatten() {
         let mut parts = Vec::new();
+        if let Some(decap) = i["decap"].as_str() {
+            parts.push(format!("decap {decap}"));
+        }
         if let Some(x) = i["xdp"].as_object() {
             parts.push(format!(
                 "xdp {} id {}",

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use tunnel_common::maps::*;
 use tunnel_userspace::{
     config::{self, addr_from_wire, decap_key, Mode, ShowLine, TunnelSpec},
-    dataplane::{Dataplane, FILTER_UNDERLAY_AUTO},
+    dataplane::{Dataplane, DecapChoice, FILTER_UNDERLAY_AUTO},
     netlink::{Link, Netlink},
     tun,
 };
@@ -146,7 +146,7 @@ fn add(args: &[String]) -> Result<()> {
         )?;
         dp.attach_tunnel(&mut nl, link.index)
             .context("attaching encapsulation")?;
-        dp.attach_underlay(&mut nl, &underlay, false)
+        dp.attach_underlay(&mut nl, &underlay, false, DecapChoice::Auto)
             .with_context(|| format!("attaching to {}", underlay.name))?;
         Ok(())
     })();
@@ -208,7 +208,8 @@ fn del(name: &str) -> Result<()> {
         .any(|(_, c)| c.underlay_ifindex == cfg.underlay_ifindex);
     if !still_used {
         if let Some(underlay) = nl.link_by_index(cfg.underlay_ifindex)? {
-            if dp.underlay_filter(&mut nl, &underlay)?.as_deref() == Some(FILTER_UNDERLAY_AUTO) {
+            let filter = dp.underlay_filter(&mut nl, &underlay)?;
+            if filter.and_then(|f| f.name).as_deref() == Some(FILTER_UNDERLAY_AUTO) {
                 dp.detach_underlay(&mut nl, &underlay)
                     .with_context(|| format!("detaching from {}", underlay.name))?;
             }

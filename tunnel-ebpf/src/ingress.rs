@@ -1,0 +1,144 @@
+//! TC ingress on an underlay: deliver what XDP decapsulated, or, where the
+//! underlay has no XDP program (`--decap tc`), decapsulate here. Either way
+//! the inner packet is received on its tunnel interface, as on a kernel
+//! tunnel.
+
+use aya_ebpf::{
+    bindings::{
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_DECAP_L3_IPV4,
+        BPF_F_ADJ_ROOM_DECAP_L3_IPV6, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_REDIRECT,
+        TC_ACT_SHOT, TC_ACT_UNSPEC,
+    },
+    helpers::generated::bpf_redirect,
+    programs::TcContext,
+};
+use aya_log_ebpf::{debug, trace};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use tunnel_common::{
+    maps::{XdpMeta, LOG_DEBUG, LOG_TRACE, XDP_META_MAGIC},
+    stats::*,
+    wire,
+};
+
+use crate::{
+    decap::{self, Inner, Verdict},
+    maps,
+    parse::ptr_at,
+};
+
+/// Longest outer header we may need to read: Ethernet, IPv4 with options,
+/// GRE with every option, and the inner IPv6 header.
+const MAX_HEADERS: u32 = (wire::ETH_HDR_LEN + 60 + 16 + wire::IPV6_HDR_LEN) as u32;
+
+#[inline(always)]
+fn ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: reading a field of the context the kernel gave us.
+    unsafe { (*ctx.skb.skb).ifindex }
+}
+
+/// Some(action) when the frame carries our XDP tag; None otherwise.
+#[inline(always)]
+pub fn deliver_tagged(ctx: &TcContext) -> Option<i32> {
+    // SAFETY: reading fields of the context the kernel gave us.
+    let (meta, data) = unsafe {
+        (
+            (*ctx.skb.skb).data_meta as usize,
+            (*ctx.skb.skb).data as usize,
+        )
+    };
+    if meta + core::mem::size_of::<XdpMeta>() > data {
+        return None;
+    }
+    // SAFETY: bounds checked against data, which ends the metadata area.
+    let tag = unsafe { *(meta as *const XdpMeta) };
+    if tag.magic != XDP_META_MAGIC {
+        return None;
+    }
+    Some(redirect_to_tunnel(ctx, tag.ifindex))
+}
+
+#[inline(always)]
+fn redirect_to_tunnel(ctx: &TcContext, tunnel: u32) -> i32 {
+    // SAFETY: plain helper call.
+    let action = unsafe { bpf_redirect(tunnel, BPF_F_INGRESS as u64) } as i32;
+    if action == TC_ACT_REDIRECT {
+        maps::count(ifindex(ctx), RX_DELIVERED);
+    } else {
+        maps::count(ifindex(ctx), RX_DELIVER_FAIL);
+        if maps::log_enabled(LOG_DEBUG) {
+            debug!(ctx, "delivery to tunnel ifindex={} failed", tunnel);
+        }
+    }
+    action
+}
+
+/// Decapsulation in TC, for underlays without XDP.
+#[inline(always)]
+pub fn tc_decap(ctx: &TcContext) -> i32 {
+    let ifindex = ifindex(ctx);
+    match try_tc_decap(ctx, ifindex) {
+        Ok(action) => action,
+        Err(reason) => {
+            maps::count(ifindex, reason);
+            TC_ACT_UNSPEC
+        }
+    }
+}
+
+#[inline(always)]
+fn try_tc_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
+    // Cheap look first, so other traffic is not made writable for nothing.
+    let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|_| RX_PASS_NOT_IPV4)?;
+    // SAFETY: bounds checked.
+    if unsafe { (*eth).ether_type } != wire::ETH_P_IP.to_be() {
+        return Err(RX_PASS_NOT_IPV4);
+    }
+    if ctx.len() as usize >= EthHdr::LEN + Ipv4Hdr::LEN {
+        let _ = ctx.pull_data((EthHdr::LEN + Ipv4Hdr::LEN) as u32);
+    }
+    let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| RX_TRUNCATED)?;
+    // SAFETY: bounds checked.
+    let proto = unsafe { (*ip).proto };
+    if proto != wire::IPPROTO_GRE && proto != wire::IPPROTO_IPIP && proto != wire::IPPROTO_IPV6 {
+        return Err(RX_PASS_NOT_TUNNEL);
+    }
+    // Headers linear and writable (the ECN fix-up writes the inner header).
+    ctx.pull_data(ctx.len().min(MAX_HEADERS))
+        .map_err(|_| RX_TRUNCATED)?;
+
+    let m = match decap::classify(ctx)? {
+        Verdict::Decap(m) => m,
+        Verdict::Drop(tunnel, reason) => {
+            decap::drop_for_tunnel(ifindex, tunnel, reason);
+            return Ok(TC_ACT_SHOT);
+        }
+    };
+    let (ether_type, l3_flag) = match m.inner {
+        Inner::V4 => (wire::ETH_P_IP, BPF_F_ADJ_ROOM_DECAP_L3_IPV4),
+        Inner::V6 => (wire::ETH_P_IPV6, BPF_F_ADJ_ROOM_DECAP_L3_IPV6),
+    };
+    let flags = (BPF_F_ADJ_ROOM_FIXED_GSO | l3_flag) as u64;
+    if ctx
+        .adjust_room(-(m.strip as i32), BPF_ADJ_ROOM_MAC, flags)
+        .is_err()
+    {
+        decap::drop_for_tunnel(ifindex, m.target.ifindex, RX_ADJUST_FAIL);
+        return Ok(TC_ACT_SHOT);
+    }
+    if ctx.store(12, &ether_type.to_be_bytes(), 0).is_err() {
+        decap::drop_for_tunnel(ifindex, m.target.ifindex, RX_ADJUST_FAIL);
+        return Ok(TC_ACT_SHOT);
+    }
+    let inner_len = ctx.len().saturating_sub(EthHdr::LEN as u32) as u64;
+    decap::decapsulated(ifindex, m.target.ifindex, inner_len);
+    if maps::log_enabled(LOG_TRACE) {
+        trace!(
+            ctx,
+            "decap from {:i} to tunnel ifindex={} len={}",
+            u32::from_be(m.remote),
+            m.target.ifindex,
+            inner_len
+        );
+    }
+    Ok(redirect_to_tunnel(ctx, m.target.ifindex))
+}

@@ -172,3 +172,68 @@ pub fn map_entries(
     }
     Ok(out)
 }
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+pub const BPF_PROG_TYPE_XDP: u32 = 6;
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// Loads a program that only returns `retval`: the floor that benchmarks
+/// measure the data plane against.
+pub fn load_noop(prog_type: u32, retval: i32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    // r0 = retval; exit
+    let mov_r0: u64 = 0xb7 | ((retval as u32 as u64) << 32);
+    let exit: u64 = 0x95;
+    let insns = [mov_r0, exit];
+    let license = b"GPL\0";
+    let mut name = [0u8; 16];
+    name[..9].copy_from_slice(b"xtun_noop");
+    let attr = ProgLoadAttr {
+        prog_type,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_name: name,
+        ..Default::default()
+    };
+    // SAFETY: attr points at valid instructions and license for the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const ProgLoadAttr,
+            std::mem::size_of::<ProgLoadAttr>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor returned by the kernel, owned by us.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Kernel memory charged to a BPF object (the `memlock` line of its fdinfo).
+pub fn memlock(fd: RawFd) -> io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no memlock in fdinfo"))
+}

@@ -256,8 +256,20 @@ impl Dataplane {
 
     /// Loads a fresh copy of the programs and maps (not yet attached).
     pub fn load() -> Result<Self> {
+        Self::load_with_capacity(None)
+    }
+
+    /// Like `load`, with room for `tunnels` entries in the per-tunnel maps
+    /// instead of the default (benchmarks at scale).
+    pub fn load_with_capacity(tunnels: Option<u32>) -> Result<Self> {
         raise_memlock_limit();
-        let mut ebpf = Ebpf::load(OBJECT)?;
+        let mut loader = aya::EbpfLoader::new();
+        if let Some(n) = tunnels {
+            for name in [MAP_TUNNELS, MAP_DECAP, MAP_TUNNEL_STATS, MAP_IF_COUNTERS] {
+                loader.map_max_entries(name, n);
+            }
+        }
+        let mut ebpf = loader.load(OBJECT)?;
         let xdp: &mut Xdp = ebpf
             .program_mut(PROG_XDP_DECAP)
             .ok_or(DataplaneError::Missing(PROG_XDP_DECAP))?

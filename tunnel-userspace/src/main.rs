@@ -18,7 +18,8 @@ Examples (the seed walkthrough, over xtun):
   xtun stats                # data-plane counters by reason
   xtun map dump XTUN_TUNNELS
   xtun status
-  xtun -j -p tunnel show    # JSON, pretty-printed";
+  xtun -j -p tunnel show    # JSON, pretty-printed
+  xtun -batch tunnels.txt   # many commands in one process";
 
 #[derive(Parser)]
 #[command(name = "xtun", version, about = "IP tunnels (GRE, IPIP, SIT) with an eBPF data path", after_help = EXAMPLES)]
@@ -32,8 +33,12 @@ struct Cli {
     /// Pretty-print JSON (as `ip -p`); implies nothing without -j.
     #[arg(short = 'p', long = "pretty", global = true)]
     pretty: bool,
+    /// Run the commands in FILE ("-" for standard input), one per line, in
+    /// this one process (as `ip -batch`); `#` starts a comment.
+    #[arg(short = 'b', long = "batch", value_name = "FILE")]
+    batch: Option<String>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -85,29 +90,82 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let format = cli::output::Format {
-        json: cli.json,
-        pretty: cli.pretty,
+    // iproute2 spells it `-batch`.
+    let args = std::env::args().map(|a| {
+        if a == "-batch" {
+            "--batch".to_string()
+        } else {
+            a
+        }
+    });
+    let cli = Cli::parse_from(args);
+    let result = match (&cli.batch, cli.command) {
+        (Some(file), None) => run_batch(file),
+        (None, Some(command)) => run(command, cli.stats, cli.json, cli.pretty),
+        (Some(_), Some(_)) => Err(anyhow::anyhow!(
+            "give either --batch FILE or a command, not both"
+        )),
+        (None, None) => Err(anyhow::anyhow!("no command given; see `xtun --help`")),
     };
-    let result = match cli.command {
-        Command::Tunnel { action } => cli::tunnel::run(action, cli.stats, format),
+    if let Err(err) = result {
+        fail(&err);
+    }
+}
+
+fn fail(err: &anyhow::Error) -> ! {
+    // One line: the outermost context, then its causes.
+    let mut line = String::from("xtun: ");
+    line.push_str(&err.to_string());
+    for cause in err.chain().skip(1) {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+    }
+    eprintln!("{line}");
+    std::process::exit(1);
+}
+
+/// Runs each line of `file` as an xtun command; stops at the first error,
+/// naming its line.
+fn run_batch(file: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let text = if file == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?
+    };
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let words = std::iter::once("xtun").chain(line.split_whitespace());
+        let result = Cli::try_parse_from(words)
+            .map_err(|e| {
+                // clap's first line, without its "error: " prefix.
+                let rendered = e.render().to_string();
+                let first = rendered.lines().next().unwrap_or("");
+                anyhow::anyhow!("{}", first.trim_start_matches("error: "))
+            })
+            .and_then(|cli| match cli.command {
+                Some(command) if cli.batch.is_none() => {
+                    run(command, cli.stats, cli.json, cli.pretty)
+                }
+                _ => Err(anyhow::anyhow!("each line must be one command")),
+            });
+        result.with_context(|| format!("{file}:{}", n + 1))?;
+    }
+    Ok(())
+}
+
+fn run(command: Command, stats: bool, json: bool, pretty: bool) -> anyhow::Result<()> {
+    let format = cli::output::Format { json, pretty };
+    match command {
+        Command::Tunnel { action } => cli::tunnel::run(action, stats, format),
         Command::Attach { dev, decap } => cli::attach::attach(&dev, decap),
         Command::Detach { dev } => cli::attach::detach(&dev),
         Command::Stats => cli::stats::show(format),
         Command::Map { action } => cli::map::run(action, format),
         Command::Log { level } => cli::log::run(level),
         Command::Status => cli::status::show(format),
-    };
-    if let Err(err) = result {
-        // One line: the outermost context, then its causes.
-        let mut line = String::from("xtun: ");
-        line.push_str(&err.to_string());
-        for cause in err.chain().skip(1) {
-            line.push_str(": ");
-            line.push_str(&cause.to_string());
-        }
-        eprintln!("{line}");
-        std::process::exit(1);
     }
 }

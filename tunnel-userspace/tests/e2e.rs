@@ -654,3 +654,33 @@ fn an_xdp_underlay_joins_an_instance_that_had_only_tc() {
         .flatten()
         .all(|e| !e.file_name().to_string_lossy().starts_with("xtun-bpffs-")));
 }
+
+#[test]
+fn batch_runs_many_commands_in_one_process_and_stops_at_the_first_error() {
+    let topo = SeedTopology::new("batch").unwrap();
+    let file = std::env::temp_dir().join(format!("{}-batch.txt", topo.ns1.name));
+    std::fs::write(
+        &file,
+        "# two tunnels to ns2, then a mistake\n\
+         tunnel add ta mode gre remote 10.10.20.2 local 10.10.10.2 key 1\n\
+         \n\
+         tunnel add tb mode ipip remote 10.10.20.2 local 10.10.10.2\n\
+         tunnel add tc mode ipip remote 10.10.20.2 key 3\n\
+         tunnel add td mode gre remote 10.10.20.2 local 10.10.10.2 key 4\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let out = topo.ns1.try_exec(&[XTUN, "-batch", path]).unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("xtun: {path}:5: keys are not allowed with ipip and sit tunnels\n")
+    );
+    let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show"]).unwrap());
+    assert_eq!(
+        shown,
+        "ta: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit key 1\n\
+         tb: ip/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit\n"
+    );
+}

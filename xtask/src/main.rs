@@ -34,6 +34,12 @@ enum Task {
     Test,
     /// rustfmt check and clippy for the host crates and the eBPF crate.
     Lint,
+    /// Benchmarks, side by side in one run; writes target/bench/results.json.
+    Bench {
+        /// Every measurement, briefly: a smoke test.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 const APT_PACKAGES: &[(&str, &str)] = &[
@@ -66,6 +72,25 @@ fn main() -> Result<()> {
             setup()?;
             build()?;
             test()
+        }
+        Task::Bench { quick } => {
+            setup()?;
+            build()?;
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "tunnel-userspace",
+                "--example",
+                "bench",
+            ])?;
+            let root = workspace_root();
+            let mut cmd = Command::new(root.join("target/release/examples/bench"));
+            cmd.env("XTUN", root.join("target/release/xtun"));
+            if quick {
+                cmd.arg("--quick");
+            }
+            run(&mut cmd)
         }
         Task::Lint => {
             cargo(&["fmt", "--all", "--check"])?;

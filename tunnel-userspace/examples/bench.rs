@@ -1,0 +1,659 @@
+//! `cargo xtask bench [--quick]`: xtun's numbers, measured side by side in
+//! one run. Prints a table and writes target/bench/results.json. Each figure
+//! is a median over repeated runs, with min and max. Needs root.
+//!
+//! 1. Per-packet cost in the kernel (BPF_PROG_TEST_RUN, one fresh input per
+//!    run): no-op floors, XDP and tc decap, tc encap, and lookups at scale.
+//! 2. Throughput in the seed topology: routing, the kernel's VXLAN, xtun.
+//! 3. Control plane: adding, showing and dumping many tunnels.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::{
+    net::Ipv4Addr,
+    os::fd::AsRawFd,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use common::*;
+use serde_json::{json, Value};
+use tunnel_common::maps::*;
+use tunnel_userspace::{
+    bpf_sys::{self, load_noop, prog_test_run, BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP},
+    config::{wire_addr, TunnelSpec},
+    testbed::{Netns, SeedTopology},
+};
+
+/// How long and how often to measure.
+struct Plan {
+    rounds: usize,
+    runs_per_round: usize,
+    scales: Vec<u32>,
+    iperf_seconds: u32,
+    iperf_repeats: usize,
+    tunnels: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                rounds: 3,
+                runs_per_round: 200,
+                scales: vec![1, 1000],
+                iperf_seconds: 1,
+                iperf_repeats: 1,
+                tunnels: 50,
+            }
+        } else {
+            Self {
+                rounds: 9,
+                runs_per_round: 2000,
+                scales: vec![1, 1_000, 100_000, 1_000_000],
+                iperf_seconds: 5,
+                iperf_repeats: 3,
+                tunnels: 1000,
+            }
+        }
+    }
+}
+
+/// Median, min and max of a sample.
+fn summary(mut v: Vec<f64>) -> Value {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let median = if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    };
+    json!({ "median": median, "min": v.first(), "max": v.last(), "n": v.len() })
+}
+
+fn median(v: &Value) -> f64 {
+    v["median"].as_f64().unwrap_or(f64::NAN)
+}
+
+/// ns per packet for `prog_fd` on `input`: each round is the median of
+/// `runs_per_round` single runs, each on a fresh copy of the input.
+fn per_packet(
+    plan: &Plan,
+    prog_fd: i32,
+    input: &[u8],
+    verdict: u32,
+    check: &dyn Fn(&[u8]) -> bool,
+) -> Result<Value> {
+    let first = prog_test_run(prog_fd, input, None, 1)?;
+    if first.retval != verdict || !check(&first.data) {
+        bail!(
+            "unexpected verdict {} (wanted {verdict}) or output",
+            first.retval
+        );
+    }
+    let mut rounds = Vec::new();
+    for _ in 0..plan.rounds {
+        let mut runs = Vec::with_capacity(plan.runs_per_round);
+        for _ in 0..plan.runs_per_round {
+            let run = prog_test_run(prog_fd, input, None, 1)?;
+            if run.retval != verdict {
+                bail!("verdict changed to {}", run.retval);
+            }
+            runs.push(run.duration_ns as f64);
+        }
+        runs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        rounds.push(runs[runs.len() / 2]);
+    }
+    Ok(summary(rounds))
+}
+
+const GRE: &str = "t mode gre remote 10.10.10.2 local 10.10.20.2";
+const GRE_KEY: &str = "t mode gre remote 10.10.10.2 local 10.10.20.2 key 42";
+const IPIP: &str = "t mode ipip remote 10.10.10.2 local 10.10.20.2";
+
+fn gre_frame(key: bool) -> Vec<u8> {
+    let hdr: &[u8] = if key {
+        &[0x20, 0, 8, 0, 0, 0, 0, 42]
+    } else {
+        &[0, 0, 8, 0]
+    };
+    frame(47, hdr, &inner_packet(0), 0)
+}
+
+/// Fills the tunnel maps with `n - 1` other tunnels besides ifindex 1/TUN_IFINDEX.
+fn fill(h: &mut Harness, n: u32) -> Result<()> {
+    for i in 1..n {
+        let remote = Ipv4Addr::from(0x0b00_0000 + i);
+        let spec = TunnelSpec::parse(&[
+            "x",
+            "mode",
+            "gre",
+            "remote",
+            &remote.to_string(),
+            "local",
+            "10.10.20.2",
+        ])?;
+        let cfg = spec.to_config(Ipv4Addr::new(10, 10, 20, 2), 1, 1476);
+        let ifindex = 100_000 + i;
+        h.dp.tunnels.insert(ifindex, cfg, 0)?;
+        let mut key = tunnel_userspace::config::decap_key(&cfg);
+        key.remote = wire_addr(remote);
+        h.dp.decap_mut()?
+            .insert(key, DecapTarget { ifindex, flags: 0 }, 0)?;
+    }
+    Ok(())
+}
+
+fn micro(plan: &Plan, rows: &mut Vec<(String, String, Value)>) -> Result<Value> {
+    let mut out = serde_json::Map::new();
+    let xdp_noop = load_noop(BPF_PROG_TYPE_XDP, 2)?;
+    let tc_noop = load_noop(BPF_PROG_TYPE_SCHED_CLS, -1)?;
+    let any = |_: &[u8]| true;
+    let gre = gre_frame(false);
+    let xdp_floor = per_packet(plan, xdp_noop.as_raw_fd(), &gre, XDP_PASS, &any)?;
+    let tc_floor = per_packet(plan, tc_noop.as_raw_fd(), &gre, TC_ACT_UNSPEC, &any)?;
+    rows.push(("floor".into(), "XDP no-op".into(), xdp_floor.clone()));
+    rows.push(("floor".into(), "TC no-op".into(), tc_floor.clone()));
+    out.insert("xdp_noop".into(), xdp_floor.clone());
+    out.insert("tc_noop".into(), tc_floor.clone());
+
+    let inner = inner_packet(0);
+    let mut tc_input = eth(0x0800);
+    tc_input.extend_from_slice(&inner);
+    for &n in &plan.scales {
+        for (label, args, input) in [
+            ("GRE", GRE, gre.clone()),
+            ("GRE key", GRE_KEY, gre_frame(true)),
+            ("IPIP", IPIP, frame(4, &[], &inner, 0)),
+        ] {
+            // Receiving side: the tunnel is one of n in the decap index.
+            let mut rx = Harness::with_capacity(Some(n.max(1024)));
+            rx.add(args, TUN_IFINDEX);
+            fill(&mut rx, n)?;
+            let decapsulated =
+                |out: &[u8]| out.len() == 8 + 14 + inner.len() && out[8 + 14..] == inner[..];
+            let xdp = per_packet(
+                plan,
+                rx.dp.xdp_fd().unwrap().as_raw_fd(),
+                &input,
+                XDP_PASS,
+                &decapsulated,
+            )?;
+            let tc_decapsulated =
+                |out: &[u8]| out.len() == 14 + inner.len() && out[14..] == inner[..];
+            let tcd = per_packet(
+                plan,
+                rx.dp.tc_fd().as_raw_fd(),
+                &input,
+                TC_ACT_REDIRECT,
+                &tc_decapsulated,
+            )?;
+            drop(rx);
+            // Sending side: BPF_PROG_TEST_RUN's device (lo, ifindex 1) is
+            // one of n tunnels.
+            let mut tx = Harness::with_capacity(Some(n.max(1024)));
+            tx.add(
+                &args.replace(
+                    "remote 10.10.10.2 local 10.10.20.2",
+                    "remote 10.10.20.2 local 10.10.10.2",
+                ),
+                1,
+            );
+            fill(&mut tx, n)?;
+            let encapsulated = |out: &[u8]| out.len() > 14 + inner.len() && out.ends_with(&inner);
+            let enc = per_packet(
+                plan,
+                tx.dp.tc_fd().as_raw_fd(),
+                &tc_input,
+                TC_ACT_REDIRECT,
+                &encapsulated,
+            )?;
+            let scale = format!("{n} tunnels");
+            rows.push((format!("XDP decap {label}"), scale.clone(), xdp.clone()));
+            rows.push((format!("TC decap {label}"), scale.clone(), tcd.clone()));
+            rows.push((format!("TC encap {label}"), scale.clone(), enc.clone()));
+            out.insert(format!("xdp_decap/{label}/{n}"), xdp);
+            out.insert(format!("tc_decap/{label}/{n}"), tcd);
+            out.insert(format!("tc_encap/{label}/{n}"), enc);
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// Busy CPU time of the whole machine so far, in seconds.
+fn cpu_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: f64 = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    busy / 100.0
+}
+
+/// One iperf3 run from ns1 to `dst` in ns2; returns (Gbit/s, packets/s, cpu s per Gbit).
+fn iperf(topo: &SeedTopology, dst: &str, args: &[&str], seconds: u32) -> Result<(f64, f64, f64)> {
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topo.ns2.name,
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            dst,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    thread::sleep(Duration::from_millis(300));
+    let secs = seconds.to_string();
+    let mut full = vec!["iperf3", "-c", dst, "-t", &secs, "-J"];
+    full.extend_from_slice(args);
+    let cpu0 = cpu_busy_seconds();
+    let out = topo.ns1.try_exec(&full)?;
+    let cpu = cpu_busy_seconds() - cpu0;
+    let _ = server.wait();
+    let doc: Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
+    if let Some(err) = doc["error"].as_str() {
+        bail!("iperf3: {err}");
+    }
+    let end = &doc["end"];
+    let (bps, packets) = if args.contains(&"-u") {
+        let sum = &end["sum"];
+        let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
+        let packets = sum["packets"].as_f64().unwrap_or(0.0) - lost;
+        (
+            sum["bits_per_second"].as_f64().unwrap_or(0.0),
+            packets / seconds as f64,
+        )
+    } else {
+        (
+            end["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or(0.0),
+            0.0,
+        )
+    };
+    let gbit = bps / 1e9;
+    let cpu_per_gbit = if gbit > 0.0 {
+        cpu / (gbit * seconds as f64)
+    } else {
+        f64::NAN
+    };
+    Ok((gbit, packets, cpu_per_gbit))
+}
+
+/// A datapath to measure: how to build the path from ns1 to ns2.
+struct Path {
+    name: &'static str,
+    setup: fn(&SeedTopology, &str) -> Result<&'static str>,
+}
+
+fn routed(_: &SeedTopology, _: &str) -> Result<&'static str> {
+    Ok(SeedTopology::NS2_ADDR)
+}
+
+fn vxlan(topo: &SeedTopology, _: &str) -> Result<&'static str> {
+    let sides = [
+        (
+            &topo.ns1,
+            "10.10.20.2",
+            "10.10.10.2",
+            "10.10.100.10",
+            "10.10.200.10",
+            "v1",
+        ),
+        (
+            &topo.ns2,
+            "10.10.10.2",
+            "10.10.20.2",
+            "10.10.200.10",
+            "10.10.100.10",
+            "v2",
+        ),
+    ];
+    for (ns, remote, local, addr, peer, dev) in sides {
+        ns.exec(&[
+            "ip", "link", "add", "vx0", "type", "vxlan", "id", "42", "remote", remote, "local",
+            local, "dstport", "4789", "dev", dev,
+        ])?;
+        SeedTopology::bring_up(ns, "vx0", addr, peer)?;
+    }
+    Ok("10.10.200.10")
+}
+
+fn xtun_with(
+    topo: &SeedTopology,
+    xtun: &str,
+    mode: &str,
+    extra: &[&str],
+    decap: &str,
+) -> Result<&'static str> {
+    for (ns, dev) in [(&topo.ns1, "v1"), (&topo.ns2, "v2")] {
+        ns.exec(&[xtun, "attach", dev, "--decap", decap])?;
+    }
+    topo.add_tunnels(xtun, mode, extra)?;
+    Ok("10.10.200.10")
+}
+
+fn xtun_gre(t: &SeedTopology, x: &str) -> Result<&'static str> {
+    xtun_with(t, x, "gre", &[], "auto")
+}
+fn xtun_gre_key(t: &SeedTopology, x: &str) -> Result<&'static str> {
+    xtun_with(t, x, "gre", &["key", "42"], "auto")
+}
+fn xtun_ipip(t: &SeedTopology, x: &str) -> Result<&'static str> {
+    xtun_with(t, x, "ipip", &[], "auto")
+}
+fn xtun_gre_xdp(t: &SeedTopology, x: &str) -> Result<&'static str> {
+    xtun_with(t, x, "gre", &[], "xdp")
+}
+
+fn throughput(plan: &Plan, xtun: &str, rows: &mut Vec<(String, String, Value)>) -> Result<Value> {
+    let paths = [
+        Path {
+            name: "routed (no tunnel)",
+            setup: routed,
+        },
+        Path {
+            name: "kernel VXLAN",
+            setup: vxlan,
+        },
+        Path {
+            name: "xtun GRE (tc decap)",
+            setup: xtun_gre,
+        },
+        Path {
+            name: "xtun GRE key (tc decap)",
+            setup: xtun_gre_key,
+        },
+        Path {
+            name: "xtun IPIP (tc decap)",
+            setup: xtun_ipip,
+        },
+        Path {
+            name: "xtun GRE (XDP decap)",
+            setup: xtun_gre_xdp,
+        },
+    ];
+    let mut out = serde_json::Map::new();
+    for path in paths {
+        let topo = SeedTopology::new("bench")?;
+        let dst = (path.setup)(&topo, xtun)?;
+        let mut samples: [Vec<f64>; 4] = Default::default();
+        let mut cpu = Vec::new();
+        for _ in 0..plan.iperf_repeats {
+            let (one, _, c) = iperf(&topo, dst, &[], plan.iperf_seconds)?;
+            samples[0].push(one);
+            cpu.push(c);
+            samples[1].push(iperf(&topo, dst, &["-P", "4"], plan.iperf_seconds)?.0);
+            let (_, pps, _) = iperf(
+                &topo,
+                dst,
+                &["-u", "-l", "64", "-b", "0"],
+                plan.iperf_seconds,
+            )?;
+            samples[2].push(pps);
+        }
+        let doc = json!({
+            "tcp_1_stream_gbit": summary(samples[0].clone()),
+            "tcp_4_streams_gbit": summary(samples[1].clone()),
+            "udp_64b_pps": summary(samples[2].clone()),
+            "cpu_seconds_per_gbit": summary(cpu),
+        });
+        rows.push((
+            path.name.into(),
+            "TCP 1 stream Gbit/s".into(),
+            doc["tcp_1_stream_gbit"].clone(),
+        ));
+        rows.push((
+            path.name.into(),
+            "TCP 4 streams Gbit/s".into(),
+            doc["tcp_4_streams_gbit"].clone(),
+        ));
+        rows.push((
+            path.name.into(),
+            "UDP 64 B packets/s".into(),
+            doc["udp_64b_pps"].clone(),
+        ));
+        rows.push((
+            path.name.into(),
+            "CPU s per Gbit (1 stream)".into(),
+            doc["cpu_seconds_per_gbit"].clone(),
+        ));
+        out.insert(path.name.into(), doc);
+    }
+    Ok(Value::Object(out))
+}
+
+fn timed(f: impl FnOnce() -> Result<()>) -> Result<f64> {
+    let start = Instant::now();
+    f()?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn control_plane(
+    plan: &Plan,
+    xtun: &str,
+    rows: &mut Vec<(String, String, Value)>,
+) -> Result<Value> {
+    let n = plan.tunnels;
+    let remote = |i: usize| Ipv4Addr::from(0x0a14_0000 + i as u32 + 1).to_string();
+    let add_line = |i: usize| {
+        format!(
+            "tunnel add t{i} mode gre remote {} local 10.10.10.2 key {i}",
+            remote(i)
+        )
+    };
+    let mut out = serde_json::Map::new();
+
+    // One process per tunnel, as a shell loop would.
+    let ns = Netns::new(format!(
+        "{}-cp1",
+        tunnel_userspace::testbed::unique_prefix("bench")
+    ))?;
+    prepare_underlay(&ns)?;
+    let per_process = timed(|| {
+        for i in 0..n {
+            let line = add_line(i);
+            let mut args = vec![xtun];
+            args.extend(line.split_whitespace());
+            ns.exec(&args)?;
+        }
+        Ok(())
+    })?;
+    drop(ns);
+
+    // The same with -batch, in one process.
+    let ns = Netns::new(format!(
+        "{}-cp2",
+        tunnel_userspace::testbed::unique_prefix("bench")
+    ))?;
+    prepare_underlay(&ns)?;
+    let file = std::env::temp_dir().join(format!("{}-batch.txt", ns.name));
+    std::fs::write(&file, (0..n).map(add_line).collect::<Vec<_>>().join("\n"))?;
+    let file_str = file.to_str().unwrap().to_string();
+    let batch = timed(|| {
+        ns.exec(&[xtun, "-batch", &file_str])
+            .map(drop)
+            .map_err(Into::into)
+    })?;
+    let _ = std::fs::remove_file(&file);
+    let show = timed(|| {
+        ns.exec(&[xtun, "tunnel", "show"])
+            .map(drop)
+            .map_err(Into::into)
+    })?;
+    let dump = timed(|| {
+        ns.exec(&[xtun, "map", "dump", "XTUN_TUNNELS"])
+            .map(drop)
+            .map_err(Into::into)
+    })?;
+    let listed = String::from_utf8(ns.exec(&[xtun, "-j", "map", "list"])?.stdout)?;
+    let maps: Value = serde_json::from_str(&listed)?;
+    let memory = map_memory(&maps)?;
+    drop(ns);
+
+    for (what, secs) in [
+        (format!("add {n} tunnels, one process each"), per_process),
+        (format!("add {n} tunnels with -batch"), batch),
+        (format!("tunnel show of {n}"), show),
+        (format!("map dump XTUN_TUNNELS of {n}"), dump),
+    ] {
+        rows.push((
+            "control plane".into(),
+            what.clone(),
+            json!({ "median": secs, "min": secs, "max": secs, "n": 1 }),
+        ));
+        out.insert(what, json!(secs));
+    }
+    rows.push((
+        "control plane".into(),
+        "map memory (KiB)".into(),
+        json!({ "median": memory as f64 / 1024.0, "min": null, "max": null, "n": 1 }),
+    ));
+    out.insert("map_memory_bytes".into(), json!(memory));
+    Ok(Value::Object(out))
+}
+
+/// An underlay in `ns` from which 10.20.0.0/16 is routed, for many tunnels.
+fn prepare_underlay(ns: &Netns) -> Result<()> {
+    ns.exec(&[
+        "ip", "link", "add", "v1", "type", "veth", "peer", "name", "v1p",
+    ])?;
+    ns.exec(&["ip", "addr", "add", "10.10.10.2/24", "dev", "v1"])?;
+    ns.exec(&["ip", "link", "set", "v1", "up"])?;
+    ns.exec(&["ip", "link", "set", "v1p", "up"])?;
+    ns.exec(&["ip", "route", "add", "10.20.0.0/16", "via", "10.10.10.1"])?;
+    Ok(())
+}
+
+/// Kernel memory of the maps listed by `xtun -j map list`.
+fn map_memory(maps: &Value) -> Result<u64> {
+    let mut total = 0;
+    for m in maps.as_array().into_iter().flatten() {
+        let Some(id) = m["id"].as_u64() else { continue };
+        if let Ok(data) = aya::maps::MapData::from_id(id as u32) {
+            use std::os::fd::AsFd as _;
+            total += bpf_sys::memlock(data.fd().as_fd().as_raw_fd()).unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+fn print_table(rows: &[(String, String, Value)]) {
+    println!(
+        "{:<28} {:<34} {:>12} {:>12} {:>12}",
+        "WHAT", "CASE", "MEDIAN", "MIN", "MAX"
+    );
+    for (what, case, v) in rows {
+        let f = |x: &Value| {
+            x.as_f64().map_or("-".to_string(), |x| {
+                if x >= 1000.0 {
+                    format!("{x:.0}")
+                } else {
+                    format!("{x:.2}")
+                }
+            })
+        };
+        println!(
+            "{what:<28} {case:<34} {:>12} {:>12} {:>12}",
+            f(&v["median"]),
+            f(&v["min"]),
+            f(&v["max"])
+        );
+    }
+}
+
+fn ratios(micro: &Value, tput: &Value) -> Value {
+    let m = |k: &str| median(&micro[k]);
+    let t = |path: &str, k: &str| median(&tput[path][k]);
+    let mut r = serde_json::Map::new();
+    r.insert(
+        "xdp_decap_gre_minus_floor_ns".into(),
+        json!(m("xdp_decap/GRE/1") - m("xdp_noop")),
+    );
+    r.insert(
+        "tc_decap_gre_minus_floor_ns".into(),
+        json!(m("tc_decap/GRE/1") - m("tc_noop")),
+    );
+    r.insert(
+        "tc_encap_gre_minus_floor_ns".into(),
+        json!(m("tc_encap/GRE/1") - m("tc_noop")),
+    );
+    let largest = micro.as_object().and_then(|o| {
+        o.keys()
+            .filter_map(|k| k.strip_prefix("xdp_decap/GRE/"))
+            .filter_map(|n| n.parse::<u64>().ok())
+            .max()
+    });
+    if let Some(n) = largest {
+        r.insert(
+            format!("xdp_decap_gre_{n}_over_1"),
+            json!(m(&format!("xdp_decap/GRE/{n}")) / m("xdp_decap/GRE/1")),
+        );
+        r.insert(
+            format!("tc_encap_gre_{n}_over_1"),
+            json!(m(&format!("tc_encap/GRE/{n}")) / m("tc_encap/GRE/1")),
+        );
+    }
+    let routed = "routed (no tunnel)";
+    let vx = "kernel VXLAN";
+    for path in ["xtun GRE (tc decap)", "xtun GRE (XDP decap)"] {
+        r.insert(
+            format!("{path} tcp_1_stream / routed"),
+            json!(t(path, "tcp_1_stream_gbit") / t(routed, "tcp_1_stream_gbit")),
+        );
+        r.insert(
+            format!("{path} tcp_1_stream / vxlan"),
+            json!(t(path, "tcp_1_stream_gbit") / t(vx, "tcp_1_stream_gbit")),
+        );
+        r.insert(
+            format!("{path} udp_64b_pps / routed"),
+            json!(t(path, "udp_64b_pps") / t(routed, "udp_64b_pps")),
+        );
+    }
+    Value::Object(r)
+}
+
+fn main() -> Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let plan = Plan::new(quick);
+    let xtun = std::env::var("XTUN").context("XTUN must name the xtun binary")?;
+    let mut rows = Vec::new();
+    eprintln!("bench: per-packet cost (BPF_PROG_TEST_RUN)...");
+    let micro = micro(&plan, &mut rows)?;
+    eprintln!("bench: throughput in the seed topology...");
+    let tput = throughput(&plan, &xtun, &mut rows)?;
+    eprintln!("bench: control plane...");
+    let control = control_plane(&plan, &xtun, &mut rows)?;
+    let ratios = ratios(&micro, &tput);
+    print_table(&rows);
+    println!("\nratios (same run):");
+    for (k, v) in ratios.as_object().unwrap() {
+        println!("  {k:<52} {:.3}", v.as_f64().unwrap_or(f64::NAN));
+    }
+    let doc = json!({ "quick": quick, "per_packet_ns": micro, "throughput": tput, "control_plane_seconds": control, "ratios": ratios });
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&doc)?,
+    )?;
+    println!("\nwritten: target/bench/results.json");
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! Shared by the golden-packet tests and the benchmark: frames built with
+//! etherparse, and a harness that loads the real programs and runs them
+//! through BPF_PROG_TEST_RUN.
+#![allow(dead_code, reason = "each user takes what it needs")]
+
+use std::os::fd::AsRawFd;
+
+use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
+use tunnel_common::maps::*;
+use tunnel_userspace::{
+    bpf_sys::prog_test_run,
+    config::{decap_key, TunnelSpec},
+    dataplane::Dataplane,
+};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const TC_ACT_UNSPEC: u32 = u32::MAX;
+pub const TC_ACT_REDIRECT: u32 = 7;
+pub const TUN_IFINDEX: u32 = 4242;
+
+const LOCAL: [u8; 4] = [10, 10, 20, 2];
+const REMOTE: [u8; 4] = [10, 10, 10, 2];
+const MAC_DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x22];
+const MAC_SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
+
+/// An ICMP echo request 10.10.100.10 -> 10.10.200.10 as an IPv4 packet.
+pub fn inner_packet(tos_ecn: u8) -> Vec<u8> {
+    let builder =
+        PacketBuilder::ipv4([10, 10, 100, 10], [10, 10, 200, 10], 64).icmpv4_echo_request(7, 1);
+    let payload = [0xabu8; 56];
+    let mut out = Vec::new();
+    builder.write(&mut out, &payload).unwrap();
+    if tos_ecn != 0 {
+        let mut hdr = Ipv4Header::from_slice(&out).unwrap().0;
+        hdr.ecn = etherparse::Ipv4Ecn::try_new(tos_ecn).unwrap();
+        hdr.header_checksum = hdr.calc_header_checksum();
+        out.splice(0..20, hdr.to_bytes());
+    }
+    out
+}
+
+pub fn outer_ipv4(proto: u8, payload_len: usize, tos: u8) -> Vec<u8> {
+    let mut hdr = Ipv4Header::new(payload_len as u16, 63, IpNumber(proto), REMOTE, LOCAL).unwrap();
+    hdr.dont_fragment = true;
+    hdr.dscp = etherparse::Ipv4Dscp::try_new(tos >> 2).unwrap();
+    hdr.ecn = etherparse::Ipv4Ecn::try_new(tos & 3).unwrap();
+    hdr.header_checksum = hdr.calc_header_checksum();
+    hdr.to_bytes().to_vec()
+}
+
+pub fn eth(ether_type: u16) -> Vec<u8> {
+    let mut v = MAC_DST.to_vec();
+    v.extend_from_slice(&MAC_SRC);
+    v.extend_from_slice(&ether_type.to_be_bytes());
+    v
+}
+
+/// A frame: Ethernet, outer IPv4 with `proto`, `tunnel` bytes, `inner`.
+pub fn frame(proto: u8, tunnel: &[u8], inner: &[u8], outer_tos: u8) -> Vec<u8> {
+    let mut f = eth(0x0800);
+    f.extend(outer_ipv4(proto, tunnel.len() + inner.len(), outer_tos));
+    f.extend_from_slice(tunnel);
+    f.extend_from_slice(inner);
+    f
+}
+
+pub struct Harness {
+    pub dp: Dataplane,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Self::with_capacity(None)
+    }
+
+    /// A data plane whose tunnel maps hold `tunnels` entries.
+    pub fn with_capacity(tunnels: Option<u32>) -> Self {
+        Self {
+            dp: Dataplane::load_with_capacity(tunnels)
+                .expect("loading the data plane (run as root)"),
+        }
+    }
+
+    pub fn add(&mut self, args: &str, ifindex: u32) -> TunnelConfig {
+        let words: Vec<&str> = args.split_whitespace().collect();
+        let spec = TunnelSpec::parse(&words).unwrap();
+        let mut cfg = spec.to_config(spec.local.unwrap(), 1, 1476);
+        cfg.flags |= TUNNEL_F_ETH_DEV;
+        self.dp.reset_tunnel_stats(ifindex).unwrap();
+        self.dp.tunnels.insert(ifindex, cfg, 0).unwrap();
+        self.dp
+            .decap_mut()
+            .unwrap()
+            .insert(
+                decap_key(&cfg),
+                DecapTarget {
+                    ifindex,
+                    flags: cfg.flags,
+                },
+                0,
+            )
+            .unwrap();
+        cfg
+    }
+
+    pub fn xdp(&self, input: &[u8]) -> (u32, Vec<u8>) {
+        let fd = self.dp.xdp_fd().unwrap().as_raw_fd();
+        let run = prog_test_run(fd, input, None, 1).expect("BPF_PROG_TEST_RUN (xdp)");
+        (run.retval, run.data)
+    }
+
+    pub fn tc(&self, input: &[u8]) -> (u32, Vec<u8>) {
+        let fd = self.dp.tc_fd().as_raw_fd();
+        let run = prog_test_run(fd, input, None, 1).expect("BPF_PROG_TEST_RUN (tc)");
+        (run.retval, run.data)
+    }
+}

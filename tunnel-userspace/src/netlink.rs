@@ -69,6 +69,9 @@ const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
+const IFLA_AF_SPEC: u16 = 26;
+const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
+const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
 const IFLA_XDP: u16 = 43;
 const IFLA_XDP_FD: u16 = 1;
 const IFLA_XDP_ATTACHED: u16 = 2;
@@ -395,6 +398,19 @@ impl Netlink {
         let mut msg = Msg::new(RTM_SETLINK, NLM_F_ACK, &ifinfomsg(ifindex));
         msg.attr_u32(IFLA_MTU, mtu);
         self.request("setting the MTU", msg).map(drop)
+    }
+
+    /// `ip link set DEV addrgenmode none`: no automatic IPv6 link-local
+    /// address, as on the kernel's ipip and sit devices.
+    pub fn disable_ipv6_addrgen(&mut self, ifindex: u32) -> Result<()> {
+        let mut msg = Msg::new(RTM_SETLINK, NLM_F_ACK, &ifinfomsg(ifindex));
+        msg.begin_nest(IFLA_AF_SPEC)
+            .begin_nest(libc::AF_INET6 as u16)
+            .attr(IFLA_INET6_ADDR_GEN_MODE, &[IN6_ADDR_GEN_MODE_NONE])
+            .end_nest()
+            .end_nest();
+        self.request("setting the IPv6 address generation mode", msg)
+            .map(drop)
     }
 
     pub fn del_link(&mut self, ifindex: u32) -> Result<()> {

@@ -684,3 +684,104 @@ fn batch_runs_many_commands_in_one_process_and_stops_at_the_first_error() {
          tb: ip/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit\n"
     );
 }
+
+/// IPv6 addresses and routes on both tunnel ends, as a user adds them.
+fn address_ipv6(topo: &SeedTopology, name1: &str, name2: &str, a1: &str, a2: &str) {
+    for (ns, dev, local, peer) in [(&topo.ns1, name1, a1, a2), (&topo.ns2, name2, a2, a1)] {
+        ns.exec(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{local}/128"),
+            "dev",
+            dev,
+        ])
+        .unwrap();
+        ns.exec(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            &format!("{peer}/128"),
+            "dev",
+            dev,
+        ])
+        .unwrap();
+    }
+}
+
+#[test]
+fn ipv6_inside_gre_and_sit() {
+    let topo = SeedTopology::new("v6").unwrap();
+    topo.add_tunnels(XTUN, "gre", &[]).unwrap();
+    address_ipv6(&topo, "tun1", "tun2", "fd00:100::10", "fd00:200::10");
+    for (ns, name, remote, local) in [
+        (&topo.ns1, "sit1", "10.10.20.2", "10.10.10.2"),
+        (&topo.ns2, "sit2", "10.10.10.2", "10.10.20.2"),
+    ] {
+        ns.exec(&[
+            XTUN, "tunnel", "add", name, "mode", "sit", "remote", remote, "local", local,
+        ])
+        .unwrap();
+        ns.exec(&["ip", "link", "set", name, "up"]).unwrap();
+    }
+    address_ipv6(&topo, "sit1", "sit2", "fd00:300::1", "fd00:300::2");
+    let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show", "sit1"]).unwrap());
+    assert_eq!(
+        shown,
+        "sit1: ipv6/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit\n"
+    );
+    let link = stdout(
+        topo.ns1
+            .exec(&["ip", "-o", "link", "show", "sit1"])
+            .unwrap(),
+    );
+    assert!(link.contains("mtu 1480"), "{link}");
+
+    let capture = Capture::start(&topo.router, "r1", "ip proto 47 or ip proto 41");
+    for dst in ["fd00:200::10", "fd00:300::2"] {
+        let out = stdout(
+            topo.ns1
+                .try_exec(&["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", dst])
+                .unwrap(),
+        );
+        assert!(out.contains("2 received"), "{dst}: {out}");
+    }
+    let lines = capture.decode(&[
+        "ip.src",
+        "ip.proto",
+        "gre.proto",
+        "ipv6.src",
+        "ipv6.dst",
+        "icmpv6.type",
+        "ip.checksum.status",
+    ]);
+    assert_eq!(lines.len(), 8, "{lines:#?}");
+    let gre: Vec<_> = lines
+        .iter()
+        .filter(|l| l.split(';').nth(1) == Some("47"))
+        .collect();
+    let sit: Vec<_> = lines
+        .iter()
+        .filter(|l| l.split(';').nth(1) == Some("41"))
+        .collect();
+    assert_eq!((gre.len(), sit.len()), (4, 4), "{lines:#?}");
+    // GRE carries 0x86dd; the inner IPv6 addresses are the tunnel's.
+    assert!(
+        gre.contains(&&"10.10.10.2;47;0x86dd;fd00:100::10;fd00:200::10;128;1".to_string()),
+        "{gre:#?}"
+    );
+    assert!(
+        gre.contains(&&"10.10.20.2;47;0x86dd;fd00:200::10;fd00:100::10;129;1".to_string()),
+        "{gre:#?}"
+    );
+    assert!(
+        sit.contains(&&"10.10.10.2;41;;fd00:300::1;fd00:300::2;128;1".to_string()),
+        "{sit:#?}"
+    );
+    assert!(
+        sit.contains(&&"10.10.20.2;41;;fd00:300::2;fd00:300::1;129;1".to_string()),
+        "{sit:#?}"
+    );
+}

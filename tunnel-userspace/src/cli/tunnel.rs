@@ -32,7 +32,8 @@ Examples:
   xtun tunnel add gre5 mode gre remote 192.0.2.2 local 192.0.2.1 key 5 dev eth0
 
 The interface is created down, point-to-point and NOARP, with the underlay
-MTU minus the encapsulation overhead. Bring it up and address it with ip:
+MTU minus the encapsulation overhead and no automatic IPv6 link-local
+address. Bring it up and address it with ip:
   ip link set tun1 up
   ip addr add 10.10.100.10 peer 10.10.200.10 dev tun1";
 
@@ -134,6 +135,8 @@ fn add(args: &[String]) -> Result<()> {
         }
         cfg.flags &= !TUNNEL_F_ETH_DEV;
         nl.set_mtu(link.index, mtu).context("setting the MTU")?;
+        // Explicit IPv6 addresses only, as on the kernel's ipip and sit.
+        nl.disable_ipv6_addrgen(link.index)?;
         dp.reset_tunnel_stats(link.index)?;
         dp.tunnels.insert(link.index, cfg, 0)?;
         dp.decap_mut()?.insert(

@@ -40,6 +40,10 @@ pub enum ConfigError {
     TtlWithNoPmtudisc,
     #[error("option \"{0}\" is not supported by xtun yet")]
     Unsupported(String),
+    #[error("cannot change the tunnel mode (delete the tunnel and add it again)")]
+    ModeChange,
+    #[error("mode vti is an IPsec tunnel")]
+    Vti,
     #[error("unknown argument \"{0}\"")]
     Unknown(String),
 }
@@ -94,7 +98,8 @@ impl FromStr for Mode {
             "gre" | "gre/ip" => Ok(Self::Gre),
             "ipip" | "ip/ip" => Ok(Self::Ipip),
             "sit" | "ipv6/ip" => Ok(Self::Sit),
-            "isatap" | "vti" => Err(ConfigError::Unsupported(format!("mode {s}"))),
+            "isatap" => Err(ConfigError::Unsupported(format!("mode {s}"))),
+            "vti" => Err(ConfigError::Vti),
             _ => Err(ConfigError::UnknownMode(s.to_string())),
         }
     }
@@ -185,15 +190,35 @@ fn parse_tos(s: &str) -> Result<Tos, ConfigError> {
 impl TunnelSpec {
     /// Parses the words after `xtun tunnel add`, in any order, as `ip tunnel` does.
     pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Self, ConfigError> {
-        let mut name: Option<String> = None;
-        let mut mode = None;
-        let mut remote = None;
-        let mut local = None;
-        let (mut ikey, mut okey) = (None, None);
-        let mut ttl = 0u8;
-        let mut tos = Tos::Value(0);
-        let mut pmtudisc = true;
-        let mut dev = None;
+        Self::parse_onto(None, args)
+    }
+
+    /// `ip tunnel change`: the words change `base`, the tunnel as it is;
+    /// what they do not mention stays. The mode cannot change.
+    pub fn parse_change<S: AsRef<str>>(base: &TunnelSpec, args: &[S]) -> Result<Self, ConfigError> {
+        let spec = Self::parse_onto(Some(base), args)?;
+        if spec.name != base.name {
+            return Err(ConfigError::DuplicateName(base.name.clone(), spec.name));
+        }
+        if spec.mode != base.mode {
+            return Err(ConfigError::ModeChange);
+        }
+        Ok(spec)
+    }
+
+    fn parse_onto<S: AsRef<str>>(
+        base: Option<&TunnelSpec>,
+        args: &[S],
+    ) -> Result<Self, ConfigError> {
+        let mut name: Option<String> = base.map(|b| b.name.clone());
+        let mut mode = base.map(|b| b.mode);
+        let mut remote = base.map(|b| b.remote);
+        let mut local = base.and_then(|b| b.local);
+        let (mut ikey, mut okey) = base.map_or((None, None), |b| (b.ikey, b.okey));
+        let mut ttl = base.map_or(0u8, |b| b.ttl);
+        let mut tos = base.map_or(Tos::Value(0), |b| b.tos);
+        let mut pmtudisc = base.is_none_or(|b| b.pmtudisc);
+        let mut dev = base.and_then(|b| b.dev.clone());
 
         let mut it = args.iter().map(AsRef::as_ref);
         while let Some(word) = it.next() {
@@ -223,6 +248,9 @@ impl TunnelSpec {
                     ikey = Some(k);
                     okey = Some(k);
                 }
+                "nokey" => (ikey, okey) = (None, None),
+                "noikey" => ikey = None,
+                "nookey" => okey = None,
                 "ikey" => ikey = Some(parse_key(value()?)?),
                 "okey" => okey = Some(parse_key(value()?)?),
                 "ttl" | "hoplimit" | "hlim" => ttl = parse_ttl(value()?)?,
@@ -242,7 +270,10 @@ impl TunnelSpec {
                     let v = value()?;
                     set_name(&mut name, v)?;
                 }
-                other if other.starts_with('-') || name.is_some() => {
+                other
+                    if other.starts_with('-')
+                        || (name.is_some() && name.as_deref() != Some(other)) =>
+                {
                     return Err(ConfigError::Unknown(other.to_string()))
                 }
                 other => set_name(&mut name, other)?,
@@ -268,6 +299,26 @@ impl TunnelSpec {
             ttl,
             tos,
             pmtudisc,
+            dev,
+        })
+    }
+
+    /// The spec a running tunnel was made from (for `change`).
+    pub fn from_config(name: &str, cfg: &TunnelConfig, dev: Option<String>) -> Option<Self> {
+        Some(Self {
+            name: name.to_string(),
+            mode: Mode::from_map(cfg.mode)?,
+            remote: addr_from_wire(cfg.remote),
+            local: Some(addr_from_wire(cfg.local)),
+            ikey: (cfg.flags & TUNNEL_F_IKEY != 0).then(|| u32::from_be(cfg.ikey)),
+            okey: (cfg.flags & TUNNEL_F_OKEY != 0).then(|| u32::from_be(cfg.okey)),
+            ttl: cfg.ttl,
+            tos: if cfg.flags & TUNNEL_F_TOS_INHERIT != 0 {
+                Tos::Inherit
+            } else {
+                Tos::Value(cfg.tos)
+            },
+            pmtudisc: cfg.flags & TUNNEL_F_PMTUDISC != 0,
             dev,
         })
     }
@@ -553,6 +604,40 @@ mod tests {
             line,
             "t3: gre/ip remote 1.1.1.1 local 2.2.2.2 ttl inherit nopmtudisc ikey 1 okey 2"
         );
+    }
+
+    #[test]
+    fn change_keeps_what_it_does_not_mention() {
+        let base = parse("tun1 mode gre remote 1.1.1.1 local 2.2.2.2 key 5 ttl 64").unwrap();
+        let changed =
+            TunnelSpec::parse_change(&base, &["tun1", "ttl", "inherit", "okey", "6"]).unwrap();
+        assert_eq!(
+            (changed.ikey, changed.okey, changed.ttl),
+            (Some(5), Some(6), 0)
+        );
+        assert_eq!((changed.remote, changed.local), (base.remote, base.local));
+        let changed =
+            TunnelSpec::parse_change(&base, &["tun1", "remote", "3.3.3.3", "nokey"]).unwrap();
+        assert_eq!(
+            (changed.remote, changed.ikey, changed.okey),
+            (Ipv4Addr::new(3, 3, 3, 3), None, None)
+        );
+        assert_eq!(
+            TunnelSpec::parse_change(&base, &["tun1", "mode", "ipip"]),
+            Err(ConfigError::ModeChange)
+        );
+        assert_eq!(
+            TunnelSpec::parse_change(&base, &["tun1", "mode", "gre"]).unwrap(),
+            base
+        );
+        let ipip = parse("t mode ipip remote 1.1.1.1 local 2.2.2.2").unwrap();
+        assert_eq!(
+            TunnelSpec::parse_change(&ipip, &["t", "key", "1"]),
+            Err(ConfigError::KeyWithoutGre)
+        );
+        // Round trip through the data plane's view.
+        let cfg = base.to_config(base.local.unwrap(), 2, 1472);
+        assert_eq!(TunnelSpec::from_config("tun1", &cfg, None).unwrap(), base);
     }
 
     #[test]

@@ -785,3 +785,153 @@ fn ipv6_inside_gre_and_sit() {
         "{sit:#?}"
     );
 }
+
+#[test]
+fn change_updates_a_live_tunnel_without_disturbing_others() {
+    let topo = SeedTopology::new("change").unwrap();
+    topo.add_tunnels(XTUN, "gre", &["key", "42"]).unwrap();
+    // A second, untouched tunnel pair that keeps pinging throughout.
+    for (ns, name, remote, local, addr, peer) in [
+        (
+            &topo.ns1,
+            "tb1",
+            "10.10.20.2",
+            "10.10.10.2",
+            "10.10.101.1",
+            "10.10.201.1",
+        ),
+        (
+            &topo.ns2,
+            "tb2",
+            "10.10.10.2",
+            "10.10.20.2",
+            "10.10.201.1",
+            "10.10.101.1",
+        ),
+    ] {
+        ns.exec(&[
+            XTUN, "tunnel", "add", name, "mode", "ipip", "remote", remote, "local", local,
+        ])
+        .unwrap();
+        SeedTopology::bring_up(ns, name, addr, peer).unwrap();
+    }
+    let steady = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topo.ns1.name,
+            "ping",
+            "-c",
+            "300",
+            "-i",
+            "0.005",
+            "-q",
+            "10.10.201.1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let show = |ns: &Netns, name: &str| stdout(ns.exec(&[XTUN, "tunnel", "show", name]).unwrap());
+    assert!(ping(&topo.ns1, "10.10.200.10", 1).contains("1 received"));
+    // A new okey that ns2 does not expect: its packets are no longer taken.
+    topo.ns1
+        .exec(&[XTUN, "tunnel", "change", "tun1", "okey", "7"])
+        .unwrap();
+    assert_eq!(
+        show(&topo.ns1, "tun1"),
+        "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit ikey 42 okey 7\n"
+    );
+    assert!(ping(&topo.ns1, "10.10.200.10", 1).contains(" 0 received"));
+    topo.ns2
+        .exec(&[XTUN, "tunnel", "change", "tun2", "ikey", "7"])
+        .unwrap();
+    assert!(ping(&topo.ns1, "10.10.200.10", 2).contains("2 received"));
+    // TTL, and dropping the keys: the MTU follows the overhead.
+    topo.ns1
+        .exec(&[XTUN, "tunnel", "change", "tun1", "ttl", "33", "nokey"])
+        .unwrap();
+    topo.ns2
+        .exec(&[XTUN, "tunnel", "change", "tun2", "nokey"])
+        .unwrap();
+    assert_eq!(
+        show(&topo.ns1, "tun1"),
+        "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl 33\n"
+    );
+    let link = stdout(
+        topo.ns1
+            .exec(&["ip", "-o", "link", "show", "tun1"])
+            .unwrap(),
+    );
+    assert!(link.contains("mtu 1476"), "{link}");
+    assert!(ping(&topo.ns1, "10.10.200.10", 2).contains("2 received"));
+
+    // Refusals change nothing.
+    for (args, expected) in [
+        (
+            &["tunnel", "change", "tun1", "mode", "ipip"][..],
+            "xtun: cannot change the tunnel mode (delete the tunnel and add it again)\n",
+        ),
+        (
+            &["tunnel", "change", "tun1", "ttl", "0"],
+            "xtun: invalid TTL \"0\": expected 1..255 or inherit\n",
+        ),
+        (
+            &["tunnel", "change", "nosuch", "ttl", "9"],
+            "xtun: change tunnel \"nosuch\" failed: No such device\n",
+        ),
+    ] {
+        let mut full = vec![XTUN];
+        full.extend_from_slice(args);
+        let out = topo.ns1.try_exec(&full).unwrap();
+        assert!(!out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stderr), expected);
+    }
+    assert_eq!(
+        show(&topo.ns1, "tun1"),
+        "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl 33\n"
+    );
+
+    let steady = String::from_utf8(steady.wait_with_output().unwrap().stdout).unwrap();
+    assert!(
+        steady.contains("300 packets transmitted, 300 received"),
+        "{steady}"
+    );
+}
+
+#[test]
+fn vti_names_the_missing_kernel_support() {
+    let topo = SeedTopology::new("vti").unwrap();
+    let out = topo
+        .ns1
+        .try_exec(&[
+            XTUN,
+            "tunnel",
+            "add",
+            "vti1",
+            "mode",
+            "vti",
+            "remote",
+            "10.10.20.2",
+            "local",
+            "10.10.10.2",
+        ])
+        .unwrap();
+    assert!(!out.status.success());
+    let config = Command::new("sh")
+        .args([
+            "-c",
+            "zcat /proc/config.gz 2>/dev/null | grep -c '^CONFIG_INET_ESP=[ym]'",
+        ])
+        .output()
+        .unwrap();
+    let has_esp = String::from_utf8_lossy(&config.stdout).trim() != "0";
+    let expected = if has_esp {
+        "xtun: mode vti is not implemented by xtun yet (use `ip tunnel add ... mode vti` with the kernel's IPsec)\n"
+    } else {
+        "xtun: mode vti needs kernel IPsec with ESP (CONFIG_INET_ESP), which this kernel does not have\n"
+    };
+    assert_eq!(String::from_utf8_lossy(&out.stderr), expected);
+    let links = stdout(topo.ns1.exec(&["ip", "-o", "link", "show"]).unwrap());
+    assert!(!links.contains("vti1"));
+}

@@ -1,5 +1,7 @@
 //! `xtun tunnel add|del|show`, with `ip tunnel`'s grammar and wording.
 
+use std::net::Ipv4Addr;
+
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -50,6 +52,19 @@ pub enum TunnelCommand {
         )]
         args: Vec<String>,
     },
+    /// Change a live tunnel, as `ip tunnel change` does: what is not named stays.
+    #[command(
+        after_help = "Examples:\n  xtun tunnel change tun1 ttl 64\n  xtun tunnel change tun1 key 7\n  xtun tunnel change tun1 remote 10.10.30.2 nokey\n\nThe mode cannot change. Other tunnels' packets are untouched."
+    )]
+    Change {
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
     /// Delete a tunnel interface and its data-plane state.
     #[command(after_help = "Example:\n  xtun tunnel del tun1")]
     Del {
@@ -71,22 +86,20 @@ pub enum TunnelCommand {
 pub fn run(cmd: TunnelCommand, stats: bool, format: Format) -> Result<()> {
     match cmd {
         TunnelCommand::Add { args } => add(&args),
+        TunnelCommand::Change { args } => change(&args),
         TunnelCommand::Del { name } => del(&name),
         TunnelCommand::Show { name } => show(name.as_deref(), stats, format),
     }
 }
 
-fn add(args: &[String]) -> Result<()> {
-    let spec = TunnelSpec::parse(args)?;
-    let mut nl = Netlink::new()?;
-    if nl.link_by_name(&spec.name)?.is_some() {
-        bail!("add tunnel \"{}\" failed: File exists", spec.name);
-    }
+/// The underlay a tunnel leaves by (`dev`, or the route to `remote`) and
+/// its outer source address (`local`, or the route's preferred source).
+fn resolve_underlay(nl: &mut Netlink, spec: &TunnelSpec) -> Result<(Link, Ipv4Addr)> {
     let route = nl
         .route_get(spec.remote)
         .map_err(|e| anyhow!("no route to remote {}: {e}", spec.remote))?;
     let underlay = match &spec.dev {
-        Some(dev) => lookup(&mut nl, dev)?,
+        Some(dev) => lookup(nl, dev)?,
         None => nl
             .link_by_index(route.oif)?
             .ok_or_else(|| anyhow!("no route to remote {}", spec.remote))?,
@@ -104,26 +117,81 @@ fn add(args: &[String]) -> Result<()> {
             .prefsrc
             .ok_or_else(|| anyhow!("no local address: give `local ADDR`"))?,
     };
+    Ok((underlay, local))
+}
+
+/// Fails if another tunnel already receives what `cfg` would.
+fn check_decap_free(
+    nl: &mut Netlink,
+    dp: &mut Dataplane,
+    verb: &str,
+    name: &str,
+    cfg: &TunnelConfig,
+) -> Result<()> {
+    let key = decap_key(cfg);
+    if let Ok(other) = dp.decap_mut()?.get(&key, 0) {
+        let other = nl
+            .link_by_index(other.ifindex)?
+            .map_or_else(|| format!("ifindex {}", other.ifindex), |l| l.name);
+        if other != name {
+            let same_key = if key.has_key != 0 {
+                " and the same key"
+            } else {
+                ""
+            };
+            bail!(
+                "{verb} tunnel \"{name}\" failed: tunnel {other} already has remote {} local {}{same_key}",
+                addr_from_wire(cfg.remote),
+                addr_from_wire(cfg.local),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `mode vti` rides on the kernel's IPsec; say what this kernel lacks.
+fn vti_error() -> anyhow::Error {
+    if kernel_has_esp() {
+        anyhow!("mode vti is not implemented by xtun yet (use `ip tunnel add ... mode vti` with the kernel's IPsec)")
+    } else {
+        anyhow!("mode vti needs kernel IPsec with ESP (CONFIG_INET_ESP), which this kernel does not have")
+    }
+}
+
+/// Is ESP built into the running kernel (or a module of it)?
+fn kernel_has_esp() -> bool {
+    use std::io::Read as _;
+    let Ok(file) = std::fs::File::open("/proc/config.gz") else {
+        return std::path::Path::new("/sys/module/esp4").exists();
+    };
+    let mut config = String::new();
+    if flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut config)
+        .is_err()
+    {
+        return false;
+    }
+    config
+        .lines()
+        .any(|l| l == "CONFIG_INET_ESP=y" || l == "CONFIG_INET_ESP=m")
+}
+
+fn add(args: &[String]) -> Result<()> {
+    let spec = TunnelSpec::parse(args).map_err(|e| match e {
+        config::ConfigError::Vti => vti_error(),
+        other => other.into(),
+    })?;
+    let mut nl = Netlink::new()?;
+    if nl.link_by_name(&spec.name)?.is_some() {
+        bail!("add tunnel \"{}\" failed: File exists", spec.name);
+    }
+    let (underlay, local) = resolve_underlay(&mut nl, &spec)?;
 
     let mut dp = Dataplane::find_or_load(&mut nl).context("loading the data plane")?;
     let mtu = spec.mtu(underlay.mtu);
     let mut cfg = spec.to_config(local, underlay.index, mtu);
     let key = decap_key(&cfg);
-    if let Ok(other) = dp.decap_mut()?.get(&key, 0) {
-        let other = nl
-            .link_by_index(other.ifindex)?
-            .map_or_else(|| format!("ifindex {}", other.ifindex), |l| l.name);
-        bail!(
-            "add tunnel \"{}\" failed: tunnel {other} already has remote {} local {local}{}",
-            spec.name,
-            spec.remote,
-            if key.has_key != 0 {
-                " and the same key"
-            } else {
-                ""
-            }
-        );
-    }
+    check_decap_free(&mut nl, &mut dp, "add", &spec.name, &cfg)?;
 
     tun::create(&spec.name).with_context(|| format!("add tunnel \"{}\" failed", spec.name))?;
     let result = (|| -> Result<()> {
@@ -188,6 +256,78 @@ fn find_tunnel(
     Ok((dp, link, cfg))
 }
 
+fn change(args: &[String]) -> Result<()> {
+    let name = match args {
+        [first, second, ..] if first == "name" => second.as_str(),
+        [first, ..] => first.as_str(),
+        [] => bail!("missing tunnel name"),
+    };
+    let mut nl = Netlink::new()?;
+    let (mut dp, link, old) = find_tunnel(&mut nl, name, "change")?;
+    let dev = if old.flags & TUNNEL_F_BOUND_DEV != 0 {
+        nl.link_by_index(old.underlay_ifindex)?.map(|l| l.name)
+    } else {
+        None
+    };
+    let base = TunnelSpec::from_config(name, &old, dev).ok_or_else(|| {
+        anyhow!("change tunnel \"{name}\" failed: unknown mode in the data plane")
+    })?;
+    let spec = TunnelSpec::parse_change(&base, args).map_err(|e| match e {
+        config::ConfigError::Vti => config::ConfigError::ModeChange.into(),
+        other => anyhow::Error::from(other),
+    })?;
+    let (underlay, local) = resolve_underlay(&mut nl, &spec)?;
+    let mtu = spec.mtu(underlay.mtu);
+    let cfg = spec.to_config(local, underlay.index, mtu);
+    check_decap_free(&mut nl, &mut dp, "change", name, &cfg)?;
+    if underlay.index != old.underlay_ifindex {
+        dp.attach_underlay(&mut nl, &underlay, false, DecapChoice::Auto)
+            .with_context(|| format!("attaching to {}", underlay.name))?;
+    }
+
+    // New index entry first, then the configuration, then the old entry
+    // goes: every packet finds its tunnel throughout, and no other
+    // tunnel's entries are touched.
+    let (old_key, new_key) = (decap_key(&old), decap_key(&cfg));
+    let target = DecapTarget {
+        ifindex: link.index,
+        flags: cfg.flags,
+    };
+    dp.decap_mut()?.insert(new_key, target, 0)?;
+    dp.tunnels.insert(link.index, cfg, 0)?;
+    if old_key != new_key {
+        dp.decap_mut()?.remove(&old_key)?;
+    }
+    if link.mtu != mtu {
+        nl.set_mtu(link.index, mtu).context("setting the MTU")?;
+    }
+    if underlay.index != old.underlay_ifindex {
+        release_underlay(&mut nl, &mut dp, old.underlay_ifindex)?;
+    }
+    Ok(())
+}
+
+/// Detaches an underlay that `tunnel add` attached implicitly, once no
+/// tunnel uses it any more.
+fn release_underlay(nl: &mut Netlink, dp: &mut Dataplane, ifindex: u32) -> Result<()> {
+    let still_used = dp
+        .tunnels
+        .iter()
+        .flatten()
+        .any(|(_, c)| c.underlay_ifindex == ifindex);
+    if still_used {
+        return Ok(());
+    }
+    if let Some(underlay) = nl.link_by_index(ifindex)? {
+        let filter = dp.underlay_filter(nl, &underlay)?;
+        if filter.and_then(|f| f.name).as_deref() == Some(FILTER_UNDERLAY_AUTO) {
+            dp.detach_underlay(nl, &underlay)
+                .with_context(|| format!("detaching from {}", underlay.name))?;
+        }
+    }
+    Ok(())
+}
+
 fn del(name: &str) -> Result<()> {
     let mut nl = Netlink::new()?;
     let (mut dp, link, cfg) = find_tunnel(&mut nl, name, "delete")?;
@@ -204,21 +344,7 @@ fn del(name: &str) -> Result<()> {
     dp.untrack_interface(link.index);
 
     // An underlay that `tunnel add` attached implicitly goes with its last tunnel.
-    let still_used = dp
-        .tunnels
-        .iter()
-        .flatten()
-        .any(|(_, c)| c.underlay_ifindex == cfg.underlay_ifindex);
-    if !still_used {
-        if let Some(underlay) = nl.link_by_index(cfg.underlay_ifindex)? {
-            let filter = dp.underlay_filter(&mut nl, &underlay)?;
-            if filter.and_then(|f| f.name).as_deref() == Some(FILTER_UNDERLAY_AUTO) {
-                dp.detach_underlay(&mut nl, &underlay)
-                    .with_context(|| format!("detaching from {}", underlay.name))?;
-            }
-        }
-    }
-    Ok(())
+    release_underlay(&mut nl, &mut dp, cfg.underlay_ifindex)
 }
 
 fn show(name: Option<&str>, stats: bool, format: Format) -> Result<()> {

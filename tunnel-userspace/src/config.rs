@@ -282,6 +282,9 @@ impl TunnelSpec {
 
         let name = name.ok_or(ConfigError::MissingName)?;
         let mode = mode.ok_or(ConfigError::MissingMode)?;
+        if base.is_some_and(|b| b.mode != mode) {
+            return Err(ConfigError::ModeChange);
+        }
         let remote = remote.ok_or(ConfigError::MissingRemote)?;
         if mode != Mode::Gre && (ikey.is_some() || okey.is_some()) {
             return Err(ConfigError::KeyWithoutGre);

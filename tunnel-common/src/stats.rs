@@ -56,6 +56,8 @@ counters! {
     TX_TOO_BIG = 20, "tx_too_big";
     /// GRE with the checksum bit: not decapsulated by this data plane yet.
     RX_PASS_GRE_CSUM = 21, "rx_pass_gre_csum";
+    /// Outer IPv4 header checksum is wrong: left to the kernel, which drops it.
+    RX_BAD_OUTER_CSUM = 22, "rx_bad_outer_ip_checksum";
 }
 
 #[cfg(test)]
@@ -65,7 +67,7 @@ mod tests {
     #[test]
     fn counter_slots_are_dense_and_named() {
         assert_eq!(COUNTER_COUNT as usize, COUNTER_NAMES.len());
-        assert_eq!(RX_PASS_GRE_CSUM + 1, COUNTER_COUNT);
+        assert_eq!(RX_BAD_OUTER_CSUM + 1, COUNTER_COUNT);
         let mut seen = [false; COUNTER_COUNT as usize];
         for (i, name) in COUNTER_NAMES.iter().enumerate() {
             assert!(!name.is_empty());

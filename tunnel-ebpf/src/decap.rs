@@ -124,6 +124,9 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
     if tot_len < ihl || EthHdr::LEN + tot_len > ctx.total_len() {
         return Err(RX_TRUNCATED);
     }
+    if !ipv4_header_checksum_ok(ctx, ihl) {
+        return Err(RX_BAD_OUTER_CSUM);
+    }
     let local = u32::from_ne_bytes(ip.dst_addr);
     let remote = u32::from_ne_bytes(ip.src_addr);
     let outer_tos = ip.tos;
@@ -159,6 +162,27 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
         inner,
         remote,
     }))
+}
+
+/// Verifies the outer IPv4 header checksum (options included), as the
+/// kernel's `ip_rcv` does before anything else looks at the packet.
+#[inline(always)]
+fn ipv4_header_checksum_ok<F: Frame>(ctx: &F, ihl: usize) -> bool {
+    const MAX_WORDS: usize = 60 / 2;
+    let mut sum: u32 = 0;
+    let mut i = 0;
+    while i < MAX_WORDS {
+        if i * 2 >= ihl {
+            break;
+        }
+        let Ok(word) = ptr_at::<[u8; 2], F>(ctx, EthHdr::LEN + i * 2) else {
+            return false;
+        };
+        // SAFETY: bounds checked.
+        sum += u16::from_be_bytes(unsafe { *word }) as u32;
+        i += 1;
+    }
+    wire::csum_fold(sum) == 0
 }
 
 /// Validates a GRE header at `off`; returns its length, payload kind and key.

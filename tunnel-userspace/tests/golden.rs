@@ -104,6 +104,71 @@ fn xdp_passes_malformed_and_unmatched_packets_untouched() {
 }
 
 #[test]
+fn outer_checksum_and_options_are_handled_as_the_kernel_does() {
+    let mut h = Harness::new();
+    h.add(SEED_GRE, 51);
+    let inner = inner_packet(0);
+    // A wrong outer header checksum: the kernel drops such a packet, so it
+    // is never decapsulated; it passes untouched to the kernel.
+    let mut bad = frame(47, &[0, 0, 8, 0], &inner, 0);
+    bad[14 + 10] ^= 0x5a;
+    let (verdict, out) = h.xdp(&bad);
+    assert_eq!((verdict, &out), (XDP_PASS, &bad));
+    let (verdict, out) = h.tc(&bad);
+    assert_eq!((verdict, &out), (TC_ACT_UNSPEC, &bad));
+    assert_eq!(h.dp.tunnel_totals(51).unwrap().rx_packets, 0);
+
+    // Outer IPv4 options (here four NOPs) are skipped like the kernel does.
+    let gre = [0u8, 0, 8, 0];
+    let mut hdr = Ipv4Header::new(
+        (gre.len() + inner.len()) as u16,
+        63,
+        IpNumber(47),
+        [10, 10, 10, 2],
+        [10, 10, 20, 2],
+    )
+    .unwrap();
+    hdr.options = etherparse::Ipv4Options::try_from(&[1u8, 1, 1, 1][..]).unwrap();
+    hdr.set_payload_len(gre.len() + inner.len()).unwrap();
+    hdr.header_checksum = hdr.calc_header_checksum();
+    let mut with_options = eth(0x0800);
+    with_options.extend(hdr.to_bytes());
+    with_options.extend_from_slice(&gre);
+    with_options.extend_from_slice(&inner);
+    let (verdict, out) = h.xdp(&with_options);
+    assert_eq!((verdict, &out), (XDP_PASS, &decapsulated(51, &inner)));
+}
+
+#[test]
+fn truncation_at_every_byte_offset_is_never_decapsulated() {
+    let mut h = Harness::new();
+    h.add("k mode gre remote 10.10.10.2 local 10.10.20.2 key 42", 61);
+    let full = frame(47, &[0x20, 0, 8, 0, 0, 0, 0, 42], &inner_packet(0), 0);
+    for len in 14..full.len() {
+        let cut = &full[..len];
+        let (verdict, out) = h.xdp(cut);
+        assert_eq!(
+            (verdict, out.as_slice()),
+            (XDP_PASS, cut),
+            "XDP, {len} bytes"
+        );
+        // BPF_PROG_TEST_RUN builds no skb shorter than Ethernet + IPv4.
+        if len >= 14 + 20 {
+            let (verdict, out) = h.tc(cut);
+            assert_eq!(
+                (verdict, out.as_slice()),
+                (TC_ACT_UNSPEC, cut),
+                "tc, {len} bytes"
+            );
+        }
+    }
+    assert_eq!(h.dp.tunnel_totals(61).unwrap().rx_packets, 0);
+    let (verdict, _) = h.xdp(&full);
+    assert_eq!(verdict, XDP_PASS);
+    assert_eq!(h.dp.tunnel_totals(61).unwrap().rx_packets, 1);
+}
+
+#[test]
 fn xdp_applies_rfc6040_ecn_on_decapsulation() {
     let mut h = Harness::new();
     h.add(SEED_GRE, 31);

@@ -5,6 +5,7 @@
 pub mod bpf_sys;
 pub mod config;
 pub mod dataplane;
+pub mod lock;
 pub mod netlink;
 pub mod testbed;
 pub mod tun;

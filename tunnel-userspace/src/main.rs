@@ -89,6 +89,18 @@ enum Command {
     Status,
 }
 
+impl Command {
+    fn changes_state(&self) -> bool {
+        match self {
+            Command::Tunnel { action } => action.changes_state(),
+            Command::Attach { .. } | Command::Detach { .. } => true,
+            // `log` streams for as long as it runs; its level switch is a
+            // single map update and needs no lock.
+            Command::Log { .. } | Command::Stats | Command::Map { .. } | Command::Status => false,
+        }
+    }
+}
+
 fn main() {
     // iproute2 spells it `-batch`.
     let args = std::env::args().map(|a| {
@@ -159,6 +171,16 @@ fn run_batch(file: &str) -> anyhow::Result<()> {
 
 fn run(command: Command, stats: bool, json: bool, pretty: bool) -> anyhow::Result<()> {
     let format = cli::output::Format { json, pretty };
+    // Commands that change the data plane take the namespace's lock.
+    let _lock = if command.changes_state() {
+        use anyhow::Context as _;
+        Some(
+            tunnel_userspace::lock::NamespaceLock::acquire()
+                .context("locking the namespace's data plane")?,
+        )
+    } else {
+        None
+    };
     match command {
         Command::Tunnel { action } => cli::tunnel::run(action, stats, format),
         Command::Attach { dev, decap } => cli::attach::attach(&dev, decap),

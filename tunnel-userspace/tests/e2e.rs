@@ -935,3 +935,58 @@ fn vti_names_the_missing_kernel_support() {
     let links = stdout(topo.ns1.exec(&["ip", "-o", "link", "show"]).unwrap());
     assert!(!links.contains("vti1"));
 }
+
+#[test]
+fn concurrent_adds_share_one_data_plane_and_lose_nothing() {
+    let topo = SeedTopology::new("conc").unwrap();
+    let children: Vec<_> = (1..=8)
+        .map(|k| {
+            let key = k.to_string();
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &topo.ns1.name,
+                    XTUN,
+                    "tunnel",
+                    "add",
+                    &format!("tc{k}"),
+                ])
+                .args([
+                    "mode",
+                    "gre",
+                    "remote",
+                    "10.10.20.2",
+                    "local",
+                    "10.10.10.2",
+                    "key",
+                    &key,
+                ])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show"]).unwrap());
+    let expected: String = (1..=8)
+        .map(|k| format!("tc{k}: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit key {k}\n"))
+        .collect();
+    assert_eq!(shown, expected);
+    // One data plane: every attachment runs the same tc program.
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout(topo.ns1.exec(&[XTUN, "-j", "status"]).unwrap())).unwrap();
+    assert_eq!(status["programs"].as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(
+        status["interfaces"].as_array().unwrap().len(),
+        9,
+        "{status}"
+    );
+}

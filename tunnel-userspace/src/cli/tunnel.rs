@@ -83,6 +83,12 @@ pub enum TunnelCommand {
     },
 }
 
+impl TunnelCommand {
+    pub fn changes_state(&self) -> bool {
+        !matches!(self, Self::Show { .. })
+    }
+}
+
 pub fn run(cmd: TunnelCommand, stats: bool, format: Format) -> Result<()> {
     match cmd {
         TunnelCommand::Add { args } => add(&args),

@@ -1,0 +1,58 @@
+//! One `xtun` at a time changes a network namespace's data plane.
+//!
+//! Two concurrent first `tunnel add`s would otherwise each load a data plane
+//! of their own. The lock is an flock on a file named after the namespace's
+//! inode, under /run/xtun (shared by every namespace, readable only by root);
+//! the kernel releases it when the process exits, even on SIGKILL.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io,
+    os::{
+        fd::AsRawFd,
+        unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _},
+    },
+    path::PathBuf,
+};
+
+pub struct NamespaceLock {
+    _file: File,
+}
+
+fn lock_dir() -> PathBuf {
+    let run = PathBuf::from("/run");
+    if run.is_dir() {
+        run.join("xtun")
+    } else {
+        std::env::temp_dir().join("xtun")
+    }
+}
+
+impl NamespaceLock {
+    /// Blocks until this process holds the lock of its network namespace.
+    pub fn acquire() -> io::Result<Self> {
+        let netns = fs::metadata("/proc/self/ns/net")?;
+        let dir = lock_dir();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        let path = dir.join(format!("netns-{}-{}.lock", netns.dev(), netns.ino()));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(path)?;
+        loop {
+            // SAFETY: valid descriptor.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(Self { _file: file });
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+}

@@ -33,7 +33,6 @@ struct OuterHeaders {
 struct InnerInfo {
     tos: u8,
     ttl: u8,
-    df: bool,
     gre_protocol: u16,
 }
 
@@ -79,7 +78,6 @@ fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
         Ok(InnerInfo {
             tos: head[1],
             ttl: head[8],
-            df: u16::from_be_bytes([head[6], head[7]]) & wire::IP_DF != 0,
             gre_protocol: wire::ETH_P_IP,
         })
     } else if protocol == wire::ETH_P_IPV6.to_be() && mode != MODE_IPIP {
@@ -90,7 +88,6 @@ fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
         Ok(InnerInfo {
             tos: (head[0] << 4) | (head[1] >> 4),
             ttl: head[7],
-            df: false,
             gre_protocol: wire::ETH_P_IPV6,
         })
     } else {
@@ -127,7 +124,9 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
         cfg.tos
     };
     let tos = wire::ecn_encapsulate(dscp, inner.tos);
-    let df = cfg.flags & TUNNEL_F_PMTUDISC != 0 || inner.df;
+    // pmtudisc (the default) sets DF on every outer header; nopmtudisc
+    // clears it, so the path may fragment the outer packet.
+    let df = cfg.flags & TUNNEL_F_PMTUDISC != 0;
     // Like the kernel: DF packets carry ID 0, others a random one.
     let id = if df {
         0

@@ -990,3 +990,54 @@ fn concurrent_adds_share_one_data_plane_and_lose_nothing() {
         "{status}"
     );
 }
+
+#[test]
+fn path_mtu_discovery_sees_the_tunnel_mtu() {
+    let topo = SeedTopology::new("pmtu").unwrap();
+    topo.add_tunnels(XTUN, "gre", &[]).unwrap();
+    // A 1500-byte packet with DF set does not fit the 1476-byte tunnel: the
+    // sender learns the tunnel MTU instead of losing packets silently.
+    let out = topo
+        .ns1
+        .try_exec(&[
+            "ping",
+            "-c",
+            "1",
+            "-M",
+            "do",
+            "-s",
+            "1472",
+            "-W",
+            "1",
+            "10.10.200.10",
+        ])
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        stdout(out.clone()),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(
+        text.contains("mtu=1476") || text.contains("mtu = 1476"),
+        "{text}"
+    );
+    // What fits the tunnel MTU exactly goes through with DF.
+    let fits = stdout(
+        topo.ns1
+            .try_exec(&[
+                "ping",
+                "-c",
+                "1",
+                "-M",
+                "do",
+                "-s",
+                "1448",
+                "-W",
+                "2",
+                "10.10.200.10",
+            ])
+            .unwrap(),
+    );
+    assert!(fits.contains("1 received"), "{fits}");
+}

@@ -323,6 +323,16 @@ fn tc_ttl_tos_and_ecn_follow_the_kernel() {
     let outer = Ipv4Header::from_slice(&out[14..]).unwrap().0;
     assert_eq!((outer.dscp.value() << 2, outer.ecn.value()), (0x28, 2));
     assert_eq!(outer.time_to_live, 64, "ttl inherit copies the inner TTL");
+
+    // nopmtudisc: no DF outside, even though the inner packet has DF.
+    let (_, out) = encap(
+        "tun1 mode gre remote 10.10.20.2 local 10.10.10.2 nopmtudisc",
+        &inner_packet(0),
+    );
+    let outer = Ipv4Header::from_slice(&out[14..]).unwrap().0;
+    assert!(!outer.dont_fragment);
+    assert_ne!(outer.identification, 0, "fragmentable packets carry an ID");
+    assert_eq!(outer.header_checksum, outer.calc_header_checksum());
 }
 
 #[test]

@@ -486,7 +486,7 @@ fn del_and_detach_leave_nothing_behind() {
 
     for ns in [&topo.ns1, &topo.ns2] {
         let links = stdout(ns.exec(&["ip", "-o", "link", "show"]).unwrap());
-        assert!(!links.contains("tun"), "{links}");
+        assert!(!links.contains(": tun"), "{links}");
         let qdiscs = stdout(ns.exec(&["tc", "qdisc", "show"]).unwrap());
         assert!(!qdiscs.contains("clsact"), "{qdiscs}");
     }
@@ -933,7 +933,7 @@ fn vti_names_the_missing_kernel_support() {
     };
     assert_eq!(String::from_utf8_lossy(&out.stderr), expected);
     let links = stdout(topo.ns1.exec(&["ip", "-o", "link", "show"]).unwrap());
-    assert!(!links.contains("vti1"));
+    assert!(!links.contains(": vti1:"), "{links}");
 }
 
 #[test]

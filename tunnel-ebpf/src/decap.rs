@@ -4,6 +4,7 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     programs::XdpContext,
+    EbpfContext,
 };
 use aya_log_ebpf::{debug, trace};
 use network_types::{
@@ -64,16 +65,7 @@ pub fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
     };
     strip_outer(ctx, m.strip, m.inner, m.target.ifindex).map_err(|_| RX_ADJUST_FAIL)?;
     let inner_len = (ctx.data_end() - ctx.data()).saturating_sub(EthHdr::LEN) as u64;
-    decapsulated(ifindex, m.target.ifindex, inner_len);
-    if maps::log_enabled(LOG_TRACE) {
-        trace!(
-            ctx,
-            "decap from {:i} to tunnel ifindex={} len={}",
-            u32::from_be(m.remote),
-            m.target.ifindex,
-            inner_len
-        );
-    }
+    decapsulated(ctx, ifindex, &m, inner_len);
     Ok(xdp_action::XDP_PASS)
 }
 
@@ -86,14 +78,23 @@ pub fn drop_for_tunnel(ifindex: u32, tunnel: u32, reason: u32) {
     });
 }
 
-/// Counts a decapsulated packet of `inner_len` bytes.
+/// Counts (and at trace level logs) a decapsulated packet of `inner_len` bytes.
 #[inline(always)]
-pub fn decapsulated(ifindex: u32, tunnel: u32, inner_len: u64) {
+pub fn decapsulated<C: EbpfContext>(ctx: &C, ifindex: u32, m: &Matched, inner_len: u64) {
     maps::count(ifindex, RX_DECAP);
-    maps::tunnel_stats(tunnel, |s| {
+    maps::tunnel_stats(m.target.ifindex, |s| {
         s.rx_packets += 1;
         s.rx_bytes += inner_len;
     });
+    if maps::log_enabled(LOG_TRACE) {
+        trace!(
+            ctx,
+            "decap from {:i} to tunnel ifindex={} len={}",
+            u32::from_be(m.remote),
+            m.target.ifindex,
+            inner_len
+        );
+    }
 }
 
 /// Parses the outer headers, finds the tunnel, checks the inner header and

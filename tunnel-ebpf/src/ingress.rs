@@ -12,10 +12,10 @@ use aya_ebpf::{
     helpers::generated::bpf_redirect,
     programs::TcContext,
 };
-use aya_log_ebpf::{debug, trace};
+use aya_log_ebpf::debug;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 use tunnel_common::{
-    maps::{XdpMeta, LOG_DEBUG, LOG_TRACE, XDP_META_MAGIC},
+    maps::{XdpMeta, LOG_DEBUG, XDP_META_MAGIC},
     stats::*,
     wire,
 };
@@ -130,15 +130,6 @@ fn try_tc_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
         return Ok(TC_ACT_SHOT);
     }
     let inner_len = ctx.len().saturating_sub(EthHdr::LEN as u32) as u64;
-    decap::decapsulated(ifindex, m.target.ifindex, inner_len);
-    if maps::log_enabled(LOG_TRACE) {
-        trace!(
-            ctx,
-            "decap from {:i} to tunnel ifindex={} len={}",
-            u32::from_be(m.remote),
-            m.target.ifindex,
-            inner_len
-        );
-    }
+    decap::decapsulated(ctx, ifindex, &m, inner_len);
     Ok(redirect_to_tunnel(ctx, m.target.ifindex))
 }

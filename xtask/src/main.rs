@@ -57,15 +57,7 @@ fn main() -> Result<()> {
         Task::Demo { mode } => {
             setup()?;
             build()?;
-            cargo(&[
-                "build",
-                "--release",
-                "-p",
-                "tunnel-userspace",
-                "--example",
-                "seed_demo",
-            ])?;
-            let demo = workspace_root().join("target/release/examples/seed_demo");
+            let demo = build_example("seed_demo")?;
             run(Command::new(demo).env("MODE", mode))
         }
         Task::Test => {
@@ -76,17 +68,9 @@ fn main() -> Result<()> {
         Task::Bench { quick } => {
             setup()?;
             build()?;
-            cargo(&[
-                "build",
-                "--release",
-                "-p",
-                "tunnel-userspace",
-                "--example",
-                "bench",
-            ])?;
-            let root = workspace_root();
-            let mut cmd = Command::new(root.join("target/release/examples/bench"));
-            cmd.env("XTUN", root.join("target/release/xtun"));
+            let bench = build_example("bench")?;
+            let mut cmd = Command::new(bench);
+            cmd.env("XTUN", workspace_root().join("target/release/xtun"));
             if quick {
                 cmd.arg("--quick");
             }
@@ -191,6 +175,19 @@ fn test() -> Result<()> {
         bail!("cargo test failed with {status}");
     }
     Ok(())
+}
+
+/// Builds one of tunnel-userspace's examples; returns its path.
+fn build_example(name: &str) -> Result<PathBuf> {
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "tunnel-userspace",
+        "--example",
+        name,
+    ])?;
+    Ok(workspace_root().join("target/release/examples").join(name))
 }
 
 fn build() -> Result<()> {

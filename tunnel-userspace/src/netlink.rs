@@ -386,12 +386,35 @@ impl Netlink {
             .collect())
     }
 
+    /// One link, asked for directly rather than found in a dump (the cost
+    /// of a dump grows with the number of interfaces, tunnels included).
+    fn get_link(&mut self, index: u32, name: Option<&str>) -> Result<Option<Link>> {
+        let mut msg = Msg::new(RTM_GETLINK, NLM_F_ACK, &ifinfomsg(index));
+        if let Some(name) = name {
+            msg.attr_str(IFLA_IFNAME, name);
+        }
+        match self.request("looking up the interface", msg) {
+            Ok(replies) => Ok(replies
+                .iter()
+                .filter(|(ty, _)| *ty == RTM_NEWLINK)
+                .find_map(|(_, p)| parse_link(p))),
+            Err(e) if matches!(e.errno(), Some(libc::ENODEV) | Some(libc::EINVAL)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
-        Ok(self.links()?.into_iter().find(|l| l.name == name))
+        if name.is_empty() || name.len() > 15 {
+            return Ok(None);
+        }
+        self.get_link(0, Some(name))
     }
 
     pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
-        Ok(self.links()?.into_iter().find(|l| l.index == index))
+        if index == 0 || index > i32::MAX as u32 {
+            return Ok(None);
+        }
+        self.get_link(index, None)
     }
 
     pub fn set_mtu(&mut self, ifindex: u32, mtu: u32) -> Result<()> {

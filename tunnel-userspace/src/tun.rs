@@ -1,7 +1,11 @@
 //! Tunnel interfaces are persistent TUN devices: point-to-point, NOARP, L3,
 //! created down, and managed by iproute2 like any other link.
 
-use std::{fs::OpenOptions, io, os::fd::AsRawFd};
+use std::{
+    fs::{File, OpenOptions},
+    io,
+    os::fd::AsRawFd,
+};
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
@@ -16,8 +20,26 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
-/// Creates a persistent TUN device called `name`; fails if it exists.
-pub fn create(name: &str) -> io::Result<()> {
+/// A TUN device that exists only while this value lives, until `persist`.
+/// Whatever happens before then (an error, or the process being killed),
+/// the kernel removes the device, and its tc filters with it.
+pub struct PendingTun {
+    file: File,
+}
+
+impl PendingTun {
+    /// Makes the device outlive this process.
+    pub fn persist(self) -> io::Result<()> {
+        // SAFETY: valid descriptor; the argument is an integer.
+        if unsafe { libc::ioctl(self.file.as_raw_fd(), TUNSETPERSIST, 1 as libc::c_ulong) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// Creates a TUN device called `name`; fails if it exists.
+pub fn create(name: &str) -> io::Result<PendingTun> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -32,9 +54,5 @@ pub fn create(name: &str) -> io::Result<()> {
     if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: valid descriptor; the argument is an integer.
-    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETPERSIST, 1 as libc::c_ulong) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(PendingTun { file })
 }

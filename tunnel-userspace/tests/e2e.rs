@@ -1041,3 +1041,68 @@ fn path_mtu_discovery_sees_the_tunnel_mtu() {
     );
     assert!(fits.contains("1 received"), "{fits}");
 }
+
+#[test]
+fn a_killed_add_leaves_the_tunnel_whole_or_absent() {
+    let topo = SeedTopology::new("kill").unwrap();
+    let ns = &topo.ns1;
+    let add = |k: u32| -> Vec<String> {
+        [
+            XTUN,
+            "tunnel",
+            "add",
+            &format!("tk{k}"),
+            "mode",
+            "gre",
+            "remote",
+            "10.10.20.2",
+            "local",
+            "10.10.10.2",
+            "key",
+            &k.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut killed_halfway = 0;
+    for k in 1..=24u32 {
+        let args = add(k);
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        thread::sleep(Duration::from_micros(500 * k as u64));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+        let name = format!("tk{k}");
+        let link = ns.try_exec(&["ip", "link", "show", &name]).unwrap();
+        let shown = ns.try_exec(&[XTUN, "tunnel", "show", &name]).unwrap();
+        // Whole or absent: the interface exists exactly when xtun knows it.
+        assert_eq!(link.status.success(), shown.status.success(), "tk{k}");
+        if !link.status.success() {
+            killed_halfway += 1;
+            // Whatever the kill left in the maps does not block a retry.
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            ns.exec(&refs).unwrap();
+        }
+    }
+    eprintln!("{killed_halfway} of 24 adds were killed before they completed");
+    let shown = stdout(ns.exec(&[XTUN, "tunnel", "show"]).unwrap());
+    assert_eq!(shown.lines().count(), 24, "{shown}");
+    for k in 1..=24 {
+        ns.exec(&[XTUN, "tunnel", "del", &format!("tk{k}")])
+            .unwrap();
+    }
+    // Nothing stale is left in the maps (the underlay stays attached only
+    // if a killed add attached it and no tunnel took it over).
+    if let Ok(out) = ns.try_exec(&[XTUN, "map", "dump", "XTUN_DECAP"]) {
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "(empty)\n");
+        }
+    }
+}

@@ -135,10 +135,12 @@ fn check_decap_free(
     cfg: &TunnelConfig,
 ) -> Result<()> {
     let key = decap_key(cfg);
-    if let Ok(other) = dp.decap_mut()?.get(&key, 0) {
-        let other = nl
-            .link_by_index(other.ifindex)?
-            .map_or_else(|| format!("ifindex {}", other.ifindex), |l| l.name);
+    if let Ok(holder) = dp.decap_mut()?.get(&key, 0) {
+        let Some(other) = nl.link_by_index(holder.ifindex)?.map(|l| l.name) else {
+            // Left by an xtun killed halfway: its interface is gone.
+            forget_tunnel(dp, holder.ifindex, Some(&key));
+            return Ok(());
+        };
         if other != name {
             let same_key = if key.has_key != 0 {
                 " and the same key"
@@ -199,46 +201,38 @@ fn add(args: &[String]) -> Result<()> {
     let key = decap_key(&cfg);
     check_decap_free(&mut nl, &mut dp, "add", &spec.name, &cfg)?;
 
-    tun::create(&spec.name).with_context(|| format!("add tunnel \"{}\" failed", spec.name))?;
+    // The device stays non-persistent until everything is in place: if this
+    // process dies halfway, the kernel removes it and nothing is half-made.
+    let pending =
+        tun::create(&spec.name).with_context(|| format!("add tunnel \"{}\" failed", spec.name))?;
+    let failed = |err: anyhow::Error| err.context(format!("add tunnel \"{}\" failed", spec.name));
+    let link = match nl.link_by_name(&spec.name) {
+        Ok(Some(link)) if link.kind.as_deref() == Some("tun") => link,
+        Ok(_) => return Err(failed(anyhow!("the new interface is not a TUN device"))),
+        Err(e) => return Err(failed(e.into())),
+    };
     let result = (|| -> Result<()> {
-        let link = nl
-            .link_by_name(&spec.name)?
-            .ok_or_else(|| anyhow!("the new interface disappeared"))?;
-        if link.kind.as_deref() != Some("tun") {
-            bail!("the new interface is not a TUN device");
-        }
         cfg.flags &= !TUNNEL_F_ETH_DEV;
         nl.set_mtu(link.index, mtu).context("setting the MTU")?;
         // Explicit IPv6 addresses only, as on the kernel's ipip and sit.
         nl.disable_ipv6_addrgen(link.index)?;
         dp.reset_tunnel_stats(link.index)?;
         dp.tunnels.insert(link.index, cfg, 0)?;
-        dp.decap_mut()?.insert(
-            key,
-            DecapTarget {
-                ifindex: link.index,
-                flags: cfg.flags,
-            },
-            0,
-        )?;
+        let target = DecapTarget {
+            ifindex: link.index,
+            flags: cfg.flags,
+        };
+        dp.decap_mut()?.insert(key, target, 0)?;
         dp.attach_tunnel(&mut nl, link.index)
             .context("attaching encapsulation")?;
         dp.attach_underlay(&mut nl, &underlay, false, DecapChoice::Auto)
             .with_context(|| format!("attaching to {}", underlay.name))?;
-        Ok(())
+        Ok(pending.persist()?)
     })();
     if let Err(err) = result {
-        // Leave nothing half-created.
-        if let Ok(Some(link)) = nl.link_by_name(&spec.name) {
-            let _ = dp.tunnels.remove(&link.index);
-            let _ = dp.tunnel_stats.remove(&link.index);
-            dp.untrack_interface(link.index);
-            let _ = nl.del_link(link.index);
-        }
-        if let Ok(decap) = dp.decap_mut() {
-            let _ = decap.remove(&key);
-        }
-        return Err(err.context(format!("add tunnel \"{}\" failed", spec.name)));
+        // Leave nothing half-created: the device went with `pending`.
+        forget_tunnel(&mut dp, link.index, Some(&key));
+        return Err(failed(err));
     }
     Ok(())
 }
@@ -334,20 +328,26 @@ fn release_underlay(nl: &mut Netlink, dp: &mut Dataplane, ifindex: u32) -> Resul
     Ok(())
 }
 
+/// Removes a tunnel's entries from the maps (its interface is gone).
+fn forget_tunnel(dp: &mut Dataplane, ifindex: u32, key: Option<&DecapKey>) {
+    if let (Some(key), Ok(decap)) = (key, dp.decap_mut()) {
+        if decap.get(key, 0).is_ok_and(|t| t.ifindex == ifindex) {
+            let _ = decap.remove(key);
+        }
+    }
+    let _ = dp.tunnels.remove(&ifindex);
+    let _ = dp.tunnel_stats.remove(&ifindex);
+    dp.untrack_interface(ifindex);
+}
+
 fn del(name: &str) -> Result<()> {
     let mut nl = Netlink::new()?;
     let (mut dp, link, cfg) = find_tunnel(&mut nl, name, "delete")?;
-    let key = decap_key(&cfg);
-    if let Ok(decap) = dp.decap_mut() {
-        if decap.get(&key, 0).is_ok_and(|t| t.ifindex == link.index) {
-            decap.remove(&key)?;
-        }
-    }
+    // The interface first: that stops the tunnel at once, with its filter.
+    // Map entries left by a kill after this point are repaired later.
     nl.del_link(link.index)
         .with_context(|| format!("delete tunnel \"{name}\" failed"))?;
-    dp.tunnels.remove(&link.index)?;
-    let _ = dp.tunnel_stats.remove(&link.index);
-    dp.untrack_interface(link.index);
+    forget_tunnel(&mut dp, link.index, Some(&decap_key(&cfg)));
 
     // An underlay that `tunnel add` attached implicitly goes with its last tunnel.
     release_underlay(&mut nl, &mut dp, cfg.underlay_ifindex)

@@ -317,6 +317,75 @@ impl Dataplane {
         })
     }
 
+    /// Replaces the running programs with this binary's, everywhere they are
+    /// attached, keeping the maps (and so every tunnel and counter): XDP is
+    /// swapped with IFLA_XDP's expected-fd replace and each tc filter with
+    /// NLM_F_REPLACE, both atomic, so no packet meets a missing program.
+    /// Returns how many attachments were replaced.
+    pub fn upgrade(&mut self, nl: &mut Netlink) -> Result<usize> {
+        if self.shared_map_ids.is_empty() {
+            return Err(DataplaneError::Incomplete(
+                "nothing to upgrade: freshly loaded",
+            ));
+        }
+        let mut object = load_object_sharing(&self.shared_map_ids)?;
+        let xdp: &mut Xdp = object
+            .program_mut(PROG_XDP_DECAP)
+            .ok_or(DataplaneError::Missing(PROG_XDP_DECAP))?
+            .try_into()?;
+        xdp.load()?;
+        let new_xdp_fd = xdp.fd()?.as_fd().try_clone_to_owned()?;
+        let new_xdp_id = xdp.info()?.id();
+        let tc: &mut SchedClassifier = object
+            .program_mut(PROG_TC)
+            .ok_or(DataplaneError::Missing(PROG_TC))?
+            .try_into()?;
+        tc.load()?;
+        let new_tc_fd = tc.fd()?.as_fd().try_clone_to_owned()?;
+        let new_tc_id = tc.info()?.id();
+
+        let mut replaced = 0;
+        for link in nl.links()? {
+            if let (Some(id), Some(old_fd)) = (link.xdp_prog_id, self.xdp_fd.as_ref()) {
+                if Some(id) == self.xdp_id {
+                    let mode = if link.xdp_attached == XDP_ATTACHED_SKB {
+                        netlink::XDP_FLAGS_SKB_MODE
+                    } else {
+                        netlink::XDP_FLAGS_DRV_MODE
+                    };
+                    nl.replace_xdp(link.index, new_xdp_fd.as_raw_fd(), old_fd.as_raw_fd(), mode)?;
+                    replaced += 1;
+                }
+            }
+            for hook in [TcHook::Ingress, TcHook::Egress] {
+                for filter in nl.bpf_filters(link.index, hook)? {
+                    if filter.prio != netlink::FILTER_PRIO || filter.prog_id != Some(self.tc_id) {
+                        continue;
+                    }
+                    let name = filter.name.as_deref().unwrap_or(FILTER_TUNNEL);
+                    nl.add_bpf_filter(
+                        link.index,
+                        hook,
+                        new_tc_fd.as_raw_fd(),
+                        name,
+                        filter.classid,
+                        true,
+                    )?;
+                    replaced += 1;
+                }
+            }
+        }
+        let mut settings = self.current_settings()?;
+        settings.build_id = build_id(OBJECT);
+        self.settings.set(0, settings, 0)?;
+        self.xdp_fd = Some(new_xdp_fd);
+        self.xdp_id = Some(new_xdp_id);
+        self.tc_fd = new_tc_fd;
+        self.tc_id = new_tc_id;
+        self._ebpf = Some(object);
+        Ok(replaced)
+    }
+
     /// Ids of the instance's programs: (XDP, TC).
     pub fn program_ids(&self) -> (Option<u32>, u32) {
         (self.xdp_id, self.tc_id)

@@ -84,6 +84,12 @@ enum Command {
         #[arg(long, value_enum, default_value = "debug")]
         level: cli::log::Level,
     },
+    /// Replace the running programs with this binary's, keeping every tunnel,
+    /// map and counter; atomic per attachment, no packet lost.
+    #[command(
+        after_help = "Example:\n  xtun upgrade\n\n`xtun status` warns when the running programs are from another build."
+    )]
+    Upgrade,
     /// Where the data plane is attached, its programs, maps and build.
     #[command(after_help = "Examples:\n  xtun status\n  xtun -j -p status")]
     Status,
@@ -93,7 +99,7 @@ impl Command {
     fn changes_state(&self) -> bool {
         match self {
             Command::Tunnel { action } => action.changes_state(),
-            Command::Attach { .. } | Command::Detach { .. } => true,
+            Command::Attach { .. } | Command::Detach { .. } | Command::Upgrade => true,
             // `log` streams for as long as it runs; its level switch is a
             // single map update and needs no lock.
             Command::Log { .. } | Command::Stats | Command::Map { .. } | Command::Status => false,
@@ -189,5 +195,6 @@ fn run(command: Command, stats: bool, json: bool, pretty: bool) -> anyhow::Resul
         Command::Map { action } => cli::map::run(action, format),
         Command::Log { level } => cli::log::run(level),
         Command::Status => cli::status::show(format),
+        Command::Upgrade => cli::attach::upgrade(),
     }
 }

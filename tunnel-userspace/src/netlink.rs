@@ -81,6 +81,8 @@ const IFLA_XDP_PROG_ID: u16 = 4;
 pub const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1;
 pub const XDP_FLAGS_SKB_MODE: u32 = 2;
 pub const XDP_FLAGS_DRV_MODE: u32 = 4;
+pub const XDP_FLAGS_REPLACE: u32 = 16;
+const IFLA_XDP_EXPECTED_FD: u16 = 8;
 pub const XDP_ATTACHED_DRV: u8 = 1;
 pub const XDP_ATTACHED_SKB: u8 = 2;
 
@@ -449,6 +451,24 @@ impl Netlink {
             .attr_u32(IFLA_XDP_FLAGS, flags)
             .end_nest();
         self.request("setting the XDP program", msg).map(drop)
+    }
+
+    /// Swaps the XDP program of a link for another in one step, provided
+    /// the one attached is still `old_fd`'s.
+    pub fn replace_xdp(
+        &mut self,
+        ifindex: u32,
+        new_fd: RawFd,
+        old_fd: RawFd,
+        mode: u32,
+    ) -> Result<()> {
+        let mut msg = Msg::new(RTM_SETLINK, NLM_F_ACK, &ifinfomsg(ifindex));
+        msg.begin_nest(IFLA_XDP)
+            .attr(IFLA_XDP_FD, &new_fd.to_ne_bytes())
+            .attr(IFLA_XDP_EXPECTED_FD, &old_fd.to_ne_bytes())
+            .attr_u32(IFLA_XDP_FLAGS, mode | XDP_FLAGS_REPLACE)
+            .end_nest();
+        self.request("replacing the XDP program", msg).map(drop)
     }
 
     /// `ip route get DST`.

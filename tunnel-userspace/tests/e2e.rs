@@ -1106,3 +1106,116 @@ fn a_killed_add_leaves_the_tunnel_whole_or_absent() {
         }
     }
 }
+
+#[test]
+fn forwarding_loses_nothing_during_upgrades_changes_and_kills() {
+    let topo = SeedTopology::new("flood").unwrap();
+    // ns2 decapsulates in XDP, ns1 in tc: both kinds of attachment get replaced.
+    topo.ns2
+        .exec(&[XTUN, "attach", "v2", "--decap", "xdp"])
+        .unwrap();
+    topo.add_tunnels(XTUN, "gre", &["key", "5"]).unwrap();
+    let status = |ns: &Netns| -> serde_json::Value {
+        serde_json::from_str(&stdout(ns.exec(&[XTUN, "-j", "status"]).unwrap())).unwrap()
+    };
+    let ids = |doc: &serde_json::Value| -> Vec<u64> {
+        doc["programs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_u64().unwrap())
+            .collect()
+    };
+    let before = (ids(&status(&topo.ns1)), ids(&status(&topo.ns2)));
+
+    // 3,000 pings at 1,000 per second through the tunnel while everything happens.
+    let flood = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topo.ns1.name,
+            "ping",
+            "-i",
+            "0.001",
+            "-c",
+            "3000",
+            "-q",
+            "10.10.200.10",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(300));
+    for ns in [&topo.ns1, &topo.ns2] {
+        let out = stdout(ns.exec(&[XTUN, "upgrade"]).unwrap());
+        assert!(out.starts_with("upgraded "), "{out}");
+    }
+    for k in 1..=5 {
+        topo.ns1
+            .exec(&[
+                XTUN,
+                "tunnel",
+                "add",
+                &format!("tx{k}"),
+                "mode",
+                "ipip",
+                "remote",
+                &format!("10.10.20.{}", 10 + k),
+                "local",
+                "10.10.10.2",
+            ])
+            .unwrap();
+    }
+    let mut killed = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topo.ns1.name,
+            XTUN,
+            "tunnel",
+            "add",
+            "tx9",
+            "mode",
+            "gre",
+            "remote",
+            "10.10.20.9",
+            "local",
+            "10.10.10.2",
+        ])
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(3));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(killed.id() as i32, libc::SIGKILL) };
+    let _ = killed.wait();
+    for k in 1..=5 {
+        topo.ns1
+            .exec(&[XTUN, "tunnel", "del", &format!("tx{k}")])
+            .unwrap();
+    }
+    topo.ns1.exec(&[XTUN, "upgrade"]).unwrap();
+
+    let flood = String::from_utf8(flood.wait_with_output().unwrap().stdout).unwrap();
+    assert!(
+        flood.contains("3000 packets transmitted, 3000 received"),
+        "{flood}"
+    );
+    let after = (status(&topo.ns1), status(&topo.ns2));
+    assert_ne!(ids(&after.0), before.0, "new programs in ns1");
+    assert_ne!(ids(&after.1), before.1, "new programs in ns2");
+    assert_eq!(ids(&after.1).len(), 2, "XDP and tc in ns2: {}", after.1);
+    for doc in [&after.0, &after.1] {
+        assert_eq!(doc["build_matches"], true);
+    }
+    // The tunnel and its counters survived: 3,000+ each way.
+    let shown = stdout(
+        topo.ns1
+            .exec(&[XTUN, "-s", "-j", "tunnel", "show", "tun1"])
+            .unwrap(),
+    );
+    let doc: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert!(
+        doc[0]["stats"]["tx"]["packets"].as_u64().unwrap() >= 3000,
+        "{doc}"
+    );
+}

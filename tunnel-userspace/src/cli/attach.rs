@@ -72,3 +72,23 @@ pub fn detach(dev: &str) -> Result<()> {
         .with_context(|| format!("detaching from {dev}"))?;
     Ok(())
 }
+
+pub fn upgrade() -> Result<()> {
+    let mut nl = Netlink::new()?;
+    let Some(mut dp) = Dataplane::find(&mut nl)? else {
+        bail!("xtun is not attached in this network namespace");
+    };
+    let (old_xdp, old_tc) = dp.program_ids();
+    let replaced = dp.upgrade(&mut nl).context("upgrading the data plane")?;
+    let (new_xdp, new_tc) = dp.program_ids();
+    let ids = |xdp: Option<u32>, tc: u32| match xdp {
+        Some(xdp) => format!("xdp {xdp}, tc {tc}"),
+        None => format!("tc {tc}"),
+    };
+    println!(
+        "upgraded {replaced} attachments: programs {} -> {}",
+        ids(old_xdp, old_tc),
+        ids(new_xdp, new_tc)
+    );
+    Ok(())
+}

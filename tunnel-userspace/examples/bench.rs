@@ -219,6 +219,39 @@ fn micro(plan: &Plan, rows: &mut Vec<(String, String, Value)>) -> Result<Value> 
             out.insert(format!("tc_encap/{label}/{n}"), enc);
         }
     }
+
+    // What logging costs: the same decapsulation with aya-log at its
+    // default level (off) and at trace (one record per packet).
+    let mut h = Harness::new();
+    h.add(GRE, TUN_IFINDEX);
+    let any = |_: &[u8]| true;
+    let off = per_packet(
+        plan,
+        h.dp.xdp_fd().unwrap().as_raw_fd(),
+        &gre,
+        XDP_PASS,
+        &any,
+    )?;
+    h.dp.set_log_level(LOG_TRACE)?;
+    let trace = per_packet(
+        plan,
+        h.dp.xdp_fd().unwrap().as_raw_fd(),
+        &gre,
+        XDP_PASS,
+        &any,
+    )?;
+    rows.push((
+        "XDP decap GRE, log off".into(),
+        "1 tunnels".into(),
+        off.clone(),
+    ));
+    rows.push((
+        "XDP decap GRE, log trace".into(),
+        "1 tunnels".into(),
+        trace.clone(),
+    ));
+    out.insert("xdp_decap_log_off".into(), off);
+    out.insert("xdp_decap_log_trace".into(), trace);
     Ok(Value::Object(out))
 }
 

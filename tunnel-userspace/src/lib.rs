@@ -3,6 +3,7 @@
 //! tests and benchmarks use it directly.
 
 pub mod bpf_sys;
+pub mod caps;
 pub mod config;
 pub mod dataplane;
 pub mod lock;

@@ -177,6 +177,13 @@ fn run_batch(file: &str) -> anyhow::Result<()> {
 
 fn run(command: Command, stats: bool, json: bool, pretty: bool) -> anyhow::Result<()> {
     let format = cli::output::Format { json, pretty };
+    let missing = tunnel_userspace::caps::missing(command.changes_state());
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "permission denied: this needs {} (run xtun as root)",
+            missing.join(" and ")
+        );
+    }
     // Commands that change the data plane take the namespace's lock.
     let _lock = if command.changes_state() {
         use anyhow::Context as _;

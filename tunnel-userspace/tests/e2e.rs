@@ -1219,3 +1219,94 @@ fn forwarding_loses_nothing_during_upgrades_changes_and_kills() {
         "{doc}"
     );
 }
+
+#[test]
+fn without_privileges_the_error_names_the_capabilities() {
+    let topo = SeedTopology::new("caps").unwrap();
+    topo.add_tunnels(XTUN, "gre", &[]).unwrap();
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        XTUN,
+    ];
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["tunnel", "add", "t9", "mode", "gre", "remote", "10.10.20.2"],
+            "xtun: permission denied: this needs CAP_NET_ADMIN and CAP_BPF (run xtun as root)\n",
+        ),
+        (
+            &["tunnel", "del", "tun1"],
+            "xtun: permission denied: this needs CAP_NET_ADMIN and CAP_BPF (run xtun as root)\n",
+        ),
+        (
+            &["tunnel", "show"],
+            "xtun: permission denied: this needs CAP_BPF (run xtun as root)\n",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut full = nobody.to_vec();
+        full.extend_from_slice(args);
+        let out = topo.ns1.try_exec(&full).unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), expected, "{args:?}");
+    }
+    // Nothing changed.
+    let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show"]).unwrap());
+    assert_eq!(
+        shown,
+        "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit\n"
+    );
+}
+
+#[test]
+fn an_underlay_that_goes_and_comes_back_is_picked_up_again() {
+    let topo = SeedTopology::new("flap").unwrap();
+    topo.add_tunnels(XTUN, "gre", &[]).unwrap();
+    assert!(ping(&topo.ns1, "10.10.200.10", 1).contains("1 received"));
+    // The underlay disappears: its programs go with it, the tunnel stays.
+    let ids_before = attached_program_ids(&topo.ns1);
+    topo.ns1.exec(&["ip", "link", "del", "v1"]).unwrap();
+    let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show"]).unwrap());
+    assert_eq!(
+        shown,
+        "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit\n"
+    );
+    let stats = stdout(topo.ns1.exec(&[XTUN, "stats"]).unwrap());
+    assert!(stats.contains("(underlay, gone):"), "{stats}");
+    // It comes back (a new ifindex): `tunnel change` with no option
+    // resolves the route again and attaches there.
+    let r = &topo.router.name;
+    let n1 = &topo.ns1.name;
+    tunnel_userspace::testbed::run(&[
+        "ip", "link", "add", "v1", "netns", n1, "type", "veth", "peer", "name", "r1", "netns", r,
+    ])
+    .unwrap();
+    topo.ns1
+        .exec(&["ip", "addr", "add", "10.10.10.2/24", "dev", "v1"])
+        .unwrap();
+    topo.ns1.exec(&["ip", "link", "set", "v1", "up"]).unwrap();
+    topo.ns1
+        .exec(&["ip", "route", "add", "10.10.20.0/24", "via", "10.10.10.1"])
+        .unwrap();
+    topo.router
+        .exec(&["ip", "addr", "add", "10.10.10.1/24", "dev", "r1"])
+        .unwrap();
+    topo.router
+        .exec(&["ip", "link", "set", "r1", "up"])
+        .unwrap();
+    topo.ns1.exec(&[XTUN, "tunnel", "change", "tun1"]).unwrap();
+    assert!(ping(&topo.ns1, "10.10.200.10", 2).contains("2 received"));
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout(topo.ns1.exec(&[XTUN, "-j", "status"]).unwrap())).unwrap();
+    assert!(
+        status["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["ifname"] == "v1" && i["role"] == "underlay"),
+        "{status}"
+    );
+    assert!(!ids_before.is_empty());
+}

@@ -36,28 +36,22 @@ counters! {
     RX_ECN_DROP = 10, "rx_ecn_drop";
     /// bpf_xdp_adjust_head/meta failed.
     RX_ADJUST_FAIL = 11, "rx_adjust_failed";
-    /// Bad GRE checksum.
-    RX_CSUM_ERROR = 12, "rx_csum_error";
     /// Decapsulated frames delivered on the tunnel interface by TC.
-    RX_DELIVERED = 13, "rx_delivered";
+    RX_DELIVERED = 12, "rx_delivered";
     /// Delivery redirect failed.
-    RX_DELIVER_FAIL = 14, "rx_deliver_failed";
+    RX_DELIVER_FAIL = 13, "rx_deliver_failed";
     /// Packets encapsulated by TC egress.
-    TX_ENCAP = 15, "tx_encapsulated";
-    /// Egress on an interface with no tunnel configuration.
-    TX_NO_TUNNEL = 16, "tx_no_tunnel";
+    TX_ENCAP = 14, "tx_encapsulated";
     /// Inner packet that the mode cannot carry (e.g. IPv6 in ipip).
-    TX_BAD_INNER = 17, "tx_unsupported_inner";
+    TX_BAD_INNER = 15, "tx_unsupported_inner";
     /// bpf_skb_adjust_room/change_head failed.
-    TX_NO_BUFS = 18, "tx_no_bufs";
+    TX_NO_BUFS = 16, "tx_no_bufs";
     /// Redirect to the underlay failed.
-    TX_NO_ROUTE = 19, "tx_no_route";
-    /// Inner packet larger than the tunnel MTU.
-    TX_TOO_BIG = 20, "tx_too_big";
+    TX_NO_ROUTE = 17, "tx_no_route";
     /// GRE with the checksum bit: not decapsulated by this data plane yet.
-    RX_PASS_GRE_CSUM = 21, "rx_pass_gre_csum";
+    RX_PASS_GRE_CSUM = 18, "rx_pass_gre_csum";
     /// Outer IPv4 header checksum is wrong: left to the kernel, which drops it.
-    RX_BAD_OUTER_CSUM = 22, "rx_bad_outer_ip_checksum";
+    RX_BAD_OUTER_CSUM = 19, "rx_bad_outer_ip_checksum";
 }
 
 #[cfg(test)]

@@ -109,15 +109,6 @@ pub enum XdpMode {
     Generic,
 }
 
-impl XdpMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Native => "native",
-            Self::Generic => "generic",
-        }
-    }
-}
-
 /// The data plane of the current network namespace: its programs and maps.
 pub struct Dataplane {
     /// Keeps a freshly loaded object alive until it is attached.

@@ -203,11 +203,11 @@ fn map_list_and_dump_decode_every_entry() {
     );
     assert_eq!(
         row("XTUN_IF_COUNTER"),
-        ["XTUN_IF_COUNTER", "percpu_hash", "4", "184", "65536", "2"]
+        ["XTUN_IF_COUNTER", "percpu_hash", "4", "160", "65536", "2"]
     );
     assert_eq!(
         row("XTUN_COUNTERS"),
-        ["XTUN_COUNTERS", "percpu_array", "4", "8", "23", "23"]
+        ["XTUN_COUNTERS", "percpu_array", "4", "8", "20", "20"]
     );
     assert_eq!(
         row("XTUN_SETTINGS"),

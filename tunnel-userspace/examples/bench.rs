@@ -297,7 +297,15 @@ fn iperf(topo: &SeedTopology, dst: &str, args: &[&str], seconds: u32) -> Result<
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    thread::sleep(Duration::from_millis(300));
+    // Start only once the server listens; a loaded machine can be slow.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listening = topo.ns2.try_exec(&["ss", "-ltnH", "sport", "= :5201"])?;
+        if !listening.stdout.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
     let secs = seconds.to_string();
     let mut full = vec!["iperf3", "-c", dst, "-t", &secs, "-J"];
     full.extend_from_slice(args);

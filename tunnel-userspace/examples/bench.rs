@@ -461,26 +461,14 @@ fn throughput(plan: &Plan, xtun: &str, rows: &mut Vec<(String, String, Value)>) 
             "udp_64b_pps": summary(samples[2].clone()),
             "cpu_seconds_per_gbit": summary(cpu),
         });
-        rows.push((
-            path.name.into(),
-            "TCP 1 stream Gbit/s".into(),
-            doc["tcp_1_stream_gbit"].clone(),
-        ));
-        rows.push((
-            path.name.into(),
-            "TCP 4 streams Gbit/s".into(),
-            doc["tcp_4_streams_gbit"].clone(),
-        ));
-        rows.push((
-            path.name.into(),
-            "UDP 64 B packets/s".into(),
-            doc["udp_64b_pps"].clone(),
-        ));
-        rows.push((
-            path.name.into(),
-            "CPU s per Gbit (1 stream)".into(),
-            doc["cpu_seconds_per_gbit"].clone(),
-        ));
+        for (key, label) in [
+            ("tcp_1_stream_gbit", "TCP 1 stream Gbit/s"),
+            ("tcp_4_streams_gbit", "TCP 4 streams Gbit/s"),
+            ("udp_64b_pps", "UDP 64 B packets/s"),
+            ("cpu_seconds_per_gbit", "CPU s per Gbit (1 stream)"),
+        ] {
+            rows.push((path.name.into(), label.into(), doc[key].clone()));
+        }
         out.insert(path.name.into(), doc);
     }
     Ok(Value::Object(out))

@@ -261,20 +261,8 @@ impl Dataplane {
             }
         }
         let mut ebpf = loader.load(OBJECT)?;
-        let xdp: &mut Xdp = ebpf
-            .program_mut(PROG_XDP_DECAP)
-            .ok_or(DataplaneError::Missing(PROG_XDP_DECAP))?
-            .try_into()?;
-        xdp.load()?;
-        let xdp_fd = xdp.fd()?.as_fd().try_clone_to_owned()?;
-        let xdp_id = xdp.info()?.id();
-        let tc: &mut SchedClassifier = ebpf
-            .program_mut(PROG_TC)
-            .ok_or(DataplaneError::Missing(PROG_TC))?
-            .try_into()?;
-        tc.load()?;
-        let tc_fd = tc.fd()?.as_fd().try_clone_to_owned()?;
-        let tc_id = tc.info()?.id();
+        let (xdp_fd, xdp_id) = load_xdp(&mut ebpf)?;
+        let (tc_fd, tc_id) = load_tc(&mut ebpf)?;
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::Missing(name));
         let tunnels = HashMap::try_from(take(MAP_TUNNELS)?)?;
@@ -320,30 +308,14 @@ impl Dataplane {
             ));
         }
         let mut object = load_object_sharing(&self.shared_map_ids)?;
-        let xdp: &mut Xdp = object
-            .program_mut(PROG_XDP_DECAP)
-            .ok_or(DataplaneError::Missing(PROG_XDP_DECAP))?
-            .try_into()?;
-        xdp.load()?;
-        let new_xdp_fd = xdp.fd()?.as_fd().try_clone_to_owned()?;
-        let new_xdp_id = xdp.info()?.id();
-        let tc: &mut SchedClassifier = object
-            .program_mut(PROG_TC)
-            .ok_or(DataplaneError::Missing(PROG_TC))?
-            .try_into()?;
-        tc.load()?;
-        let new_tc_fd = tc.fd()?.as_fd().try_clone_to_owned()?;
-        let new_tc_id = tc.info()?.id();
+        let (new_xdp_fd, new_xdp_id) = load_xdp(&mut object)?;
+        let (new_tc_fd, new_tc_id) = load_tc(&mut object)?;
 
         let mut replaced = 0;
         for link in nl.links()? {
             if let (Some(id), Some(old_fd)) = (link.xdp_prog_id, self.xdp_fd.as_ref()) {
                 if Some(id) == self.xdp_id {
-                    let mode = if link.xdp_attached == XDP_ATTACHED_SKB {
-                        netlink::XDP_FLAGS_SKB_MODE
-                    } else {
-                        netlink::XDP_FLAGS_DRV_MODE
-                    };
+                    let mode = attached_xdp_mode(&link);
                     nl.replace_xdp(link.index, new_xdp_fd.as_raw_fd(), old_fd.as_raw_fd(), mode)?;
                     replaced += 1;
                 }
@@ -532,13 +504,9 @@ impl Dataplane {
             return Ok(());
         }
         let mut object = load_object_sharing(&self.shared_map_ids)?;
-        let prog: &mut Xdp = object
-            .program_mut(PROG_XDP_DECAP)
-            .ok_or(DataplaneError::Missing(PROG_XDP_DECAP))?
-            .try_into()?;
-        prog.load()?;
-        self.xdp_fd = Some(prog.fd()?.as_fd().try_clone_to_owned()?);
-        self.xdp_id = Some(prog.info()?.id());
+        let (fd, id) = load_xdp(&mut object)?;
+        self.xdp_fd = Some(fd);
+        self.xdp_id = Some(id);
         self._ebpf = Some(object);
         Ok(())
     }
@@ -671,12 +639,7 @@ pub fn detach_interface(nl: &mut Netlink, link: &Link, xdp_id: Option<u32>) -> R
     let ours = |id: u32| xdp_id == Some(id) || program_name(id).as_deref() == Some(PROG_XDP_DECAP);
     if let Some(id) = link.xdp_prog_id {
         if ours(id) {
-            let mode = if link.xdp_attached == XDP_ATTACHED_SKB {
-                netlink::XDP_FLAGS_SKB_MODE
-            } else {
-                netlink::XDP_FLAGS_DRV_MODE
-            };
-            nl.set_xdp(link.index, None, mode)?;
+            nl.set_xdp(link.index, None, attached_xdp_mode(link))?;
         }
     }
     nl.del_bpf_filter(link.index, TcHook::Ingress)?;
@@ -691,6 +654,35 @@ pub fn detach_interface(nl: &mut Netlink, link: &Link, xdp_id: Option<u32>) -> R
         }
     }
     Ok(())
+}
+
+/// Loads the object's XDP program into the kernel: its fd and id.
+fn load_xdp(ebpf: &mut Ebpf) -> Result<(OwnedFd, u32)> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROG_XDP_DECAP)
+        .ok_or(DataplaneError::Missing(PROG_XDP_DECAP))?
+        .try_into()?;
+    prog.load()?;
+    Ok((prog.fd()?.as_fd().try_clone_to_owned()?, prog.info()?.id()))
+}
+
+/// Loads the object's tc program into the kernel: its fd and id.
+fn load_tc(ebpf: &mut Ebpf) -> Result<(OwnedFd, u32)> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(PROG_TC)
+        .ok_or(DataplaneError::Missing(PROG_TC))?
+        .try_into()?;
+    prog.load()?;
+    Ok((prog.fd()?.as_fd().try_clone_to_owned()?, prog.info()?.id()))
+}
+
+/// The IFLA_XDP mode flag of the program attached to `link`.
+fn attached_xdp_mode(link: &Link) -> u32 {
+    if link.xdp_attached == XDP_ATTACHED_SKB {
+        netlink::XDP_FLAGS_SKB_MODE
+    } else {
+        netlink::XDP_FLAGS_DRV_MODE
+    }
 }
 
 /// Maps shared between every program of an instance (not the per-object

@@ -11,6 +11,9 @@ pub const MAP_TUNNEL_STATS: &str = "XTUN_TUN_STATS";
 pub const MAP_COUNTERS: &str = "XTUN_COUNTERS";
 pub const MAP_IF_COUNTERS: &str = "XTUN_IF_COUNTER";
 pub const MAP_SETTINGS: &str = "XTUN_SETTINGS";
+pub const MAP_NEIGH: &str = "XTUN_NEIGH";
+pub const MAP_PRL: &str = "XTUN_PRL";
+pub const MAP_SEQ: &str = "XTUN_SEQ";
 /// aya-log's ring buffer of log records.
 pub const MAP_LOGS: &str = "AYA_LOGS";
 
@@ -19,11 +22,16 @@ pub const PROG_XDP_DECAP: &str = "xtun_decap";
 pub const PROG_TC: &str = "xtun_tc";
 
 pub const MAX_TUNNELS: u32 = 65536;
+/// Multipoint neighbours, over all tunnels.
+pub const MAX_NEIGHBOURS: u32 = 2 * 1024 * 1024;
+/// Potential-router-list entries, over all ISATAP tunnels.
+pub const MAX_PRL: u32 = 4096;
 
 /// Tunnel modes (`ip tunnel ... mode M`).
 pub const MODE_GRE: u8 = 1;
 pub const MODE_IPIP: u8 = 2;
 pub const MODE_SIT: u8 = 3;
+pub const MODE_ISATAP: u8 = 4;
 
 /// `TunnelConfig::flags` bits.
 pub const TUNNEL_F_IKEY: u32 = 1 << 0;
@@ -41,15 +49,21 @@ pub const TUNNEL_F_BOUND_DEV: u32 = 1 << 8;
 /// The tunnel device carries an Ethernet header in front of the inner
 /// packet (L2 devices; TUN devices are L3 and do not).
 pub const TUNNEL_F_ETH_DEV: u32 = 1 << 9;
+/// ISATAP: receive checks the inner source against the outer one or the
+/// potential-router list.
+pub const TUNNEL_F_ISATAP: u32 = 1 << 10;
 
 /// Configuration of one tunnel, keyed by the tunnel interface's ifindex.
 /// Read by the TC egress program to build the outer headers.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct TunnelConfig {
-    /// Outer source address, network order.
+    /// Outer source address, network order; 0 (`local any`) takes the
+    /// source of the route to the remote, per packet.
     pub local: u32,
-    /// Outer destination address, network order.
+    /// Outer destination address, network order; 0 (`remote any`) looks
+    /// the remote up per packet in the neighbour table (ISATAP: from the
+    /// inner destination).
     pub remote: u32,
     /// Key expected on received GRE packets, network order.
     pub ikey: u32,
@@ -65,9 +79,67 @@ pub struct TunnelConfig {
     pub mode: u8,
     /// Outer TTL; 0 means inherit from the inner packet.
     pub ttl: u8,
-    /// Outer TOS when not inherited.
+    /// Outer TOS when not inherited (the fallback when inherited).
     pub tos: u8,
     pub _pad: u8,
+    /// ISATAP: where inner packets to non-ISATAP destinations go (the
+    /// first `prl-default` router), network order; 0 when none.
+    pub prl_default: u32,
+    pub _pad2: u32,
+}
+
+/// Key of the multipoint neighbour table (a longest-prefix-match trie):
+/// the tunnel, the inner address family, then the inner address. The
+/// trie's prefix length counts `ifindex` and `family` as 64 leading bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct NeighKey {
+    pub ifindex: u32,
+    /// 4 or 6.
+    pub family: u32,
+    /// Inner address, wire order; IPv4 uses the first 4 bytes.
+    pub addr: [u8; 16],
+}
+
+/// Bits of the trie prefix taken by `NeighKey::ifindex` and `family`.
+pub const NEIGH_KEY_FIXED_BITS: u32 = 64;
+
+/// Value of the neighbour table: the outer destination for the prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NeighEntry {
+    /// Network order.
+    pub remote: u32,
+}
+
+/// Key of the ISATAP potential-router list.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct PrlKey {
+    pub ifindex: u32,
+    /// Router address, network order.
+    pub addr: u32,
+}
+
+/// `PrlEntry::flags`: the router may be a default router.
+pub const PRL_DEFAULT: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PrlEntry {
+    pub flags: u32,
+}
+
+/// GRE sequence-number state of one tunnel. Updated atomically: several
+/// CPUs run the programs at once. 64-bit words because the BPF target has
+/// only 64-bit atomics; the low 32 bits are the sequence number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SeqState {
+    /// Next sequence number to send.
+    pub o_seq: u64,
+    /// Next sequence number expected; 0 until the first packet.
+    pub i_seq: u64,
 }
 
 /// Key of the decapsulation index: which tunnel a received packet belongs to.
@@ -177,6 +249,11 @@ mod pod {
     unsafe impl aya::Pod for TunnelStats {}
     unsafe impl aya::Pod for IfCounters {}
     unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for NeighKey {}
+    unsafe impl aya::Pod for NeighEntry {}
+    unsafe impl aya::Pod for PrlKey {}
+    unsafe impl aya::Pod for PrlEntry {}
+    unsafe impl aya::Pod for SeqState {}
 }
 
 #[cfg(test)]
@@ -187,7 +264,11 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<TunnelConfig>(), 32);
+        assert_eq!(size_of::<TunnelConfig>(), 40);
+        assert_eq!(size_of::<NeighKey>(), 24);
+        assert_eq!(size_of::<NeighEntry>(), 4);
+        assert_eq!(size_of::<PrlKey>(), 8);
+        assert_eq!(size_of::<SeqState>(), 16);
         assert_eq!(size_of::<DecapKey>(), 16);
         assert_eq!(size_of::<DecapTarget>(), 8);
         assert_eq!(size_of::<TunnelStats>(), 12 * 8);
@@ -208,6 +289,9 @@ mod tests {
             MAP_COUNTERS,
             MAP_IF_COUNTERS,
             MAP_SETTINGS,
+            MAP_NEIGH,
+            MAP_PRL,
+            MAP_SEQ,
             PROG_XDP_DECAP,
             PROG_TC,
         ] {

@@ -48,10 +48,21 @@ counters! {
     TX_NO_BUFS = 16, "tx_no_bufs";
     /// Redirect to the underlay failed.
     TX_NO_ROUTE = 17, "tx_no_route";
-    /// GRE with the checksum bit: not decapsulated by this data plane yet.
-    RX_PASS_GRE_CSUM = 18, "rx_pass_gre_csum";
+    /// GRE checksum wrong, or present/absent against the tunnel's `icsum`.
+    RX_BAD_GRE_CSUM = 18, "rx_bad_gre_checksum";
     /// Outer IPv4 header checksum is wrong: left to the kernel, which drops it.
     RX_BAD_OUTER_CSUM = 19, "rx_bad_outer_ip_checksum";
+    /// `iseq` tunnel: sequence number missing or older than the last one.
+    RX_OUT_OF_SEQ = 20, "rx_out_of_sequence";
+    /// ISATAP: inner source neither matches the outer source nor a listed router.
+    RX_ISATAP_SPOOF = 21, "rx_isatap_bad_source";
+    /// Multipoint/ISATAP: no neighbour or router for the inner destination.
+    TX_NO_NEIGH = 22, "tx_no_neighbour";
+    /// `local any`: the route to the remote gives no source address.
+    TX_NO_SOURCE = 23, "tx_no_source_address";
+    /// A GSO packet on a tunnel with `ocsum` or `oseq`, which need one
+    /// header per segment that the kernel's GSO cannot write.
+    TX_GSO_UNSUPPORTED = 24, "tx_gso_unsupported";
 }
 
 #[cfg(test)]
@@ -61,7 +72,7 @@ mod tests {
     #[test]
     fn counter_slots_are_dense_and_named() {
         assert_eq!(COUNTER_COUNT as usize, COUNTER_NAMES.len());
-        assert_eq!(RX_BAD_OUTER_CSUM + 1, COUNTER_COUNT);
+        assert_eq!(TX_GSO_UNSUPPORTED + 1, COUNTER_COUNT);
         let mut seen = [false; COUNTER_COUNT as usize];
         for (i, name) in COUNTER_NAMES.iter().enumerate() {
             assert!(!name.is_empty());

@@ -120,6 +120,17 @@ pub const fn gre_seq_offset(flags: u16) -> usize {
     off
 }
 
+/// The IPv4 address embedded in an ISATAP interface identifier
+/// (`::0:5efe:a.b.c.d` or `::200:5efe:a.b.c.d`, RFC 5214), if `addr` has one.
+#[inline(always)]
+pub fn isatap_ipv4(addr: &[u8; 16]) -> Option<[u8; 4]> {
+    if addr[8] | 0x02 == 0x02 && addr[9] == 0 && addr[10] == 0x5e && addr[11] == 0xfe {
+        Some([addr[12], addr[13], addr[14], addr[15]])
+    } else {
+        None
+    }
+}
+
 /// Bytes an encapsulation adds in front of the inner packet.
 #[inline(always)]
 pub const fn encap_overhead(mode: u8, gre_flags: u16) -> usize {
@@ -218,6 +229,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn isatap_identifiers_embed_ipv4() {
+        let mut a = [0u8; 16];
+        a[..8].copy_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0]);
+        a[8..].copy_from_slice(&[0x00, 0x00, 0x5e, 0xfe, 10, 1, 2, 3]);
+        assert_eq!(isatap_ipv4(&a), Some([10, 1, 2, 3]));
+        a[8] = 0x02;
+        assert_eq!(isatap_ipv4(&a), Some([10, 1, 2, 3]));
+        a[8] = 0x04;
+        assert_eq!(isatap_ipv4(&a), None);
+        a[8] = 0;
+        a[11] = 0xff;
+        assert_eq!(isatap_ipv4(&a), None);
     }
 
     #[test]

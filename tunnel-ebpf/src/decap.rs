@@ -1,5 +1,7 @@
 //! XDP ingress: recognise our tunnels' packets and strip their outer headers.
 
+use core::intrinsics::{atomic_cxchg, AtomicOrdering};
+
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
@@ -12,15 +14,29 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 use tunnel_common::{
-    maps::{DecapKey, DecapTarget, XdpMeta, LOG_DEBUG, LOG_TRACE, XDP_META_MAGIC},
+    maps::{
+        DecapKey, DecapTarget, PrlKey, XdpMeta, LOG_DEBUG, LOG_TRACE, TUNNEL_F_ICSUM,
+        TUNNEL_F_ISATAP, TUNNEL_F_ISEQ, XDP_META_MAGIC,
+    },
     stats::*,
     wire::{self, EcnDecap, GreError, GreHdr},
 };
 
 use crate::{
-    maps::{self, DECAP},
+    csum,
+    maps::{self, DECAP, PRL, SEQ},
     parse::{ptr_at, ptr_at_mut, Frame},
 };
+
+/// A parsed GRE header.
+struct Gre {
+    len: usize,
+    inner: Inner,
+    flags: u16,
+    protocol: u16,
+    key: Option<u32>,
+    seq: Option<u32>,
+}
 
 /// What the outer headers say the payload is.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -75,6 +91,11 @@ pub fn drop_for_tunnel(ifindex: u32, tunnel: u32, reason: u32) {
     maps::count(ifindex, reason);
     maps::tunnel_stats(tunnel, |s| {
         s.rx_errors += 1;
+        match reason {
+            RX_BAD_GRE_CSUM => s.rx_csum_errors += 1,
+            RX_OUT_OF_SEQ => s.rx_out_of_seq += 1,
+            _ => {}
+        }
     });
 }
 
@@ -133,10 +154,14 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
     let outer_tos = ip.tos;
 
     let l4 = EthHdr::LEN + ihl;
-    let (tunnel_len, inner, key) = match proto {
-        wire::IPPROTO_GRE => parse_gre(ctx, l4)?,
-        wire::IPPROTO_IPIP => (0, Inner::V4, None),
-        _ => (0, Inner::V6, None),
+    let gre = match proto {
+        wire::IPPROTO_GRE => Some(parse_gre(ctx, l4)?),
+        _ => None,
+    };
+    let (tunnel_len, inner, key) = match &gre {
+        Some(g) => (g.len, g.inner, g.key),
+        None if proto == wire::IPPROTO_IPIP => (0, Inner::V4, None),
+        None => (0, Inner::V6, None),
     };
 
     let lookup = DecapKey {
@@ -147,13 +172,27 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
         has_key: key.is_some() as u8,
         _pad: [0; 2],
     };
-    // SAFETY: the value is only read.
-    let target = match unsafe { DECAP.get(lookup) } {
-        Some(target) => *target,
-        None => return Err(RX_PASS_NO_TUNNEL),
-    };
-
+    let target = find_tunnel(lookup).ok_or(RX_PASS_NO_TUNNEL)?;
     let inner_off = l4 + tunnel_len;
+
+    if let Some(g) = &gre {
+        // As the kernel's ip_tunnel_rcv: the C bit must be what the tunnel
+        // expects, and the sequence number must not go backwards.
+        let has_csum = g.flags & wire::GRE_CSUM != 0;
+        if has_csum != (target.flags & TUNNEL_F_ICSUM != 0)
+            || (has_csum && !gre_checksum_ok(ctx, l4, EthHdr::LEN + tot_len, g))
+        {
+            return Ok(Verdict::Drop(target.ifindex, RX_BAD_GRE_CSUM));
+        }
+        if target.flags & TUNNEL_F_ISEQ != 0 && !sequence_ok(target.ifindex, g.seq) {
+            return Ok(Verdict::Drop(target.ifindex, RX_OUT_OF_SEQ));
+        }
+    }
+    if target.flags & TUNNEL_F_ISATAP != 0
+        && !isatap_source_ok(ctx, inner_off, remote, target.ifindex)
+    {
+        return Ok(Verdict::Drop(target.ifindex, RX_ISATAP_SPOOF));
+    }
     if let Err(reason) = check_inner_and_ecn(ctx, inner_off, inner, outer_tos) {
         return Ok(Verdict::Drop(target.ifindex, reason));
     }
@@ -186,9 +225,28 @@ fn ipv4_header_checksum_ok<F: Frame>(ctx: &F, ihl: usize) -> bool {
     wire::csum_fold(sum) == 0
 }
 
-/// Validates a GRE header at `off`; returns its length, payload kind and key.
+/// The tunnel a packet belongs to, most specific first, as the kernel's
+/// `ip_tunnel_lookup`: (local, remote), then `local any`, then
+/// `remote any` (multipoint, ISATAP), then both.
 #[inline(always)]
-fn parse_gre<F: Frame>(ctx: &F, off: usize) -> Result<(usize, Inner, Option<u32>), u32> {
+fn find_tunnel(mut key: DecapKey) -> Option<DecapTarget> {
+    let (local, remote) = (key.local, key.remote);
+    let wildcards = [(local, remote), (0, remote), (local, 0), (0, 0)];
+    let mut i = 0;
+    while i < wildcards.len() {
+        (key.local, key.remote) = wildcards[i];
+        // SAFETY: the value is copied out.
+        if let Some(target) = unsafe { DECAP.get(key) } {
+            return Some(*target);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Validates a GRE header at `off`.
+#[inline(always)]
+fn parse_gre<F: Frame>(ctx: &F, off: usize) -> Result<Gre, u32> {
     let gre: *const GreHdr = ptr_at(ctx, off).map_err(|_| RX_TRUNCATED)?;
     // SAFETY: bounds checked.
     let gre = unsafe { *gre };
@@ -200,15 +258,18 @@ fn parse_gre<F: Frame>(ctx: &F, off: usize) -> Result<(usize, Inner, Option<u32>
     if ctx.start() + off + len > ctx.end() {
         return Err(RX_TRUNCATED);
     }
-    if flags & wire::GRE_CSUM != 0 {
-        // Checksummed GRE is not decapsulated yet; the kernel sees it as is.
-        return Err(RX_PASS_GRE_CSUM);
-    }
-    let key = if flags & wire::GRE_KEY != 0 {
-        let key: *const [u8; 4] =
-            ptr_at(ctx, off + wire::gre_key_offset(flags)).map_err(|_| RX_TRUNCATED)?;
+    let word = |at: usize| -> Result<u32, u32> {
+        let word: *const [u8; 4] = ptr_at(ctx, off + at).map_err(|_| RX_TRUNCATED)?;
         // SAFETY: bounds checked.
-        Some(u32::from_ne_bytes(unsafe { *key }))
+        Ok(u32::from_ne_bytes(unsafe { *word }))
+    };
+    let key = if flags & wire::GRE_KEY != 0 {
+        Some(word(wire::gre_key_offset(flags))?)
+    } else {
+        None
+    };
+    let seq = if flags & wire::GRE_SEQ != 0 {
+        Some(u32::from_be(word(wire::gre_seq_offset(flags))?))
     } else {
         None
     };
@@ -217,7 +278,113 @@ fn parse_gre<F: Frame>(ctx: &F, off: usize) -> Result<(usize, Inner, Option<u32>
         wire::ETH_P_IPV6 => Inner::V6,
         _ => return Err(RX_BAD_PAYLOAD),
     };
-    Ok((len, inner, key))
+    Ok(Gre {
+        len,
+        inner,
+        flags,
+        protocol: gre.protocol(),
+        key,
+        seq,
+    })
+}
+
+/// Verifies the GRE checksum over `[l4, ip_end)`. A packet from this host
+/// whose inner transport checksum is still left to the NIC (its field holds
+/// the pseudo-header sum) was checksummed as if it were filled in, as the
+/// kernel's local checksum offload does; that form is accepted only if
+/// everything else adds up.
+#[inline(always)]
+fn gre_checksum_ok<F: Frame>(ctx: &F, l4: usize, ip_end: usize, gre: &Gre) -> bool {
+    let Some(len) = ip_end.checked_sub(l4) else {
+        return false;
+    };
+    if csum::sum_bytes(ctx, l4, len).is_some_and(|s| csum::fold(s) == 0xFFFF) {
+        return true;
+    }
+    let inner_off = l4 + gre.len;
+    let Some(expected) = csum::inner_sum(ctx, inner_off, gre.inner == Inner::V6) else {
+        return false;
+    };
+    let Some(partial) = expected.partial else {
+        return false;
+    };
+    let mut field = [0u8; 2];
+    if !ctx.load(inner_off + expected.check_off, field.as_mut_ptr(), 2)
+        || u16::from_be_bytes(field) != partial
+    {
+        return false;
+    }
+    // The GRE header's own words, from what parse_gre read.
+    let Ok(check) = ptr_at::<[u8; 2], F>(ctx, l4 + wire::GRE_BASE_LEN) else {
+        return false;
+    };
+    // SAFETY: bounds checked.
+    let mut header =
+        gre.flags as u32 + gre.protocol as u32 + u16::from_be_bytes(unsafe { *check }) as u32;
+    if let Some(key) = gre.key {
+        header += csum::sum_array(&key.to_ne_bytes());
+    }
+    if let Some(seq) = gre.seq {
+        header += csum::sum_array(&seq.to_be_bytes());
+    }
+    csum::fold(csum::add(header, expected.sum)) == 0xFFFF
+}
+
+/// `iseq`: accepts `seq` unless it is missing or older than the next one
+/// expected, then expects the one after it. Several CPUs may race here: the
+/// expected number only moves forward, by compare-and-swap.
+#[inline(always)]
+fn sequence_ok(tunnel: u32, seq: Option<u32>) -> bool {
+    let Some(seq) = seq else {
+        return false;
+    };
+    let Some(state) = SEQ.get_ptr_mut(tunnel) else {
+        return false;
+    };
+    // SAFETY: the map value lives as long as the map; every CPU updates it
+    // only through atomics (a plain aligned load cannot tear).
+    let expected = unsafe { &raw mut (*state).i_seq };
+    let mut current = unsafe { core::ptr::read_volatile(expected) };
+    let mut tries = 0;
+    while tries < 8 {
+        if current != 0 && (seq.wrapping_sub(current as u32) as i32) < 0 {
+            return false;
+        }
+        // SAFETY: as above.
+        let (seen, swapped) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+                expected,
+                current,
+                seq.wrapping_add(1) as u64,
+            )
+        };
+        if swapped {
+            return true;
+        }
+        current = seen;
+        tries += 1;
+    }
+    false
+}
+
+/// ISATAP (the kernel's `isatap_chksrc`): the outer source is a listed
+/// router, or the inner source is an ISATAP address embedding it.
+#[inline(always)]
+fn isatap_source_ok<F: Frame>(ctx: &F, inner_off: usize, outer_src: u32, tunnel: u32) -> bool {
+    let router = PrlKey {
+        ifindex: tunnel,
+        addr: outer_src,
+    };
+    // SAFETY: only tested for presence.
+    if unsafe { PRL.get(&router) }.is_some() {
+        return true;
+    }
+    let Ok(ip) = ptr_at::<Ipv6Hdr, F>(ctx, inner_off) else {
+        return false;
+    };
+    // SAFETY: bounds checked.
+    let src = unsafe { (*ip).src_addr };
+    wire::isatap_ipv4(&src) == Some(outer_src.to_ne_bytes())
 }
 
 /// Checks that the inner header is what the outer one announced, and applies

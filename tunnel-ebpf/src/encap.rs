@@ -1,12 +1,19 @@
 //! TC egress on a tunnel interface: push the outer IPv4 (+GRE) header and
 //! send the packet to the underlay's next hop.
 
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
 use aya_ebpf::{
     bindings::{
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
-        BPF_F_ADJ_ROOM_ENCAP_L4_GRE, BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_REDIRECT, TC_ACT_SHOT,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_SUCCESS,
+        BPF_FIB_LOOKUP_OUTPUT, BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_GRE, BPF_F_ADJ_ROOM_FIXED_GSO,
+        TC_ACT_REDIRECT, TC_ACT_SHOT,
     },
-    helpers::generated::{bpf_get_prandom_u32, bpf_redirect_neigh, bpf_skb_change_head},
+    helpers::generated::{
+        bpf_fib_lookup, bpf_get_prandom_u32, bpf_redirect_neigh, bpf_skb_change_head,
+    },
+    maps::lpm_trie::Key,
     programs::TcContext,
 };
 use aya_log_ebpf::{debug, trace};
@@ -16,7 +23,12 @@ use tunnel_common::{
     wire::{self, GreHdr},
 };
 
-use crate::maps::{self, TUNNELS};
+use crate::{
+    csum,
+    maps::{self, NEIGH, SEQ, TUNNELS},
+};
+
+const AF_INET: u8 = 2;
 
 /// Ethernet + IPv4 as written in front of the inner packet. The Ethernet
 /// addresses are placeholders: `bpf_redirect_neigh` fills in the real ones,
@@ -33,7 +45,19 @@ struct OuterHeaders {
 struct InnerInfo {
     tos: u8,
     ttl: u8,
-    gre_protocol: u16,
+    v6: bool,
+    /// Destination address, wire order (IPv4 in the first 4 bytes).
+    dst: [u8; 16],
+}
+
+impl InnerInfo {
+    fn gre_protocol(&self) -> u16 {
+        if self.v6 {
+            wire::ETH_P_IPV6
+        } else {
+            wire::ETH_P_IP
+        }
+    }
 }
 
 /// None when the packet's device is not a tunnel of ours.
@@ -57,7 +81,7 @@ pub fn encap(ctx: &TcContext) -> Option<i32> {
                 s.tx_errors += 1;
                 match reason {
                     TX_NO_BUFS => s.tx_no_bufs += 1,
-                    TX_NO_ROUTE => s.tx_no_route += 1,
+                    TX_NO_ROUTE | TX_NO_NEIGH | TX_NO_SOURCE => s.tx_no_route += 1,
                     _ => {}
                 }
             });
@@ -70,29 +94,93 @@ pub fn encap(ctx: &TcContext) -> Option<i32> {
 fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
     // SAFETY: reading a field of the context the kernel gave us.
     let protocol = unsafe { (*ctx.skb.skb).protocol } as u16;
-    if protocol == wire::ETH_P_IP.to_be() && mode != MODE_SIT {
-        let head: [u8; 10] = ctx.load(l2).map_err(|_| TX_BAD_INNER)?;
+    let carries_v4 = mode == MODE_GRE || mode == MODE_IPIP;
+    let carries_v6 = mode != MODE_IPIP;
+    let mut dst = [0u8; 16];
+    if protocol == wire::ETH_P_IP.to_be() && carries_v4 {
+        let head: [u8; 20] = ctx.load(l2).map_err(|_| TX_BAD_INNER)?;
         if head[0] >> 4 != 4 {
             return Err(TX_BAD_INNER);
         }
+        dst[..4].copy_from_slice(&head[16..20]);
         Ok(InnerInfo {
             tos: head[1],
             ttl: head[8],
-            gre_protocol: wire::ETH_P_IP,
+            v6: false,
+            dst,
         })
-    } else if protocol == wire::ETH_P_IPV6.to_be() && mode != MODE_IPIP {
-        let head: [u8; 8] = ctx.load(l2).map_err(|_| TX_BAD_INNER)?;
+    } else if protocol == wire::ETH_P_IPV6.to_be() && carries_v6 {
+        let head: [u8; 40] = ctx.load(l2).map_err(|_| TX_BAD_INNER)?;
         if head[0] >> 4 != 6 {
             return Err(TX_BAD_INNER);
         }
+        dst.copy_from_slice(&head[24..40]);
         Ok(InnerInfo {
             tos: (head[0] << 4) | (head[1] >> 4),
             ttl: head[7],
-            gre_protocol: wire::ETH_P_IPV6,
+            v6: true,
+            dst,
         })
     } else {
         Err(TX_BAD_INNER)
     }
+}
+
+/// The outer destination of a tunnel whose remote is decided per packet:
+/// ISATAP's address embedded in the inner destination, the longest
+/// matching multipoint neighbour, or the ISATAP default router.
+#[inline(always)]
+fn remote_for(cfg: &TunnelConfig, ifindex: u32, inner: &InnerInfo) -> Result<u32, u32> {
+    if cfg.mode == MODE_ISATAP && inner.v6 {
+        if let Some(v4) = wire::isatap_ipv4(&inner.dst) {
+            return Ok(u32::from_ne_bytes(v4));
+        }
+    }
+    let (family, bits) = if inner.v6 { (6, 128) } else { (4, 32) };
+    let key = Key::new(
+        NEIGH_KEY_FIXED_BITS + bits,
+        NeighKey {
+            ifindex,
+            family,
+            addr: inner.dst,
+        },
+    );
+    if let Some(neigh) = NEIGH.get(&key) {
+        return Ok(neigh.remote);
+    }
+    if cfg.mode == MODE_ISATAP && cfg.prl_default != 0 {
+        return Ok(cfg.prl_default);
+    }
+    Err(TX_NO_NEIGH)
+}
+
+/// Source address and egress interface of the route to `remote`.
+#[inline(always)]
+fn route_to(ctx: &TcContext, remote: u32, oif: u32) -> Result<(u32, u32), u32> {
+    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
+    let mut params: FibParams = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    params.ifindex = oif;
+    params.__bindgen_anon_4.ipv4_dst = remote;
+    let flags = BPF_FIB_LOOKUP_OUTPUT | BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC;
+    // SAFETY: helper call with a request on our stack.
+    let ret = unsafe {
+        bpf_fib_lookup(
+            ctx.skb.skb as *mut _,
+            &mut params,
+            core::mem::size_of::<FibParams>() as i32,
+            flags,
+        )
+    };
+    if ret != BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        return Err(TX_NO_ROUTE);
+    }
+    // SAFETY: the helper filled in the source address.
+    let src = unsafe { params.__bindgen_anon_3.ipv4_src };
+    if src == 0 {
+        return Err(TX_NO_SOURCE);
+    }
+    Ok((src, params.ifindex))
 }
 
 #[inline(always)]
@@ -105,11 +193,64 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     let inner_len = ctx.len().saturating_sub(l2 as u32);
 
     let gre = cfg.mode == MODE_GRE;
-    let gre_flags = if cfg.flags & TUNNEL_F_OKEY != 0 {
-        wire::GRE_KEY
+    let mut gre_flags = 0;
+    if gre {
+        if cfg.flags & TUNNEL_F_OKEY != 0 {
+            gre_flags |= wire::GRE_KEY;
+        }
+        if cfg.flags & TUNNEL_F_OCSUM != 0 {
+            gre_flags |= wire::GRE_CSUM;
+        }
+        if cfg.flags & TUNNEL_F_OSEQ != 0 {
+            gre_flags |= wire::GRE_SEQ;
+        }
+    }
+    if gre_flags & (wire::GRE_CSUM | wire::GRE_SEQ) != 0 {
+        // SAFETY: reading a field of the context the kernel gave us.
+        if unsafe { (*ctx.skb.skb).gso_segs } > 1 {
+            return Err(TX_GSO_UNSUPPORTED);
+        }
+    }
+
+    let remote = if cfg.remote != 0 {
+        cfg.remote
+    } else {
+        remote_for(cfg, ifindex, &inner)?
+    };
+    // The route is looked up per packet only when it decides something:
+    // the source for `local any`, the way out for an unbound multipoint
+    // tunnel. Otherwise bpf_redirect_neigh finds the next hop itself.
+    let bound = cfg.flags & TUNNEL_F_BOUND_DEV != 0;
+    let (local, underlay) = if cfg.local != 0 && (cfg.remote != 0 || bound) {
+        (cfg.local, cfg.underlay_ifindex)
+    } else {
+        let (src, oif) = route_to(ctx, remote, cfg.underlay_ifindex)?;
+        let local = if cfg.local != 0 { cfg.local } else { src };
+        let oif = if bound { cfg.underlay_ifindex } else { oif };
+        (local, oif)
+    };
+
+    // The checksum covers the inner packet as it is now, before any header
+    // is pushed in front of it.
+    let inner_sum = if gre_flags & wire::GRE_CSUM != 0 {
+        match csum::inner_sum(ctx, l2, inner.v6) {
+            Some(s) => s.sum,
+            None => csum::sum_bytes(ctx, l2, inner_len as usize).ok_or(TX_BAD_INNER)?,
+        }
     } else {
         0
     };
+    let seq = if gre_flags & wire::GRE_SEQ != 0 {
+        let state = SEQ.get_ptr_mut(ifindex).ok_or(TX_NO_BUFS)?;
+        // SAFETY: the map value lives as long as the map; every CPU updates
+        // it only through atomics.
+        (unsafe {
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*state).o_seq, 1)
+        }) as u32
+    } else {
+        0
+    };
+
     let overhead = wire::encap_overhead(cfg.mode, gre_flags);
     let proto = match cfg.mode {
         MODE_GRE => wire::IPPROTO_GRE,
@@ -147,8 +288,8 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
         return Err(TX_NO_BUFS);
     }
 
-    let local = cfg.local.to_ne_bytes();
-    let remote = cfg.remote.to_ne_bytes();
+    let local = local.to_ne_bytes();
+    let remote_bytes = remote.to_ne_bytes();
     let mut ip = [
         u16::from_be_bytes([0x45, tos]),
         tot_len,
@@ -158,8 +299,8 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
         0,
         u16::from_be_bytes([local[0], local[1]]),
         u16::from_be_bytes([local[2], local[3]]),
-        u16::from_be_bytes([remote[0], remote[1]]),
-        u16::from_be_bytes([remote[2], remote[3]]),
+        u16::from_be_bytes([remote_bytes[0], remote_bytes[1]]),
+        u16::from_be_bytes([remote_bytes[2], remote_bytes[3]]),
     ];
     ip[5] = wire::ipv4_header_checksum(&ip);
     let mut outer = OuterHeaders {
@@ -176,22 +317,12 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     ctx.store(0, &outer, 0).map_err(|_| TX_NO_BUFS)?;
 
     if gre {
-        let off = wire::ETH_HDR_LEN + wire::IPV4_HDR_LEN;
-        let hdr = GreHdr {
-            flags_version: gre_flags.to_be_bytes(),
-            protocol: inner.gre_protocol.to_be_bytes(),
-        };
-        ctx.store(off, &hdr, 0).map_err(|_| TX_NO_BUFS)?;
-        if gre_flags & wire::GRE_KEY != 0 {
-            ctx.store(off + wire::gre_key_offset(gre_flags), &cfg.okey, 0)
-                .map_err(|_| TX_NO_BUFS)?;
-        }
+        write_gre(ctx, cfg, gre_flags, inner.gre_protocol(), seq, inner_sum)?;
     }
 
     // SAFETY: plain helper call; no explicit next hop, the kernel's FIB and
     // neighbour tables resolve it.
-    let action =
-        unsafe { bpf_redirect_neigh(cfg.underlay_ifindex, core::ptr::null_mut(), 0, 0) } as i32;
+    let action = unsafe { bpf_redirect_neigh(underlay, core::ptr::null_mut(), 0, 0) } as i32;
     if action != TC_ACT_REDIRECT {
         return Err(TX_NO_ROUTE);
     }
@@ -201,7 +332,7 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
             ctx,
             "encap ifindex={} to {:i} len={}",
             ifindex,
-            u32::from_be(cfg.remote),
+            u32::from_be(remote),
             inner_len
         );
     }
@@ -210,4 +341,43 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
         s.tx_bytes += inner_len as u64;
     });
     Ok(action)
+}
+
+/// Writes the GRE header after the outer IPv4 header; `inner_sum` is the
+/// inner packet's checksum sum, used when `gre_flags` has the C bit.
+#[inline(always)]
+fn write_gre(
+    ctx: &TcContext,
+    cfg: &TunnelConfig,
+    gre_flags: u16,
+    protocol: u16,
+    seq: u32,
+    inner_sum: u32,
+) -> Result<(), u32> {
+    let off = wire::ETH_HDR_LEN + wire::IPV4_HDR_LEN;
+    let hdr = GreHdr {
+        flags_version: gre_flags.to_be_bytes(),
+        protocol: protocol.to_be_bytes(),
+    };
+    ctx.store(off, &hdr, 0).map_err(|_| TX_NO_BUFS)?;
+    let mut sum = gre_flags as u32 + protocol as u32;
+    if gre_flags & wire::GRE_KEY != 0 {
+        ctx.store(off + wire::gre_key_offset(gre_flags), &cfg.okey, 0)
+            .map_err(|_| TX_NO_BUFS)?;
+        sum += csum::sum_array(&cfg.okey.to_ne_bytes());
+    }
+    if gre_flags & wire::GRE_SEQ != 0 {
+        let seq = seq.to_be_bytes();
+        ctx.store(off + wire::gre_seq_offset(gre_flags), &seq, 0)
+            .map_err(|_| TX_NO_BUFS)?;
+        sum += csum::sum_array(&seq);
+    }
+    if gre_flags & wire::GRE_CSUM != 0 {
+        let check = wire::csum_fold(csum::add(sum, inner_sum));
+        // The checksum word, then the reserved word (zero).
+        let field = [check.to_be_bytes(), [0, 0]];
+        ctx.store(off + wire::GRE_BASE_LEN, &field, 0)
+            .map_err(|_| TX_NO_BUFS)?;
+    }
+    Ok(())
 }

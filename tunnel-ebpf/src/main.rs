@@ -9,7 +9,12 @@
 //!   interface before sending it to the underlay neighbour.
 #![no_std]
 #![no_main]
+// Atomic read-modify-write on map memory: the BPF target declares no CAS,
+// so core's atomic types lack it, but the ISA (v3) has it.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
+mod csum;
 mod decap;
 mod encap;
 mod ingress;

@@ -3,10 +3,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
 };
 use tunnel_common::{
-    maps::{DecapKey, DecapTarget, IfCounters, Settings, TunnelConfig, TunnelStats, MAX_TUNNELS},
+    maps::{
+        DecapKey, DecapTarget, IfCounters, NeighEntry, NeighKey, PrlEntry, PrlKey, SeqState,
+        Settings, TunnelConfig, TunnelStats, MAX_NEIGHBOURS, MAX_PRL, MAX_TUNNELS,
+    },
     stats::COUNTER_COUNT,
 };
 
@@ -37,6 +40,19 @@ pub static IF_COUNTERS: PerCpuHashMap<u32, IfCounters> =
 /// Slot 0: run-time settings (log level, build id).
 #[map(name = "XTUN_SETTINGS")]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// (tunnel, family, inner prefix) -> outer destination, for multipoint
+/// (`remote any`) tunnels. Longest prefix wins.
+#[map(name = "XTUN_NEIGH")]
+pub static NEIGH: LpmTrie<NeighKey, NeighEntry> = LpmTrie::with_max_entries(MAX_NEIGHBOURS, 0);
+
+/// (ISATAP tunnel, router) -> flags: the potential-router list.
+#[map(name = "XTUN_PRL")]
+pub static PRL: HashMap<PrlKey, PrlEntry> = HashMap::with_max_entries(MAX_PRL, 0);
+
+/// Tunnel interface ifindex -> GRE sequence numbers (shared by all CPUs).
+#[map(name = "XTUN_SEQ")]
+pub static SEQ: HashMap<u32, SeqState> = HashMap::with_max_entries(MAX_TUNNELS, 0);
 
 /// Counts one packet handled for `reason` on interface `ifindex`.
 #[inline(always)]

@@ -2,7 +2,10 @@
 
 use core::mem::size_of;
 
-use aya_ebpf::programs::{TcContext, XdpContext};
+use aya_ebpf::{
+    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    programs::{TcContext, XdpContext},
+};
 
 /// The directly accessible bytes of a packet.
 pub trait Frame {
@@ -11,6 +14,8 @@ pub trait Frame {
     fn end(&self) -> usize;
     /// Length of the whole packet (an skb may hold more than its linear part).
     fn total_len(&self) -> usize;
+    /// Copies `len` packet bytes from `off` to `dst`, linear or not.
+    fn load(&self, off: usize, dst: *mut u8, len: usize) -> bool;
 }
 
 impl Frame for XdpContext {
@@ -28,6 +33,12 @@ impl Frame for XdpContext {
     fn total_len(&self) -> usize {
         self.data_end() - self.data()
     }
+
+    #[inline(always)]
+    fn load(&self, off: usize, dst: *mut u8, len: usize) -> bool {
+        // SAFETY: the helper checks the packet bounds; `dst` has `len` bytes.
+        unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, dst as *mut _, len as u32) == 0 }
+    }
 }
 
 impl Frame for TcContext {
@@ -44,6 +55,19 @@ impl Frame for TcContext {
     #[inline(always)]
     fn total_len(&self) -> usize {
         self.len() as usize
+    }
+
+    #[inline(always)]
+    fn load(&self, off: usize, dst: *mut u8, len: usize) -> bool {
+        // SAFETY: the helper checks the packet bounds; `dst` has `len` bytes.
+        unsafe {
+            bpf_skb_load_bytes(
+                self.skb.skb as *const _,
+                off as u32,
+                dst as *mut _,
+                len as u32,
+            ) == 0
+        }
     }
 }
 

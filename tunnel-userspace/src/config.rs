@@ -18,23 +18,25 @@ pub enum ConfigError {
     DuplicateName(String, String),
     #[error("\"{0}\" needs an argument")]
     MissingArgument(String),
-    #[error("unknown tunnel mode \"{0}\" (xtun supports gre, ipip and sit)")]
+    #[error("unknown tunnel mode \"{0}\" (xtun supports gre, ipip, sit and isatap)")]
     UnknownMode(String),
-    #[error("tunnel mode is required: mode {{ gre | ipip | sit }}")]
+    #[error("tunnel mode is required: mode {{ gre | ipip | sit | isatap }}")]
     MissingMode,
     #[error("invalid address \"{0}\"")]
     BadAddress(String),
-    #[error("remote address is required")]
+    #[error("remote address is required: remote {{ ADDR | any }}")]
     MissingRemote,
-    #[error("\"remote any\" (multipoint tunnels) is not supported yet")]
-    RemoteAny,
+    #[error("an isatap tunnel has no fixed remote (its remotes come from the inner destinations)")]
+    IsatapRemote,
+    #[error("\"{0}\" is a GRE option (not for ipip, sit or isatap)")]
+    GreOnly(String),
     #[error("invalid key \"{0}\": expected a number or a dotted quad")]
     BadKey(String),
     #[error("keys are not allowed with ipip and sit tunnels")]
     KeyWithoutGre,
     #[error("invalid TTL \"{0}\": expected 1..255 or inherit")]
     BadTtl(String),
-    #[error("invalid TOS \"{0}\": expected 00..ff or inherit")]
+    #[error("invalid TOS \"{0}\": expected 00..ff, inherit or inherit/00..ff")]
     BadTos(String),
     #[error("ttl != 0 and nopmtudisc are incompatible")]
     TtlWithNoPmtudisc,
@@ -53,6 +55,7 @@ pub enum Mode {
     Gre,
     Ipip,
     Sit,
+    Isatap,
 }
 
 impl Mode {
@@ -61,6 +64,7 @@ impl Mode {
             Self::Gre => MODE_GRE,
             Self::Ipip => MODE_IPIP,
             Self::Sit => MODE_SIT,
+            Self::Isatap => MODE_ISATAP,
         }
     }
 
@@ -69,6 +73,7 @@ impl Mode {
             MODE_GRE => Some(Self::Gre),
             MODE_IPIP => Some(Self::Ipip),
             MODE_SIT => Some(Self::Sit),
+            MODE_ISATAP => Some(Self::Isatap),
             _ => None,
         }
     }
@@ -77,7 +82,17 @@ impl Mode {
         match self {
             Self::Gre => wire::IPPROTO_GRE,
             Self::Ipip => wire::IPPROTO_IPIP,
-            Self::Sit => wire::IPPROTO_IPV6,
+            Self::Sit | Self::Isatap => wire::IPPROTO_IPV6,
+        }
+    }
+
+    /// The word `mode` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gre => "gre",
+            Self::Ipip => "ipip",
+            Self::Sit => "sit",
+            Self::Isatap => "isatap",
         }
     }
 
@@ -86,7 +101,7 @@ impl Mode {
         match self {
             Self::Gre => "gre",
             Self::Ipip => "ip",
-            Self::Sit => "ipv6",
+            Self::Sit | Self::Isatap => "ipv6",
         }
     }
 }
@@ -98,7 +113,7 @@ impl FromStr for Mode {
             "gre" | "gre/ip" => Ok(Self::Gre),
             "ipip" | "ip/ip" => Ok(Self::Ipip),
             "sit" | "ipv6/ip" => Ok(Self::Sit),
-            "isatap" => Err(ConfigError::Unsupported(format!("mode {s}"))),
+            "isatap" => Ok(Self::Isatap),
             "vti" => Err(ConfigError::Vti),
             _ => Err(ConfigError::UnknownMode(s.to_string())),
         }
@@ -108,7 +123,9 @@ impl FromStr for Mode {
 /// TOS of the outer header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tos {
-    Inherit,
+    /// Copy the inner packet's; `inherit/T` names T for other inner
+    /// protocols (the kernel's odd TOS values), plain `inherit` is T = 0.
+    Inherit(u8),
     Value(u8),
 }
 
@@ -117,7 +134,9 @@ pub enum Tos {
 pub struct TunnelSpec {
     pub name: String,
     pub mode: Mode,
-    pub remote: Ipv4Addr,
+    /// None: `remote any` (multipoint; ISATAP always).
+    pub remote: Option<Ipv4Addr>,
+    /// None: `local any`, the source of the route to the remote, per packet.
     pub local: Option<Ipv4Addr>,
     /// Keys as numbers (host order), as `ip tunnel` prints them.
     pub ikey: Option<u32>,
@@ -126,6 +145,12 @@ pub struct TunnelSpec {
     pub ttl: u8,
     pub tos: Tos,
     pub pmtudisc: bool,
+    /// GRE checksums: verify on receive, add on send.
+    pub icsum: bool,
+    pub ocsum: bool,
+    /// GRE sequence numbers: drop out-of-sequence input, number output.
+    pub iseq: bool,
+    pub oseq: bool,
     pub dev: Option<String>,
 }
 
@@ -177,14 +202,27 @@ fn parse_ttl(s: &str) -> Result<u8, ConfigError> {
 }
 
 fn parse_tos(s: &str) -> Result<Tos, ConfigError> {
+    let bad = || ConfigError::BadTos(s.to_string());
+    let byte = |v: &str| {
+        let hex = v.strip_prefix("0x").unwrap_or(v);
+        match u8::from_str_radix(hex, 16) {
+            Ok(v) if !hex.is_empty() && hex.len() <= 2 => Ok(v),
+            _ => Err(bad()),
+        }
+    };
     if s == "inherit" {
-        return Ok(Tos::Inherit);
+        return Ok(Tos::Inherit(0));
     }
-    let hex = s.strip_prefix("0x").unwrap_or(s);
-    match u8::from_str_radix(hex, 16) {
-        Ok(v) if !hex.is_empty() && hex.len() <= 2 => Ok(Tos::Value(v)),
-        _ => Err(ConfigError::BadTos(s.to_string())),
+    if let Some(fallback) = s.strip_prefix("inherit/") {
+        return Ok(Tos::Inherit(byte(fallback)? & !1));
     }
+    // As in the kernel, an odd TOS means inherit, the rest of it the fallback.
+    let v = byte(s)?;
+    Ok(if v & 1 != 0 {
+        Tos::Inherit(v & !1)
+    } else {
+        Tos::Value(v)
+    })
 }
 
 impl TunnelSpec {
@@ -218,6 +256,9 @@ impl TunnelSpec {
         let mut ttl = base.map_or(0u8, |b| b.ttl);
         let mut tos = base.map_or(Tos::Value(0), |b| b.tos);
         let mut pmtudisc = base.is_none_or(|b| b.pmtudisc);
+        let (mut icsum, mut ocsum) = base.map_or((false, false), |b| (b.icsum, b.ocsum));
+        let (mut iseq, mut oseq) = base.map_or((false, false), |b| (b.iseq, b.oseq));
+        let mut gre_words: Vec<String> = Vec::new();
         let mut dev = base.and_then(|b| b.dev.clone());
 
         let mut it = args.iter().map(AsRef::as_ref);
@@ -230,10 +271,11 @@ impl TunnelSpec {
                 "mode" => mode = Some(value()?.parse::<Mode>()?),
                 "remote" => {
                     let v = value()?;
-                    if v == "any" {
-                        return Err(ConfigError::RemoteAny);
-                    }
-                    remote = Some(parse_addr(v)?);
+                    remote = Some(if v == "any" {
+                        None
+                    } else {
+                        Some(parse_addr(v)?)
+                    });
                 }
                 "local" => {
                     let v = value()?;
@@ -262,8 +304,25 @@ impl TunnelSpec {
                 }
                 "pmtudisc" => pmtudisc = true,
                 "nopmtudisc" => pmtudisc = false,
-                "csum" | "icsum" | "ocsum" | "seq" | "iseq" | "oseq" | "prl-default"
-                | "prl-nodefault" | "prl-delete" | "6rd-prefix" | "6rd-relay_prefix" => {
+                "csum" | "icsum" | "ocsum" | "seq" | "iseq" | "oseq" => {
+                    match word {
+                        "csum" => (icsum, ocsum) = (true, true),
+                        "icsum" => icsum = true,
+                        "ocsum" => ocsum = true,
+                        "seq" => (iseq, oseq) = (true, true),
+                        "iseq" => iseq = true,
+                        _ => oseq = true,
+                    }
+                    gre_words.push(word.to_string());
+                }
+                "nocsum" => (icsum, ocsum) = (false, false),
+                "noseq" => (iseq, oseq) = (false, false),
+                "prl-default" | "prl-nodefault" | "prl-delete" => {
+                    return Err(ConfigError::Unsupported(format!(
+                        "{word} (use `xtun tunnel prl {word} ADDR dev NAME`)"
+                    )))
+                }
+                "6rd-prefix" | "6rd-relay_prefix" => {
                     return Err(ConfigError::Unsupported(word.to_string()))
                 }
                 "name" => {
@@ -285,9 +344,19 @@ impl TunnelSpec {
         if base.is_some_and(|b| b.mode != mode) {
             return Err(ConfigError::ModeChange);
         }
-        let remote = remote.ok_or(ConfigError::MissingRemote)?;
+        let remote = match (mode, remote) {
+            (Mode::Isatap, None | Some(None)) => None,
+            (Mode::Isatap, Some(Some(_))) => return Err(ConfigError::IsatapRemote),
+            (_, Some(remote)) => remote,
+            (_, None) => return Err(ConfigError::MissingRemote),
+        };
         if mode != Mode::Gre && (ikey.is_some() || okey.is_some()) {
             return Err(ConfigError::KeyWithoutGre);
+        }
+        if mode != Mode::Gre {
+            if let Some(word) = gre_words.into_iter().next() {
+                return Err(ConfigError::GreOnly(word));
+            }
         }
         if ttl != 0 && !pmtudisc {
             return Err(ConfigError::TtlWithNoPmtudisc);
@@ -302,6 +371,10 @@ impl TunnelSpec {
             ttl,
             tos,
             pmtudisc,
+            icsum,
+            ocsum,
+            iseq,
+            oseq,
             dev,
         })
     }
@@ -311,28 +384,43 @@ impl TunnelSpec {
         Some(Self {
             name: name.to_string(),
             mode: Mode::from_map(cfg.mode)?,
-            remote: addr_from_wire(cfg.remote),
-            local: Some(addr_from_wire(cfg.local)),
+            remote: (cfg.remote != 0).then(|| addr_from_wire(cfg.remote)),
+            local: (cfg.local != 0).then(|| addr_from_wire(cfg.local)),
             ikey: (cfg.flags & TUNNEL_F_IKEY != 0).then(|| u32::from_be(cfg.ikey)),
             okey: (cfg.flags & TUNNEL_F_OKEY != 0).then(|| u32::from_be(cfg.okey)),
             ttl: cfg.ttl,
             tos: if cfg.flags & TUNNEL_F_TOS_INHERIT != 0 {
-                Tos::Inherit
+                Tos::Inherit(cfg.tos)
             } else {
                 Tos::Value(cfg.tos)
             },
             pmtudisc: cfg.flags & TUNNEL_F_PMTUDISC != 0,
+            icsum: cfg.flags & TUNNEL_F_ICSUM != 0,
+            ocsum: cfg.flags & TUNNEL_F_OCSUM != 0,
+            iseq: cfg.flags & TUNNEL_F_ISEQ != 0,
+            oseq: cfg.flags & TUNNEL_F_OSEQ != 0,
             dev,
         })
     }
 
     /// Outer GRE flags this tunnel sends.
     pub fn gre_flags(&self) -> u16 {
+        let mut flags = 0;
         if self.okey.is_some() {
-            wire::GRE_KEY
-        } else {
-            0
+            flags |= wire::GRE_KEY;
         }
+        if self.ocsum {
+            flags |= wire::GRE_CSUM;
+        }
+        if self.oseq {
+            flags |= wire::GRE_SEQ;
+        }
+        flags
+    }
+
+    /// Does this tunnel need one GRE header per segment (no GSO)?
+    pub fn needs_per_packet_header(&self) -> bool {
+        self.ocsum || self.oseq
     }
 
     /// MTU of the tunnel interface over an underlay of `underlay_mtu`.
@@ -341,9 +429,20 @@ impl TunnelSpec {
         underlay_mtu.saturating_sub(overhead).max(68)
     }
 
-    /// The data plane's view of this tunnel.
+    /// The data plane's view of this tunnel; `local` 0.0.0.0 is `local any`.
     pub fn to_config(&self, local: Ipv4Addr, underlay_ifindex: u32, mtu: u32) -> TunnelConfig {
         let mut flags = 0;
+        for (on, flag) in [
+            (self.icsum, TUNNEL_F_ICSUM),
+            (self.ocsum, TUNNEL_F_OCSUM),
+            (self.iseq, TUNNEL_F_ISEQ),
+            (self.oseq, TUNNEL_F_OSEQ),
+            (self.mode == Mode::Isatap, TUNNEL_F_ISATAP),
+        ] {
+            if on {
+                flags |= flag;
+            }
+        }
         if self.ikey.is_some() {
             flags |= TUNNEL_F_IKEY;
         }
@@ -357,15 +456,15 @@ impl TunnelSpec {
             flags |= TUNNEL_F_BOUND_DEV;
         }
         let tos = match self.tos {
-            Tos::Inherit => {
+            Tos::Inherit(fallback) => {
                 flags |= TUNNEL_F_TOS_INHERIT;
-                0
+                fallback
             }
             Tos::Value(v) => v,
         };
         TunnelConfig {
             local: wire_addr(local),
-            remote: wire_addr(self.remote),
+            remote: self.remote.map_or(0, wire_addr),
             ikey: self.ikey.unwrap_or(0).to_be(),
             okey: self.okey.unwrap_or(0).to_be(),
             underlay_ifindex,
@@ -375,6 +474,8 @@ impl TunnelSpec {
             ttl: self.ttl,
             tos,
             _pad: 0,
+            prl_default: 0,
+            _pad2: 0,
         }
     }
 }
@@ -423,13 +524,20 @@ impl fmt::Display for ShowLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cfg = self.cfg;
         let mode = Mode::from_map(cfg.mode).map_or("unknown", Mode::show_name);
+        let addr = |a: u32| {
+            if a == 0 {
+                "any".to_string()
+            } else {
+                addr_from_wire(a).to_string()
+            }
+        };
         write!(
             f,
             "{}: {}/ip remote {} local {}",
             self.name,
             mode,
-            addr_from_wire(cfg.remote),
-            addr_from_wire(cfg.local)
+            addr(cfg.remote),
+            addr(cfg.local)
         )?;
         if let Some(dev) = self.dev {
             write!(f, " dev {dev}")?;
@@ -441,6 +549,9 @@ impl fmt::Display for ShowLine<'_> {
         }
         if cfg.flags & TUNNEL_F_TOS_INHERIT != 0 {
             write!(f, " tos inherit")?;
+            if cfg.tos != 0 {
+                write!(f, "/0x{:x}", cfg.tos)?;
+            }
         } else if cfg.tos != 0 {
             write!(f, " tos 0x{:x}", cfg.tos)?;
         }
@@ -460,6 +571,17 @@ impl fmt::Display for ShowLine<'_> {
                 }
             }
         }
+        // The continuation lines `ip tunnel show` prints for GRE options.
+        for (flag, text) in [
+            (TUNNEL_F_ISEQ, "Drop packets out of sequence."),
+            (TUNNEL_F_ICSUM, "Checksum in received packet is required."),
+            (TUNNEL_F_OSEQ, "Sequence packets on output."),
+            (TUNNEL_F_OCSUM, "Checksum output packets."),
+        ] {
+            if cfg.flags & flag != 0 {
+                write!(f, "\n  {text}")?;
+            }
+        }
         Ok(())
     }
 }
@@ -477,7 +599,7 @@ mod tests {
         let spec = parse("tun1 mode ipip remote 10.10.20.2 local 10.10.10.2").unwrap();
         assert_eq!(spec.name, "tun1");
         assert_eq!(spec.mode, Mode::Ipip);
-        assert_eq!(spec.remote, Ipv4Addr::new(10, 10, 20, 2));
+        assert_eq!(spec.remote, Some(Ipv4Addr::new(10, 10, 20, 2)));
         assert_eq!(spec.local, Some(Ipv4Addr::new(10, 10, 10, 2)));
         assert_eq!(spec.ttl, 0);
         assert!(spec.pmtudisc);
@@ -514,7 +636,7 @@ mod tests {
     fn ttl_and_tos() {
         let spec = parse("t mode gre remote 1.1.1.1 ttl 64 tos inherit").unwrap();
         assert_eq!(spec.ttl, 64);
-        assert_eq!(spec.tos, Tos::Inherit);
+        assert_eq!(spec.tos, Tos::Inherit(0));
         assert_eq!(
             parse("t mode gre remote 1.1.1.1 ttl inherit tos 0x10")
                 .unwrap()
@@ -554,9 +676,15 @@ mod tests {
             ("t mode gre", MissingRemote),
             ("mode gre remote 1.1.1.1", MissingName),
             ("t mode gre remote", MissingArgument("remote".into())),
-            ("t mode gre remote any", RemoteAny),
+            ("t mode isatap remote 1.1.1.1", IsatapRemote),
+            ("t mode ipip remote 1.1.1.1 csum", GreOnly("csum".into())),
+            ("t mode sit remote 1.1.1.1 oseq", GreOnly("oseq".into())),
+            (
+                "t mode gre remote 1.1.1.1 tos inherit/zz",
+                BadTos("inherit/zz".into()),
+            ),
             ("t mode gre remote 1.1.1.1 key x", BadKey("x".into())),
-            ("t mode gre remote 1.1.1.1 csum", Unsupported("csum".into())),
+            ("t mode vti remote 1.1.1.1", Vti),
             ("t mode gre remote 1.1.1.1 bogus", Unknown("bogus".into())),
             ("t mode gre remote 1.1.1.1 dev a/b", BadName("a/b".into())),
         ];
@@ -623,7 +751,7 @@ mod tests {
             TunnelSpec::parse_change(&base, &["tun1", "remote", "3.3.3.3", "nokey"]).unwrap();
         assert_eq!(
             (changed.remote, changed.ikey, changed.okey),
-            (Ipv4Addr::new(3, 3, 3, 3), None, None)
+            (Some(Ipv4Addr::new(3, 3, 3, 3)), None, None)
         );
         assert_eq!(
             TunnelSpec::parse_change(&base, &["tun1", "mode", "ipip"]),
@@ -641,6 +769,57 @@ mod tests {
         // Round trip through the data plane's view.
         let cfg = base.to_config(base.local.unwrap(), 2, 1472);
         assert_eq!(TunnelSpec::from_config("tun1", &cfg, None).unwrap(), base);
+    }
+
+    #[test]
+    fn gre_options_tos_inherit_and_wildcards() {
+        let spec = parse("t mode gre remote any local any key 1 csum iseq oseq").unwrap();
+        assert_eq!((spec.remote, spec.local), (None, None));
+        assert!(spec.icsum && spec.ocsum && spec.iseq && spec.oseq);
+        // GRE 4 + key 4 + csum 4 + seq 4, outer IPv4 20.
+        assert_eq!(spec.mtu(1500), 1464);
+        let cfg = spec.to_config(Ipv4Addr::UNSPECIFIED, 2, 1464);
+        assert_eq!((cfg.local, cfg.remote), (0, 0));
+        let line = ShowLine {
+            name: "t",
+            cfg: &cfg,
+            dev: None,
+        }
+        .to_string();
+        assert_eq!(
+            line,
+            "t: gre/ip remote any local any ttl inherit key 1\n  Drop packets out of sequence.\n  Checksum in received packet is required.\n  Sequence packets on output.\n  Checksum output packets."
+        );
+        assert_eq!(TunnelSpec::from_config("t", &cfg, None).unwrap(), spec);
+        let changed = TunnelSpec::parse_change(&spec, &["t", "noseq", "nocsum"]).unwrap();
+        assert!(!(changed.icsum || changed.ocsum || changed.iseq || changed.oseq));
+
+        for (word, tos) in [
+            ("inherit", Tos::Inherit(0)),
+            ("inherit/0x10", Tos::Inherit(0x10)),
+            ("inherit/b8", Tos::Inherit(0xb8)),
+            ("0x11", Tos::Inherit(0x10)),
+            ("0x10", Tos::Value(0x10)),
+        ] {
+            let spec = parse(&format!("t mode gre remote 1.1.1.1 tos {word}")).unwrap();
+            assert_eq!(spec.tos, tos, "{word}");
+        }
+        let spec = parse("t mode gre remote 1.1.1.1 local 2.2.2.2 tos inherit/0x10").unwrap();
+        let cfg = spec.to_config(spec.local.unwrap(), 2, 1476);
+        assert!(ShowLine {
+            name: "t",
+            cfg: &cfg,
+            dev: None
+        }
+        .to_string()
+        .ends_with("ttl inherit tos inherit/0x10"));
+
+        let isatap = parse("is0 mode isatap local 10.0.0.1").unwrap();
+        assert_eq!((isatap.mode, isatap.remote), (Mode::Isatap, None));
+        assert_eq!(isatap.mtu(1500), 1480);
+        let cfg = isatap.to_config(isatap.local.unwrap(), 2, 1480);
+        assert_ne!(cfg.flags & TUNNEL_F_ISATAP, 0);
+        assert_eq!(decap_key(&cfg).remote, 0);
     }
 
     #[test]

@@ -13,7 +13,9 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{
+        Array, HashMap, LpmTrie, Map, MapData, MapInfo, PerCpuArray, PerCpuHashMap, PerCpuValues,
+    },
     programs::{loaded_programs, ProgramInfo, SchedClassifier, Xdp},
     Ebpf,
 };
@@ -125,6 +127,9 @@ pub struct Dataplane {
     pub counters: PerCpuArray<MapData, u64>,
     pub if_counters: PerCpuHashMap<MapData, u32, IfCounters>,
     pub settings: Array<MapData, Settings>,
+    pub neigh: LpmTrie<MapData, NeighKey, NeighEntry>,
+    pub prl: HashMap<MapData, PrlKey, PrlEntry>,
+    pub seq: HashMap<MapData, u32, SeqState>,
 }
 
 /// Identifies an eBPF object: FNV-1a over its bytes.
@@ -242,6 +247,9 @@ impl Dataplane {
             counters: PerCpuArray::try_from(take(MAP_COUNTERS)?)?,
             if_counters: PerCpuHashMap::try_from(take(MAP_IF_COUNTERS)?)?,
             settings: Array::try_from(take(MAP_SETTINGS)?)?,
+            neigh: LpmTrie::try_from(take(MAP_NEIGH)?)?,
+            prl: HashMap::try_from(take(MAP_PRL)?)?,
+            seq: HashMap::try_from(take(MAP_SEQ)?)?,
         })
     }
 
@@ -270,6 +278,9 @@ impl Dataplane {
         let tunnel_stats = PerCpuHashMap::try_from(take(MAP_TUNNEL_STATS)?)?;
         let counters = PerCpuArray::try_from(take(MAP_COUNTERS)?)?;
         let if_counters = PerCpuHashMap::try_from(take(MAP_IF_COUNTERS)?)?;
+        let neigh = LpmTrie::try_from(take(MAP_NEIGH)?)?;
+        let prl = HashMap::try_from(take(MAP_PRL)?)?;
+        let seq = HashMap::try_from(take(MAP_SEQ)?)?;
         let mut settings: Array<MapData, Settings> = Array::try_from(take(MAP_SETTINGS)?)?;
         settings.set(
             0,
@@ -293,6 +304,9 @@ impl Dataplane {
             counters,
             if_counters,
             settings,
+            neigh,
+            prl,
+            seq,
         })
     }
 

@@ -19,10 +19,14 @@ Examples (the seed walkthrough, over xtun):
   xtun map dump XTUN_TUNNELS
   xtun status
   xtun -j -p tunnel show    # JSON, pretty-printed
-  xtun -batch tunnels.txt   # many commands in one process";
+  xtun -batch tunnels.txt   # many commands in one process
+
+Multipoint (NBMA) GRE, one interface to many sites:
+  xtun tunnel add mgre0 mode gre remote any local 192.0.2.1 key 7 dev eth0
+  xtun neigh add 10.20.0.0/16 lladdr 192.0.2.20 dev mgre0";
 
 #[derive(Parser)]
-#[command(name = "xtun", version, about = "IP tunnels (GRE, IPIP, SIT) with an eBPF data path", after_help = EXAMPLES)]
+#[command(name = "xtun", version, about = "IP tunnels (GRE, IPIP, SIT, ISATAP) with an eBPF data path", after_help = EXAMPLES)]
 struct Cli {
     /// Show statistics (as `ip -s`).
     #[arg(short = 's', long = "stats", global = true)]
@@ -48,6 +52,12 @@ enum Command {
     Tunnel {
         #[command(subcommand)]
         action: cli::tunnel::TunnelCommand,
+    },
+    /// Neighbours of multipoint (`remote any`) tunnels: inner prefix -> remote.
+    #[command(visible_aliases = ["neighbour", "neighbor", "n"])]
+    Neigh {
+        #[command(subcommand)]
+        action: cli::neigh::NeighCommand,
     },
     /// Attach the data plane (decapsulation and delivery) to an underlay NIC.
     #[command(
@@ -99,6 +109,7 @@ impl Command {
     fn changes_state(&self) -> bool {
         match self {
             Command::Tunnel { action } => action.changes_state(),
+            Command::Neigh { action } => action.changes_state(),
             Command::Attach { .. } | Command::Detach { .. } | Command::Upgrade => true,
             // `log` streams for as long as it runs; its level switch is a
             // single map update and needs no lock.
@@ -195,7 +206,12 @@ fn run(command: Command, stats: bool, json: bool, pretty: bool) -> anyhow::Resul
         None
     };
     match command {
-        Command::Tunnel { action } => cli::tunnel::run(action, stats, format),
+        Command::Tunnel { action } => {
+            // Neighbour commands later in a batch must see this change.
+            cli::neigh::invalidate();
+            cli::tunnel::run(action, stats, format)
+        }
+        Command::Neigh { action } => cli::neigh::run(action, format),
         Command::Attach { dev, decap } => cli::attach::attach(&dev, decap),
         Command::Detach { dev } => cli::attach::detach(&dev),
         Command::Stats => cli::stats::show(format),

@@ -141,6 +141,11 @@ fn flag_words(flags: u32) -> Vec<&'static str> {
         (TUNNEL_F_TOS_INHERIT, "tos-inherit"),
         (TUNNEL_F_BOUND_DEV, "bound-dev"),
         (TUNNEL_F_ETH_DEV, "eth-dev"),
+        (TUNNEL_F_ICSUM, "icsum"),
+        (TUNNEL_F_OCSUM, "ocsum"),
+        (TUNNEL_F_ISEQ, "iseq"),
+        (TUNNEL_F_OSEQ, "oseq"),
+        (TUNNEL_F_ISATAP, "isatap"),
     ];
     names
         .iter()
@@ -150,12 +155,7 @@ fn flag_words(flags: u32) -> Vec<&'static str> {
 }
 
 fn mode_name(mode: u8) -> &'static str {
-    match Mode::from_map(mode) {
-        Some(Mode::Gre) => "gre",
-        Some(Mode::Ipip) => "ipip",
-        Some(Mode::Sit) => "sit",
-        None => "unknown",
-    }
+    Mode::from_map(mode).map_or("unknown", Mode::name)
 }
 
 fn proto_name(proto: u8) -> String {
@@ -164,6 +164,17 @@ fn proto_name(proto: u8) -> String {
         4 => "ipip".into(),
         41 => "ipv6".into(),
         p => p.to_string(),
+    }
+}
+
+/// A neighbour-table key as an inner prefix, e.g. `10.1.0.0/16`.
+pub fn neigh_prefix(k: &NeighKey, prefix_len: u32) -> String {
+    let bits = prefix_len.saturating_sub(NEIGH_KEY_FIXED_BITS);
+    if k.family == 6 {
+        format!("{}/{bits}", std::net::Ipv6Addr::from(k.addr))
+    } else {
+        let a = std::net::Ipv4Addr::new(k.addr[0], k.addr[1], k.addr[2], k.addr[3]);
+        format!("{a}/{bits}")
     }
 }
 
@@ -218,6 +229,58 @@ fn decode(name: &str, key: &[u8], value: &[u8], ifname: &dyn Fn(u32) -> String) 
                 key_text,
                 ifname(t.ifindex),
                 t.ifindex
+            );
+            (doc, text)
+        }
+        MAP_NEIGH => {
+            let prefix_len: u32 = read(key);
+            let k: NeighKey = read(&key[4..]);
+            let e: NeighEntry = read(value);
+            let prefix = neigh_prefix(&k, prefix_len);
+            let doc = json!({
+                "ifindex": k.ifindex, "ifname": ifname(k.ifindex), "prefix": prefix,
+                "remote": addr_from_wire(e.remote).to_string(),
+            });
+            let text = format!(
+                "{prefix} lladdr {} dev {} ({})",
+                addr_from_wire(e.remote),
+                ifname(k.ifindex),
+                k.ifindex
+            );
+            (doc, text)
+        }
+        MAP_PRL => {
+            let k: PrlKey = read(key);
+            let e: PrlEntry = read(value);
+            let kind = if e.flags & PRL_DEFAULT != 0 {
+                "default"
+            } else {
+                "nodefault"
+            };
+            let doc = json!({
+                "ifindex": k.ifindex, "ifname": ifname(k.ifindex),
+                "router": addr_from_wire(k.addr).to_string(), "default": e.flags & PRL_DEFAULT != 0,
+            });
+            let text = format!(
+                "{} ({}) router {} {kind}",
+                ifname(k.ifindex),
+                k.ifindex,
+                addr_from_wire(k.addr)
+            );
+            (doc, text)
+        }
+        MAP_SEQ => {
+            let ifindex: u32 = read(key);
+            let s: SeqState = read(value);
+            let doc = json!({
+                "ifindex": ifindex, "ifname": ifname(ifindex),
+                "next_out": s.o_seq as u32, "next_in": s.i_seq as u32,
+            });
+            let text = format!(
+                "{} ({ifindex}): next out {} next in {}",
+                ifname(ifindex),
+                s.o_seq as u32,
+                s.i_seq as u32
             );
             (doc, text)
         }

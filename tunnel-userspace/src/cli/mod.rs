@@ -3,6 +3,7 @@
 pub mod attach;
 pub mod log;
 pub mod map;
+pub mod neigh;
 pub mod output;
 pub mod stats;
 pub mod status;

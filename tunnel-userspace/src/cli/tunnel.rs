@@ -65,6 +65,19 @@ pub enum TunnelCommand {
         )]
         args: Vec<String>,
     },
+    /// ISATAP potential-router list, as `ip tunnel prl`.
+    #[command(
+        after_help = "Arguments: { prl-default ADDR | prl-nodefault ADDR | prl-delete ADDR }... dev NAME\n\nExamples:\n  xtun tunnel prl prl-default 10.0.0.1 dev isatap0\n  xtun tunnel prl prl-delete 10.0.0.1 dev isatap0\n  xtun map dump XTUN_PRL\n\nPackets from a listed router are accepted whatever their inner source; inner\ndestinations that are not ISATAP addresses go to a prl-default router."
+    )]
+    Prl {
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
     /// Delete a tunnel interface and its data-plane state.
     #[command(after_help = "Example:\n  xtun tunnel del tun1")]
     Del {
@@ -94,36 +107,42 @@ pub fn run(cmd: TunnelCommand, stats: bool, format: Format) -> Result<()> {
         TunnelCommand::Add { args } => add(&args),
         TunnelCommand::Change { args } => change(&args),
         TunnelCommand::Del { name } => del(&name),
+        TunnelCommand::Prl { args } => prl(&args),
         TunnelCommand::Show { name } => show(name.as_deref(), stats, format),
     }
 }
 
-/// The underlay a tunnel leaves by (`dev`, or the route to `remote`) and
-/// its outer source address (`local`, or the route's preferred source).
+/// The underlay a tunnel receives on and normally leaves by: `dev`, or
+/// where the route to `remote` leaves. Its outer source is `local`, or
+/// 0.0.0.0 for `local any` (the route's source, per packet).
 fn resolve_underlay(nl: &mut Netlink, spec: &TunnelSpec) -> Result<(Link, Ipv4Addr)> {
-    let route = nl
-        .route_get(spec.remote)
-        .map_err(|e| anyhow!("no route to remote {}: {e}", spec.remote))?;
-    let underlay = match &spec.dev {
-        Some(dev) => lookup(nl, dev)?,
-        None => nl
-            .link_by_index(route.oif)?
-            .ok_or_else(|| anyhow!("no route to remote {}", spec.remote))?,
+    let underlay = match (&spec.dev, spec.remote) {
+        (Some(dev), _) => lookup(nl, dev)?,
+        (None, Some(remote)) => {
+            let route = nl
+                .route_get(remote)
+                .map_err(|e| anyhow!("no route to remote {remote}: {e}"))?;
+            nl.link_by_index(route.oif)?
+                .ok_or_else(|| anyhow!("no route to remote {remote}"))?
+        }
+        (None, None) => bail!(
+            "a tunnel with remote any ({}) needs `dev PHYS`: the underlay to receive on",
+            spec.mode.name()
+        ),
     };
     if underlay.kind.as_deref() == Some("tun") {
         bail!(
-            "the route to {} leaves by {}, a tunnel; xtun does not nest tunnels",
-            spec.remote,
+            "the tunnel would leave by {}, a tunnel; xtun does not nest tunnels",
             underlay.name
         );
     }
-    let local = match spec.local {
-        Some(local) => local,
-        None => route
-            .prefsrc
-            .ok_or_else(|| anyhow!("no local address: give `local ADDR`"))?,
-    };
-    Ok((underlay, local))
+    Ok((underlay, spec.local.unwrap_or(Ipv4Addr::UNSPECIFIED)))
+}
+
+/// GSO stays on unless the tunnel writes per-packet GRE fields.
+fn set_segmentation(name: &str, spec: &TunnelSpec) -> Result<()> {
+    tunnel_userspace::ethtool::set_gso(name, !spec.needs_per_packet_header())
+        .context("setting generic segmentation offload")
 }
 
 /// Fails if another tunnel already receives what `cfg` would.
@@ -149,8 +168,8 @@ fn check_decap_free(
             };
             bail!(
                 "{verb} tunnel \"{name}\" failed: tunnel {other} already has remote {} local {}{same_key}",
-                addr_from_wire(cfg.remote),
-                addr_from_wire(cfg.local),
+                any_or_addr(cfg.remote),
+                any_or_addr(cfg.local),
             );
         }
     }
@@ -216,7 +235,9 @@ fn add(args: &[String]) -> Result<()> {
         nl.set_mtu(link.index, mtu).context("setting the MTU")?;
         // Explicit IPv6 addresses only, as on the kernel's ipip and sit.
         nl.disable_ipv6_addrgen(link.index)?;
+        set_segmentation(&spec.name, &spec)?;
         dp.reset_tunnel_stats(link.index)?;
+        dp.seq.insert(link.index, SeqState::default(), 0)?;
         dp.tunnels.insert(link.index, cfg, 0)?;
         let target = DecapTarget {
             ifindex: link.index,
@@ -278,8 +299,12 @@ fn change(args: &[String]) -> Result<()> {
     })?;
     let (underlay, local) = resolve_underlay(&mut nl, &spec)?;
     let mtu = spec.mtu(underlay.mtu);
-    let cfg = spec.to_config(local, underlay.index, mtu);
+    let mut cfg = spec.to_config(local, underlay.index, mtu);
+    cfg.prl_default = old.prl_default;
     check_decap_free(&mut nl, &mut dp, "change", name, &cfg)?;
+    if spec.needs_per_packet_header() != base.needs_per_packet_header() {
+        set_segmentation(name, &spec)?;
+    }
     if underlay.index != old.underlay_ifindex {
         dp.attach_underlay(&mut nl, &underlay, false, DecapChoice::Auto)
             .with_context(|| format!("attaching to {}", underlay.name))?;
@@ -328,6 +353,37 @@ fn release_underlay(nl: &mut Netlink, dp: &mut Dataplane, ifindex: u32) -> Resul
     Ok(())
 }
 
+/// "any" for 0.0.0.0, as `ip tunnel show` prints it.
+pub fn any_or_addr(addr: u32) -> String {
+    if addr == 0 {
+        "any".to_string()
+    } else {
+        addr_from_wire(addr).to_string()
+    }
+}
+
+/// Removes a tunnel's neighbours and potential routers.
+fn forget_tunnel_entries(dp: &mut Dataplane, ifindex: u32) {
+    let neighbours: Vec<_> = dp
+        .neigh
+        .keys()
+        .flatten()
+        .filter(|k| k.data().ifindex == ifindex)
+        .collect();
+    for key in neighbours {
+        let _ = dp.neigh.remove(&key);
+    }
+    let routers: Vec<_> = dp
+        .prl
+        .keys()
+        .flatten()
+        .filter(|k| k.ifindex == ifindex)
+        .collect();
+    for key in routers {
+        let _ = dp.prl.remove(&key);
+    }
+}
+
 /// Removes a tunnel's entries from the maps (its interface is gone).
 fn forget_tunnel(dp: &mut Dataplane, ifindex: u32, key: Option<&DecapKey>) {
     if let (Some(key), Ok(decap)) = (key, dp.decap_mut()) {
@@ -337,7 +393,95 @@ fn forget_tunnel(dp: &mut Dataplane, ifindex: u32, key: Option<&DecapKey>) {
     }
     let _ = dp.tunnels.remove(&ifindex);
     let _ = dp.tunnel_stats.remove(&ifindex);
+    let _ = dp.seq.remove(&ifindex);
+    forget_tunnel_entries(dp, ifindex);
     dp.untrack_interface(ifindex);
+}
+
+/// `ip tunnel prl`: edits the potential-router list of an ISATAP tunnel.
+fn prl(args: &[String]) -> Result<()> {
+    let mut edits: Vec<(&str, Ipv4Addr)> = Vec::new();
+    let mut dev = None;
+    let mut it = args.iter();
+    while let Some(word) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| anyhow!("\"{word}\" needs an argument"))?;
+        match word.as_str() {
+            "prl-default" | "prl-nodefault" | "prl-delete" => {
+                let addr: Ipv4Addr = value
+                    .parse()
+                    .map_err(|_| anyhow!("invalid address \"{value}\""))?;
+                if addr.is_unspecified() {
+                    bail!("invalid router address {addr}");
+                }
+                edits.push((word.as_str(), addr));
+            }
+            "dev" => dev = Some(value.as_str()),
+            other => bail!("unknown argument \"{other}\""),
+        }
+    }
+    let dev = dev.ok_or_else(|| anyhow!("missing `dev NAME` (the isatap tunnel)"))?;
+    if edits.is_empty() {
+        bail!("nothing to do: give prl-default, prl-nodefault or prl-delete ADDR");
+    }
+    let mut nl = Netlink::new()?;
+    let (mut dp, link, mut cfg) = find_tunnel(&mut nl, dev, "prl")?;
+    if cfg.mode != MODE_ISATAP {
+        bail!("{dev} is not an isatap tunnel");
+    }
+    // Check every deletion first, so a bad line changes nothing.
+    for (verb, addr) in &edits {
+        let key = PrlKey {
+            ifindex: link.index,
+            addr: config::wire_addr(*addr),
+        };
+        if *verb == "prl-delete" && dp.prl.get(&key, 0).is_err() {
+            bail!("{addr} is not in {dev}'s potential-router list");
+        }
+    }
+    for (verb, addr) in edits {
+        let key = PrlKey {
+            ifindex: link.index,
+            addr: config::wire_addr(addr),
+        };
+        match verb {
+            "prl-delete" => dp.prl.remove(&key)?,
+            _ => {
+                let flags = if verb == "prl-default" {
+                    PRL_DEFAULT
+                } else {
+                    0
+                };
+                dp.prl.insert(key, PrlEntry { flags }, 0)?;
+                if flags != 0 {
+                    cfg.prl_default = key.addr;
+                }
+            }
+        }
+    }
+    // Keep the default router one that is still listed as default.
+    let still_default = cfg.prl_default != 0
+        && dp
+            .prl
+            .get(
+                &PrlKey {
+                    ifindex: link.index,
+                    addr: cfg.prl_default,
+                },
+                0,
+            )
+            .is_ok_and(|e| e.flags & PRL_DEFAULT != 0);
+    if !still_default {
+        cfg.prl_default = dp
+            .prl
+            .iter()
+            .flatten()
+            .find(|(k, e)| k.ifindex == link.index && e.flags & PRL_DEFAULT != 0)
+            .map_or(0, |(k, _)| k.addr);
+    }
+    dp.tunnels.insert(link.index, cfg, 0)?;
+    Ok(())
 }
 
 fn del(name: &str) -> Result<()> {
@@ -432,23 +576,28 @@ fn tunnel_json(
     underlay: Option<&Link>,
     stats: Option<&TunnelStats>,
 ) -> Value {
-    let mode = Mode::from_map(cfg.mode).map_or("unknown", |m| match m {
-        Mode::Gre => "gre",
-        Mode::Ipip => "ipip",
-        Mode::Sit => "sit",
-    });
+    let mode = Mode::from_map(cfg.mode).map_or("unknown", Mode::name);
     let key = |flag: u32, key: u32| (cfg.flags & flag != 0).then(|| u32::from_be(key));
     let mut doc = json!({
         "ifname": link.name,
         "ifindex": link.index,
         "mode": mode,
-        "remote": addr_from_wire(cfg.remote).to_string(),
-        "local": addr_from_wire(cfg.local).to_string(),
+        "remote": any_or_addr(cfg.remote),
+        "local": any_or_addr(cfg.local),
         "link": dev,
         "underlay": underlay.map(|l| l.name.clone()),
         "ttl": if cfg.ttl == 0 { json!("inherit") } else { json!(cfg.ttl) },
-        "tos": if cfg.flags & TUNNEL_F_TOS_INHERIT != 0 { json!("inherit") } else { json!(format!("0x{:x}", cfg.tos)) },
+        "tos": match (cfg.flags & TUNNEL_F_TOS_INHERIT != 0, cfg.tos) {
+            (true, 0) => json!("inherit"),
+            (true, t) => json!(format!("inherit/0x{t:x}")),
+            (false, t) => json!(format!("0x{t:x}")),
+        },
         "pmtudisc": cfg.flags & TUNNEL_F_PMTUDISC != 0,
+        "icsum": cfg.flags & TUNNEL_F_ICSUM != 0,
+        "ocsum": cfg.flags & TUNNEL_F_OCSUM != 0,
+        "iseq": cfg.flags & TUNNEL_F_ISEQ != 0,
+        "oseq": cfg.flags & TUNNEL_F_OSEQ != 0,
+        "prl_default": (cfg.prl_default != 0).then(|| addr_from_wire(cfg.prl_default).to_string()),
         "ikey": key(TUNNEL_F_IKEY, cfg.ikey),
         "okey": key(TUNNEL_F_OKEY, cfg.okey),
         "mtu": cfg.mtu,

@@ -1,0 +1,361 @@
+//! `xtun neigh add|del|show`: the per-tunnel neighbour table of multipoint
+//! (`remote any`) and ISATAP tunnels, as `ip neigh` drives the kernel's NBMA
+//! GRE: an inner prefix maps to the outer (IPv4) address of its remote.
+
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::maps::lpm_trie::Key;
+use clap::Subcommand;
+use serde_json::{json, Value};
+use tunnel_common::maps::*;
+use tunnel_userspace::{
+    config::{addr_from_wire, validate_ifname, wire_addr},
+    dataplane::Dataplane,
+    netlink::Netlink,
+};
+
+use super::{map::neigh_prefix, output::Format};
+
+const NEIGH_HELP: &str = "\
+Examples:
+  xtun neigh add 10.20.0.0/16 lladdr 192.0.2.20 dev mgre0
+  xtun neigh add fd00:30::/32 lladdr 192.0.2.30 dev mgre0
+  xtun neigh del 10.20.0.0/16 dev mgre0
+  xtun neigh show dev mgre0
+
+The longest matching prefix picks the remote of each inner packet; a packet
+with no match is dropped and counted (tx_no_neighbour). For large tables
+put one command per line in a file and run `xtun -batch FILE`.";
+
+#[derive(Subcommand)]
+pub enum NeighCommand {
+    /// Map an inner prefix to a remote: PREFIX lladdr REMOTE dev NAME.
+    #[command(after_help = NEIGH_HELP)]
+    Add {
+        #[arg(required = true, trailing_var_arg = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+    /// Remove a prefix: PREFIX dev NAME.
+    #[command(after_help = NEIGH_HELP)]
+    Del {
+        #[arg(required = true, trailing_var_arg = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+    /// List neighbours, of one tunnel with `dev NAME`.
+    #[command(visible_alias = "list", visible_alias = "ls", after_help = NEIGH_HELP)]
+    Show {
+        #[arg(trailing_var_arg = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+}
+
+impl NeighCommand {
+    pub fn changes_state(&self) -> bool {
+        !matches!(self, Self::Show { .. })
+    }
+}
+
+/// An inner prefix with its length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl std::str::FromStr for Prefix {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| anyhow!("invalid prefix \"{s}\": expected ADDR[/LEN]"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len =
+            match len {
+                None => max,
+                Some(l) => l.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(|| {
+                    anyhow!("invalid prefix length in \"{s}\": expected 0..{max}")
+                })?,
+            };
+        // Only the prefix's own bits count, as for a route.
+        let addr = match addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX.checked_shl(32 - len as u32).unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX.checked_shl(128 - len as u32).unwrap_or(0);
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+        };
+        Ok(Self { addr, len })
+    }
+}
+
+impl Prefix {
+    pub fn key(&self, ifindex: u32) -> Key<NeighKey> {
+        let mut addr = [0u8; 16];
+        let family = match self.addr {
+            IpAddr::V4(a) => {
+                addr[..4].copy_from_slice(&a.octets());
+                4
+            }
+            IpAddr::V6(a) => {
+                addr = a.octets();
+                6
+            }
+        };
+        Key::new(
+            NEIGH_KEY_FIXED_BITS + self.len as u32,
+            NeighKey {
+                ifindex,
+                family,
+                addr,
+            },
+        )
+    }
+}
+
+/// One parsed `neigh add|del` line.
+struct NeighArgs {
+    prefix: Prefix,
+    remote: Option<Ipv4Addr>,
+    dev: String,
+}
+
+fn parse_args(args: &[String], want_remote: bool) -> Result<NeighArgs> {
+    let mut prefix = None;
+    let mut remote = None;
+    let mut dev = None;
+    let mut it = args.iter();
+    while let Some(word) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| anyhow!("\"{word}\" needs an argument"))
+        };
+        match word.as_str() {
+            "lladdr" => {
+                let v = value()?;
+                remote = Some(v.parse::<Ipv4Addr>().map_err(|_| {
+                    anyhow!("invalid lladdr \"{v}\": expected the remote's IPv4 address")
+                })?);
+            }
+            "dev" => {
+                let v = value()?;
+                validate_ifname(v)?;
+                dev = Some(v.clone());
+            }
+            "to" => prefix = Some(value()?.parse()?),
+            other if prefix.is_none() => prefix = Some(other.parse()?),
+            other => bail!("unknown argument \"{other}\""),
+        }
+    }
+    let prefix = prefix.ok_or_else(|| anyhow!("missing prefix"))?;
+    let dev = dev.ok_or_else(|| anyhow!("missing `dev NAME` (the tunnel)"))?;
+    match (want_remote, remote) {
+        (true, None) => bail!("missing `lladdr REMOTE`"),
+        (true, Some(r)) if r.is_unspecified() || r.is_multicast() || r.is_broadcast() => {
+            bail!("invalid lladdr {r}: the remote must be a unicast address")
+        }
+        (false, Some(_)) => bail!("`lladdr` is not taken by `neigh del`"),
+        _ => {}
+    }
+    Ok(NeighArgs {
+        prefix,
+        remote,
+        dev,
+    })
+}
+
+/// What consecutive commands in one process (`-batch`) share: the data
+/// plane's maps and the tunnels looked up so far.
+struct Session {
+    nl: Netlink,
+    dp: Dataplane,
+    tunnels: HashMap<String, u32>,
+}
+
+thread_local! {
+    static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
+}
+
+fn with_session<T>(f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
+    SESSION.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            let mut nl = Netlink::new()?;
+            let dp = Dataplane::find(&mut nl)?
+                .ok_or_else(|| anyhow!("xtun is not attached in this network namespace"))?;
+            *slot = Some(Session {
+                nl,
+                dp,
+                tunnels: HashMap::new(),
+            });
+        }
+        f(slot.as_mut().expect("just filled"))
+    })
+}
+
+/// Forgets the cached state (after tunnels are added or deleted).
+pub fn invalidate() {
+    SESSION.with(|cell| cell.borrow_mut().take());
+}
+
+/// The ifindex of multipoint tunnel `dev`.
+fn tunnel_index(session: &mut Session, dev: &str) -> Result<u32> {
+    if let Some(&ifindex) = session.tunnels.get(dev) {
+        return Ok(ifindex);
+    }
+    let link = session
+        .nl
+        .link_by_name(dev)?
+        .ok_or_else(|| anyhow!("Cannot find device \"{dev}\""))?;
+    let cfg = session
+        .dp
+        .tunnels
+        .get(&link.index, 0)
+        .map_err(|_| anyhow!("{dev} is not an xtun tunnel"))?;
+    if cfg.remote != 0 && cfg.mode != MODE_ISATAP {
+        bail!(
+            "{dev} has a fixed remote ({}); neighbours are for `remote any` tunnels",
+            addr_from_wire(cfg.remote)
+        );
+    }
+    session.tunnels.insert(dev.to_string(), link.index);
+    Ok(link.index)
+}
+
+pub fn run(cmd: NeighCommand, format: Format) -> Result<()> {
+    match cmd {
+        NeighCommand::Add { args } => {
+            let a = parse_args(&args, true)?;
+            with_session(|s| {
+                let ifindex = tunnel_index(s, &a.dev)?;
+                let remote = a.remote.expect("checked by parse_args");
+                s.dp.neigh
+                    .insert(
+                        &a.prefix.key(ifindex),
+                        NeighEntry {
+                            remote: wire_addr(remote),
+                        },
+                        0,
+                    )
+                    .with_context(|| format!("adding {}/{}", a.prefix.addr, a.prefix.len))?;
+                Ok(())
+            })
+        }
+        NeighCommand::Del { args } => {
+            let a = parse_args(&args, false)?;
+            with_session(|s| {
+                let ifindex = tunnel_index(s, &a.dev)?;
+                s.dp.neigh.remove(&a.prefix.key(ifindex)).map_err(|_| {
+                    anyhow!(
+                        "no neighbour {}/{} on {}",
+                        a.prefix.addr,
+                        a.prefix.len,
+                        a.dev
+                    )
+                })
+            })
+        }
+        NeighCommand::Show { args } => show(&args, format),
+    }
+}
+
+fn show(args: &[String], format: Format) -> Result<()> {
+    let dev = match args {
+        [] => None,
+        [word, dev] if word == "dev" => Some(dev.as_str()),
+        _ => bail!("usage: xtun neigh show [dev NAME]"),
+    };
+    with_session(|s| {
+        let only = dev.map(|d| tunnel_index(s, d)).transpose()?;
+        let names: HashMap<u32, String> =
+            s.nl.links()?
+                .into_iter()
+                .map(|l| (l.index, l.name))
+                .collect();
+        let mut rows: Vec<(String, String, u32, String)> = Vec::new();
+        for entry in s.dp.neigh.iter() {
+            let (key, value) = entry?;
+            let k = key.data();
+            if only.is_some_and(|i| i != k.ifindex) {
+                continue;
+            }
+            let name = names
+                .get(&k.ifindex)
+                .cloned()
+                .unwrap_or_else(|| k.ifindex.to_string());
+            rows.push((
+                name,
+                neigh_prefix(&k, key.prefix_len()),
+                k.ifindex,
+                addr_from_wire(value.remote).to_string(),
+            ));
+        }
+        rows.sort();
+        if format.json {
+            let docs: Vec<Value> = rows
+                .iter()
+                .map(|(dev, prefix, ifindex, remote)| {
+                    json!({ "dst": prefix, "lladdr": remote, "dev": dev, "ifindex": ifindex })
+                })
+                .collect();
+            format.print_json(&Value::Array(docs));
+        } else {
+            for (dev, prefix, _, remote) in rows {
+                println!("{prefix} dev {dev} lladdr {remote} PERMANENT");
+            }
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_parse_and_lose_host_bits() {
+        let p: Prefix = "10.1.2.3/16".parse().unwrap();
+        assert_eq!(p.addr, "10.1.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(p.len, 16);
+        let p: Prefix = "10.1.2.3".parse().unwrap();
+        assert_eq!(p.len, 32);
+        let p: Prefix = "fd00:1:2::5/48".parse().unwrap();
+        assert_eq!(p.addr, "fd00:1:2::".parse::<IpAddr>().unwrap());
+        let p: Prefix = "0.0.0.0/0".parse().unwrap();
+        assert_eq!(p.key(7).prefix_len(), 64);
+        for bad in ["10.0.0.0/33", "fd00::/129", "x/8", "10.0.0.0/-1", ""] {
+            assert!(bad.parse::<Prefix>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn arguments_need_prefix_lladdr_and_dev() {
+        let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        let a = parse_args(&words("10.0.0.0/8 lladdr 192.0.2.1 dev m0"), true).unwrap();
+        assert_eq!(
+            (a.dev.as_str(), a.remote),
+            ("m0", Some(Ipv4Addr::new(192, 0, 2, 1)))
+        );
+        for bad in [
+            "10.0.0.0/8 dev m0",
+            "10.0.0.0/8 lladdr 192.0.2.1",
+            "10.0.0.0/8 lladdr 0.0.0.0 dev m0",
+            "10.0.0.0/8 lladdr 00:11:22:33:44:55 dev m0",
+            "lladdr 192.0.2.1 dev m0",
+            "10.0.0.0/8 lladdr 192.0.2.1 dev m0 extra",
+        ] {
+            assert!(parse_args(&words(bad), true).is_err(), "{bad}");
+        }
+    }
+}

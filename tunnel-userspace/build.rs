@@ -2,7 +2,7 @@
 //! bpfel-unknown-none, linked by bpf-linker) and embeds them in `xtun`.
 //!
 //! This does what aya-build does, plus `-C target-cpu=v3`: BPF ISA v3 has
-//! the atomic fetch-and-add and compare-and-swap that GRE sequence numbers
+//! the atomic compare-and-swap that GRE sequence numbers
 //! need, and 32-bit subregisters (Linux 5.1 and later). aya-build sets
 //! RUSTFLAGS itself and leaves no way to add that.
 //!

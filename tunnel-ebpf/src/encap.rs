@@ -1,7 +1,7 @@
 //! TC egress on a tunnel interface: push the outer IPv4 (+GRE) header and
 //! send the packet to the underlay's next hop.
 
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use core::intrinsics::{atomic_cxchg, AtomicOrdering};
 
 use aya_ebpf::{
     bindings::{
@@ -241,12 +241,7 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
         0
     };
     let seq = if gre_flags & wire::GRE_SEQ != 0 {
-        let state = SEQ.get_ptr_mut(ifindex).ok_or(TX_NO_BUFS)?;
-        // SAFETY: the map value lives as long as the map; every CPU updates
-        // it only through atomics.
-        (unsafe {
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*state).o_seq, 1)
-        }) as u32
+        next_sequence(ifindex).ok_or(TX_NO_BUFS)?
     } else {
         0
     };
@@ -341,6 +336,34 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
         s.tx_bytes += inner_len as u64;
     });
     Ok(action)
+}
+
+/// Takes the tunnel's next output sequence number. A compare-and-swap loop:
+/// LLVM's BPF backend emits fetch-and-add without its fetch here.
+#[inline(always)]
+fn next_sequence(ifindex: u32) -> Option<u32> {
+    let state = SEQ.get_ptr_mut(ifindex)?;
+    // SAFETY: the map value lives as long as the map; every CPU updates it
+    // only through atomics (a plain aligned load cannot tear).
+    let next = unsafe { &raw mut (*state).o_seq };
+    let mut current = unsafe { core::ptr::read_volatile(next) };
+    let mut tries = 0;
+    while tries < 16 {
+        // SAFETY: as above.
+        let (seen, swapped) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+                next,
+                current,
+                (current as u32).wrapping_add(1) as u64,
+            )
+        };
+        if swapped {
+            return Some(current as u32);
+        }
+        current = seen;
+        tries += 1;
+    }
+    None
 }
 
 /// Writes the GRE header after the outer IPv4 header; `inner_sum` is the

@@ -17,6 +17,7 @@ pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const TC_ACT_UNSPEC: u32 = u32::MAX;
 pub const TC_ACT_REDIRECT: u32 = 7;
+pub const TC_ACT_SHOT: u32 = 2;
 pub const TUN_IFINDEX: u32 = 4242;
 
 const LOCAL: [u8; 4] = [10, 10, 20, 2];
@@ -65,6 +66,17 @@ pub fn frame(proto: u8, tunnel: &[u8], inner: &[u8], outer_tos: u8) -> Vec<u8> {
     f
 }
 
+/// What a decapsulated frame must look like: the XDP metadata tag naming the
+/// tunnel interface (BPF_PROG_TEST_RUN returns it in front of the frame),
+/// then the same MACs, the inner packet's EtherType and the inner packet.
+pub fn decapsulated_as(ifindex: u32, ether_type: u16, inner: &[u8]) -> Vec<u8> {
+    let mut f = XDP_META_MAGIC.to_ne_bytes().to_vec();
+    f.extend_from_slice(&ifindex.to_ne_bytes());
+    f.extend(eth(ether_type));
+    f.extend_from_slice(inner);
+    f
+}
+
 pub struct Harness {
     pub dp: Dataplane,
 }
@@ -85,9 +97,11 @@ impl Harness {
     pub fn add(&mut self, args: &str, ifindex: u32) -> TunnelConfig {
         let words: Vec<&str> = args.split_whitespace().collect();
         let spec = TunnelSpec::parse(&words).unwrap();
-        let mut cfg = spec.to_config(spec.local.unwrap(), 1, 1476);
+        let local = spec.local.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+        let mut cfg = spec.to_config(local, 1, 1476);
         cfg.flags |= TUNNEL_F_ETH_DEV;
         self.dp.reset_tunnel_stats(ifindex).unwrap();
+        self.dp.seq.insert(ifindex, SeqState::default(), 0).unwrap();
         self.dp.tunnels.insert(ifindex, cfg, 0).unwrap();
         self.dp
             .decap_mut()

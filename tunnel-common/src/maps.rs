@@ -85,7 +85,10 @@ pub struct TunnelConfig {
     /// ISATAP: where inner packets to non-ISATAP destinations go (the
     /// first `prl-default` router), network order; 0 when none.
     pub prl_default: u32,
-    pub _pad2: u32,
+    /// `local any`: the source of the route to the remote when the tunnel
+    /// was added or changed, network order. Used where the data plane cannot
+    /// look the route up itself (bpf_fib_lookup needs forwarding enabled).
+    pub default_src: u32,
 }
 
 /// Key of the multipoint neighbour table (a longest-prefix-match trie):

@@ -376,7 +376,7 @@ fn isatap_source_ok<F: Frame>(ctx: &F, inner_off: usize, outer_src: u32, tunnel:
         addr: outer_src,
     };
     // SAFETY: only tested for presence.
-    if unsafe { PRL.get(&router) }.is_some() {
+    if unsafe { PRL.get(router) }.is_some() {
         return true;
     }
     let Ok(ip) = ptr_at::<Ipv6Hdr, F>(ctx, inner_off) else {

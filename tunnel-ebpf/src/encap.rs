@@ -5,10 +5,11 @@ use core::intrinsics::{atomic_cxchg, AtomicOrdering};
 
 use aya_ebpf::{
     bindings::{
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_SUCCESS,
-        BPF_FIB_LOOKUP_OUTPUT, BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC,
-        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_GRE, BPF_F_ADJ_ROOM_FIXED_GSO,
-        TC_ACT_REDIRECT, TC_ACT_SHOT,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup as FibParams,
+        BPF_FIB_LKUP_RET_BLACKHOLE, BPF_FIB_LKUP_RET_PROHIBIT, BPF_FIB_LKUP_RET_SUCCESS,
+        BPF_FIB_LKUP_RET_UNREACHABLE, BPF_FIB_LOOKUP_OUTPUT, BPF_FIB_LOOKUP_SKIP_NEIGH,
+        BPF_FIB_LOOKUP_SRC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_GRE,
+        BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_REDIRECT, TC_ACT_SHOT,
     },
     helpers::generated::{
         bpf_fib_lookup, bpf_get_prandom_u32, bpf_redirect_neigh, bpf_skb_change_head,
@@ -154,13 +155,15 @@ fn remote_for(cfg: &TunnelConfig, ifindex: u32, inner: &InnerInfo) -> Result<u32
     Err(TX_NO_NEIGH)
 }
 
-/// Source address and egress interface of the route to `remote`.
+/// Source address and egress interface of the route to `remote`. Where the
+/// route cannot be looked up here (bpf_fib_lookup refuses interfaces that do
+/// not forward), the source found when the tunnel was configured.
 #[inline(always)]
-fn route_to(ctx: &TcContext, remote: u32, oif: u32) -> Result<(u32, u32), u32> {
+fn route_to(ctx: &TcContext, cfg: &TunnelConfig, remote: u32) -> Result<(u32, u32), u32> {
     // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
-    params.ifindex = oif;
+    params.ifindex = cfg.underlay_ifindex;
     params.__bindgen_anon_4.ipv4_dst = remote;
     let flags = BPF_FIB_LOOKUP_OUTPUT | BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC;
     // SAFETY: helper call with a request on our stack.
@@ -172,15 +175,20 @@ fn route_to(ctx: &TcContext, remote: u32, oif: u32) -> Result<(u32, u32), u32> {
             flags,
         )
     };
-    if ret != BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        return Err(TX_NO_ROUTE);
+    if ret == BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        // SAFETY: the helper filled in the source address.
+        let src = unsafe { params.__bindgen_anon_3.ipv4_src };
+        if src != 0 {
+            return Ok((src, params.ifindex));
+        }
     }
-    // SAFETY: the helper filled in the source address.
-    let src = unsafe { params.__bindgen_anon_3.ipv4_src };
-    if src == 0 {
-        return Err(TX_NO_SOURCE);
+    match ret as u32 {
+        BPF_FIB_LKUP_RET_BLACKHOLE | BPF_FIB_LKUP_RET_UNREACHABLE | BPF_FIB_LKUP_RET_PROHIBIT => {
+            Err(TX_NO_ROUTE)
+        }
+        _ if cfg.default_src != 0 => Ok((cfg.default_src, cfg.underlay_ifindex)),
+        _ => Err(TX_NO_SOURCE),
     }
-    Ok((src, params.ifindex))
 }
 
 #[inline(always)]
@@ -224,7 +232,7 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     let (local, underlay) = if cfg.local != 0 && (cfg.remote != 0 || bound) {
         (cfg.local, cfg.underlay_ifindex)
     } else {
-        let (src, oif) = route_to(ctx, remote, cfg.underlay_ifindex)?;
+        let (src, oif) = route_to(ctx, cfg, remote)?;
         let local = if cfg.local != 0 { cfg.local } else { src };
         let oif = if bound { cfg.underlay_ifindex } else { oif };
         (local, oif)

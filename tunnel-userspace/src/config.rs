@@ -475,7 +475,7 @@ impl TunnelSpec {
             tos,
             _pad: 0,
             prl_default: 0,
-            _pad2: 0,
+            default_src: 0,
         }
     }
 }

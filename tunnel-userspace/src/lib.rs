@@ -6,7 +6,6 @@ pub mod bpf_sys;
 pub mod caps;
 pub mod config;
 pub mod dataplane;
-pub mod ethtool;
 pub mod lock;
 pub mod netlink;
 pub mod testbed;

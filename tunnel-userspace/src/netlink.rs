@@ -67,6 +67,7 @@ const RTM_GETTFILTER: u16 = 46;
 
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
+const IFLA_GSO_MAX_SEGS: u16 = 40;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_AF_SPEC: u16 = 26;
@@ -423,6 +424,14 @@ impl Netlink {
         let mut msg = Msg::new(RTM_SETLINK, NLM_F_ACK, &ifinfomsg(ifindex));
         msg.attr_u32(IFLA_MTU, mtu);
         self.request("setting the MTU", msg).map(drop)
+    }
+
+    /// `ip link set DEV gso_max_segs N`: the most segments one packet handed
+    /// to the device may stand for (1: no segmentation offload at all).
+    pub fn set_gso_max_segs(&mut self, ifindex: u32, segs: u32) -> Result<()> {
+        let mut msg = Msg::new(RTM_SETLINK, NLM_F_ACK, &ifinfomsg(ifindex));
+        msg.attr_u32(IFLA_GSO_MAX_SEGS, segs);
+        self.request("setting gso_max_segs", msg).map(drop)
     }
 
     /// `ip link set DEV addrgenmode none`: no automatic IPv6 link-local

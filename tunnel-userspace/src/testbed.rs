@@ -164,3 +164,58 @@ impl SeedTopology {
         Ok(())
     }
 }
+
+/// Hosts on one shared segment: a bridge in a namespace of its own, and each
+/// host's `eth0` (`{subnet}.N/24`, N from 1) plugged into it.
+pub struct Lan {
+    pub hosts: Vec<Netns>,
+    pub switch: Netns,
+    subnet: String,
+}
+
+impl Lan {
+    /// `subnet` is the first three octets, e.g. "10.77.0".
+    pub fn new(tag: &str, count: usize, subnet: &str) -> io::Result<Self> {
+        let prefix = unique_prefix(tag);
+        let switch = Netns::new(format!("{prefix}-sw"))?;
+        switch.exec(&["ip", "link", "add", "br0", "type", "bridge"])?;
+        switch.exec(&["ip", "link", "set", "br0", "up"])?;
+        let mut hosts = Vec::new();
+        for i in 1..=count {
+            let host = Netns::new(format!("{prefix}-h{i}"))?;
+            let port = format!("p{i}");
+            run(&[
+                "ip",
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                &host.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &switch.name,
+            ])?;
+            switch.exec(&["ip", "link", "set", &port, "master", "br0", "up"])?;
+            let addr = format!("{subnet}.{i}/24");
+            host.exec(&["ip", "addr", "add", &addr, "dev", "eth0"])?;
+            host.exec(&["ip", "link", "set", "eth0", "up"])?;
+            host.exec(&["ip", "link", "set", "lo", "up"])?;
+            host.exec(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1"])?;
+            hosts.push(host);
+        }
+        Ok(Self {
+            hosts,
+            switch,
+            subnet: subnet.to_string(),
+        })
+    }
+
+    /// The underlay address of host `i` (from 0).
+    pub fn addr(&self, i: usize) -> String {
+        format!("{}.{}", self.subnet, i + 1)
+    }
+}

@@ -29,7 +29,10 @@ impl Rng {
 /// protocol, GRE key and interface. Every tunnel's local is 10.10.20.2.
 type Tunnel = (&'static str, [u8; 4], u8, Option<u32>, u32);
 
-const TUNNELS: [Tunnel; 4] = [
+/// The tunnel that expects GRE checksums (`csum`).
+const CSUM_TUNNEL: u32 = 15;
+
+const TUNNELS: [Tunnel; 5] = [
     (
         "g mode gre remote 10.10.10.2 local 10.10.20.2",
         [10, 10, 10, 2],
@@ -58,6 +61,13 @@ const TUNNELS: [Tunnel; 4] = [
         None,
         14,
     ),
+    (
+        "c mode gre remote 10.10.10.4 local 10.10.20.2 csum",
+        [10, 10, 10, 4],
+        47,
+        None,
+        CSUM_TUNNEL,
+    ),
 ];
 
 #[derive(Debug, PartialEq, Eq)]
@@ -75,7 +85,7 @@ fn be16(b: &[u8], at: usize) -> u16 {
 fn header_checksum_ok(h: &[u8]) -> bool {
     let mut sum: u32 = 0;
     for w in h.chunks(2) {
-        sum += u16::from_be_bytes([w[0], w[1]]) as u32;
+        sum += u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u32;
     }
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
@@ -123,11 +133,12 @@ fn model(f: &[u8]) -> Expect {
                 .iter()
                 .filter(|b| flags & **b != 0)
                 .count();
-            if l4.len() < len || flags & 0x8000 != 0 {
+            if l4.len() < len {
                 return Expect::Pass;
             }
-            let key =
-                (flags & 0x2000 != 0).then(|| u32::from_be_bytes(l4[4..8].try_into().unwrap()));
+            let key_at = if flags & 0x8000 != 0 { 8 } else { 4 };
+            let key = (flags & 0x2000 != 0)
+                .then(|| u32::from_be_bytes(l4[key_at..key_at + 4].try_into().unwrap()));
             let v6 = match be16(l4, 2) {
                 0x0800 => false,
                 0x86dd => true,
@@ -147,6 +158,17 @@ fn model(f: &[u8]) -> Expect {
     else {
         return Expect::Pass;
     };
+    if proto == 47 {
+        // As ip_tunnel_rcv: the C bit must be what the tunnel expects, and
+        // the checksum must cover the GRE header and payload.
+        let has_csum = be16(l4, 0) & 0x8000 != 0;
+        if has_csum != (ifindex == CSUM_TUNNEL) {
+            return Expect::Drop;
+        }
+        if has_csum && !header_checksum_ok(&l4[..tot_len - ihl]) {
+            return Expect::Drop;
+        }
+    }
     let inner_at = 14 + ihl + tunnel_len;
     let mut out = f[..12].to_vec();
     out.extend_from_slice(&(if inner_v6 { 0x86ddu16 } else { 0x0800 }).to_be_bytes());
@@ -217,11 +239,29 @@ fn fix_outer_checksum(f: &mut [u8]) {
     f[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
 }
 
+/// A GRE header with a valid checksum over itself and `inner`.
+fn gre_with_checksum(inner: &[u8]) -> Vec<u8> {
+    let mut gre = vec![0x80, 0, 0x08, 0, 0, 0, 0, 0];
+    let mut sum: u32 = gre
+        .iter()
+        .chain(inner)
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .map(|w| u16::from_be_bytes([*w[0], w.get(1).map_or(0, |b| **b)]) as u32)
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    gre[4..6].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    gre
+}
+
 /// A valid frame for one of the tunnels (or a near miss), then mutated.
 fn generate(rng: &mut Rng) -> Vec<u8> {
     let v4 = inner_packet([0u8, 1, 2, 3][rng.below(4)]);
     let v6 = inner_v6();
-    let mut f = match rng.below(6) {
+    let case = rng.below(7);
+    let mut f = match case {
         0 => frame(47, &[0, 0, 8, 0], &v4, 0),
         1 => frame(
             47,
@@ -232,11 +272,12 @@ fn generate(rng: &mut Rng) -> Vec<u8> {
         2 => frame(47, &[0, 0, 0x86, 0xdd], &v6, 0),
         3 => frame(4, &[], &v4, 0),
         4 => frame(41, &[], &v6, 0),
-        _ => frame(47, &[0x30, 0, 8, 0, 0, 0, 0, 42, 0, 0, 0, 9], &v4, 0),
+        5 => frame(47, &[0x30, 0, 8, 0, 0, 0, 0, 42, 0, 0, 0, 9], &v4, 0),
+        _ => frame(47, &gre_with_checksum(&v4), &v4, 0),
     };
-    // The key-42 tunnel's remote is 10.10.10.3.
+    // The key-42 tunnel's remote is 10.10.10.3, the csum tunnel's .4.
     if rng.below(2) == 0 {
-        f[14 + 15] = 3;
+        f[14 + 15] = if case == 6 { 4 } else { 3 };
     }
     // Outer ECN, sometimes CE.
     f[15] = (f[15] & !3) | rng.below(4) as u8;

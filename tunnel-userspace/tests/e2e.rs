@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tunnel_userspace::testbed::{Netns, SeedTopology};
+use tunnel_userspace::testbed::{Lan, Netns, SeedTopology};
 
 const XTUN: &str = env!("CARGO_BIN_EXE_xtun");
 
@@ -529,13 +529,20 @@ fn bad_input_gets_one_line_errors_and_changes_nothing() {
     ];
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "10.10.20.300"], "xtun: invalid address \"10.10.20.300\"\n"),
-        (vec!["tunnel", "add", "tun1", "mode", "bogus", "remote", "10.10.20.2"], "xtun: unknown tunnel mode \"bogus\" (xtun supports gre, ipip and sit)\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "bogus", "remote", "10.10.20.2"], "xtun: unknown tunnel mode \"bogus\" (xtun supports gre, ipip, sit and isatap)\n"),
         (vec!["tunnel", "add", "tun1", "mode", "ipip", "remote", "10.10.20.2", "key", "1"], "xtun: keys are not allowed with ipip and sit tunnels\n"),
         (vec!["tunnel", "add", "a-name-that-is-too-long", "mode", "gre", "remote", "10.10.20.2"], "xtun: tunnel name \"a-name-that-is-too-long\" is not a valid interface name (1-15 bytes, no '/', ':' or spaces)\n"),
         (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "10.10.20.2", "ttl", "300"], "xtun: invalid TTL \"300\": expected 1..255 or inherit\n"),
         (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "10.10.20.2", "dev", "nosuch0"], "xtun: Cannot find device \"nosuch0\"\n"),
         (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "192.0.2.1"], ""),
         (vec!["attach", "nosuch0"], "xtun: Cannot find device \"nosuch0\"\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "any", "local", "10.10.10.2"], "xtun: a tunnel with remote any (gre) needs `dev PHYS`: the underlay to receive on\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "isatap", "remote", "10.10.20.2"], "xtun: an isatap tunnel has no fixed remote (its remotes come from the inner destinations)\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "ipip", "remote", "10.10.20.2", "csum"], "xtun: \"csum\" is a GRE option (not for ipip, sit or isatap)\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "10.10.20.2", "tos", "inherit/0x1ff"], "xtun: invalid TOS \"inherit/0x1ff\": expected 00..ff, inherit or inherit/00..ff\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "10.10.20.2", "prl-default", "10.0.0.1"], "xtun: option \"prl-default (use `xtun tunnel prl prl-default ADDR dev NAME`)\" is not supported by xtun yet\n"),
+        (vec!["neigh", "add", "10.1.0.0/16", "lladdr", "10.10.20.2", "dev", "v1"], "xtun: xtun is not attached in this network namespace\n"),
+        (vec!["neigh", "add", "10.1.0.0/33", "lladdr", "10.10.20.2", "dev", "v1"], "xtun: invalid prefix length in \"10.1.0.0/33\": expected 0..32\n"),
         (vec!["detach", "v1"], "xtun: xtun is not attached to v1\n"),
         (vec!["tunnel", "del", "v1"], "xtun: delete tunnel \"v1\" failed: not an xtun tunnel\n"),
     ];
@@ -1321,4 +1328,356 @@ fn an_underlay_that_goes_and_comes_back_is_picked_up_again() {
         "{status}"
     );
     assert!(!ids_before.is_empty());
+}
+
+/// The router's capture of GRE, decoded with tshark's GRE fields.
+const GRE_FIELDS: &[&str] = &[
+    "ip.src",
+    "gre.flags.checksum",
+    "gre.flags.key",
+    "gre.flags.sequence_number",
+    "gre.checksum.status",
+    "gre.key",
+    "gre.sequence_number",
+    "icmp.type",
+];
+
+#[test]
+fn gre_checksums_and_sequence_numbers_reach_the_wire_and_carry_tcp() {
+    let topo = SeedTopology::new("csq").unwrap();
+    topo.add_tunnels(XTUN, "gre", &["key", "5", "csum", "seq"])
+        .unwrap();
+    let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show", "tun1"]).unwrap());
+    assert_eq!(
+        shown,
+        "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit key 5\n  Drop packets out of sequence.\n  Checksum in received packet is required.\n  Sequence packets on output.\n  Checksum output packets.\n"
+    );
+    // 24 bytes of GRE (4 + key + csum + seq) and 20 of IPv4.
+    let link = stdout(
+        topo.ns1
+            .exec(&["ip", "-o", "link", "show", "tun1"])
+            .unwrap(),
+    );
+    assert!(link.contains("mtu 1464"), "{link}");
+    let capture = Capture::start(&topo.router, "r1", "ip proto 47");
+    assert!(ping(&topo.ns1, "10.10.200.10", 5).contains("5 received"));
+    let lines = capture.decode(GRE_FIELDS);
+    assert_eq!(lines.len(), 10, "{lines:#?}");
+    let mut seqs: Vec<(String, u32)> = Vec::new();
+    for line in &lines {
+        let f: Vec<&str> = line.split(';').collect();
+        assert_eq!(&f[1..4], &["1", "1", "1"], "C, K and S bits: {line}");
+        assert_eq!(f[4], "1", "tshark verified the GRE checksum: {line}");
+        assert_eq!(f[5], "0x00000005", "{line}");
+        let src = f[0].split(',').next().unwrap().to_string();
+        seqs.push((src, f[6].parse().unwrap()));
+    }
+    // Each direction numbers its packets 0, 1, 2, ... in order.
+    for side in ["10.10.10.2", "10.10.20.2"] {
+        let mine: Vec<u32> = seqs
+            .iter()
+            .filter(|(s, _)| s == side)
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(mine, vec![0, 1, 2, 3, 4], "{side}");
+    }
+    // TCP (checksums left to offload, segmentation off) arrives intact.
+    transfer_16mib(&topo);
+    let stats = stdout(
+        topo.ns2
+            .exec(&[XTUN, "-j", "-s", "tunnel", "show", "tun2"])
+            .unwrap(),
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let rx = &doc[0]["stats"]["rx"];
+    // No checksum error. Packets that two CPUs sent in the other order than
+    // they were numbered are dropped as out of sequence, as the kernel's
+    // `iseq` does; TCP resends them and the transfer stays intact.
+    assert_eq!(rx["csum_errors"].as_u64(), Some(0), "{stats}");
+    assert_eq!(rx["errors"], rx["out_of_sequence"], "{stats}");
+    assert!(rx["packets"].as_u64().unwrap() > 10_000, "{stats}");
+    // One packet per GRE header: the tunnel takes no segmentation offload.
+    let details = stdout(
+        topo.ns1
+            .exec(&["ip", "-d", "link", "show", "tun1"])
+            .unwrap(),
+    );
+    assert!(details.contains("gso_max_segs 1 "), "{details}");
+}
+
+#[test]
+fn out_of_sequence_and_bad_checksum_input_is_dropped_and_counted() {
+    let topo = SeedTopology::new("oos").unwrap();
+    topo.add_tunnels(XTUN, "gre", &["csum", "seq"]).unwrap();
+    // Packets crafted by scapy in ns1's underlay, bypassing its tunnel.
+    let script = r#"
+from scapy.all import *
+inner = IP(src="10.10.100.10", dst="10.10.200.10")/ICMP(type=8, id=9, seq=1)/Raw(b"x"*16)
+def send_gre(seq, bad_csum=False):
+    g = GRE(chksum_present=1, seqnum_present=1, seqence_number=seq, proto=0x0800)
+    pkt = IP(src="10.10.10.2", dst="10.10.20.2")/g/inner
+    pkt = IP(raw(pkt))
+    if bad_csum:
+        pkt[GRE].chksum ^= 0x1111
+    send(pkt, iface="v1", verbose=0)
+send_gre(1000)
+send_gre(1001)
+send_gre(999)
+send_gre(1000)
+send_gre(1002, bad_csum=True)
+"#;
+    let out = topo
+        .ns1
+        .try_exec(&["/usr/bin/python3", "-c", script])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scapy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    thread::sleep(Duration::from_millis(300));
+    let stats = stdout(
+        topo.ns2
+            .exec(&[XTUN, "-j", "-s", "tunnel", "show", "tun2"])
+            .unwrap(),
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let rx = &doc[0]["stats"]["rx"];
+    assert_eq!(rx["packets"].as_u64(), Some(2), "{stats}");
+    assert_eq!(rx["out_of_sequence"].as_u64(), Some(2), "{stats}");
+    assert_eq!(rx["csum_errors"].as_u64(), Some(1), "{stats}");
+    assert_eq!(rx["errors"].as_u64(), Some(3), "{stats}");
+    let counters = stdout(topo.ns2.exec(&[XTUN, "-j", "stats"]).unwrap());
+    assert!(counters.contains("\"rx_out_of_sequence\":2"), "{counters}");
+    assert!(counters.contains("\"rx_bad_gre_checksum\":1"), "{counters}");
+}
+
+/// Multipoint GRE: a hub with one `remote any` tunnel reaches three sites,
+/// each on a point-to-point tunnel with `local any`.
+#[test]
+fn multipoint_gre_reaches_three_sites_by_longest_prefix() {
+    let lan = Lan::new("mp", 4, "10.77.0").unwrap();
+    let hub = &lan.hosts[0];
+    hub.exec(&[
+        XTUN,
+        "tunnel",
+        "add",
+        "mgre0",
+        "mode",
+        "gre",
+        "remote",
+        "any",
+        "local",
+        "10.77.0.1",
+        "key",
+        "7",
+        "dev",
+        "eth0",
+    ])
+    .unwrap();
+    hub.exec(&["ip", "link", "set", "mgre0", "up"]).unwrap();
+    hub.exec(&["ip", "addr", "add", "10.200.0.1/32", "dev", "mgre0"])
+        .unwrap();
+    hub.exec(&["ip", "route", "add", "10.0.0.0/8", "dev", "mgre0"])
+        .unwrap();
+    let mut batch = String::new();
+    for site in 1..=3 {
+        let host = &lan.hosts[site];
+        host.exec(&[
+            XTUN,
+            "tunnel",
+            "add",
+            "gre1",
+            "mode",
+            "gre",
+            "remote",
+            "10.77.0.1",
+            "key",
+            "7",
+        ])
+        .unwrap();
+        host.exec(&["ip", "link", "set", "gre1", "up"]).unwrap();
+        let inner = format!("10.{}.0.1/32", 200 + site);
+        host.exec(&["ip", "addr", "add", &inner, "dev", "gre1"])
+            .unwrap();
+        host.exec(&["ip", "route", "add", "10.200.0.0/16", "dev", "gre1"])
+            .unwrap();
+        batch.push_str(&format!(
+            "neigh add 10.{}.0.0/16 lladdr {} dev mgre0\n",
+            200 + site,
+            lan.addr(site)
+        ));
+    }
+    // A longer prefix inside site 1's range points at site 3.
+    batch.push_str("neigh add 10.201.9.0/24 lladdr 10.77.0.4 dev mgre0\n");
+    let file = std::env::temp_dir().join(format!("{}-neigh.batch", hub.name));
+    std::fs::write(&file, &batch).unwrap();
+    hub.exec(&[XTUN, "-batch", file.to_str().unwrap()]).unwrap();
+    let _ = std::fs::remove_file(&file);
+    lan.hosts[3]
+        .exec(&["ip", "addr", "add", "10.201.9.1/32", "dev", "gre1"])
+        .unwrap();
+
+    let shown = stdout(lan.hosts[1].exec(&[XTUN, "tunnel", "show"]).unwrap());
+    assert_eq!(
+        shown,
+        "gre1: gre/ip remote 10.77.0.1 local any ttl inherit key 7\n"
+    );
+    let neigh = stdout(hub.exec(&[XTUN, "neigh", "show", "dev", "mgre0"]).unwrap());
+    assert_eq!(
+        neigh,
+        "10.201.0.0/16 dev mgre0 lladdr 10.77.0.2 PERMANENT\n\
+         10.201.9.0/24 dev mgre0 lladdr 10.77.0.4 PERMANENT\n\
+         10.202.0.0/16 dev mgre0 lladdr 10.77.0.3 PERMANENT\n\
+         10.203.0.0/16 dev mgre0 lladdr 10.77.0.4 PERMANENT\n"
+    );
+
+    let capture = Capture::start(&lan.switch, "br0", "ip proto 47");
+    for dst in ["10.201.0.1", "10.202.0.1", "10.203.0.1", "10.201.9.1"] {
+        assert!(ping(hub, dst, 2).contains("2 received"), "hub -> {dst}");
+    }
+    let lines = capture.decode(&["ip.src", "ip.dst", "gre.key"]);
+    let outer = |l: &str, i: usize| -> String {
+        l.split(';')
+            .nth(i)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    for (inner_dst, remote) in [
+        ("10.201.0.1", "10.77.0.2"),
+        ("10.202.0.1", "10.77.0.3"),
+        ("10.203.0.1", "10.77.0.4"),
+        ("10.201.9.1", "10.77.0.4"),
+    ] {
+        let sent: Vec<&String> = lines
+            .iter()
+            .filter(|l| {
+                l.split(';')
+                    .nth(1)
+                    .unwrap()
+                    .ends_with(&format!(",{inner_dst}"))
+            })
+            .collect();
+        assert_eq!(sent.len(), 2, "{inner_dst}: {lines:#?}");
+        for l in sent {
+            assert_eq!(outer(l, 1), remote, "{l}");
+            assert_eq!(outer(l, 0), "10.77.0.1", "{l}");
+            assert_eq!(l.split(';').nth(2).unwrap(), "0x00000007", "{l}");
+        }
+    }
+    // Replies from `local any` sites carry the route's source address.
+    assert!(
+        lines.iter().any(|l| outer(l, 0) == "10.77.0.3"),
+        "{lines:#?}"
+    );
+
+    // No neighbour: dropped and counted, never sent to 0.0.0.0.
+    assert!(ping(hub, "10.209.0.1", 2).contains(" 0 received"));
+    let stats = stdout(hub.exec(&[XTUN, "-j", "stats"]).unwrap());
+    assert!(stats.contains("\"tx_no_neighbour\":2"), "{stats}");
+    hub.exec(&[XTUN, "neigh", "del", "10.202.0.0/16", "dev", "mgre0"])
+        .unwrap();
+    assert!(ping(hub, "10.202.0.1", 1).contains(" 0 received"));
+    // Deleting the tunnel takes its neighbours along.
+    hub.exec(&[XTUN, "tunnel", "del", "mgre0"]).unwrap();
+    let left = stdout(
+        hub.exec(&[XTUN, "-j", "map", "dump", "XTUN_NEIGH"])
+            .unwrap_or_else(|_| hub.exec(&["true"]).unwrap()),
+    );
+    assert!(!left.contains("10.77.0"), "{left}");
+}
+
+/// ISATAP hosts on one LAN: remotes from the interface identifiers, and a
+/// potential router for everything else.
+#[test]
+fn isatap_hosts_reach_each_other_and_the_default_router() {
+    let lan = Lan::new("isa", 3, "10.78.0").unwrap();
+    for (i, host) in lan.hosts.iter().enumerate() {
+        let local = lan.addr(i);
+        host.exec(&[
+            XTUN, "tunnel", "add", "is0", "mode", "isatap", "local", &local, "dev", "eth0",
+        ])
+        .unwrap();
+        host.exec(&["ip", "link", "set", "is0", "up"]).unwrap();
+        let ll = format!("fe80::5efe:{local}/64");
+        let global = format!("fd00:78::5efe:{local}/64");
+        host.exec(&["ip", "-6", "addr", "add", &ll, "dev", "is0", "nodad"])
+            .unwrap();
+        host.exec(&["ip", "-6", "addr", "add", &global, "dev", "is0", "nodad"])
+            .unwrap();
+    }
+    let show = stdout(lan.hosts[0].exec(&[XTUN, "tunnel", "show"]).unwrap());
+    assert_eq!(
+        show,
+        "is0: ipv6/ip remote any local 10.78.0.1 dev eth0 ttl inherit\n"
+    );
+    // Host 3 is the router for fd00:99::/64 (it owns fd00:99::1).
+    let router = &lan.hosts[2];
+    router
+        .exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+        .unwrap();
+    router
+        .exec(&["ip", "-6", "addr", "add", "fd00:99::1/128", "dev", "lo"])
+        .unwrap();
+    let host = &lan.hosts[0];
+    host.exec(&[
+        XTUN,
+        "tunnel",
+        "prl",
+        "prl-default",
+        "10.78.0.3",
+        "dev",
+        "is0",
+    ])
+    .unwrap();
+    host.exec(&["ip", "-6", "route", "add", "fd00:99::/64", "dev", "is0"])
+        .unwrap();
+
+    let capture = Capture::start(&lan.switch, "br0", "ip proto 41");
+    let ping6 = |dst: &str| {
+        stdout(
+            host.try_exec(&["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", dst])
+                .unwrap(),
+        )
+    };
+    assert!(ping6("fd00:78::5efe:10.78.0.2").contains("2 received"));
+    assert!(ping6("fe80::5efe:10.78.0.2%is0").contains("2 received"));
+    assert!(
+        ping6("fd00:99::1").contains("2 received"),
+        "via the PRL router"
+    );
+    let lines = capture.decode(&["ip.src", "ip.dst", "ipv6.dst"]);
+    let to = |inner: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l.ends_with(&format!(";{inner}")))
+            .map(|l| l.split(';').nth(1).unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        to("fd00:78::5efe:a4e:2"),
+        vec!["10.78.0.2"; 2],
+        "{lines:#?}"
+    );
+    assert_eq!(to("fd00:99::1"), vec!["10.78.0.3"; 2], "{lines:#?}");
+    let prl = stdout(host.exec(&[XTUN, "map", "dump", "XTUN_PRL"]).unwrap());
+    assert!(prl.contains("router 10.78.0.3 default"), "{prl}");
+    // Without the router listed, a spoofed inner source from host 2 is refused.
+    host.exec(&[
+        XTUN,
+        "tunnel",
+        "prl",
+        "prl-delete",
+        "10.78.0.3",
+        "dev",
+        "is0",
+    ])
+    .unwrap();
+    assert!(
+        ping6("fd00:99::1").contains(" 0 received"),
+        "no default router any more"
+    );
 }

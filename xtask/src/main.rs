@@ -42,12 +42,15 @@ enum Task {
     },
 }
 
+/// (shell test that succeeds when present, Debian package).
 const APT_PACKAGES: &[(&str, &str)] = &[
-    ("ping", "iputils-ping"),
-    ("tcpdump", "tcpdump"),
-    ("tshark", "tshark"),
-    ("iperf3", "iperf3"),
-    ("ip", "iproute2"),
+    ("command -v ping", "iputils-ping"),
+    ("command -v tcpdump", "tcpdump"),
+    ("command -v tshark", "tshark"),
+    ("command -v iperf3", "iperf3"),
+    ("command -v ip", "iproute2"),
+    // Tests craft hostile packets with scapy, for the system python3.
+    ("/usr/bin/python3 -c 'import scapy.all'", "python3-scapy"),
 ];
 
 fn main() -> Result<()> {
@@ -288,7 +291,7 @@ fn install_bpf_linker() -> Result<()> {
 fn install_packages() -> Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
-        .filter(|(bin, _)| !succeeds(Command::new("sh").args(["-c", &format!("command -v {bin}")])))
+        .filter(|(probe, _)| !succeeds(Command::new("sh").args(["-c", probe])))
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {

@@ -139,10 +139,32 @@ fn resolve_underlay(nl: &mut Netlink, spec: &TunnelSpec) -> Result<(Link, Ipv4Ad
     Ok((underlay, spec.local.unwrap_or(Ipv4Addr::UNSPECIFIED)))
 }
 
-/// GSO stays on unless the tunnel writes per-packet GRE fields.
-fn set_segmentation(name: &str, spec: &TunnelSpec) -> Result<()> {
-    tunnel_userspace::ethtool::set_gso(name, !spec.needs_per_packet_header())
-        .context("setting generic segmentation offload")
+/// For `local any`: the source of the route to the remote now, used where
+/// the data plane cannot look the route up per packet.
+fn default_source(nl: &mut Netlink, spec: &TunnelSpec) -> u32 {
+    match (spec.local, spec.remote) {
+        (None, Some(remote)) => nl
+            .route_get(remote)
+            .ok()
+            .and_then(|r| r.prefsrc)
+            .map_or(0, config::wire_addr),
+        _ => 0,
+    }
+}
+
+/// Tunnels that write a GRE checksum or sequence number need one header
+/// per packet, which the kernel's GSO cannot produce after a BPF
+/// encapsulation: their interfaces take single packets only (TCP always
+/// builds GSO packets otherwise, whatever the device's features say).
+fn set_segmentation(nl: &mut Netlink, ifindex: u32, spec: &TunnelSpec) -> Result<()> {
+    const GSO_MAX_SEGS: u32 = 65535;
+    let segs = if spec.needs_per_packet_header() {
+        1
+    } else {
+        GSO_MAX_SEGS
+    };
+    nl.set_gso_max_segs(ifindex, segs)
+        .context("limiting segmentation offload")
 }
 
 /// Fails if another tunnel already receives what `cfg` would.
@@ -217,6 +239,7 @@ fn add(args: &[String]) -> Result<()> {
     let mut dp = Dataplane::find_or_load(&mut nl).context("loading the data plane")?;
     let mtu = spec.mtu(underlay.mtu);
     let mut cfg = spec.to_config(local, underlay.index, mtu);
+    cfg.default_src = default_source(&mut nl, &spec);
     let key = decap_key(&cfg);
     check_decap_free(&mut nl, &mut dp, "add", &spec.name, &cfg)?;
 
@@ -235,7 +258,7 @@ fn add(args: &[String]) -> Result<()> {
         nl.set_mtu(link.index, mtu).context("setting the MTU")?;
         // Explicit IPv6 addresses only, as on the kernel's ipip and sit.
         nl.disable_ipv6_addrgen(link.index)?;
-        set_segmentation(&spec.name, &spec)?;
+        set_segmentation(&mut nl, link.index, &spec)?;
         dp.reset_tunnel_stats(link.index)?;
         dp.seq.insert(link.index, SeqState::default(), 0)?;
         dp.tunnels.insert(link.index, cfg, 0)?;
@@ -301,9 +324,10 @@ fn change(args: &[String]) -> Result<()> {
     let mtu = spec.mtu(underlay.mtu);
     let mut cfg = spec.to_config(local, underlay.index, mtu);
     cfg.prl_default = old.prl_default;
+    cfg.default_src = default_source(&mut nl, &spec);
     check_decap_free(&mut nl, &mut dp, "change", name, &cfg)?;
     if spec.needs_per_packet_header() != base.needs_per_packet_header() {
-        set_segmentation(name, &spec)?;
+        set_segmentation(&mut nl, link.index, &spec)?;
     }
     if underlay.index != old.underlay_ifindex {
         dp.attach_underlay(&mut nl, &underlay, false, DecapChoice::Auto)

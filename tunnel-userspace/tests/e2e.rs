@@ -170,6 +170,14 @@ fn add_side(ns: &Netns, name: &str, remote: &str, local: &str, extra: &[&str]) {
     SeedTopology::bring_up(ns, name, addr, peer).unwrap();
 }
 
+/// `xtun tunnel show NAME` prints `shown`, and the interface has `mtu`.
+fn assert_shown_with_mtu(ns: &Netns, name: &str, shown: &str, mtu: u32) {
+    let out = stdout(ns.exec(&[XTUN, "tunnel", "show", name]).unwrap());
+    assert_eq!(out, shown);
+    let link = stdout(ns.exec(&["ip", "-o", "link", "show", name]).unwrap());
+    assert!(link.contains(&format!("mtu {mtu} ")), "{link}");
+}
+
 fn field<'a>(line: &'a str, name: &str) -> &'a str {
     let i = FIELDS.iter().position(|f| *f == name).unwrap();
     line.split(';').nth(i).unwrap_or("")
@@ -743,17 +751,12 @@ fn ipv6_inside_gre_and_sit() {
         ns.exec(&["ip", "link", "set", name, "up"]).unwrap();
     }
     address_ipv6(&topo, "sit1", "sit2", "fd00:300::1", "fd00:300::2");
-    let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show", "sit1"]).unwrap());
-    assert_eq!(
-        shown,
-        "sit1: ipv6/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit\n"
+    assert_shown_with_mtu(
+        &topo.ns1,
+        "sit1",
+        "sit1: ipv6/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit\n",
+        1480,
     );
-    let link = stdout(
-        topo.ns1
-            .exec(&["ip", "-o", "link", "show", "sit1"])
-            .unwrap(),
-    );
-    assert!(link.contains("mtu 1480"), "{link}");
 
     let capture = Capture::start(&topo.router, "r1", "ip proto 47 or ip proto 41");
     for dst in ["fd00:200::10", "fd00:300::2"] {
@@ -1347,18 +1350,13 @@ fn gre_checksums_and_sequence_numbers_reach_the_wire_and_carry_tcp() {
     let topo = SeedTopology::new("csq").unwrap();
     topo.add_tunnels(XTUN, "gre", &["key", "5", "csum", "seq"])
         .unwrap();
-    let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show", "tun1"]).unwrap());
-    assert_eq!(
-        shown,
-        "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit key 5\n  Drop packets out of sequence.\n  Checksum in received packet is required.\n  Sequence packets on output.\n  Checksum output packets.\n"
-    );
     // 24 bytes of GRE (4 + key + csum + seq) and 20 of IPv4.
-    let link = stdout(
-        topo.ns1
-            .exec(&["ip", "-o", "link", "show", "tun1"])
-            .unwrap(),
+    assert_shown_with_mtu(
+        &topo.ns1,
+        "tun1",
+        "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit key 5\n  Drop packets out of sequence.\n  Checksum in received packet is required.\n  Sequence packets on output.\n  Checksum output packets.\n",
+        1464,
     );
-    assert!(link.contains("mtu 1464"), "{link}");
     let capture = Capture::start(&topo.router, "r1", "ip proto 47");
     assert!(ping(&topo.ns1, "10.10.200.10", 5).contains("5 received"));
     let lines = capture.decode(GRE_FIELDS);

@@ -36,6 +36,7 @@ struct Plan {
     iperf_seconds: u32,
     iperf_repeats: usize,
     tunnels: usize,
+    neighbours: usize,
 }
 
 impl Plan {
@@ -48,6 +49,7 @@ impl Plan {
                 iperf_seconds: 1,
                 iperf_repeats: 1,
                 tunnels: 50,
+                neighbours: 10_000,
             }
         } else {
             Self {
@@ -57,6 +59,7 @@ impl Plan {
                 iperf_seconds: 5,
                 iperf_repeats: 3,
                 tunnels: 1000,
+                neighbours: 1_000_000,
             }
         }
     }
@@ -151,6 +154,28 @@ fn fill(h: &mut Harness, n: u32) -> Result<()> {
     Ok(())
 }
 
+/// A multipoint neighbour of the tunnel on ifindex 1.
+fn add_neighbour(h: &mut Harness, prefix: Ipv4Addr, len: u32, remote: Ipv4Addr) -> Result<()> {
+    let mut addr = [0u8; 16];
+    addr[..4].copy_from_slice(&prefix.octets());
+    let key = aya::maps::lpm_trie::Key::new(
+        NEIGH_KEY_FIXED_BITS + len,
+        NeighKey {
+            ifindex: 1,
+            family: 4,
+            addr,
+        },
+    );
+    h.dp.neigh.insert(
+        &key,
+        NeighEntry {
+            remote: wire_addr(remote),
+        },
+        0,
+    )?;
+    Ok(())
+}
+
 fn micro(plan: &Plan, rows: &mut Vec<(String, String, Value)>) -> Result<Value> {
     let mut out = serde_json::Map::new();
     let xdp_noop = load_noop(BPF_PROG_TYPE_XDP, 2)?;
@@ -223,6 +248,37 @@ fn micro(plan: &Plan, rows: &mut Vec<(String, String, Value)>) -> Result<Value> 
             out.insert(format!("tc_decap/{label}/{n}"), tcd);
             out.insert(format!("tc_encap/{label}/{n}"), enc);
         }
+    }
+
+    // Multipoint: encapsulation whose remote comes from the neighbour trie
+    // holding n prefixes (n - 1 others, then the inner destination's /16).
+    for &n in &plan.scales {
+        let mut tx = Harness::with_capacity(None);
+        tx.add("m mode gre remote any local 10.10.10.2 dev lo", 1);
+        for i in 1..n {
+            let other = 0x0b00_0000 + i;
+            add_neighbour(&mut tx, Ipv4Addr::from(other), 32, Ipv4Addr::from(other))?;
+        }
+        add_neighbour(
+            &mut tx,
+            Ipv4Addr::new(10, 10, 0, 0),
+            16,
+            Ipv4Addr::new(10, 10, 20, 2),
+        )?;
+        let to_remote = |out: &[u8]| out.len() > 34 && out[30..34] == [10, 10, 20, 2];
+        let enc = per_packet(
+            plan,
+            tx.dp.tc_fd().as_raw_fd(),
+            &tc_input,
+            TC_ACT_REDIRECT,
+            &to_remote,
+        )?;
+        rows.push((
+            "TC encap multipoint GRE".into(),
+            format!("{n} neighbours"),
+            enc.clone(),
+        ));
+        out.insert(format!("tc_encap/multipoint/{n}"), enc);
     }
 
     // What logging costs: the same decapsulation with aya-log at its
@@ -537,6 +593,41 @@ fn control_plane(
             .map(drop)
             .map_err(Into::into)
     })?;
+    // Multipoint neighbours, loaded with -batch into one tunnel.
+    let k = plan.neighbours;
+    ns.exec(&[
+        xtun,
+        "tunnel",
+        "add",
+        "mp0",
+        "mode",
+        "gre",
+        "remote",
+        "any",
+        "local",
+        "10.10.10.2",
+        "dev",
+        "v1",
+    ])?;
+    let lines: Vec<String> = (0..k)
+        .map(|i| {
+            let inner = Ipv4Addr::from(0x6400_0000 + i as u32);
+            let remote = Ipv4Addr::from(0x0a14_0000 + (i as u32 % 60_000) + 1);
+            format!("neigh add {inner}/32 lladdr {remote} dev mp0")
+        })
+        .collect();
+    std::fs::write(&file, lines.join("\n"))?;
+    let neigh_load = timed(|| {
+        ns.exec(&[xtun, "-batch", &file_str])
+            .map(drop)
+            .map_err(Into::into)
+    })?;
+    let _ = std::fs::remove_file(&file);
+    let neigh_show = timed(|| {
+        ns.exec(&[xtun, "neigh", "show"])
+            .map(drop)
+            .map_err(Into::into)
+    })?;
     let listed = String::from_utf8(ns.exec(&[xtun, "-j", "map", "list"])?.stdout)?;
     let maps: Value = serde_json::from_str(&listed)?;
     let memory = map_memory(&maps)?;
@@ -547,6 +638,8 @@ fn control_plane(
         (format!("add {n} tunnels with -batch"), batch),
         (format!("tunnel show of {n}"), show),
         (format!("map dump XTUN_TUNNELS of {n}"), dump),
+        (format!("load {k} neighbours with -batch"), neigh_load),
+        (format!("neigh show of {k}"), neigh_show),
     ] {
         rows.push((
             "control plane".into(),

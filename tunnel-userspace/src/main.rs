@@ -154,7 +154,9 @@ fn fail(err: &anyhow::Error) -> ! {
 }
 
 /// Runs each line of `file` as an xtun command; stops at the first error,
-/// naming its line.
+/// naming its line. The namespace lock is taken once for the whole file,
+/// and `neigh add|del` lines skip the general parser: a million neighbours
+/// load in one process at map-update speed.
 fn run_batch(file: &str) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let text = if file == "-" {
@@ -162,32 +164,45 @@ fn run_batch(file: &str) -> anyhow::Result<()> {
     } else {
         std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?
     };
+    let missing = tunnel_userspace::caps::missing(true);
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "permission denied: -batch needs {} (run xtun as root)",
+            missing.join(" and ")
+        );
+    }
+    let _lock = tunnel_userspace::lock::NamespaceLock::acquire()
+        .context("locking the namespace's data plane")?;
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
         }
-        let words = std::iter::once("xtun").chain(line.split_whitespace());
-        let result = Cli::try_parse_from(words)
-            .map_err(|e| {
-                // clap's first line, without its "error: " prefix.
-                let rendered = e.render().to_string();
-                let first = rendered.lines().next().unwrap_or("");
-                anyhow::anyhow!("{}", first.trim_start_matches("error: "))
-            })
-            .and_then(|cli| match cli.command {
-                Some(command) if cli.batch.is_none() => {
-                    run(command, cli.stats, cli.json, cli.pretty)
-                }
-                _ => Err(anyhow::anyhow!("each line must be one command")),
-            });
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let result = match words.as_slice() {
+            ["neigh" | "neighbour" | "neighbor" | "n", verb @ ("add" | "del"), rest @ ..] => {
+                cli::neigh::run_words(verb, rest)
+            }
+            _ => Cli::try_parse_from(std::iter::once("xtun").chain(words.iter().copied()))
+                .map_err(|e| {
+                    // clap's first line, without its "error: " prefix.
+                    let rendered = e.render().to_string();
+                    let first = rendered.lines().next().unwrap_or("");
+                    anyhow::anyhow!("{}", first.trim_start_matches("error: "))
+                })
+                .and_then(|cli| match cli.command {
+                    Some(command) if cli.batch.is_none() => {
+                        dispatch(command, cli.stats, cli.json, cli.pretty)
+                    }
+                    _ => Err(anyhow::anyhow!("each line must be one command")),
+                }),
+        };
         result.with_context(|| format!("{file}:{}", n + 1))?;
     }
     Ok(())
 }
 
 fn run(command: Command, stats: bool, json: bool, pretty: bool) -> anyhow::Result<()> {
-    let format = cli::output::Format { json, pretty };
     let missing = tunnel_userspace::caps::missing(command.changes_state());
     if !missing.is_empty() {
         anyhow::bail!(
@@ -205,6 +220,12 @@ fn run(command: Command, stats: bool, json: bool, pretty: bool) -> anyhow::Resul
     } else {
         None
     };
+    dispatch(command, stats, json, pretty)
+}
+
+/// Runs one command; the caller has checked privileges and holds the lock.
+fn dispatch(command: Command, stats: bool, json: bool, pretty: bool) -> anyhow::Result<()> {
+    let format = cli::output::Format { json, pretty };
     match command {
         Command::Tunnel { action } => {
             // Neighbour commands later in a batch must see this change.

@@ -233,6 +233,15 @@ fn tunnel_index(session: &mut Session, dev: &str) -> Result<u32> {
     Ok(link.index)
 }
 
+/// `neigh add|del` from already split words (the `-batch` fast path).
+pub fn run_words(verb: &str, words: &[&str]) -> Result<()> {
+    let args: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    match verb {
+        "add" => run(NeighCommand::Add { args }, Format::default()),
+        _ => run(NeighCommand::Del { args }, Format::default()),
+    }
+}
+
 pub fn run(cmd: NeighCommand, format: Format) -> Result<()> {
     match cmd {
         NeighCommand::Add { args } => {

@@ -1,7 +1,11 @@
 //! The `ip tunnel` grammar: parsing and validation of tunnel parameters, and
 //! their `ip tunnel show` rendering.
 
-use std::{fmt, net::Ipv4Addr, str::FromStr};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr},
+    str::FromStr,
+};
 
 use thiserror::Error;
 use tunnel_common::{maps::*, wire};
@@ -48,6 +52,10 @@ pub enum ConfigError {
     Vti,
     #[error("unknown argument \"{0}\"")]
     Unknown(String),
+    #[error("invalid prefix \"{0}\": expected ADDR[/LEN]")]
+    BadPrefix(String),
+    #[error("invalid prefix length in \"{0}\": expected 0..{1}")]
+    BadPrefixLen(String, u8),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -418,6 +426,59 @@ impl TunnelSpec {
         flags
     }
 
+    /// Words that give exactly this spec to `tunnel add`, or to `tunnel
+    /// change` whatever the tunnel was before (negations included).
+    pub fn to_words(&self) -> Vec<String> {
+        let mut w: Vec<String> = vec![self.name.clone(), "mode".into(), self.mode.name().into()];
+        let any_or = |a: Option<Ipv4Addr>| a.map_or("any".to_string(), |a| a.to_string());
+        if self.mode != Mode::Isatap {
+            w.extend(["remote".into(), any_or(self.remote)]);
+        }
+        w.extend(["local".into(), any_or(self.local)]);
+        match self.ikey {
+            Some(k) => w.extend(["ikey".into(), k.to_string()]),
+            None => w.push("noikey".into()),
+        }
+        match self.okey {
+            Some(k) => w.extend(["okey".into(), k.to_string()]),
+            None => w.push("nookey".into()),
+        }
+        w.extend(["nocsum".into(), "noseq".into()]);
+        for (on, word) in [
+            (self.icsum, "icsum"),
+            (self.ocsum, "ocsum"),
+            (self.iseq, "iseq"),
+            (self.oseq, "oseq"),
+        ] {
+            if on {
+                w.push(word.into());
+            }
+        }
+        let ttl = if self.ttl == 0 {
+            "inherit".to_string()
+        } else {
+            self.ttl.to_string()
+        };
+        let tos = match self.tos {
+            Tos::Inherit(0) => "inherit".to_string(),
+            Tos::Inherit(t) => format!("inherit/0x{t:x}"),
+            Tos::Value(t) => format!("0x{t:x}"),
+        };
+        w.extend(["ttl".into(), ttl, "tos".into(), tos]);
+        w.push(
+            if self.pmtudisc {
+                "pmtudisc"
+            } else {
+                "nopmtudisc"
+            }
+            .into(),
+        );
+        if let Some(dev) = &self.dev {
+            w.extend(["dev".into(), dev.clone()]);
+        }
+        w
+    }
+
     /// Does this tunnel need one GRE header per segment (no GSO)?
     pub fn needs_per_packet_header(&self) -> bool {
         self.ocsum || self.oseq
@@ -510,6 +571,78 @@ pub fn decap_key(cfg: &TunnelConfig) -> DecapKey {
         proto: Mode::from_map(cfg.mode).map_or(0, Mode::ip_proto),
         has_key: has_key as u8,
         _pad: [0; 2],
+    }
+}
+
+/// An inner prefix with its length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Prefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl FromStr for Prefix {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| ConfigError::BadPrefix(s.to_string()))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            None => max,
+            Some(l) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(|| ConfigError::BadPrefixLen(s.to_string(), max))?,
+        };
+        // Only the prefix's own bits count, as for a route.
+        let addr = match addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX.checked_shl(32 - len as u32).unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX.checked_shl(128 - len as u32).unwrap_or(0);
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+        };
+        Ok(Self { addr, len })
+    }
+}
+
+impl Prefix {
+    /// The neighbour-trie key of this prefix on tunnel `ifindex`.
+    pub fn key(&self, ifindex: u32) -> aya::maps::lpm_trie::Key<NeighKey> {
+        let mut addr = [0u8; 16];
+        let family = match self.addr {
+            IpAddr::V4(a) => {
+                addr[..4].copy_from_slice(&a.octets());
+                4
+            }
+            IpAddr::V6(a) => {
+                addr = a.octets();
+                6
+            }
+        };
+        aya::maps::lpm_trie::Key::new(
+            NEIGH_KEY_FIXED_BITS + self.len as u32,
+            NeighKey {
+                ifindex,
+                family,
+                addr,
+            },
+        )
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
     }
 }
 
@@ -820,6 +953,39 @@ mod tests {
         let cfg = isatap.to_config(isatap.local.unwrap(), 2, 1480);
         assert_ne!(cfg.flags & TUNNEL_F_ISATAP, 0);
         assert_eq!(decap_key(&cfg).remote, 0);
+    }
+
+    #[test]
+    fn prefixes_parse_and_lose_host_bits() {
+        let p: Prefix = "10.1.2.3/16".parse().unwrap();
+        assert_eq!(p.addr, "10.1.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(p.len, 16);
+        let p: Prefix = "10.1.2.3".parse().unwrap();
+        assert_eq!(p.len, 32);
+        let p: Prefix = "fd00:1:2::5/48".parse().unwrap();
+        assert_eq!(p.addr, "fd00:1:2::".parse::<IpAddr>().unwrap());
+        let p: Prefix = "0.0.0.0/0".parse().unwrap();
+        assert_eq!(p.key(7).prefix_len(), 64);
+        for bad in ["10.0.0.0/33", "fd00::/129", "x/8", "10.0.0.0/-1", ""] {
+            assert!(bad.parse::<Prefix>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn words_rebuild_the_spec_from_anything() {
+        for text in [
+            "t mode gre remote 1.1.1.1 local 2.2.2.2 ikey 1 okey 2 csum oseq ttl 9 tos inherit/0x10 dev v1",
+            "t mode gre remote any local any key 7 nopmtudisc",
+            "t mode isatap local 10.0.0.1 tos 0x20",
+            "t mode sit remote 1.1.1.1",
+        ] {
+            let spec = parse(text).unwrap();
+            assert_eq!(TunnelSpec::parse(&spec.to_words()).unwrap(), spec, "{text}");
+            let other = parse("t mode gre remote 9.9.9.9 local 8.8.8.8 key 3 seq ttl 4").unwrap();
+            if spec.mode == Mode::Gre {
+                assert_eq!(TunnelSpec::parse_change(&other, &spec.to_words()).unwrap(), spec);
+            }
+        }
     }
 
     #[test]

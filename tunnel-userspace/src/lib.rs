@@ -6,6 +6,7 @@ pub mod bpf_sys;
 pub mod caps;
 pub mod config;
 pub mod dataplane;
+pub mod desired;
 pub mod lock;
 pub mod netlink;
 pub mod testbed;

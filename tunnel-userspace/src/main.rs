@@ -59,6 +59,24 @@ enum Command {
         #[command(subcommand)]
         action: cli::neigh::NeighCommand,
     },
+    /// Converge this namespace to a TOML file: tunnels, neighbours, routers,
+    /// attachments; only what differs is touched.
+    #[command(
+        after_help = "Examples:\n  xtun apply -f /etc/xtun/xtun.toml\n  xtun apply -f site.toml --dry-run\n\nThe file format is in the README and dist/xtun.toml. A file with any error\nchanges nothing; applying the same file twice changes nothing."
+    )]
+    Apply {
+        /// The configuration file.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: String,
+        /// Print the plan (attach, tunnel add/change/del, neigh, ...) and stop.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write this namespace's tunnels and attachments as an `apply` file.
+    #[command(
+        after_help = "Example:\n  xtun export > /etc/xtun/xtun.toml\n\n`xtun export` then `xtun apply -f` of its output changes nothing."
+    )]
+    Export,
     /// Attach the data plane (decapsulation and delivery) to an underlay NIC.
     #[command(
         after_help = "Example:\n  xtun attach eth0\n\nThe attachment outlives xtun and stays until `xtun detach`."
@@ -111,6 +129,8 @@ impl Command {
             Command::Tunnel { action } => action.changes_state(),
             Command::Neigh { action } => action.changes_state(),
             Command::Attach { .. } | Command::Detach { .. } | Command::Upgrade => true,
+            Command::Apply { dry_run, .. } => !dry_run,
+            Command::Export => false,
             // `log` streams for as long as it runs; its level switch is a
             // single map update and needs no lock.
             Command::Log { .. } | Command::Stats | Command::Map { .. } | Command::Status => false,
@@ -233,6 +253,8 @@ fn dispatch(command: Command, stats: bool, json: bool, pretty: bool) -> anyhow::
             cli::tunnel::run(action, stats, format)
         }
         Command::Neigh { action } => cli::neigh::run(action, format),
+        Command::Apply { file, dry_run } => cli::apply::apply(&file, dry_run),
+        Command::Export => cli::apply::export(),
         Command::Attach { dev, decap } => cli::attach::attach(&dev, decap),
         Command::Detach { dev } => cli::attach::detach(&dev),
         Command::Stats => cli::stats::show(format),

@@ -58,7 +58,12 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
 const RTM_GETROUTE: u16 = 26;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_F_NODAD: u8 = 0x02;
 const RTM_NEWQDISC: u16 = 36;
 const RTM_DELQDISC: u16 = 37;
 const RTM_NEWTFILTER: u16 = 44;
@@ -424,6 +429,86 @@ impl Netlink {
         let mut msg = Msg::new(RTM_SETLINK, NLM_F_ACK, &ifinfomsg(ifindex));
         msg.attr_u32(IFLA_MTU, mtu);
         self.request("setting the MTU", msg).map(drop)
+    }
+
+    /// `ip link set DEV up`.
+    pub fn set_up(&mut self, ifindex: u32) -> Result<()> {
+        let mut header = ifinfomsg(ifindex);
+        let up = libc::IFF_UP as u32;
+        header[8..12].copy_from_slice(&up.to_ne_bytes());
+        header[12..16].copy_from_slice(&up.to_ne_bytes());
+        let msg = Msg::new(RTM_SETLINK, NLM_F_ACK, &header);
+        self.request("setting the interface up", msg).map(drop)
+    }
+
+    /// `ip addr add LOCAL/LEN [peer PEER] dev DEV` (IPv6 without duplicate
+    /// address detection). Ok(false) when the address is there already.
+    pub fn add_address(
+        &mut self,
+        ifindex: u32,
+        local: std::net::IpAddr,
+        prefix_len: u8,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<bool> {
+        let octets = |a: std::net::IpAddr| match a {
+            std::net::IpAddr::V4(a) => a.octets().to_vec(),
+            std::net::IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        let (family, flags) = match local {
+            std::net::IpAddr::V4(_) => (libc::AF_INET as u8, 0),
+            std::net::IpAddr::V6(_) => (libc::AF_INET6 as u8, IFA_F_NODAD),
+        };
+        let mut header = [0u8; 8];
+        header[0] = family;
+        header[1] = prefix_len;
+        header[2] = flags;
+        header[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+        let mut msg = Msg::new(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &header);
+        msg.attr(IFA_LOCAL, &octets(local))
+            .attr(IFA_ADDRESS, &octets(peer.unwrap_or(local)));
+        match self.request("adding an address", msg) {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The addresses on `ifindex`: (local, prefix length, address), where
+    /// the address is the peer's on point-to-point links.
+    pub fn addresses(
+        &mut self,
+        ifindex: u32,
+    ) -> Result<Vec<(std::net::IpAddr, u8, std::net::IpAddr)>> {
+        let msg = Msg::new(RTM_GETADDR, NLM_F_DUMP, &[0u8; 8]);
+        let replies = self.request("listing addresses", msg)?;
+        let ip = |p: &[u8]| -> Option<std::net::IpAddr> {
+            match p.len() {
+                4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(p).ok()?)),
+                16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(p).ok()?)),
+                _ => None,
+            }
+        };
+        let mut out = Vec::new();
+        for (ty, p) in &replies {
+            if *ty != RTM_NEWADDR || p.len() < 8 {
+                continue;
+            }
+            if u32::from_ne_bytes(p[4..8].try_into().unwrap()) != ifindex {
+                continue;
+            }
+            let (mut local, mut address) = (None, None);
+            for (ty, payload) in attrs(&p[8..]) {
+                match ty {
+                    IFA_LOCAL => local = ip(payload),
+                    IFA_ADDRESS => address = ip(payload),
+                    _ => {}
+                }
+            }
+            if let Some(address) = address {
+                out.push((local.unwrap_or(address), p[1], address));
+            }
+        }
+        Ok(out)
     }
 
     /// `ip link set DEV gso_max_segs N`: the most segments one packet handed

@@ -1,5 +1,6 @@
 //! One module per command group.
 
+pub mod apply;
 pub mod attach;
 pub mod log;
 pub mod map;

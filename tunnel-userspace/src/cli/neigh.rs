@@ -2,19 +2,14 @@
 //! (`remote any`) and ISATAP tunnels, as `ip neigh` drives the kernel's NBMA
 //! GRE: an inner prefix maps to the outer (IPv4) address of its remote.
 
-use std::{
-    cell::RefCell,
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr},
-};
+use std::{cell::RefCell, collections::HashMap, net::Ipv4Addr};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use aya::maps::lpm_trie::Key;
 use clap::Subcommand;
 use serde_json::{json, Value};
 use tunnel_common::maps::*;
 use tunnel_userspace::{
-    config::{addr_from_wire, validate_ifname, wire_addr},
+    config::{addr_from_wire, validate_ifname, wire_addr, Prefix},
     dataplane::Dataplane,
     netlink::Netlink,
 };
@@ -57,70 +52,6 @@ pub enum NeighCommand {
 impl NeighCommand {
     pub fn changes_state(&self) -> bool {
         !matches!(self, Self::Show { .. })
-    }
-}
-
-/// An inner prefix with its length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Prefix {
-    pub addr: IpAddr,
-    pub len: u8,
-}
-
-impl std::str::FromStr for Prefix {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let (addr, len) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| anyhow!("invalid prefix \"{s}\": expected ADDR[/LEN]"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let len =
-            match len {
-                None => max,
-                Some(l) => l.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(|| {
-                    anyhow!("invalid prefix length in \"{s}\": expected 0..{max}")
-                })?,
-            };
-        // Only the prefix's own bits count, as for a route.
-        let addr = match addr {
-            IpAddr::V4(a) => {
-                let mask = u32::MAX.checked_shl(32 - len as u32).unwrap_or(0);
-                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
-            }
-            IpAddr::V6(a) => {
-                let mask = u128::MAX.checked_shl(128 - len as u32).unwrap_or(0);
-                IpAddr::V6((u128::from(a) & mask).into())
-            }
-        };
-        Ok(Self { addr, len })
-    }
-}
-
-impl Prefix {
-    pub fn key(&self, ifindex: u32) -> Key<NeighKey> {
-        let mut addr = [0u8; 16];
-        let family = match self.addr {
-            IpAddr::V4(a) => {
-                addr[..4].copy_from_slice(&a.octets());
-                4
-            }
-            IpAddr::V6(a) => {
-                addr = a.octets();
-                6
-            }
-        };
-        Key::new(
-            NEIGH_KEY_FIXED_BITS + self.len as u32,
-            NeighKey {
-                ifindex,
-                family,
-                addr,
-            },
-        )
     }
 }
 
@@ -331,22 +262,6 @@ fn show(args: &[String], format: Format) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefixes_parse_and_lose_host_bits() {
-        let p: Prefix = "10.1.2.3/16".parse().unwrap();
-        assert_eq!(p.addr, "10.1.0.0".parse::<IpAddr>().unwrap());
-        assert_eq!(p.len, 16);
-        let p: Prefix = "10.1.2.3".parse().unwrap();
-        assert_eq!(p.len, 32);
-        let p: Prefix = "fd00:1:2::5/48".parse().unwrap();
-        assert_eq!(p.addr, "fd00:1:2::".parse::<IpAddr>().unwrap());
-        let p: Prefix = "0.0.0.0/0".parse().unwrap();
-        assert_eq!(p.key(7).prefix_len(), 64);
-        for bad in ["10.0.0.0/33", "fd00::/129", "x/8", "10.0.0.0/-1", ""] {
-            assert!(bad.parse::<Prefix>().is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn arguments_need_prefix_lladdr_and_dev() {

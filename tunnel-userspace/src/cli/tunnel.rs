@@ -225,7 +225,7 @@ fn kernel_has_esp() -> bool {
         .any(|l| l == "CONFIG_INET_ESP=y" || l == "CONFIG_INET_ESP=m")
 }
 
-fn add(args: &[String]) -> Result<()> {
+pub(crate) fn add(args: &[String]) -> Result<()> {
     let spec = TunnelSpec::parse(args).map_err(|e| match e {
         config::ConfigError::Vti => vti_error(),
         other => other.into(),
@@ -300,7 +300,7 @@ fn find_tunnel(
     Ok((dp, link, cfg))
 }
 
-fn change(args: &[String]) -> Result<()> {
+pub(crate) fn change(args: &[String]) -> Result<()> {
     let name = match args {
         [first, second, ..] if first == "name" => second.as_str(),
         [first, ..] => first.as_str(),
@@ -423,7 +423,7 @@ fn forget_tunnel(dp: &mut Dataplane, ifindex: u32, key: Option<&DecapKey>) {
 }
 
 /// `ip tunnel prl`: edits the potential-router list of an ISATAP tunnel.
-fn prl(args: &[String]) -> Result<()> {
+pub(crate) fn prl(args: &[String]) -> Result<()> {
     let mut edits: Vec<(&str, Ipv4Addr)> = Vec::new();
     let mut dev = None;
     let mut it = args.iter();
@@ -508,7 +508,7 @@ fn prl(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn del(name: &str) -> Result<()> {
+pub(crate) fn del(name: &str) -> Result<()> {
     let mut nl = Netlink::new()?;
     let (mut dp, link, cfg) = find_tunnel(&mut nl, name, "delete")?;
     // The interface first: that stops the tunnel at once, with its filter.

@@ -1,0 +1,344 @@
+//! `xtun apply -f FILE [--dry-run]` and `xtun export`: converge the network
+//! namespace to a declarative file, and write the current state as one.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use anyhow::{anyhow, Context as _, Result};
+use tunnel_common::maps::*;
+use tunnel_userspace::{
+    config::{addr_from_wire, Prefix, TunnelSpec},
+    dataplane::{Dataplane, FILTER_UNDERLAY},
+    desired::{self, Address, DecapPref, Desired, TunnelEntry},
+    netlink::{Link, Netlink},
+};
+
+use super::{attach, neigh, tunnel};
+
+/// One step of a plan, in the order it runs.
+enum Step {
+    Attach(String, DecapPref),
+    Delete(String),
+    Add(TunnelSpec),
+    Change(TunnelSpec),
+    /// Mode or `dev` removed: `ip tunnel change` cannot do it.
+    Replace(TunnelSpec),
+    Up(String),
+    Address(String, Address),
+    NeighAdd(String, Prefix, Ipv4Addr),
+    NeighDel(String, Prefix),
+    Prl(String, &'static str, Ipv4Addr),
+    Detach(String),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Attach(dev, decap) => write!(f, "attach {dev} --decap {}", decap.name()),
+            Step::Delete(name) => write!(f, "tunnel del {name}"),
+            Step::Add(spec) => write!(f, "tunnel add {}", spec.to_words().join(" ")),
+            Step::Change(spec) => write!(f, "tunnel change {}", spec.to_words().join(" ")),
+            Step::Replace(spec) => write!(
+                f,
+                "tunnel del {0}; tunnel add {1}",
+                spec.name,
+                spec.to_words().join(" ")
+            ),
+            Step::Up(name) => write!(f, "link set {name} up"),
+            Step::Address(name, a) => write!(f, "addr add {a} dev {name}"),
+            Step::NeighAdd(name, p, r) => write!(f, "neigh add {p} lladdr {r} dev {name}"),
+            Step::NeighDel(name, p) => write!(f, "neigh del {p} dev {name}"),
+            Step::Prl(name, verb, r) => write!(f, "tunnel prl {verb} {r} dev {name}"),
+            Step::Detach(dev) => write!(f, "detach {dev}"),
+        }
+    }
+}
+
+/// What the namespace holds now, in the file's terms.
+pub fn current(nl: &mut Netlink) -> Result<Desired> {
+    let Some(dp) = Dataplane::find(nl)? else {
+        return Ok(Desired::default());
+    };
+    let links = nl.links()?;
+    let name_of = |i: u32| links.iter().find(|l| l.index == i).map(|l| l.name.clone());
+    let mut state = Desired::default();
+    for link in &links {
+        let explicit = dp
+            .underlay_filter(nl, link)?
+            .is_some_and(|f| f.name.as_deref() == Some(FILTER_UNDERLAY));
+        if explicit {
+            let decap = if link.xdp_prog_id.is_some() {
+                DecapPref::Xdp
+            } else {
+                DecapPref::Tc
+            };
+            state.attach.insert(link.name.clone(), decap);
+        }
+    }
+    let mut neighbours: BTreeMap<u32, BTreeMap<Prefix, Ipv4Addr>> = BTreeMap::new();
+    for entry in dp.neigh.iter() {
+        let (key, value) = entry?;
+        let k = key.data();
+        let bits = key.prefix_len().saturating_sub(NEIGH_KEY_FIXED_BITS) as u8;
+        let addr = if k.family == 6 {
+            std::net::IpAddr::from(k.addr)
+        } else {
+            std::net::IpAddr::from([k.addr[0], k.addr[1], k.addr[2], k.addr[3]])
+        };
+        let prefix = Prefix { addr, len: bits };
+        neighbours
+            .entry(k.ifindex)
+            .or_default()
+            .insert(prefix, addr_from_wire(value.remote));
+    }
+    let mut routers: BTreeMap<u32, BTreeMap<Ipv4Addr, bool>> = BTreeMap::new();
+    for entry in dp.prl.iter() {
+        let (k, e) = entry?;
+        routers
+            .entry(k.ifindex)
+            .or_default()
+            .insert(addr_from_wire(k.addr), e.flags & PRL_DEFAULT != 0);
+    }
+    for entry in dp.tunnels.iter() {
+        let (ifindex, cfg) = entry?;
+        let (Some(link), dev) = (
+            links.iter().find(|l| l.index == ifindex),
+            (cfg.flags & TUNNEL_F_BOUND_DEV != 0)
+                .then(|| name_of(cfg.underlay_ifindex))
+                .flatten(),
+        ) else {
+            continue;
+        };
+        let Some(spec) = TunnelSpec::from_config(&link.name, &cfg, dev) else {
+            continue;
+        };
+        let addresses = nl
+            .addresses(ifindex)?
+            .into_iter()
+            .map(|(local, len, address)| Address {
+                local,
+                len,
+                peer: (address != local).then_some(address),
+            })
+            .collect();
+        state.tunnels.push(TunnelEntry {
+            spec,
+            up: link.flags & libc::IFF_UP as u32 != 0,
+            addresses,
+            neighbours: neighbours.remove(&ifindex).unwrap_or_default(),
+            routers: routers.remove(&ifindex).unwrap_or_default(),
+        });
+    }
+    state.tunnels.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    Ok(state)
+}
+
+/// The steps from `now` to `want`.
+fn plan(now: &Desired, want: &Desired) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for (dev, decap) in &want.attach {
+        let needed = match now.attach.get(dev) {
+            None => true,
+            Some(have) => *decap != DecapPref::Auto && have != decap,
+        };
+        if needed {
+            steps.push(Step::Attach(dev.clone(), *decap));
+        }
+    }
+    let have: BTreeMap<&str, &TunnelEntry> = now
+        .tunnels
+        .iter()
+        .map(|t| (t.spec.name.as_str(), t))
+        .collect();
+    let wanted: BTreeSet<&str> = want.tunnels.iter().map(|t| t.spec.name.as_str()).collect();
+    for t in &now.tunnels {
+        if !wanted.contains(t.spec.name.as_str()) {
+            steps.push(Step::Delete(t.spec.name.clone()));
+        }
+    }
+    let empty = TunnelEntry {
+        spec: want
+            .tunnels
+            .first()
+            .map(|t| t.spec.clone())
+            .unwrap_or_else(|| TunnelSpec::parse(&["x", "mode", "ipip", "remote", "any"]).unwrap()),
+        up: false,
+        addresses: BTreeSet::new(),
+        neighbours: BTreeMap::new(),
+        routers: BTreeMap::new(),
+    };
+    for t in &want.tunnels {
+        let name = t.spec.name.clone();
+        let before = match have.get(name.as_str()) {
+            None => {
+                steps.push(Step::Add(t.spec.clone()));
+                &empty
+            }
+            Some(old) if old.spec == t.spec => old,
+            Some(old)
+                if old.spec.mode != t.spec.mode
+                    || (old.spec.dev.is_some() && t.spec.dev.is_none()) =>
+            {
+                steps.push(Step::Replace(t.spec.clone()));
+                &empty
+            }
+            Some(old) => {
+                steps.push(Step::Change(t.spec.clone()));
+                old
+            }
+        };
+        if t.up && !before.up {
+            steps.push(Step::Up(name.clone()));
+        }
+        for a in t.addresses.difference(&before.addresses) {
+            steps.push(Step::Address(name.clone(), *a));
+        }
+        for (prefix, remote) in &before.neighbours {
+            if t.neighbours.get(prefix) != Some(remote) && !t.neighbours.contains_key(prefix) {
+                steps.push(Step::NeighDel(name.clone(), *prefix));
+            }
+        }
+        for (prefix, remote) in &t.neighbours {
+            if before.neighbours.get(prefix) != Some(remote) {
+                steps.push(Step::NeighAdd(name.clone(), *prefix, *remote));
+            }
+        }
+        for router in before.routers.keys() {
+            if !t.routers.contains_key(router) {
+                steps.push(Step::Prl(name.clone(), "prl-delete", *router));
+            }
+        }
+        for (router, default) in &t.routers {
+            if before.routers.get(router) != Some(default) {
+                let verb = if *default {
+                    "prl-default"
+                } else {
+                    "prl-nodefault"
+                };
+                steps.push(Step::Prl(name.clone(), verb, *router));
+            }
+        }
+    }
+    for dev in now.attach.keys() {
+        if !want.attach.contains_key(dev) {
+            steps.push(Step::Detach(dev.clone()));
+        }
+    }
+    steps
+}
+
+fn words(spec: &TunnelSpec) -> Vec<String> {
+    spec.to_words()
+}
+
+fn run_step(nl: &mut Netlink, step: &Step) -> Result<()> {
+    let index = |nl: &mut Netlink, name: &str| -> Result<u32> {
+        nl.link_by_name(name)?
+            .map(|l| l.index)
+            .ok_or_else(|| anyhow!("Cannot find device \"{name}\""))
+    };
+    match step {
+        Step::Attach(dev, decap) => attach::attach(
+            dev,
+            match decap {
+                DecapPref::Auto => attach::Decap::Auto,
+                DecapPref::Xdp => attach::Decap::Xdp,
+                DecapPref::Tc => attach::Decap::Tc,
+            },
+        ),
+        Step::Delete(name) => tunnel::del(name),
+        Step::Add(spec) => tunnel::add(&words(spec)),
+        Step::Change(spec) => tunnel::change(&words(spec)),
+        Step::Replace(spec) => {
+            tunnel::del(&spec.name)?;
+            tunnel::add(&words(spec))
+        }
+        Step::Up(name) => {
+            let i = index(nl, name)?;
+            Ok(nl.set_up(i)?)
+        }
+        Step::Address(name, a) => {
+            let i = index(nl, name)?;
+            nl.add_address(i, a.local, a.len, a.peer)?;
+            Ok(())
+        }
+        Step::NeighAdd(name, prefix, remote) => neigh::run_words(
+            "add",
+            &[
+                &prefix.to_string(),
+                "lladdr",
+                &remote.to_string(),
+                "dev",
+                name,
+            ],
+        ),
+        Step::NeighDel(name, prefix) => {
+            neigh::run_words("del", &[&prefix.to_string(), "dev", name])
+        }
+        Step::Prl(name, verb, router) => tunnel::prl(&[
+            verb.to_string(),
+            router.to_string(),
+            "dev".into(),
+            name.clone(),
+        ]),
+        Step::Detach(dev) => {
+            // Only once no tunnel leaves by it.
+            let link: Link = attach::lookup(nl, dev)?;
+            if let Some(dp) = Dataplane::find(nl)? {
+                let used = dp
+                    .tunnels
+                    .iter()
+                    .flatten()
+                    .any(|(_, c)| c.underlay_ifindex == link.index);
+                if used {
+                    println!("kept {dev} attached: tunnels leave by it");
+                    return Ok(());
+                }
+            }
+            attach::detach(dev)
+        }
+    }
+}
+
+pub fn apply(file: &str, dry_run: bool) -> Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+    let want = desired::parse(file, &text)?;
+    let mut nl = Netlink::new()?;
+    // Every interface the file names must exist before anything changes.
+    for dev in want
+        .attach
+        .keys()
+        .chain(want.tunnels.iter().filter_map(|t| t.spec.dev.as_ref()))
+    {
+        if nl.link_by_name(dev)?.is_none() {
+            anyhow::bail!("{file}: Cannot find device \"{dev}\"");
+        }
+    }
+    let now = current(&mut nl)?;
+    let steps = plan(&now, &want);
+    if steps.is_empty() {
+        println!("no changes: the namespace already matches {file}");
+        return Ok(());
+    }
+    for step in &steps {
+        if dry_run {
+            println!("would: {step}");
+            continue;
+        }
+        run_step(&mut nl, step).with_context(|| format!("{step}"))?;
+        neigh::invalidate();
+        println!("done: {step}");
+    }
+    if !dry_run {
+        println!("applied {} changes from {file}", steps.len());
+    }
+    Ok(())
+}
+
+pub fn export() -> Result<()> {
+    let mut nl = Netlink::new()?;
+    print!("{}", desired::render(&current(&mut nl)?));
+    Ok(())
+}

@@ -48,13 +48,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Add, delete and show tunnels, as `ip tunnel` does.
-    #[command(visible_aliases = ["tun", "tunl", "t"])]
+    #[command(
+        visible_aliases = ["tun", "tunl", "t"],
+        after_help = "Examples:\n  xtun tunnel add tun1 mode gre remote 10.10.20.2 local 10.10.10.2\n  xtun tunnel show\n  xtun tunnel del tun1"
+    )]
     Tunnel {
         #[command(subcommand)]
         action: cli::tunnel::TunnelCommand,
     },
     /// Neighbours of multipoint (`remote any`) tunnels: inner prefix -> remote.
-    #[command(visible_aliases = ["neighbour", "neighbor", "n"])]
+    #[command(
+        visible_aliases = ["neighbour", "neighbor", "n"],
+        after_help = "Examples:\n  xtun neigh add 10.20.0.0/16 lladdr 192.0.2.20 dev mgre0\n  xtun neigh show dev mgre0"
+    )]
     Neigh {
         #[command(subcommand)]
         action: cli::neigh::NeighCommand,
@@ -77,6 +83,14 @@ enum Command {
         after_help = "Example:\n  xtun export > /etc/xtun/xtun.toml\n\n`xtun export` then `xtun apply -f` of its output changes nothing."
     )]
     Export,
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  xtun completion bash > /etc/bash_completion.d/xtun\n  xtun completion zsh > ~/.zfunc/_xtun\n  xtun completion fish > ~/.config/fish/completions/xtun.fish"
+    )]
+    Completion { shell: clap_complete::Shell },
+    /// Write the man pages (xtun.1 and one per command) into DIR.
+    #[command(hide = true)]
+    Manpages { dir: std::path::PathBuf },
     /// Attach the data plane (decapsulation and delivery) to an underlay NIC.
     #[command(
         after_help = "Example:\n  xtun attach eth0\n\nThe attachment outlives xtun and stays until `xtun detach`."
@@ -97,9 +111,26 @@ enum Command {
         dev: String,
     },
     /// Show the data plane's counters by reason, per interface.
-    #[command(after_help = "Examples:\n  xtun stats\n  xtun -j -p stats")]
-    Stats,
+    #[command(
+        after_help = "Examples:\n  xtun stats\n  xtun -j -p stats\n  xtun stats --prometheus > /var/lib/node_exporter/textfile/xtun.prom"
+    )]
+    Stats {
+        /// Print the Prometheus text format (as `xtun metrics` serves it).
+        #[arg(long)]
+        prometheus: bool,
+    },
+    /// Serve Prometheus metrics over HTTP: per-tunnel counters and drop
+    /// reasons per interface, labelled by tunnel, mode and interface.
+    #[command(
+        after_help = "Example:\n  xtun metrics --listen 127.0.0.1:9477\n  curl http://127.0.0.1:9477/metrics"
+    )]
+    Metrics {
+        /// Address and port to listen on.
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9477")]
+        listen: String,
+    },
     /// List and dump the data plane's BPF maps, decoded.
+    #[command(after_help = "Examples:\n  xtun map list\n  xtun map dump XTUN_TUNNELS")]
     Map {
         #[command(subcommand)]
         action: cli::map::MapCommand,
@@ -130,10 +161,14 @@ impl Command {
             Command::Neigh { action } => action.changes_state(),
             Command::Attach { .. } | Command::Detach { .. } | Command::Upgrade => true,
             Command::Apply { dry_run, .. } => !dry_run,
-            Command::Export => false,
+            Command::Export | Command::Completion { .. } | Command::Manpages { .. } => false,
             // `log` streams for as long as it runs; its level switch is a
             // single map update and needs no lock.
-            Command::Log { .. } | Command::Stats | Command::Map { .. } | Command::Status => false,
+            Command::Log { .. }
+            | Command::Stats { .. }
+            | Command::Metrics { .. }
+            | Command::Map { .. }
+            | Command::Status => false,
         }
     }
 }
@@ -223,6 +258,16 @@ fn run_batch(file: &str) -> anyhow::Result<()> {
 }
 
 fn run(command: Command, stats: bool, json: bool, pretty: bool) -> anyhow::Result<()> {
+    // Documentation needs no privileges.
+    match command {
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "xtun", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Manpages { dir } => return write_manpages(&dir),
+        _ => {}
+    }
     let missing = tunnel_userspace::caps::missing(command.changes_state());
     if !missing.is_empty() {
         anyhow::bail!(
@@ -243,6 +288,34 @@ fn run(command: Command, stats: bool, json: bool, pretty: bool) -> anyhow::Resul
     dispatch(command, stats, json, pretty)
 }
 
+/// xtun.1, then xtun-COMMAND.1 for each command and subcommand.
+fn write_manpages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    fn walk(cmd: &clap::Command, prefix: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+        let name = if prefix.is_empty() {
+            cmd.get_name().to_string()
+        } else {
+            format!("{prefix}-{}", cmd.get_name())
+        };
+        let page = cmd.clone().name(name.clone());
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page).render(&mut out)?;
+        std::fs::write(dir.join(format!("{name}.1")), out)
+            .with_context(|| format!("writing {name}.1"))?;
+        for sub in cmd
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
+            walk(sub, &name, dir)?;
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    walk(&cmd, "", dir)
+}
+
 /// Runs one command; the caller has checked privileges and holds the lock.
 fn dispatch(command: Command, stats: bool, json: bool, pretty: bool) -> anyhow::Result<()> {
     let format = cli::output::Format { json, pretty };
@@ -254,10 +327,13 @@ fn dispatch(command: Command, stats: bool, json: bool, pretty: bool) -> anyhow::
         }
         Command::Neigh { action } => cli::neigh::run(action, format),
         Command::Apply { file, dry_run } => cli::apply::apply(&file, dry_run),
+        Command::Completion { .. } | Command::Manpages { .. } => unreachable!("handled in run"),
         Command::Export => cli::apply::export(),
         Command::Attach { dev, decap } => cli::attach::attach(&dev, decap),
         Command::Detach { dev } => cli::attach::detach(&dev),
-        Command::Stats => cli::stats::show(format),
+        Command::Stats { prometheus: true } => cli::metrics::print(),
+        Command::Stats { prometheus: false } => cli::stats::show(format),
+        Command::Metrics { listen } => cli::metrics::serve(&listen),
         Command::Map { action } => cli::map::run(action, format),
         Command::Log { level } => cli::log::run(level),
         Command::Status => cli::status::show(format),

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup|demo|test|lint`.
+//! Project tasks: `cargo xtask setup|demo|test|lint|bench|dist`.
 //!
 //! Every task that builds first runs `setup`, which installs what is missing
 //! (nightly rust-src, bpf-linker built against rustc's own LLVM, and the
@@ -32,6 +32,9 @@ enum Task {
     },
     /// Build, then run every test (unit, BPF_PROG_TEST_RUN, end to end). Needs root.
     Test,
+    /// Build the Debian package target/dist/xtun_VERSION_ARCH.deb: the
+    /// binary, the systemd unit, an example config, completions, man pages.
+    Dist,
     /// rustfmt check and clippy for the host crates and the eBPF crate.
     Lint,
     /// Benchmarks, side by side in one run; writes target/bench/results.json.
@@ -66,7 +69,14 @@ fn main() -> Result<()> {
         Task::Test => {
             setup()?;
             build()?;
+            // The packaging test installs the package this builds.
+            dist()?;
             test()
+        }
+        Task::Dist => {
+            setup()?;
+            build()?;
+            dist().map(|deb| println!("xtask: built {}", deb.display()))
         }
         Task::Bench { quick } => {
             setup()?;
@@ -107,6 +117,85 @@ fn main() -> Result<()> {
             ]))
         }
     }
+}
+
+/// Stages the package tree and builds it with dpkg-deb.
+fn dist() -> Result<PathBuf> {
+    let root = workspace_root();
+    let xtun = root.join("target/release/xtun");
+    let version = env!("CARGO_PKG_VERSION");
+    let arch_out = Command::new("dpkg")
+        .arg("--print-architecture")
+        .output()
+        .context("dpkg --print-architecture")?;
+    let arch = String::from_utf8(arch_out.stdout)?.trim().to_string();
+    let out_dir = root.join("target/dist");
+    let stage = out_dir.join(format!("xtun_{version}_{arch}"));
+    if stage.exists() {
+        std::fs::remove_dir_all(&stage)?;
+    }
+    let dir = |rel: &str| -> Result<PathBuf> {
+        let d = stage.join(rel);
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        Ok(d)
+    };
+    let copy = |from: &Path, to: PathBuf| -> Result<()> {
+        std::fs::copy(from, &to).with_context(|| format!("copying to {}", to.display()))?;
+        Ok(())
+    };
+    copy(&xtun, dir("usr/bin")?.join("xtun"))?;
+    copy(
+        &root.join("dist/xtun.service"),
+        dir("lib/systemd/system")?.join("xtun.service"),
+    )?;
+    let doc = dir("usr/share/doc/xtun")?;
+    copy(&root.join("README.md"), doc.join("README.md"))?;
+    copy(
+        &root.join("dist/xtun.toml"),
+        dir("usr/share/doc/xtun/examples")?.join("xtun.toml"),
+    )?;
+    dir("etc/xtun")?;
+    for (shell, path) in [
+        ("bash", "usr/share/bash-completion/completions/xtun"),
+        ("zsh", "usr/share/zsh/vendor-completions/_xtun"),
+        ("fish", "usr/share/fish/vendor_completions.d/xtun.fish"),
+    ] {
+        let target = stage.join(path);
+        std::fs::create_dir_all(target.parent().unwrap())?;
+        let out = Command::new(&xtun).args(["completion", shell]).output()?;
+        if !out.status.success() {
+            bail!("xtun completion {shell} failed");
+        }
+        std::fs::write(&target, out.stdout)?;
+    }
+    let man = dir("usr/share/man/man1")?;
+    run(Command::new(&xtun).arg("manpages").arg(&man))?;
+    for page in std::fs::read_dir(&man)? {
+        run(Command::new("gzip").args(["-9n"]).arg(page?.path()))?;
+    }
+    let size_kib: u64 = walk_size(&stage)? / 1024;
+    let control = format!(
+        "Package: xtun\nVersion: {version}\nArchitecture: {arch}\nMaintainer: xtun developers <xtun@localhost>\nSection: net\nPriority: optional\nDepends: libc6\nInstalled-Size: {size_kib}\nDescription: IP tunnels (GRE, IPIP, SIT, ISATAP) with an eBPF data path\n xtun creates GRE, IPIP, SIT and ISATAP tunnels whose encapsulation and\n decapsulation run in XDP and tc programs, with the grammar of `ip tunnel`,\n a declarative configuration (`xtun apply`) and Prometheus metrics.\n"
+    );
+    std::fs::write(dir("DEBIAN")?.join("control"), control)?;
+    let deb = out_dir.join(format!("xtun_{version}_{arch}.deb"));
+    run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zgzip", "--build"])
+        .arg(&stage)
+        .arg(&deb))?;
+    Ok(deb)
+}
+
+fn walk_size(path: &Path) -> Result<u64> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.is_dir() {
+        return Ok(meta.len());
+    }
+    let mut total = 0;
+    for entry in std::fs::read_dir(path)? {
+        total += walk_size(&entry?.path())?;
+    }
+    Ok(total)
 }
 
 fn workspace_root() -> PathBuf {

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod attach;
 pub mod log;
 pub mod map;
+pub mod metrics;
 pub mod neigh;
 pub mod output;
 pub mod stats;

@@ -79,6 +79,11 @@ fn tunnel_show_text_json_and_exact_counters() {
         "ttl": "inherit",
         "tos": "0x0",
         "pmtudisc": true,
+        "icsum": false,
+        "ocsum": false,
+        "iseq": false,
+        "oseq": false,
+        "prl_default": null,
         "ikey": 42,
         "okey": 42,
         "mtu": 1472,
@@ -191,7 +196,7 @@ fn map_list_and_dump_decode_every_entry() {
     };
     assert_eq!(
         row("XTUN_TUNNELS"),
-        ["XTUN_TUNNELS", "hash", "4", "32", "65536", "1"]
+        ["XTUN_TUNNELS", "hash", "4", "40", "65536", "1"]
     );
     assert_eq!(
         row("XTUN_DECAP"),
@@ -203,15 +208,26 @@ fn map_list_and_dump_decode_every_entry() {
     );
     assert_eq!(
         row("XTUN_IF_COUNTER"),
-        ["XTUN_IF_COUNTER", "percpu_hash", "4", "160", "65536", "2"]
+        ["XTUN_IF_COUNTER", "percpu_hash", "4", "200", "65536", "2"]
     );
     assert_eq!(
         row("XTUN_COUNTERS"),
-        ["XTUN_COUNTERS", "percpu_array", "4", "8", "20", "20"]
+        ["XTUN_COUNTERS", "percpu_array", "4", "8", "25", "25"]
     );
     assert_eq!(
         row("XTUN_SETTINGS"),
         ["XTUN_SETTINGS", "array", "4", "16", "1", "1"]
+    );
+    // The neighbour trie (prefix length + tunnel + family + address), the
+    // router list and the sequence numbers, one entry for tun1.
+    assert_eq!(
+        row("XTUN_NEIGH"),
+        ["XTUN_NEIGH", "lpm_trie", "28", "4", "2097152", "0"]
+    );
+    assert_eq!(row("XTUN_PRL"), ["XTUN_PRL", "hash", "8", "4", "4096", "0"]);
+    assert_eq!(
+        row("XTUN_SEQ"),
+        ["XTUN_SEQ", "hash", "4", "16", "65536", "1"]
     );
     let listed: Value = json_of(ns1, &["-j", "map", "list"]);
     assert!(listed

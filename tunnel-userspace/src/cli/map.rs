@@ -66,13 +66,14 @@ fn type_name(info: &MapInfo) -> &'static str {
         Ok(MapType::Array) => "array",
         Ok(MapType::PerCpuArray) => "percpu_array",
         Ok(MapType::RingBuf) => "ringbuf",
+        Ok(MapType::LpmTrie) => "lpm_trie",
         _ => "other",
     }
 }
 
 fn entries_in_use(info: &MapInfo) -> Option<usize> {
     match info.map_type() {
-        Ok(MapType::Hash) | Ok(MapType::PerCpuHash) => {
+        Ok(MapType::Hash) | Ok(MapType::PerCpuHash) | Ok(MapType::LpmTrie) => {
             let data = MapData::from_id(info.id()).ok()?;
             bpf_sys::map_keys(data.fd().as_fd().as_raw_fd(), info.key_size() as usize)
                 .ok()

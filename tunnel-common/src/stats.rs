@@ -63,6 +63,8 @@ counters! {
     /// A GSO packet on a tunnel with `ocsum` or `oseq`, which need one
     /// header per segment that the kernel's GSO cannot write.
     TX_GSO_UNSUPPORTED = 24, "tx_gso_unsupported";
+    /// The route to the remote leads back into a tunnel: dropped, never looped.
+    TX_DEAD_LOOP = 25, "tx_dead_loop";
 }
 
 #[cfg(test)]
@@ -72,7 +74,7 @@ mod tests {
     #[test]
     fn counter_slots_are_dense_and_named() {
         assert_eq!(COUNTER_COUNT as usize, COUNTER_NAMES.len());
-        assert_eq!(TX_GSO_UNSUPPORTED + 1, COUNTER_COUNT);
+        assert_eq!(TX_DEAD_LOOP + 1, COUNTER_COUNT);
         let mut seen = [false; COUNTER_COUNT as usize];
         for (i, name) in COUNTER_NAMES.iter().enumerate() {
             assert!(!name.is_empty());

@@ -7,7 +7,7 @@ use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup as FibParams,
         BPF_FIB_LKUP_RET_BLACKHOLE, BPF_FIB_LKUP_RET_PROHIBIT, BPF_FIB_LKUP_RET_SUCCESS,
-        BPF_FIB_LKUP_RET_UNREACHABLE, BPF_FIB_LOOKUP_OUTPUT, BPF_FIB_LOOKUP_SKIP_NEIGH,
+        BPF_FIB_LKUP_RET_UNREACHABLE, BPF_FIB_LOOKUP_SKIP_NEIGH,
         BPF_FIB_LOOKUP_SRC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_GRE,
         BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_REDIRECT, TC_ACT_SHOT,
     },
@@ -83,6 +83,7 @@ pub fn encap(ctx: &TcContext) -> Option<i32> {
                 match reason {
                     TX_NO_BUFS => s.tx_no_bufs += 1,
                     TX_NO_ROUTE | TX_NO_NEIGH | TX_NO_SOURCE => s.tx_no_route += 1,
+                    TX_DEAD_LOOP => s.tx_dead_loop += 1,
                     _ => {}
                 }
             });
@@ -165,7 +166,10 @@ fn route_to(ctx: &TcContext, cfg: &TunnelConfig, remote: u32) -> Result<(u32, u3
     params.family = AF_INET;
     params.ifindex = cfg.underlay_ifindex;
     params.__bindgen_anon_4.ipv4_dst = remote;
-    let flags = BPF_FIB_LOOKUP_OUTPUT | BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC;
+    // Looked up as if arriving on the underlay rather than as output from
+    // it: an output lookup would be held to routes through the underlay,
+    // and miss a route that leads elsewhere (or back into a tunnel).
+    let flags = BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC;
     // SAFETY: helper call with a request on our stack.
     let ret = unsafe {
         bpf_fib_lookup(
@@ -176,6 +180,12 @@ fn route_to(ctx: &TcContext, cfg: &TunnelConfig, remote: u32) -> Result<(u32, u3
         )
     };
     if ret == BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        // An outer packet routed into a tunnel of ours would come back here:
+        // drop it instead of looping (the kernel's DeadLoop).
+        // SAFETY: only tested for presence.
+        if unsafe { TUNNELS.get(params.ifindex) }.is_some() {
+            return Err(TX_DEAD_LOOP);
+        }
         // SAFETY: the helper filled in the source address.
         let src = unsafe { params.__bindgen_anon_3.ipv4_src };
         if src != 0 {

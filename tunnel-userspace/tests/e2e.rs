@@ -1695,3 +1695,59 @@ fn isatap_hosts_reach_each_other_and_the_default_router() {
         "no default router any more"
     );
 }
+
+/// `local any` on a host that forwards: the outer source is looked up per
+/// packet; and when the route to the remote leads into the tunnel itself,
+/// packets are dropped and counted as DeadLoop instead of looping.
+#[test]
+fn a_route_back_into_the_tunnel_is_a_counted_dead_loop() {
+    let topo = SeedTopology::new("loop").unwrap();
+    for ns in [&topo.ns1, &topo.ns2] {
+        ns.exec(&["sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"])
+            .unwrap();
+    }
+    topo.ns1
+        .exec(&[
+            XTUN,
+            "tunnel",
+            "add",
+            "tun1",
+            "mode",
+            "gre",
+            "remote",
+            "10.10.20.2",
+        ])
+        .unwrap();
+    SeedTopology::bring_up(&topo.ns1, "tun1", "10.10.100.10", "10.10.200.10").unwrap();
+    add_side(&topo.ns2, "tun2", "10.10.10.2", "10.10.20.2", &[]);
+    let capture = Capture::start(&topo.router, "r1", "ip proto 47");
+    assert!(ping(&topo.ns1, "10.10.200.10", 2).contains("2 received"));
+    let lines = capture.decode(&["ip.src"]);
+    assert!(
+        lines.iter().any(|l| l.starts_with("10.10.10.2,")),
+        "the route's source, looked up per packet: {lines:#?}"
+    );
+
+    // The remote now routed into tun1 itself.
+    topo.ns1
+        .exec(&["ip", "route", "add", "10.10.20.2/32", "dev", "tun1"])
+        .unwrap();
+    assert!(ping(&topo.ns1, "10.10.200.10", 3).contains(" 0 received"));
+    let shown = stdout(
+        topo.ns1
+            .exec(&[XTUN, "-j", "-s", "tunnel", "show", "tun1"])
+            .unwrap(),
+    );
+    let doc: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let dead = doc[0]["stats"]["tx"]["dead_loop"].as_u64().unwrap();
+    // The 3 pings, and whatever else the kernel sent to the remote meanwhile.
+    assert!(dead >= 3, "{shown}");
+    assert_eq!(doc[0]["stats"]["tx"]["packets"], 2, "nothing left: {shown}");
+    let stats = stdout(topo.ns1.exec(&[XTUN, "-j", "stats"]).unwrap());
+    assert!(stats.contains(&format!("\"tx_dead_loop\":{dead}")), "{stats}");
+    // The route goes, the tunnel works again.
+    topo.ns1
+        .exec(&["ip", "route", "del", "10.10.20.2/32", "dev", "tun1"])
+        .unwrap();
+    assert!(ping(&topo.ns1, "10.10.200.10", 2).contains("2 received"));
+}

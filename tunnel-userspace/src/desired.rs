@@ -398,6 +398,11 @@ fn pairs(
     Ok(out)
 }
 
+/// `s` as a TOML string, escaped.
+fn quote(s: &str) -> String {
+    Value::String(s.to_string()).to_string()
+}
+
 /// The file `export` writes: what `parse` reads back as `desired`.
 pub fn render(desired: &Desired) -> String {
     let mut out = String::from(
@@ -406,7 +411,8 @@ pub fn render(desired: &Desired) -> String {
     for (dev, decap) in &desired.attach {
         let _ = writeln!(
             out,
-            "\n[[attach]]\ndev = \"{dev}\"\ndecap = \"{}\"",
+            "\n[[attach]]\ndev = {}\ndecap = \"{}\"",
+            quote(dev),
             decap.name()
         );
     }
@@ -414,8 +420,8 @@ pub fn render(desired: &Desired) -> String {
         let s = &t.spec;
         let _ = writeln!(
             out,
-            "\n[[tunnel]]\nname = \"{}\"\nmode = \"{}\"",
-            s.name,
+            "\n[[tunnel]]\nname = {}\nmode = \"{}\"",
+            quote(&s.name),
             s.mode.name()
         );
         if s.mode != Mode::Isatap {
@@ -425,7 +431,7 @@ pub fn render(desired: &Desired) -> String {
         let local = s.local.map_or("any".to_string(), |l| l.to_string());
         let _ = writeln!(out, "local = \"{local}\"");
         if let Some(dev) = &s.dev {
-            let _ = writeln!(out, "dev = \"{dev}\"");
+            let _ = writeln!(out, "dev = {}", quote(dev));
         }
         match (s.ikey, s.okey) {
             (Some(i), Some(o)) if i == o => {

@@ -1744,7 +1744,10 @@ fn a_route_back_into_the_tunnel_is_a_counted_dead_loop() {
     assert!(dead >= 3, "{shown}");
     assert_eq!(doc[0]["stats"]["tx"]["packets"], 2, "nothing left: {shown}");
     let stats = stdout(topo.ns1.exec(&[XTUN, "-j", "stats"]).unwrap());
-    assert!(stats.contains(&format!("\"tx_dead_loop\":{dead}")), "{stats}");
+    assert!(
+        stats.contains(&format!("\"tx_dead_loop\":{dead}")),
+        "{stats}"
+    );
     // The route goes, the tunnel works again.
     topo.ns1
         .exec(&["ip", "route", "del", "10.10.20.2/32", "dev", "tun1"])

@@ -1,0 +1,171 @@
+//! Fuzzing the input parsers with proptest: the `ip tunnel` grammar, the
+//! `apply` TOML file and neighbour prefixes. Whatever the input, they
+//! return a value or an error (never panic), what they accept survives a
+//! round trip, and file errors point inside the file. Failures proptest
+//! finds are kept in `tests/parsers.proptest-regressions` and replayed.
+
+use proptest::{prelude::*, test_runner::FileFailurePersistence};
+use tunnel_userspace::{
+    config::{Prefix, TunnelSpec},
+    desired,
+};
+
+/// Seeds of failures found so far, replayed first on every run.
+const REGRESSIONS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/parsers.proptest-regressions"
+);
+
+/// Words `ip tunnel add` knows, values near their edges, and junk.
+fn word() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec![
+            "mode",
+            "gre",
+            "ipip",
+            "sit",
+            "isatap",
+            "vti",
+            "remote",
+            "local",
+            "any",
+            "key",
+            "ikey",
+            "okey",
+            "nokey",
+            "noikey",
+            "nookey",
+            "csum",
+            "icsum",
+            "ocsum",
+            "nocsum",
+            "seq",
+            "iseq",
+            "oseq",
+            "noseq",
+            "ttl",
+            "inherit",
+            "tos",
+            "dsfield",
+            "tclass",
+            "pmtudisc",
+            "nopmtudisc",
+            "dev",
+            "name",
+            "t0",
+            "t1",
+            "10.0.0.1",
+            "10.0.0.2",
+            "0.0.0.0",
+            "255.255.255.255",
+            "1.2.3",
+            "0",
+            "1",
+            "255",
+            "256",
+            "4294967295",
+            "4294967296",
+            "0x10",
+            "0x11",
+            "inherit/0x10",
+            "inherit/",
+            "0x",
+            "-1",
+            "",
+            "/",
+            "a/b",
+            "prl-default",
+            "6rd-prefix",
+        ])
+        .prop_map(str::to_string),
+        "[ -~]{0,20}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 5000,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(REGRESSIONS))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn tunnel_words_parse_or_fail_cleanly(words in prop::collection::vec(word(), 0..14)) {
+        if let Ok(spec) = TunnelSpec::parse(&words) {
+            // What is accepted is whole: the same spec from its own words,
+            // a valid interface name, and an MTU within bounds.
+            prop_assert_eq!(TunnelSpec::parse(&spec.to_words()).unwrap(), spec.clone());
+            prop_assert!(!spec.name.is_empty() && spec.name.len() <= 15);
+            let mtu = spec.mtu(1500);
+            prop_assert!((1464..=1480).contains(&mtu), "mtu {}", mtu);
+            // ... and a change with the same words gives it back.
+            prop_assert_eq!(TunnelSpec::parse_change(&spec, &spec.to_words()).unwrap(), spec);
+        }
+    }
+
+    #[test]
+    fn prefixes_parse_or_fail_cleanly(text in "[0-9a-f:./]{0,45}") {
+        if let Ok(p) = text.parse::<Prefix>() {
+            prop_assert_eq!(p.to_string().parse::<Prefix>().unwrap(), p);
+            let max = if p.addr.is_ipv4() { 32 } else { 128 };
+            prop_assert!(p.len <= max, "{} longer than {}", p.len, max);
+        }
+    }
+}
+
+/// A valid file to mutate.
+const BASE: &str = r#"[[attach]]
+dev = "eth0"
+
+[[tunnel]]
+name = "gre1"
+mode = "gre"
+remote = "10.10.20.2"
+local = "10.10.10.2"
+key = 5
+csum = true
+ttl = 64
+tos = "inherit/0x10"
+up = true
+addresses = ["10.10.100.10 peer 10.10.200.10"]
+
+[[tunnel]]
+name = "m0"
+mode = "gre"
+remote = "any"
+dev = "eth0"
+neigh = [{ prefix = "10.20.0.0/16", remote = "192.0.2.20" }]
+"#;
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 3000,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(REGRESSIONS))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn config_files_parse_or_fail_at_a_place_in_the_file(
+        edits in prop::collection::vec((0usize..BASE.len(), 0usize..6, "[ -~\n]{0,8}"), 1..4)
+    ) {
+        let mut text = BASE.as_bytes().to_vec();
+        for (at, cut, insert) in edits {
+            let at = at.min(text.len());
+            let end = (at + cut).min(text.len());
+            text.splice(at..end, insert.bytes());
+        }
+        let Ok(text) = String::from_utf8(text) else { return Ok(()) };
+        match desired::parse("f.toml", &text) {
+            Ok(d) => {
+                // Accepted files survive export's rendering unchanged.
+                prop_assert_eq!(desired::parse("again.toml", &desired::render(&d)).unwrap(), d);
+            }
+            Err(e) => {
+                let lines = text.lines().count().max(1) + 1;
+                prop_assert!(e.line >= 1 && e.line <= lines, "line {} of {}: {}", e.line, lines, e);
+                prop_assert!(e.column >= 1);
+                prop_assert!(e.to_string().starts_with("f.toml:"));
+            }
+        }
+    }
+}

@@ -542,6 +542,17 @@ neigh = [{ prefix = "10.20.0.0/16", remote = "192.0.2.20" }]
         assert_eq!(again, d);
     }
 
+    /// Found by tests/parsers.rs: names may hold `\` and `"`, which
+    /// `export` wrote into TOML strings unescaped.
+    #[test]
+    fn render_escapes_interface_names() {
+        let text = "[[attach]]\ndev = \"e\\\\th0\"\n\n[[tunnel]]\nname = \"a\\\"b\"\nmode = \"ipip\"\nremote = \"10.0.0.1\"\n";
+        let d = parse("x.toml", text).unwrap();
+        assert!(d.attach.contains_key("e\\th0"));
+        assert_eq!(d.tunnels[0].spec.name, "a\"b");
+        assert_eq!(parse("again.toml", &render(&d)).unwrap(), d);
+    }
+
     #[test]
     fn errors_name_line_column_and_key() {
         let cases = [

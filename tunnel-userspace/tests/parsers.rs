@@ -113,29 +113,8 @@ proptest! {
     }
 }
 
-/// A valid file to mutate.
-const BASE: &str = r#"[[attach]]
-dev = "eth0"
-
-[[tunnel]]
-name = "gre1"
-mode = "gre"
-remote = "10.10.20.2"
-local = "10.10.10.2"
-key = 5
-csum = true
-ttl = 64
-tos = "inherit/0x10"
-up = true
-addresses = ["10.10.100.10 peer 10.10.200.10"]
-
-[[tunnel]]
-name = "m0"
-mode = "gre"
-remote = "any"
-dev = "eth0"
-neigh = [{ prefix = "10.20.0.0/16", remote = "192.0.2.20" }]
-"#;
+/// A valid file to mutate: the example configuration shipped in the package.
+const BASE: &str = include_str!("../../dist/xtun.toml");
 
 proptest! {
     #![proptest_config(ProptestConfig {

@@ -470,6 +470,35 @@ impl Dataplane {
             FILTER_UNDERLAY_AUTO
         };
         if let Some(existing) = self.underlay_filter(nl, link)? {
+            let in_xdp = existing.classid == CLASSID_XDP_UNDERLAY;
+            let wanted = match choice {
+                DecapChoice::Auto => None,
+                other => Some(other.resolve(link) != DecapChoice::Tc),
+            };
+            if let Some(want_xdp) = wanted.filter(|&w| w != in_xdp) {
+                // Switch where this underlay decapsulates, without a gap:
+                // the tc program delivers XDP-tagged frames whatever its
+                // classid, so XDP goes in before tc stops decapsulating,
+                // and tc starts before XDP goes out.
+                let fd = self.tc_fd.as_raw_fd();
+                let mode = if want_xdp {
+                    let xdp = self.attach_xdp(nl, link)?;
+                    nl.add_bpf_filter(
+                        link.index,
+                        TcHook::Ingress,
+                        fd,
+                        name,
+                        CLASSID_XDP_UNDERLAY,
+                        true,
+                    )?;
+                    DecapMode::Xdp(xdp)
+                } else {
+                    nl.add_bpf_filter(link.index, TcHook::Ingress, fd, name, 0, true)?;
+                    nl.set_xdp(link.index, None, 0)?;
+                    DecapMode::Tc
+                };
+                return Ok(Some(mode));
+            }
             if explicit && existing.name.as_deref() != Some(FILTER_UNDERLAY) {
                 // Promote an implicit attachment; atomic replace, no gap.
                 let fd = self.tc_fd.as_raw_fd();

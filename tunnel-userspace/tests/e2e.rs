@@ -1754,3 +1754,91 @@ fn a_route_back_into_the_tunnel_is_a_counted_dead_loop() {
         .unwrap();
     assert!(ping(&topo.ns1, "10.10.200.10", 2).contains("2 received"));
 }
+
+/// Deleting a namespace takes xtun's programs and maps with it: nothing is
+/// pinned, so the kernel frees them with the namespace's interfaces.
+#[test]
+fn deleting_the_namespace_frees_every_program_and_map() {
+    let topo = SeedTopology::new("nsdel").unwrap();
+    topo.add_tunnels(XTUN, "gre", &["key", "1"]).unwrap();
+    // An attachment switches where it decapsulates on request, both ways.
+    for (decap, said) in [
+        ("xdp", "XDP native"),
+        ("tc", "tc ingress"),
+        ("xdp", "XDP native"),
+    ] {
+        let out = stdout(
+            topo.ns2
+                .exec(&[XTUN, "attach", "v2", "--decap", decap])
+                .unwrap(),
+        );
+        assert!(
+            out.starts_with(&format!("attached to v2: decapsulation in {said}")),
+            "{out}"
+        );
+        assert!(
+            ping(&topo.ns1, "10.10.200.10", 2).contains("2 received"),
+            "{decap}"
+        );
+    }
+    topo.ns1
+        .exec(&[XTUN, "attach", "v1", "--decap", "xdp"])
+        .unwrap();
+    assert!(ping(&topo.ns1, "10.10.200.10", 1).contains("1 received"));
+    let status = stdout(topo.ns1.exec(&[XTUN, "-j", "status"]).unwrap());
+    let doc: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let programs: Vec<u64> = doc["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect();
+    let maps: Vec<u64> = doc["maps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(programs.len(), 2, "XDP and tc: {status}");
+    assert!(maps.len() >= 8, "{status}");
+    let map_exists = |id: u64| {
+        Command::new("bpftool")
+            .args(["map", "show", "id", &id.to_string()])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    assert!(programs.iter().all(|id| program_exists(&id.to_string())));
+    assert!(maps.iter().all(|&id| map_exists(id)));
+    let SeedTopology { ns1, ns2, router } = topo;
+    drop(ns1);
+    // The kernel tears a namespace down asynchronously.
+    let start = Instant::now();
+    let leaked = || {
+        programs
+            .iter()
+            .filter(|id| program_exists(&id.to_string()))
+            .count()
+            + maps.iter().filter(|&&id| map_exists(id)).count()
+    };
+    while leaked() > 0 && start.elapsed() < Duration::from_secs(20) {
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        leaked(),
+        0,
+        "programs {programs:?} / maps {maps:?} outlived ns1"
+    );
+    assert!(
+        !std::path::Path::new("/run/netns")
+            .join(&router.name)
+            .exists()
+            || std::fs::read_dir("/sys/fs/bpf")
+                .map(|d| d
+                    .flatten()
+                    .all(|e| !e.file_name().to_string_lossy().contains("xtun")))
+                .unwrap_or(true),
+        "no pins"
+    );
+    drop((ns2, router));
+}

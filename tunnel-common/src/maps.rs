@@ -52,6 +52,9 @@ pub const TUNNEL_F_ETH_DEV: u32 = 1 << 9;
 /// ISATAP: receive checks the inner source against the outer one or the
 /// potential-router list.
 pub const TUNNEL_F_ISATAP: u32 = 1 << 10;
+/// Inner IPv4 sources are checked against the tunnel's routes (strict
+/// reverse-path filtering on the tunnel interface, `rpfilter`).
+pub const TUNNEL_F_RPFILTER: u32 = 1 << 11;
 
 /// Configuration of one tunnel, keyed by the tunnel interface's ifindex.
 /// Read by the TC egress program to build the outer headers.

@@ -153,6 +153,9 @@ pub struct TunnelSpec {
     pub ttl: u8,
     pub tos: Tos,
     pub pmtudisc: bool,
+    /// Accept only inner IPv4 sources that the tunnel's routes lead back to
+    /// (strict rp_filter on the tunnel interface); xtun's own option.
+    pub rpfilter: bool,
     /// GRE checksums: verify on receive, add on send.
     pub icsum: bool,
     pub ocsum: bool,
@@ -264,6 +267,7 @@ impl TunnelSpec {
         let mut ttl = base.map_or(0u8, |b| b.ttl);
         let mut tos = base.map_or(Tos::Value(0), |b| b.tos);
         let mut pmtudisc = base.is_none_or(|b| b.pmtudisc);
+        let mut rpfilter = base.is_some_and(|b| b.rpfilter);
         let (mut icsum, mut ocsum) = base.map_or((false, false), |b| (b.icsum, b.ocsum));
         let (mut iseq, mut oseq) = base.map_or((false, false), |b| (b.iseq, b.oseq));
         let mut gre_words: Vec<String> = Vec::new();
@@ -311,6 +315,8 @@ impl TunnelSpec {
                     dev = Some(v.to_string());
                 }
                 "pmtudisc" => pmtudisc = true,
+                "rpfilter" => rpfilter = true,
+                "norpfilter" => rpfilter = false,
                 "nopmtudisc" => pmtudisc = false,
                 "csum" | "icsum" | "ocsum" | "seq" | "iseq" | "oseq" => {
                     match word {
@@ -379,6 +385,7 @@ impl TunnelSpec {
             ttl,
             tos,
             pmtudisc,
+            rpfilter,
             icsum,
             ocsum,
             iseq,
@@ -403,6 +410,7 @@ impl TunnelSpec {
                 Tos::Value(cfg.tos)
             },
             pmtudisc: cfg.flags & TUNNEL_F_PMTUDISC != 0,
+            rpfilter: cfg.flags & TUNNEL_F_RPFILTER != 0,
             icsum: cfg.flags & TUNNEL_F_ICSUM != 0,
             ocsum: cfg.flags & TUNNEL_F_OCSUM != 0,
             iseq: cfg.flags & TUNNEL_F_ISEQ != 0,
@@ -473,6 +481,14 @@ impl TunnelSpec {
             }
             .into(),
         );
+        w.push(
+            if self.rpfilter {
+                "rpfilter"
+            } else {
+                "norpfilter"
+            }
+            .into(),
+        );
         if let Some(dev) = &self.dev {
             w.extend(["dev".into(), dev.clone()]);
         }
@@ -499,6 +515,7 @@ impl TunnelSpec {
             (self.iseq, TUNNEL_F_ISEQ),
             (self.oseq, TUNNEL_F_OSEQ),
             (self.mode == Mode::Isatap, TUNNEL_F_ISATAP),
+            (self.rpfilter, TUNNEL_F_RPFILTER),
         ] {
             if on {
                 flags |= flag;
@@ -690,6 +707,9 @@ impl fmt::Display for ShowLine<'_> {
         }
         if cfg.flags & TUNNEL_F_PMTUDISC == 0 {
             write!(f, " nopmtudisc")?;
+        }
+        if cfg.flags & TUNNEL_F_RPFILTER != 0 {
+            write!(f, " rpfilter")?;
         }
         let ikey = (cfg.flags & TUNNEL_F_IKEY != 0).then(|| u32::from_be(cfg.ikey));
         let okey = (cfg.flags & TUNNEL_F_OKEY != 0).then(|| u32::from_be(cfg.okey));

@@ -252,12 +252,16 @@ fn tunnel_entry(
                     vec![]
                 }
             }
-            "pmtudisc" => {
+            "pmtudisc" | "rpfilter" => {
                 let on = value
                     .get_ref()
                     .as_bool()
                     .ok_or_else(|| type_error(at, key, value, "true or false"))?;
-                vec![if on { "pmtudisc" } else { "nopmtudisc" }.to_string()]
+                vec![if on {
+                    name.to_string()
+                } else {
+                    format!("no{name}")
+                }]
             }
             "up" => {
                 up = value
@@ -467,6 +471,9 @@ pub fn render(desired: &Desired) -> String {
             Tos::Value(t) => format!("0x{t:x}"),
         };
         let _ = writeln!(out, "tos = \"{tos}\"\npmtudisc = {}", s.pmtudisc);
+        if s.rpfilter {
+            out.push_str("rpfilter = true\n");
+        }
         if t.up {
             out.push_str("up = true\n");
         }

@@ -1841,3 +1841,71 @@ fn deleting_the_namespace_frees_every_program_and_map() {
     assert_eq!(pins, Vec::<String>::new());
     drop((ns2, router));
 }
+
+/// `rpfilter`: inner IPv4 sources must be ones the tunnel's routes lead
+/// back to, as rp_filter decides (the kernel counts its drops as
+/// IPReversePathFilter).
+#[test]
+fn rpfilter_refuses_inner_sources_the_tunnel_does_not_route() {
+    let topo = SeedTopology::new("rpf").unwrap();
+    topo.add_tunnels(XTUN, "gre", &[]).unwrap();
+    // Only the tunnel's own setting counts here.
+    topo.ns2
+        .exec(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"])
+        .unwrap();
+    let rp_drops = || -> u64 {
+        let text = stdout(topo.ns2.exec(&["cat", "/proc/net/netstat"]).unwrap());
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+        let names: Vec<&str> = lines[0].split_whitespace().collect();
+        let values: Vec<&str> = lines[1].split_whitespace().collect();
+        let i = names
+            .iter()
+            .position(|n| *n == "IPReversePathFilter")
+            .unwrap();
+        values[i].parse().unwrap()
+    };
+    let spoof = r#"
+from scapy.all import *
+inner = IP(src="10.99.0.1", dst="10.10.200.10")/ICMP(type=8, id=7, seq=1)
+send(IP(src="10.10.10.2", dst="10.10.20.2")/GRE(proto=0x0800)/inner, iface="v1", verbose=0)
+"#;
+    let send_spoofed = || {
+        let out = topo
+            .ns1
+            .try_exec(&["/usr/bin/python3", "-c", spoof])
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        thread::sleep(Duration::from_millis(300));
+    };
+    let before = rp_drops();
+    send_spoofed();
+    assert_eq!(
+        rp_drops(),
+        before,
+        "without rpfilter the source is not checked"
+    );
+
+    topo.ns2
+        .exec(&[XTUN, "tunnel", "change", "tun2", "rpfilter"])
+        .unwrap();
+    let shown = stdout(topo.ns2.exec(&[XTUN, "tunnel", "show", "tun2"]).unwrap());
+    assert!(
+        shown.trim_end().ends_with("ttl inherit rpfilter"),
+        "{shown}"
+    );
+    let sysctl = stdout(
+        topo.ns2
+            .exec(&["sysctl", "-n", "net.ipv4.conf.tun2.rp_filter"])
+            .unwrap(),
+    );
+    assert_eq!(sysctl.trim(), "1");
+    send_spoofed();
+    assert_eq!(rp_drops(), before + 1, "the spoofed source is refused");
+    // The tunnel's own peer still gets through.
+    assert!(ping(&topo.ns1, "10.10.200.10", 2).contains("2 received"));
+    assert_eq!(rp_drops(), before + 1);
+}

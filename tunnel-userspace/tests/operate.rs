@@ -243,7 +243,7 @@ fn apply_converges_touches_only_differences_and_export_round_trips() {
     );
     assert_eq!(
         plan,
-        "would: tunnel add tun1 mode gre remote 10.10.20.2 local 10.10.10.2 ikey 5 okey 5 nocsum noseq ttl inherit tos 0x0 pmtudisc\nwould: link set tun1 up\nwould: addr add 10.10.100.10/32 peer 10.10.200.10 dev tun1\n"
+        "would: tunnel add tun1 mode gre remote 10.10.20.2 local 10.10.10.2 ikey 5 okey 5 nocsum noseq ttl inherit tos 0x0 pmtudisc norpfilter\nwould: link set tun1 up\nwould: addr add 10.10.100.10/32 peer 10.10.200.10 dev tun1\n"
     );
     assert!(stdout(topo.ns1.exec(&[XTUN, "tunnel", "show"]).unwrap()).is_empty());
     topo.ns1.exec(&[XTUN, "apply", "-f", &f1]).unwrap();
@@ -271,7 +271,7 @@ fn apply_converges_touches_only_differences_and_export_round_trips() {
     let out = stdout(topo.ns1.exec(&[XTUN, "apply", "-f", &f_two]).unwrap());
     assert_eq!(
         out,
-        format!("done: tunnel add tun9 mode ipip remote 10.10.20.2 local 10.10.10.2 noikey nookey nocsum noseq ttl inherit tos 0x0 pmtudisc\napplied 1 changes from {f_two}\n")
+        format!("done: tunnel add tun9 mode ipip remote 10.10.20.2 local 10.10.10.2 noikey nookey nocsum noseq ttl inherit tos 0x0 pmtudisc norpfilter\napplied 1 changes from {f_two}\n")
     );
     let changed = with_second.replace("key = 5", "key = 6");
     let f_changed = write(&dir, "changed.toml", &changed);

@@ -147,6 +147,7 @@ fn flag_words(flags: u32) -> Vec<&'static str> {
         (TUNNEL_F_ISEQ, "iseq"),
         (TUNNEL_F_OSEQ, "oseq"),
         (TUNNEL_F_ISATAP, "isatap"),
+        (TUNNEL_F_RPFILTER, "rpfilter"),
     ];
     names
         .iter()

@@ -18,14 +18,17 @@ use super::{attach::lookup, output::Format};
 const ADD_HELP: &str = "\
 Arguments, in any order, as for `ip tunnel add`:
   NAME                   the tunnel interface to create (or `name NAME`)
-  mode { gre | ipip | sit }
-  remote ADDR            outer destination
-  local ADDR             outer source (default: the source of the route to remote)
+  mode { gre | ipip | sit | isatap }
+  remote { ADDR | any }  outer destination; any: per inner prefix (`xtun neigh`)
+  local { ADDR | any }   outer source (default any: the route's source)
   key KEY | ikey KEY okey KEY
                          GRE keys; KEY is a number or a dotted quad
   ttl { 1..255 | inherit }   outer TTL (default inherit)
-  tos { 00..ff | inherit }   outer TOS; ECN is always propagated
+  tos { 00..ff | inherit | inherit/T }   outer TOS; ECN is always propagated
   [no]pmtudisc           set DF on the outer header (default pmtudisc)
+  csum | icsum | ocsum   GRE checksums (verify on receive, add on send)
+  seq | iseq | oseq      GRE sequence numbers (drop out-of-order input, number output)
+  [no]rpfilter           accept only inner IPv4 sources the tunnel's routes lead back to
   dev PHYS               underlay NIC (default: where the route to remote leaves)
 
 Examples:
@@ -152,6 +155,16 @@ fn default_source(nl: &mut Netlink, spec: &TunnelSpec) -> u32 {
     }
 }
 
+/// `rpfilter`: strict reverse-path filtering of inner IPv4 sources on the
+/// tunnel interface (the kernel's rp_filter, which sees decapsulated
+/// packets arrive on it); loose (the default 0 here) otherwise. The kernel
+/// uses the higher of this and `all.rp_filter`.
+fn set_rpfilter(name: &str, spec: &TunnelSpec) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv4/conf/{name}/rp_filter");
+    std::fs::write(&path, if spec.rpfilter { "1" } else { "0" })
+        .with_context(|| format!("writing {path}"))
+}
+
 /// Tunnels that write a GRE checksum or sequence number need one header
 /// per packet, which the kernel's GSO cannot produce after a BPF
 /// encapsulation: their interfaces take single packets only (TCP always
@@ -259,6 +272,7 @@ pub(crate) fn add(args: &[String]) -> Result<()> {
         // Explicit IPv6 addresses only, as on the kernel's ipip and sit.
         nl.disable_ipv6_addrgen(link.index)?;
         set_segmentation(&mut nl, link.index, &spec)?;
+        set_rpfilter(&spec.name, &spec)?;
         dp.reset_tunnel_stats(link.index)?;
         dp.seq.insert(link.index, SeqState::default(), 0)?;
         dp.tunnels.insert(link.index, cfg, 0)?;
@@ -328,6 +342,9 @@ pub(crate) fn change(args: &[String]) -> Result<()> {
     check_decap_free(&mut nl, &mut dp, "change", name, &cfg)?;
     if spec.needs_per_packet_header() != base.needs_per_packet_header() {
         set_segmentation(&mut nl, link.index, &spec)?;
+    }
+    if spec.rpfilter != base.rpfilter {
+        set_rpfilter(name, &spec)?;
     }
     if underlay.index != old.underlay_ifindex {
         dp.attach_underlay(&mut nl, &underlay, false, DecapChoice::Auto)
@@ -617,6 +634,7 @@ fn tunnel_json(
             (false, t) => json!(format!("0x{t:x}")),
         },
         "pmtudisc": cfg.flags & TUNNEL_F_PMTUDISC != 0,
+        "rpfilter": cfg.flags & TUNNEL_F_RPFILTER != 0,
         "icsum": cfg.flags & TUNNEL_F_ICSUM != 0,
         "ocsum": cfg.flags & TUNNEL_F_OCSUM != 0,
         "iseq": cfg.flags & TUNNEL_F_ISEQ != 0,

@@ -228,8 +228,8 @@ fn run_batch(file: &str) -> anyhow::Result<()> {
     }
     let _lock = tunnel_userspace::lock::NamespaceLock::acquire()
         .context("locking the namespace's data plane")?;
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
         }
@@ -252,7 +252,10 @@ fn run_batch(file: &str) -> anyhow::Result<()> {
                     _ => Err(anyhow::anyhow!("each line must be one command")),
                 }),
         };
-        result.with_context(|| format!("{file}:{}", n + 1))?;
+        if let Err(err) = result {
+            let column = error_column(raw, &err);
+            return Err(err.context(format!("{file}:{}:{column}", n + 1)));
+        }
     }
     Ok(())
 }
@@ -286,6 +289,20 @@ fn run(command: Command, stats: bool, json: bool, pretty: bool) -> anyhow::Resul
         None
     };
     dispatch(command, stats, json, pretty)
+}
+
+/// Where on `line` the error is: the first word the message quotes that
+/// the line holds, else the command's first word (1-based, in characters).
+fn error_column(line: &str, err: &anyhow::Error) -> usize {
+    let message = format!("{err:#}");
+    let quoted = message
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| !w.is_empty())
+        .find_map(|w| line.find(w));
+    let at = quoted.unwrap_or_else(|| line.len() - line.trim_start().len());
+    line[..at].chars().count() + 1
 }
 
 /// xtun.1, then xtun-COMMAND.1 for each command and subcommand.

@@ -699,7 +699,15 @@ fn batch_runs_many_commands_in_one_process_and_stops_at_the_first_error() {
     assert!(!out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        format!("xtun: {path}:5: keys are not allowed with ipip and sit tunnels\n")
+        format!("xtun: {path}:5:1: keys are not allowed with ipip and sit tunnels\n")
+    );
+    // The column is that of the word the error is about.
+    std::fs::write(&file, "  tunnel add te mode gre remote 10.10.20.300\n").unwrap();
+    let out = topo.ns1.try_exec(&[XTUN, "-batch", path]).unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("xtun: {path}:1:33: invalid address \"10.10.20.300\"\n")
     );
     let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show"]).unwrap());
     assert_eq!(
@@ -1908,4 +1916,19 @@ send(IP(src="10.10.10.2", dst="10.10.20.2")/GRE(proto=0x0800)/inner, iface="v1",
     // The tunnel's own peer still gets through.
     assert!(ping(&topo.ns1, "10.10.200.10", 2).contains("2 received"));
     assert_eq!(rp_drops(), before + 1);
+}
+
+/// The only files xtun creates are its per-namespace lock files: only root
+/// may read or write them.
+#[test]
+fn the_files_xtun_creates_are_root_only() {
+    use std::os::unix::fs::MetadataExt as _;
+    let topo = SeedTopology::new("perm").unwrap();
+    topo.add_tunnels(XTUN, "ipip", &[]).unwrap();
+    let dir = std::fs::metadata("/run/xtun").unwrap();
+    assert_eq!((dir.mode() & 0o777, dir.uid()), (0o700, 0));
+    let ns = std::fs::metadata(format!("/run/netns/{}", topo.ns1.name)).unwrap();
+    let lock =
+        std::fs::metadata(format!("/run/xtun/netns-{}-{}.lock", ns.dev(), ns.ino())).unwrap();
+    assert_eq!((lock.mode() & 0o777, lock.uid()), (0o600, 0));
 }

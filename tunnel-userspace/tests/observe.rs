@@ -79,6 +79,7 @@ fn tunnel_show_text_json_and_exact_counters() {
         "ttl": "inherit",
         "tos": "0x0",
         "pmtudisc": true,
+        "rpfilter": false,
         "icsum": false,
         "ocsum": false,
         "iseq": false,

@@ -368,3 +368,34 @@ fn tcp_payload_survives_checksummed_gre_both_ways() {
     assert!(matches!(sliced.transport, Some(TransportSlice::Tcp(_))));
     assert_eq!(&frame[14..], &tcp[..]);
 }
+
+#[test]
+fn one_multipoint_tunnel_holds_a_hundred_thousand_remotes() {
+    let mut h = Harness::new();
+    h.add("m mode gre remote any local 10.10.10.2 dev lo", LO);
+    // 100,000 /32 sites in 11.0.0.0/8, each its own remote in 172.16/12.
+    const SITES: u32 = 100_000;
+    for i in 0..SITES {
+        let site = 0x0b00_0000 + i;
+        let remote = 0xac10_0000 + i;
+        add_neigh(&mut h, LO, site.to_be_bytes(), 32, remote.to_be_bytes());
+    }
+    let to = |dst: u32| {
+        let mut out = Vec::new();
+        PacketBuilder::ipv4([10, 10, 100, 10], dst.to_be_bytes(), 64)
+            .icmpv4_echo_request(1, 1)
+            .write(&mut out, &[0; 8])
+            .unwrap();
+        with_eth(0x0800, &out)
+    };
+    for i in [0, 1, 54_321, SITES - 1] {
+        let (verdict, out) = h.tc(&to(0x0b00_0000 + i));
+        assert_eq!(verdict, TC_ACT_REDIRECT, "site {i}");
+        assert_eq!(&out[30..34], &(0xac10_0000 + i).to_be_bytes(), "site {i}");
+    }
+    assert_eq!(
+        h.tc(&to(0x0b00_0000 + SITES)).0,
+        TC_ACT_SHOT,
+        "one past the last"
+    );
+}

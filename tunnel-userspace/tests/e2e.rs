@@ -1932,3 +1932,138 @@ fn the_files_xtun_creates_are_root_only() {
         std::fs::metadata(format!("/run/xtun/netns-{}-{}.lock", ns.dev(), ns.ino())).unwrap();
     assert_eq!((lock.mode() & 0o777, lock.uid()), (0o600, 0));
 }
+
+/// Runs `args` in `ns` and SIGKILLs it after `delay`.
+fn kill_after(ns: &Netns, args: &[&str], delay: Duration) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    thread::sleep(delay);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+/// The decapsulation index holds exactly one entry per tunnel, the one its
+/// configuration implies, and nothing else.
+fn assert_maps_consistent(ns: &Netns, what: &str) {
+    let tunnels: serde_json::Value =
+        serde_json::from_str(&stdout(ns.exec(&[XTUN, "-j", "tunnel", "show"]).unwrap())).unwrap();
+    let decap: serde_json::Value = serde_json::from_str(&stdout(
+        ns.exec(&[XTUN, "-j", "map", "dump", "XTUN_DECAP"]).unwrap(),
+    ))
+    .unwrap();
+    let entries = decap["entries"].as_array().unwrap();
+    let tunnels = tunnels.as_array().unwrap();
+    assert_eq!(
+        entries.len(),
+        tunnels.len(),
+        "{what}: {decap} vs {tunnels:?}"
+    );
+    for t in tunnels {
+        let matching = entries
+            .iter()
+            .filter(|e| {
+                e["ifname"] == t["ifname"] && e["key"] == t["ikey"] && e["remote"] == t["remote"]
+            })
+            .count();
+        assert_eq!(matching, 1, "{what}: {t} in {decap}");
+    }
+}
+
+/// SIGKILL at many points of `change`, `del`, `attach` and `detach`: each
+/// leaves the old state or the new one, the next command repairs what a
+/// kill left in the maps, and the tunnel that is not touched keeps working.
+#[test]
+fn killed_changes_deletes_and_attachments_leave_a_consistent_state() {
+    let topo = SeedTopology::new("kil2").unwrap();
+    topo.add_tunnels(XTUN, "gre", &[]).unwrap();
+    let ns = &topo.ns1;
+    let mut repaired = 0;
+    for k in 1..=16u32 {
+        // A second tunnel, changed under a kill, then deleted under a kill.
+        let out = ns
+            .try_exec(&[
+                XTUN,
+                "tunnel",
+                "add",
+                "tk",
+                "mode",
+                "gre",
+                "remote",
+                "10.10.20.2",
+                "local",
+                "10.10.10.2",
+                "key",
+                "100",
+            ])
+            .unwrap();
+        repaired += String::from_utf8_lossy(&out.stderr)
+            .matches("repaired")
+            .count();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let key = (100 + k).to_string();
+        let delay = Duration::from_micros(400 * k as u64);
+        kill_after(ns, &[XTUN, "tunnel", "change", "tk", "key", &key], delay);
+        let shown = stdout(ns.exec(&[XTUN, "tunnel", "show", "tk"]).unwrap());
+        assert!(
+            shown.ends_with(" key 100\n") || shown.ends_with(&format!(" key {key}\n")),
+            "old or new key: {shown}"
+        );
+        kill_after(ns, &[XTUN, "tunnel", "del", "tk"], delay);
+        // The next command works, repairs, and leaves the maps consistent.
+        let gone = ns.try_exec(&["ip", "link", "show", "tk"]).unwrap();
+        let out = if gone.status.success() {
+            ns.try_exec(&[XTUN, "tunnel", "del", "tk"]).unwrap()
+        } else {
+            ns.try_exec(&[XTUN, "tunnel", "change", "tun1", "ttl", "inherit"])
+                .unwrap()
+        };
+        repaired += String::from_utf8_lossy(&out.stderr)
+            .matches("repaired")
+            .count();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_maps_consistent(ns, &format!("round {k}"));
+        assert!(
+            ping(ns, "10.10.200.10", 1).contains("1 received"),
+            "round {k}"
+        );
+    }
+    eprintln!("{repaired} repairs after killed changes and deletes");
+
+    // Attach and detach of the other side's underlay, killed at many points:
+    // the next attach always completes it.
+    let ns2 = &topo.ns2;
+    for k in 1..=12u32 {
+        let delay = Duration::from_micros(700 * k as u64);
+        let decap = if k % 2 == 0 { "xdp" } else { "tc" };
+        kill_after(ns2, &[XTUN, "attach", "v2", "--decap", decap], delay);
+        ns2.exec(&[XTUN, "attach", "v2", "--decap", decap]).unwrap();
+        let status: serde_json::Value =
+            serde_json::from_str(&stdout(ns2.exec(&[XTUN, "-j", "status"]).unwrap())).unwrap();
+        let v2 = status["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["ifname"] == "v2")
+            .unwrap()
+            .clone();
+        assert_eq!(v2["decap"], decap, "round {k}: {v2}");
+        assert!(
+            ping(ns, "10.10.200.10", 1).contains("1 received"),
+            "round {k}"
+        );
+    }
+}

@@ -250,6 +250,7 @@ pub(crate) fn add(args: &[String]) -> Result<()> {
     let (underlay, local) = resolve_underlay(&mut nl, &spec)?;
 
     let mut dp = Dataplane::find_or_load(&mut nl).context("loading the data plane")?;
+    repair(&mut nl, &mut dp)?;
     let mtu = spec.mtu(underlay.mtu);
     let mut cfg = spec.to_config(local, underlay.index, mtu);
     cfg.default_src = default_source(&mut nl, &spec);
@@ -295,6 +296,41 @@ pub(crate) fn add(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Repairs what an `xtun` killed halfway left in the maps: the entries of
+/// interfaces that no longer exist (a killed `del`), and decapsulation
+/// entries that no tunnel's configuration accounts for (a killed `change`).
+/// Says what it repaired. Runs under the namespace lock, so no live `xtun`
+/// is halfway through anything.
+fn repair(nl: &mut Netlink, dp: &mut Dataplane) -> Result<()> {
+    let links: std::collections::HashSet<u32> = nl.links()?.iter().map(|l| l.index).collect();
+    let tunnels: Vec<(u32, TunnelConfig)> = dp.tunnels.iter().flatten().collect();
+    for (ifindex, _) in tunnels.iter().filter(|(i, _)| !links.contains(i)) {
+        forget_tunnel(dp, *ifindex, None);
+        eprintln!("xtun: repaired: removed the map entries of deleted interface {ifindex}");
+    }
+    let live: std::collections::HashMap<u32, DecapKey> = tunnels
+        .iter()
+        .filter(|(i, _)| links.contains(i))
+        .map(|(i, c)| (*i, decap_key(c)))
+        .collect();
+    let stale: Vec<(DecapKey, u32)> = dp
+        .decap_mut()?
+        .iter()
+        .flatten()
+        .filter(|(k, t)| live.get(&t.ifindex) != Some(k))
+        .map(|(k, t)| (k, t.ifindex))
+        .collect();
+    for (key, ifindex) in stale {
+        let _ = dp.decap_mut()?.remove(&key);
+        eprintln!(
+            "xtun: repaired: removed a stale decapsulation entry (remote {} local {}) of interface {ifindex}",
+            any_or_addr(key.remote),
+            any_or_addr(key.local)
+        );
+    }
+    Ok(())
+}
+
 /// The tunnel called `name` in this namespace, with the data plane.
 fn find_tunnel(
     nl: &mut Netlink,
@@ -322,6 +358,7 @@ pub(crate) fn change(args: &[String]) -> Result<()> {
     };
     let mut nl = Netlink::new()?;
     let (mut dp, link, old) = find_tunnel(&mut nl, name, "change")?;
+    repair(&mut nl, &mut dp)?;
     let dev = if old.flags & TUNNEL_F_BOUND_DEV != 0 {
         nl.link_by_index(old.underlay_ifindex)?.map(|l| l.name)
     } else {
@@ -528,6 +565,7 @@ pub(crate) fn prl(args: &[String]) -> Result<()> {
 pub(crate) fn del(name: &str) -> Result<()> {
     let mut nl = Netlink::new()?;
     let (mut dp, link, cfg) = find_tunnel(&mut nl, name, "delete")?;
+    repair(&mut nl, &mut dp)?;
     // The interface first: that stops the tunnel at once, with its filter.
     // Map entries left by a kill after this point are repaired later.
     nl.del_link(link.index)

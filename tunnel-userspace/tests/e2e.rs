@@ -2066,4 +2066,36 @@ fn killed_changes_deletes_and_attachments_leave_a_consistent_state() {
             "round {k}"
         );
     }
+
+    // A spare interface attached and detached under kills: a detach after
+    // either kill leaves nothing of xtun on it.
+    ns2.exec(&[
+        "ip", "link", "add", "sp0", "type", "veth", "peer", "name", "sp1",
+    ])
+    .unwrap();
+    ns2.exec(&["ip", "link", "set", "sp0", "up"]).unwrap();
+    let clean = |what: &str| {
+        let link = stdout(ns2.exec(&["ip", "-d", "link", "show", "sp0"]).unwrap());
+        assert!(!link.contains("prog/xdp"), "{what}: {link}");
+        let filters = stdout(
+            ns2.exec(&["tc", "filter", "show", "dev", "sp0", "ingress"])
+                .unwrap(),
+        );
+        assert!(!filters.contains("xtun"), "{what}: {filters}");
+    };
+    for k in 1..=8u32 {
+        let delay = Duration::from_micros(900 * k as u64);
+        kill_after(ns2, &[XTUN, "attach", "sp0", "--decap", "xdp"], delay);
+        let _ = ns2.try_exec(&[XTUN, "detach", "sp0"]).unwrap();
+        clean(&format!("killed attach {k}"));
+        ns2.exec(&[XTUN, "attach", "sp0", "--decap", "xdp"])
+            .unwrap();
+        kill_after(ns2, &[XTUN, "detach", "sp0"], delay);
+        let _ = ns2.try_exec(&[XTUN, "detach", "sp0"]).unwrap();
+        clean(&format!("killed detach {k}"));
+        assert!(
+            ping(ns, "10.10.200.10", 1).contains("1 received"),
+            "round {k}"
+        );
+    }
 }

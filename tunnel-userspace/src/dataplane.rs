@@ -734,6 +734,31 @@ fn is_shared_map(name: &str) -> bool {
     name.starts_with("XTUN_") || name == MAP_LOGS
 }
 
+/// Mount points of `load_object_sharing`'s private bpffs: PREFIX + pid.
+pub const BPFFS_DIR_PREFIX: &str = "xtun-bpffs-";
+
+/// Removes the (empty) mount-point directories that an `xtun` killed during
+/// a load left behind; the mounts themselves died with its private mount
+/// namespace.
+fn remove_stale_mount_points() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(BPFFS_DIR_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+}
+
 /// Loads the embedded object so that its programs use the existing maps
 /// `map_ids` instead of new ones. aya reuses a map pinned at the path given
 /// for it, so the maps are pinned for the duration of the load on a bpffs
@@ -741,7 +766,8 @@ fn is_shared_map(name: &str) -> bool {
 /// behind, and it works under `ip netns exec`, where /sys/fs/bpf is absent.
 fn load_object_sharing(map_ids: &BTreeSet<u32>) -> Result<Ebpf> {
     raise_memlock_limit();
-    let dir = std::env::temp_dir().join(format!("xtun-bpffs-{}", std::process::id()));
+    remove_stale_mount_points();
+    let dir = std::env::temp_dir().join(format!("{BPFFS_DIR_PREFIX}{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let result = (|| {
         private_bpffs(&dir)?;

@@ -106,6 +106,53 @@ fn map_call(cmd: libc::c_long, attr: &mut MapElemAttr) -> io::Result<()> {
     Ok(())
 }
 
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// BPF_MAP_UPDATE_BATCH: inserts `count` packed keys and values in one
+/// call. On error, returns how many went in before it.
+pub fn map_update_batch(
+    map_fd: RawFd,
+    keys: &[u8],
+    values: &[u8],
+    count: usize,
+) -> Result<(), (usize, io::Error)> {
+    let mut attr = BatchAttr {
+        in_batch: 0,
+        out_batch: 0,
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: count as u32,
+        map_fd: map_fd as u32,
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: keys and values hold `count` packed entries of the map's sizes.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err((attr.count as usize, io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// Every key of a map, as raw bytes, in the kernel's iteration order.
 pub fn map_keys(map_fd: RawFd, key_size: usize) -> io::Result<Vec<Vec<u8>>> {
     let mut keys = Vec::new();

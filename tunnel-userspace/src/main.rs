@@ -234,8 +234,19 @@ fn run_batch(file: &str) -> anyhow::Result<()> {
             continue;
         }
         let words: Vec<&str> = line.split_whitespace().collect();
+        let is_add = matches!(
+            words.as_slice(),
+            ["neigh" | "neighbour" | "neighbor" | "n", "add", ..]
+        );
+        if !is_add {
+            // Queued neighbour adds go in before anything that may depend on them.
+            flush_neighbours(file)?;
+        }
         let result = match words.as_slice() {
-            ["neigh" | "neighbour" | "neighbor" | "n", verb @ ("add" | "del"), rest @ ..] => {
+            ["neigh" | "neighbour" | "neighbor" | "n", "add", rest @ ..] => {
+                cli::neigh::queue_add(rest, n + 1)
+            }
+            ["neigh" | "neighbour" | "neighbor" | "n", verb @ "del", rest @ ..] => {
                 cli::neigh::run_words(verb, rest)
             }
             _ => Cli::try_parse_from(std::iter::once("xtun").chain(words.iter().copied()))
@@ -253,11 +264,18 @@ fn run_batch(file: &str) -> anyhow::Result<()> {
                 }),
         };
         if let Err(err) = result {
+            // The lines before this one take effect, as with `ip -batch`.
+            flush_neighbours(file)?;
             let column = error_column(raw, &err);
             return Err(err.context(format!("{file}:{}:{column}", n + 1)));
         }
     }
-    Ok(())
+    flush_neighbours(file)
+}
+
+/// Writes the neighbour adds a batch has queued; an error names the line.
+fn flush_neighbours(file: &str) -> anyhow::Result<()> {
+    cli::neigh::flush().map_err(|(line, err)| err.context(format!("{file}:{line}:1")))
 }
 
 fn run(command: Command, stats: bool, json: bool, pretty: bool) -> anyhow::Result<()> {

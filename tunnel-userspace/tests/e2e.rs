@@ -1510,6 +1510,26 @@ fn multipoint_gre_reaches_three_sites_by_longest_prefix() {
             lan.addr(site)
         ));
     }
+    // A bad line stops the batch there; the lines before it take effect.
+    let bad = std::env::temp_dir().join(format!("{}-bad.batch", hub.name));
+    std::fs::write(
+        &bad,
+        "neigh add 10.250.0.0/16 lladdr 10.77.0.2 dev mgre0\nneigh add 10.251.0.0/16 lladdr 10.77.0.300 dev mgre0\n",
+    )
+    .unwrap();
+    let out = hub
+        .try_exec(&[XTUN, "-batch", bad.to_str().unwrap()])
+        .unwrap();
+    let _ = std::fs::remove_file(&bad);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "xtun: {}:2:32: invalid lladdr \"10.77.0.300\": expected the remote's IPv4 address\n",
+            bad.display()
+        )
+    );
+    hub.exec(&[XTUN, "neigh", "del", "10.250.0.0/16", "dev", "mgre0"])
+        .unwrap();
     // A longer prefix inside site 1's range points at site 3.
     batch.push_str("neigh add 10.201.9.0/24 lladdr 10.77.0.4 dev mgre0\n");
     let file = std::env::temp_dir().join(format!("{}-neigh.batch", hub.name));

@@ -62,17 +62,17 @@ struct NeighArgs {
     dev: String,
 }
 
-fn parse_args(args: &[String], want_remote: bool) -> Result<NeighArgs> {
+fn parse_args<S: AsRef<str>>(args: &[S], want_remote: bool) -> Result<NeighArgs> {
     let mut prefix = None;
     let mut remote = None;
     let mut dev = None;
-    let mut it = args.iter();
+    let mut it = args.iter().map(AsRef::as_ref);
     while let Some(word) = it.next() {
         let mut value = || {
             it.next()
                 .ok_or_else(|| anyhow!("\"{word}\" needs an argument"))
         };
-        match word.as_str() {
+        match word {
             "lladdr" => {
                 let v = value()?;
                 remote = Some(v.parse::<Ipv4Addr>().map_err(|_| {
@@ -82,7 +82,7 @@ fn parse_args(args: &[String], want_remote: bool) -> Result<NeighArgs> {
             "dev" => {
                 let v = value()?;
                 validate_ifname(v)?;
-                dev = Some(v.clone());
+                dev = Some(v.to_string());
             }
             "to" => prefix = Some(value()?.parse()?),
             other if prefix.is_none() => prefix = Some(other.parse()?),
@@ -112,7 +112,20 @@ struct Session {
     nl: Netlink,
     dp: Dataplane,
     tunnels: HashMap<String, u32>,
+    /// `-batch` neighbour adds not yet written: packed keys and values, and
+    /// the batch line of each.
+    pending: Pending,
 }
+
+#[derive(Default)]
+struct Pending {
+    keys: Vec<u8>,
+    values: Vec<u8>,
+    lines: Vec<usize>,
+}
+
+/// Neighbour adds written per BPF_MAP_UPDATE_BATCH call.
+const BATCH: usize = 8192;
 
 thread_local! {
     static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
@@ -129,6 +142,7 @@ fn with_session<T>(f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
                 nl,
                 dp,
                 tunnels: HashMap::new(),
+                pending: Pending::default(),
             });
         }
         f(slot.as_mut().expect("just filled"))
@@ -162,6 +176,67 @@ fn tunnel_index(session: &mut Session, dev: &str) -> Result<u32> {
     }
     session.tunnels.insert(dev.to_string(), link.index);
     Ok(link.index)
+}
+
+/// `neigh add` on batch line `line`: checked now, written to the trie with
+/// others in one BPF_MAP_UPDATE_BATCH call (see `flush`).
+pub fn queue_add(words: &[&str], line: usize) -> Result<()> {
+    let a = parse_args(words, true)?;
+    let full = with_session(|s| {
+        let ifindex = match s.tunnels.get(&a.dev) {
+            Some(&i) => i,
+            None => tunnel_index(s, &a.dev)?,
+        };
+        let key = a.prefix.key(ifindex);
+        let data = key.data();
+        let p = &mut s.pending;
+        p.keys.extend_from_slice(&key.prefix_len().to_ne_bytes());
+        p.keys.extend_from_slice(&data.ifindex.to_ne_bytes());
+        p.keys.extend_from_slice(&data.family.to_ne_bytes());
+        p.keys.extend_from_slice(&data.addr);
+        let remote = wire_addr(a.remote.expect("checked by parse_args"));
+        p.values.extend_from_slice(&remote.to_ne_bytes());
+        p.lines.push(line);
+        Ok(p.lines.len() >= BATCH)
+    })?;
+    if full {
+        flush().map_err(|(_, e)| e)?;
+    }
+    Ok(())
+}
+
+/// Writes the queued neighbour adds. On failure: the batch line of the
+/// first that did not go in, and why.
+pub fn flush() -> Result<(), (usize, anyhow::Error)> {
+    SESSION.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let Some(s) = slot.as_mut() else {
+            return Ok(());
+        };
+        if s.pending.lines.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut s.pending);
+        let first = pending.lines[0];
+        let fd =
+            s.dp.map_infos()
+                .map_err(|e| (first, e.into()))?
+                .into_iter()
+                .find(|m| m.name_as_str() == Some(MAP_NEIGH))
+                .ok_or_else(|| (first, anyhow!("the neighbour map is missing")))
+                .and_then(|m| aya::maps::MapData::from_id(m.id()).map_err(|e| (first, e.into())))?;
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        tunnel_userspace::bpf_sys::map_update_batch(
+            fd.fd().as_fd().as_raw_fd(),
+            &pending.keys,
+            &pending.values,
+            pending.lines.len(),
+        )
+        .map_err(|(done, e)| {
+            let line = pending.lines.get(done).copied().unwrap_or(first);
+            (line, anyhow!("adding the neighbour: {e}"))
+        })
+    })
 }
 
 /// `neigh add|del` from already split words (the `-batch` fast path).

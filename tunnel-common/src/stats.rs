@@ -65,6 +65,8 @@ counters! {
     TX_GSO_UNSUPPORTED = 24, "tx_gso_unsupported";
     /// The route to the remote leads back into a tunnel: dropped, never looped.
     TX_DEAD_LOOP = 25, "tx_dead_loop";
+    /// `rpfilter`: an inner IPv6 source the tunnel's routes do not lead back to.
+    RX_RPFILTER = 26, "rx_rpfilter";
 }
 
 #[cfg(test)]
@@ -74,7 +76,7 @@ mod tests {
     #[test]
     fn counter_slots_are_dense_and_named() {
         assert_eq!(COUNTER_COUNT as usize, COUNTER_NAMES.len());
-        assert_eq!(TX_DEAD_LOOP + 1, COUNTER_COUNT);
+        assert_eq!(RX_RPFILTER + 1, COUNTER_COUNT);
         let mut seen = [false; COUNTER_COUNT as usize];
         for (i, name) in COUNTER_NAMES.iter().enumerate() {
             assert!(!name.is_empty());

@@ -5,26 +5,28 @@
 
 use aya_ebpf::{
     bindings::{
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_DECAP_L3_IPV4,
-        BPF_F_ADJ_ROOM_DECAP_L3_IPV6, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_REDIRECT,
-        TC_ACT_SHOT, TC_ACT_UNSPEC,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_SUCCESS,
+        BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6,
+        BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC,
     },
-    helpers::generated::bpf_redirect,
+    helpers::generated::{bpf_fib_lookup, bpf_redirect},
     programs::TcContext,
 };
 use aya_log_ebpf::debug;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 use tunnel_common::{
-    maps::{XdpMeta, LOG_DEBUG, XDP_META_MAGIC},
+    maps::{XdpMeta, LOG_DEBUG, TUNNEL_F_RPFILTER, XDP_META_MAGIC},
     stats::*,
     wire,
 };
 
 use crate::{
     decap::{self, Inner, Verdict},
-    maps,
+    maps::{self, TUNNELS},
     parse::ptr_at,
 };
+
+const AF_INET6: u8 = 10;
 
 /// Longest outer header we may need to read: Ethernet, IPv4 with options,
 /// GRE with every option, and the inner IPv6 header.
@@ -54,7 +56,57 @@ pub fn deliver_tagged(ctx: &TcContext) -> Option<i32> {
     if tag.magic != XDP_META_MAGIC {
         return None;
     }
-    Some(redirect_to_tunnel(ctx, tag.ifindex))
+    Some(deliver(ctx, tag.ifindex))
+}
+
+/// Hands a decapsulated frame to its tunnel interface, after the inner
+/// IPv6 source check of `rpfilter` tunnels (inner IPv4 sources are the
+/// kernel's rp_filter's, on the tunnel interface).
+#[inline(always)]
+fn deliver(ctx: &TcContext, tunnel: u32) -> i32 {
+    if !inner_v6_source_allowed(ctx, tunnel) {
+        decap::drop_for_tunnel(ifindex(ctx), tunnel, RX_RPFILTER);
+        return TC_ACT_SHOT;
+    }
+    redirect_to_tunnel(ctx, tunnel)
+}
+
+/// For an `rpfilter` tunnel and an inner IPv6 packet: does the route back
+/// to the inner source leave by this tunnel (strict reverse path)?
+#[inline(always)]
+fn inner_v6_source_allowed(ctx: &TcContext, tunnel: u32) -> bool {
+    let Ok(eth) = ptr_at::<EthHdr, TcContext>(ctx, 0) else {
+        return true;
+    };
+    // SAFETY: bounds checked.
+    if unsafe { (*eth).ether_type } != wire::ETH_P_IPV6.to_be() {
+        return true;
+    }
+    // SAFETY: the value is only read.
+    let Some(cfg) = (unsafe { TUNNELS.get(tunnel) }) else {
+        return true;
+    };
+    if cfg.flags & TUNNEL_F_RPFILTER == 0 {
+        return true;
+    }
+    let Ok(src) = ctx.load::<[u32; 4]>(EthHdr::LEN + 8) else {
+        return false;
+    };
+    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
+    let mut params: FibParams = unsafe { core::mem::zeroed() };
+    params.family = AF_INET6;
+    params.ifindex = tunnel;
+    params.__bindgen_anon_4.ipv6_dst = src;
+    // SAFETY: helper call with a request on our stack.
+    let ret = unsafe {
+        bpf_fib_lookup(
+            ctx.skb.skb as *mut _,
+            &mut params,
+            core::mem::size_of::<FibParams>() as i32,
+            BPF_FIB_LOOKUP_SKIP_NEIGH,
+        )
+    };
+    ret == BPF_FIB_LKUP_RET_SUCCESS as i64 && params.ifindex == tunnel
 }
 
 #[inline(always)]
@@ -131,5 +183,5 @@ fn try_tc_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
     }
     let inner_len = ctx.len().saturating_sub(EthHdr::LEN as u32) as u64;
     decap::decapsulated(ctx, ifindex, &m, inner_len);
-    Ok(redirect_to_tunnel(ctx, m.target.ifindex))
+    Ok(deliver(ctx, m.target.ifindex))
 }

@@ -2135,3 +2135,71 @@ fn killed_changes_deletes_and_attachments_leave_a_consistent_state() {
         .collect();
     assert_eq!(left, Vec::<u32>::new());
 }
+
+/// `rpfilter` with IPv6 inside GRE: the data plane checks the route back
+/// to the inner source and drops (and counts) spoofed ones.
+#[test]
+fn rpfilter_refuses_spoofed_inner_ipv6_sources() {
+    let topo = SeedTopology::new("rpf6").unwrap();
+    topo.add_tunnels(XTUN, "gre", &[]).unwrap();
+    address_ipv6(&topo, "tun1", "tun2", "fd00:100::10", "fd00:200::10");
+    topo.ns2
+        .exec(&[XTUN, "tunnel", "change", "tun2", "rpfilter"])
+        .unwrap();
+    let spoof = r#"
+from scapy.all import *
+inner = IPv6(src="fd00:99::1", dst="fd00:200::10")/ICMPv6EchoRequest(id=5, seq=1)
+send(IP(src="10.10.10.2", dst="10.10.20.2")/GRE(proto=0x86dd)/inner, iface="v1", verbose=0)
+"#;
+    for _ in 0..3 {
+        let out = topo
+            .ns1
+            .try_exec(&["/usr/bin/python3", "-c", spoof])
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    thread::sleep(Duration::from_millis(300));
+    let stats = stdout(topo.ns2.exec(&[XTUN, "-j", "stats"]).unwrap());
+    assert!(stats.contains("\"rx_rpfilter\":3"), "{stats}");
+    // The tunnel's own peer passes, with IPv6 and IPv4 alike.
+    let out = stdout(
+        topo.ns1
+            .try_exec(&[
+                "ping",
+                "-6",
+                "-c",
+                "2",
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                "fd00:200::10",
+            ])
+            .unwrap(),
+    );
+    assert!(out.contains("2 received"), "{out}");
+    assert!(ping(&topo.ns1, "10.10.200.10", 2).contains("2 received"));
+    let shown = stdout(
+        topo.ns2
+            .exec(&[XTUN, "-j", "-s", "tunnel", "show", "tun2"])
+            .unwrap(),
+    );
+    let doc: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(doc[0]["stats"]["rx"]["errors"], 3, "{shown}");
+    // Without the option, the same packets go through.
+    topo.ns2
+        .exec(&[XTUN, "tunnel", "change", "tun2", "norpfilter"])
+        .unwrap();
+    let out = topo
+        .ns1
+        .try_exec(&["/usr/bin/python3", "-c", spoof])
+        .unwrap();
+    assert!(out.status.success());
+    thread::sleep(Duration::from_millis(300));
+    let stats = stdout(topo.ns2.exec(&[XTUN, "-j", "stats"]).unwrap());
+    assert!(stats.contains("\"rx_rpfilter\":3"), "{stats}");
+}

@@ -209,11 +209,11 @@ fn map_list_and_dump_decode_every_entry() {
     );
     assert_eq!(
         row("XTUN_IF_COUNTER"),
-        ["XTUN_IF_COUNTER", "percpu_hash", "4", "208", "65536", "2"]
+        ["XTUN_IF_COUNTER", "percpu_hash", "4", "216", "65536", "2"]
     );
     assert_eq!(
         row("XTUN_COUNTERS"),
-        ["XTUN_COUNTERS", "percpu_array", "4", "8", "26", "26"]
+        ["XTUN_COUNTERS", "percpu_array", "4", "8", "27", "27"]
     );
     assert_eq!(
         row("XTUN_SETTINGS"),

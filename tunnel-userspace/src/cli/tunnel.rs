@@ -155,14 +155,22 @@ fn default_source(nl: &mut Netlink, spec: &TunnelSpec) -> u32 {
     }
 }
 
-/// `rpfilter`: strict reverse-path filtering of inner IPv4 sources on the
-/// tunnel interface (the kernel's rp_filter, which sees decapsulated
-/// packets arrive on it); loose (the default 0 here) otherwise. The kernel
-/// uses the higher of this and `all.rp_filter`.
+/// `rpfilter`: strict reverse-path filtering of inner sources on the tunnel
+/// interface. IPv4: the kernel's rp_filter, which sees decapsulated packets
+/// arrive there (it uses the higher of this and `all.rp_filter`). IPv6 has
+/// no rp_filter: the data plane checks the route back itself with
+/// bpf_fib_lookup, which only runs on an interface with IPv6 `forwarding`
+/// set; that setting alone makes the host forward nothing (that takes
+/// `all.forwarding`).
 fn set_rpfilter(name: &str, spec: &TunnelSpec) -> Result<()> {
-    let path = format!("/proc/sys/net/ipv4/conf/{name}/rp_filter");
-    std::fs::write(&path, if spec.rpfilter { "1" } else { "0" })
-        .with_context(|| format!("writing {path}"))
+    let on = if spec.rpfilter { "1" } else { "0" };
+    for path in [
+        format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"),
+        format!("/proc/sys/net/ipv6/conf/{name}/forwarding"),
+    ] {
+        std::fs::write(&path, on).with_context(|| format!("writing {path}"))?;
+    }
+    Ok(())
 }
 
 /// Tunnels that write a GRE checksum or sequence number need one header

@@ -158,60 +158,60 @@ fn plan(now: &Desired, want: &Desired) -> Vec<Step> {
             steps.push(Step::Delete(t.spec.name.clone()));
         }
     }
-    let empty = TunnelEntry {
-        spec: want
-            .tunnels
-            .first()
-            .map(|t| t.spec.clone())
-            .unwrap_or_else(|| TunnelSpec::parse(&["x", "mode", "ipip", "remote", "any"]).unwrap()),
-        up: false,
-        addresses: BTreeSet::new(),
-        neighbours: BTreeMap::new(),
-        routers: BTreeMap::new(),
-    };
+    let none = (
+        false,
+        BTreeSet::new(),
+        BTreeMap::new(),
+        BTreeMap::<Ipv4Addr, bool>::new(),
+    );
     for t in &want.tunnels {
         let name = t.spec.name.clone();
+        // What the interface has now: nothing when it is (re)created.
         let before = match have.get(name.as_str()) {
             None => {
                 steps.push(Step::Add(t.spec.clone()));
-                &empty
+                None
             }
-            Some(old) if old.spec == t.spec => old,
+            Some(old) if old.spec == t.spec => Some(*old),
             Some(old)
                 if old.spec.mode != t.spec.mode
                     || (old.spec.dev.is_some() && t.spec.dev.is_none()) =>
             {
                 steps.push(Step::Replace(t.spec.clone()));
-                &empty
+                None
             }
             Some(old) => {
                 steps.push(Step::Change(t.spec.clone()));
-                old
+                Some(*old)
             }
         };
-        if t.up && !before.up {
+        let (up, addresses, neighbours, routers) = before
+            .map_or((none.0, &none.1, &none.2, &none.3), |b| {
+                (b.up, &b.addresses, &b.neighbours, &b.routers)
+            });
+        if t.up && !up {
             steps.push(Step::Up(name.clone()));
         }
-        for a in t.addresses.difference(&before.addresses) {
+        for a in t.addresses.difference(addresses) {
             steps.push(Step::Address(name.clone(), *a));
         }
-        for (prefix, remote) in &before.neighbours {
-            if t.neighbours.get(prefix) != Some(remote) && !t.neighbours.contains_key(prefix) {
+        for prefix in neighbours.keys() {
+            if !t.neighbours.contains_key(prefix) {
                 steps.push(Step::NeighDel(name.clone(), *prefix));
             }
         }
         for (prefix, remote) in &t.neighbours {
-            if before.neighbours.get(prefix) != Some(remote) {
+            if neighbours.get(prefix) != Some(remote) {
                 steps.push(Step::NeighAdd(name.clone(), *prefix, *remote));
             }
         }
-        for router in before.routers.keys() {
+        for router in routers.keys() {
             if !t.routers.contains_key(router) {
                 steps.push(Step::Prl(name.clone(), "prl-delete", *router));
             }
         }
         for (router, default) in &t.routers {
-            if before.routers.get(router) != Some(default) {
+            if routers.get(router) != Some(default) {
                 let verb = if *default {
                     "prl-default"
                 } else {
@@ -227,10 +227,6 @@ fn plan(now: &Desired, want: &Desired) -> Vec<Step> {
         }
     }
     steps
-}
-
-fn words(spec: &TunnelSpec) -> Vec<String> {
-    spec.to_words()
 }
 
 fn run_step(nl: &mut Netlink, step: &Step) -> Result<()> {
@@ -249,11 +245,11 @@ fn run_step(nl: &mut Netlink, step: &Step) -> Result<()> {
             },
         ),
         Step::Delete(name) => tunnel::del(name),
-        Step::Add(spec) => tunnel::add(&words(spec)),
-        Step::Change(spec) => tunnel::change(&words(spec)),
+        Step::Add(spec) => tunnel::add(&spec.to_words()),
+        Step::Change(spec) => tunnel::change(&spec.to_words()),
         Step::Replace(spec) => {
             tunnel::del(&spec.name)?;
-            tunnel::add(&words(spec))
+            tunnel::add(&spec.to_words())
         }
         Step::Up(name) => {
             let i = index(nl, name)?;

@@ -56,15 +56,16 @@ pub fn deliver_tagged(ctx: &TcContext) -> Option<i32> {
     if tag.magic != XDP_META_MAGIC {
         return None;
     }
-    Some(deliver(ctx, tag.ifindex))
+    Some(deliver(ctx, tag.ifindex, None))
 }
 
 /// Hands a decapsulated frame to its tunnel interface, after the inner
 /// IPv6 source check of `rpfilter` tunnels (inner IPv4 sources are the
-/// kernel's rp_filter's, on the tunnel interface).
+/// kernel's rp_filter's, on the tunnel interface). `flags` are the tunnel's
+/// when the caller has them already (tc decapsulation looked them up).
 #[inline(always)]
-fn deliver(ctx: &TcContext, tunnel: u32) -> i32 {
-    if !inner_v6_source_allowed(ctx, tunnel) {
+fn deliver(ctx: &TcContext, tunnel: u32, flags: Option<u32>) -> i32 {
+    if !inner_v6_source_allowed(ctx, tunnel, flags) {
         decap::drop_for_tunnel(ifindex(ctx), tunnel, RX_RPFILTER);
         return TC_ACT_SHOT;
     }
@@ -74,7 +75,7 @@ fn deliver(ctx: &TcContext, tunnel: u32) -> i32 {
 /// For an `rpfilter` tunnel and an inner IPv6 packet: does the route back
 /// to the inner source leave by this tunnel (strict reverse path)?
 #[inline(always)]
-fn inner_v6_source_allowed(ctx: &TcContext, tunnel: u32) -> bool {
+fn inner_v6_source_allowed(ctx: &TcContext, tunnel: u32, flags: Option<u32>) -> bool {
     let Ok(eth) = ptr_at::<EthHdr, TcContext>(ctx, 0) else {
         return true;
     };
@@ -83,10 +84,8 @@ fn inner_v6_source_allowed(ctx: &TcContext, tunnel: u32) -> bool {
         return true;
     }
     // SAFETY: the value is only read.
-    let Some(cfg) = (unsafe { TUNNELS.get(tunnel) }) else {
-        return true;
-    };
-    if cfg.flags & TUNNEL_F_RPFILTER == 0 {
+    let flags = flags.or_else(|| unsafe { TUNNELS.get(tunnel) }.map(|c| c.flags));
+    if flags.is_none_or(|f| f & TUNNEL_F_RPFILTER == 0) {
         return true;
     }
     let Ok(src) = ctx.load::<[u32; 4]>(EthHdr::LEN + 8) else {
@@ -183,5 +182,5 @@ fn try_tc_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
     }
     let inner_len = ctx.len().saturating_sub(EthHdr::LEN as u32) as u64;
     decap::decapsulated(ctx, ifindex, &m, inner_len);
-    Ok(deliver(ctx, m.target.ifindex))
+    Ok(deliver(ctx, m.target.ifindex, Some(m.target.flags)))
 }

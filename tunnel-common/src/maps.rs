@@ -10,6 +10,7 @@ pub const MAP_DECAP: &str = "XTUN_DECAP";
 pub const MAP_TUNNEL_STATS: &str = "XTUN_TUN_STATS";
 pub const MAP_COUNTERS: &str = "XTUN_COUNTERS";
 pub const MAP_IF_COUNTERS: &str = "XTUN_IF_COUNTER";
+pub const MAP_IF_INDEXED: &str = "XTUN_IF_INDEXED";
 pub const MAP_SETTINGS: &str = "XTUN_SETTINGS";
 pub const MAP_NEIGH: &str = "XTUN_NEIGH";
 pub const MAP_PRL: &str = "XTUN_PRL";
@@ -22,6 +23,10 @@ pub const PROG_XDP_DECAP: &str = "xtun_decap";
 pub const PROG_TC: &str = "xtun_tc";
 
 pub const MAX_TUNNELS: u32 = 65536;
+/// Interfaces whose ifindex is below this keep their counters in an array
+/// indexed by ifindex (`XTUN_IF_INDEXED`), which the verifier turns into a
+/// few instructions; the rest use a hash (`XTUN_IF_COUNTER`).
+pub const IF_INDEXED_MAX: u32 = 1024;
 /// Multipoint neighbours, over all tunnels.
 pub const MAX_NEIGHBOURS: u32 = 2 * 1024 * 1024;
 /// Potential-router-list entries, over all ISATAP tunnels.
@@ -92,6 +97,8 @@ pub struct TunnelConfig {
     /// was added or changed, network order. Used where the data plane cannot
     /// look the route up itself (bpf_fib_lookup needs forwarding enabled).
     pub default_src: u32,
+    /// Index of the tunnel's counters in `XTUN_TUN_STATS`.
+    pub stats_slot: u32,
 }
 
 /// Key of the multipoint neighbour table (a longest-prefix-match trie):
@@ -173,6 +180,19 @@ pub struct DecapTarget {
     pub ifindex: u32,
     /// `TUNNEL_F_*` bits that matter on receive.
     pub flags: u32,
+    /// Index of the tunnel's counters in `XTUN_TUN_STATS`.
+    pub stats_slot: u32,
+}
+
+impl DecapTarget {
+    /// The index entry that delivers to the tunnel on `ifindex`.
+    pub fn for_tunnel(ifindex: u32, cfg: &TunnelConfig) -> Self {
+        Self {
+            ifindex,
+            flags: cfg.flags,
+            stats_slot: cfg.stats_slot,
+        }
+    }
 }
 
 /// Per-tunnel counters, one copy per CPU, named as `ip -s tunnel show` names them.
@@ -194,12 +214,15 @@ pub struct TunnelStats {
 }
 
 /// Written by the XDP program in front of a decapsulated frame so that the
-/// TC ingress program can deliver it on the tunnel interface.
+/// TC ingress program can deliver it on the tunnel interface without
+/// looking the tunnel up again: what the decapsulation index said.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct XdpMeta {
     pub magic: u32,
     pub ifindex: u32,
+    pub flags: u32,
+    pub stats_slot: u32,
 }
 
 /// Per-interface data-plane counters: one slot per `stats` reason.
@@ -207,12 +230,16 @@ pub struct XdpMeta {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IfCounters {
     pub counts: [u64; crate::stats::COUNTER_COUNT as usize],
+    /// Nonzero while userspace tracks the interface. Entries of
+    /// `XTUN_IF_INDEXED` exist for every ifindex; only tracked ones count.
+    pub tracked: u64,
 }
 
 impl Default for IfCounters {
     fn default() -> Self {
         Self {
             counts: [0; crate::stats::COUNTER_COUNT as usize],
+            tracked: 0,
         }
     }
 }
@@ -237,9 +264,14 @@ pub const LOG_DEBUG: u32 = 4;
 pub const LOG_TRACE: u32 = 5;
 
 /// The classid of the tc filter on an underlay whose XDP program does the
-/// decapsulation: tc then only delivers. Filters with classid 0 (tunnel
-/// egress, and underlays decapsulating in tc) work it out per packet.
+/// decapsulation: tc then only delivers.
 pub const CLASSID_XDP_UNDERLAY: u32 = 0x7874_0001;
+/// The classid of the tc filter on an underlay that decapsulates in tc.
+pub const CLASSID_TC_UNDERLAY: u32 = 0x7874_0002;
+/// The classid of the tc filter on a tunnel's egress, which encapsulates.
+/// Filters with classid 0 (attached by earlier versions) work out per
+/// packet which of the two they are.
+pub const CLASSID_TUNNEL: u32 = 0x7874_0003;
 
 /// "xtun" — only frames our XDP program decapsulated carry it.
 pub const XDP_META_MAGIC: u32 = 0x7874_756e;
@@ -270,19 +302,19 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<TunnelConfig>(), 40);
+        assert_eq!(size_of::<TunnelConfig>(), 44);
         assert_eq!(size_of::<NeighKey>(), 24);
         assert_eq!(size_of::<NeighEntry>(), 4);
         assert_eq!(size_of::<PrlKey>(), 8);
         assert_eq!(size_of::<SeqState>(), 16);
         assert_eq!(size_of::<DecapKey>(), 16);
-        assert_eq!(size_of::<DecapTarget>(), 8);
+        assert_eq!(size_of::<DecapTarget>(), 12);
         assert_eq!(size_of::<TunnelStats>(), 12 * 8);
-        assert_eq!(size_of::<XdpMeta>(), 8);
+        assert_eq!(size_of::<XdpMeta>(), 16);
         assert_eq!(size_of::<Settings>(), 16);
         assert_eq!(
             size_of::<IfCounters>(),
-            8 * crate::stats::COUNTER_COUNT as usize
+            8 * (crate::stats::COUNTER_COUNT as usize + 1)
         );
     }
 
@@ -294,6 +326,7 @@ mod tests {
             MAP_TUNNEL_STATS,
             MAP_COUNTERS,
             MAP_IF_COUNTERS,
+            MAP_IF_INDEXED,
             MAP_SETTINGS,
             MAP_NEIGH,
             MAP_PRL,

@@ -60,7 +60,7 @@ pub enum Verdict {
     /// Ours: decapsulate.
     Decap(Matched),
     /// Ours, but to be dropped (counted against the tunnel): the reason.
-    Drop(u32, u32),
+    Drop(DecapTarget, u32),
 }
 
 /// XDP: Ok(action) for packets we handled (decapsulated or dropped, already
@@ -72,24 +72,28 @@ pub fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
     let m = match classify(ctx)? {
         Verdict::Decap(m) => m,
         Verdict::Drop(tunnel, reason) => {
-            drop_for_tunnel(ifindex, tunnel, reason);
+            drop_for_tunnel(ifindex, tunnel.stats_slot, reason);
             if maps::log_enabled(LOG_DEBUG) {
-                debug!(ctx, "drop for tunnel ifindex={} reason={}", tunnel, reason);
+                debug!(
+                    ctx,
+                    "drop for tunnel ifindex={} reason={}", tunnel.ifindex, reason
+                );
             }
             return Ok(xdp_action::XDP_DROP);
         }
     };
-    strip_outer(ctx, m.strip, m.inner, m.target.ifindex).map_err(|_| RX_ADJUST_FAIL)?;
+    strip_outer(ctx, m.strip, m.inner, &m.target).map_err(|_| RX_ADJUST_FAIL)?;
     let inner_len = (ctx.data_end() - ctx.data()).saturating_sub(EthHdr::LEN) as u64;
     decapsulated(ctx, ifindex, &m, inner_len);
     Ok(xdp_action::XDP_PASS)
 }
 
-/// Counts a packet dropped on its way into tunnel `tunnel`.
+/// Counts a packet dropped on its way into the tunnel whose counters are
+/// at `stats_slot`.
 #[inline(always)]
-pub fn drop_for_tunnel(ifindex: u32, tunnel: u32, reason: u32) {
+pub fn drop_for_tunnel(ifindex: u32, stats_slot: u32, reason: u32) {
     maps::count(ifindex, reason);
-    maps::tunnel_stats(tunnel, |s| {
+    maps::tunnel_stats(stats_slot, |s| {
         s.rx_errors += 1;
         match reason {
             RX_BAD_GRE_CSUM => s.rx_csum_errors += 1,
@@ -103,7 +107,7 @@ pub fn drop_for_tunnel(ifindex: u32, tunnel: u32, reason: u32) {
 #[inline(always)]
 pub fn decapsulated<C: EbpfContext>(ctx: &C, ifindex: u32, m: &Matched, inner_len: u64) {
     maps::count(ifindex, RX_DECAP);
-    maps::tunnel_stats(m.target.ifindex, |s| {
+    maps::tunnel_stats(m.target.stats_slot, |s| {
         s.rx_packets += 1;
         s.rx_bytes += inner_len;
     });
@@ -182,19 +186,19 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
         if has_csum != (target.flags & TUNNEL_F_ICSUM != 0)
             || (has_csum && !gre_checksum_ok(ctx, l4, EthHdr::LEN + tot_len, g))
         {
-            return Ok(Verdict::Drop(target.ifindex, RX_BAD_GRE_CSUM));
+            return Ok(Verdict::Drop(target, RX_BAD_GRE_CSUM));
         }
         if target.flags & TUNNEL_F_ISEQ != 0 && !sequence_ok(target.ifindex, g.seq) {
-            return Ok(Verdict::Drop(target.ifindex, RX_OUT_OF_SEQ));
+            return Ok(Verdict::Drop(target, RX_OUT_OF_SEQ));
         }
     }
     if target.flags & TUNNEL_F_ISATAP != 0
         && !isatap_source_ok(ctx, inner_off, remote, target.ifindex)
     {
-        return Ok(Verdict::Drop(target.ifindex, RX_ISATAP_SPOOF));
+        return Ok(Verdict::Drop(target, RX_ISATAP_SPOOF));
     }
     if let Err(reason) = check_inner_and_ecn(ctx, inner_off, inner, outer_tos) {
-        return Ok(Verdict::Drop(target.ifindex, reason));
+        return Ok(Verdict::Drop(target, reason));
     }
     Ok(Verdict::Decap(Matched {
         target,
@@ -208,6 +212,22 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
 /// kernel's `ip_rcv` does before anything else looks at the packet.
 #[inline(always)]
 fn ipv4_header_checksum_ok<F: Frame>(ctx: &F, ihl: usize) -> bool {
+    if ihl == wire::IPV4_HDR_LEN {
+        // The usual header, without options: five words at once.
+        let Ok(words) = ptr_at::<[u32; 5], F>(ctx, EthHdr::LEN) else {
+            return false;
+        };
+        // SAFETY: bounds checked.
+        let w = unsafe { *words };
+        let sum = w[0] as u64 + w[1] as u64 + w[2] as u64 + w[3] as u64 + w[4] as u64;
+        // The one's complement sum is byte-order independent: folding the
+        // native-order words gives 0xFFFF exactly when the header is good.
+        let sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
+        let sum = (sum & 0xFFFF) + (sum >> 16);
+        let sum = (sum & 0xFFFF) + (sum >> 16);
+        let sum = (sum & 0xFFFF) + (sum >> 16);
+        return sum == 0xFFFF;
+    }
     const MAX_WORDS: usize = 60 / 2;
     let mut sum: u32 = 0;
     let mut i = 0;
@@ -439,7 +459,12 @@ fn check_inner_and_ecn<F: Frame>(
 /// Removes `strip` bytes after the Ethernet header, rewrites the Ethernet
 /// header for the inner protocol and tags the frame for delivery.
 #[inline(always)]
-fn strip_outer(ctx: &XdpContext, strip: usize, inner: Inner, ifindex: u32) -> Result<(), ()> {
+fn strip_outer(
+    ctx: &XdpContext,
+    strip: usize,
+    inner: Inner,
+    target: &DecapTarget,
+) -> Result<(), ()> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
     // SAFETY: bounds checked.
     let (dst, src) = unsafe { ((*eth).dst_addr, (*eth).src_addr) };
@@ -472,7 +497,9 @@ fn strip_outer(ctx: &XdpContext, strip: usize, inner: Inner, ifindex: u32) -> Re
     unsafe {
         *(meta as *mut XdpMeta) = XdpMeta {
             magic: XDP_META_MAGIC,
-            ifindex,
+            ifindex: target.ifindex,
+            flags: target.flags,
+            stats_slot: target.stats_slot,
         };
     }
     Ok(())

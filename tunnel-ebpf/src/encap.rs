@@ -27,6 +27,7 @@ use tunnel_common::{
 use crate::{
     csum,
     maps::{self, NEIGH, SEQ, TUNNELS},
+    parse::{ptr_at, ptr_at_mut},
 };
 
 const AF_INET: u8 = 2;
@@ -61,14 +62,19 @@ impl InnerInfo {
     }
 }
 
-/// None when the packet's device is not a tunnel of ours.
+/// The configuration of the tunnel on `ifindex`; None when the device is
+/// not a tunnel of ours.
 #[inline(always)]
-pub fn encap(ctx: &TcContext) -> Option<i32> {
-    // SAFETY: reading a field of the context the kernel gave us.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    // SAFETY: the value is copied out right away.
-    let cfg = (unsafe { TUNNELS.get(ifindex) }).copied()?;
-    Some(match try_encap(ctx, &cfg, ifindex) {
+pub fn tunnel_config(ifindex: u32) -> Option<&'static TunnelConfig> {
+    // SAFETY: map values stay valid while the program runs; userspace
+    // replaces a configuration whole, never field by field.
+    TUNNELS.get_ptr(ifindex).map(|cfg| unsafe { &*cfg })
+}
+
+/// Encapsulates a packet sent on the tunnel on `ifindex`.
+#[inline(always)]
+pub fn encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> i32 {
+    match try_encap(ctx, cfg, ifindex) {
         Ok(action) => action,
         Err(reason) => {
             maps::count(ifindex, reason);
@@ -78,7 +84,7 @@ pub fn encap(ctx: &TcContext) -> Option<i32> {
                     "encap on ifindex={} failed: reason={}", ifindex, reason
                 );
             }
-            maps::tunnel_stats(ifindex, |s| {
+            maps::tunnel_stats(cfg.stats_slot, |s| {
                 s.tx_errors += 1;
                 match reason {
                     TX_NO_BUFS => s.tx_no_bufs += 1,
@@ -89,7 +95,7 @@ pub fn encap(ctx: &TcContext) -> Option<i32> {
             });
             TC_ACT_SHOT
         }
-    })
+    }
 }
 
 #[inline(always)]
@@ -100,7 +106,7 @@ fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
     let carries_v6 = mode != MODE_IPIP;
     let mut dst = [0u8; 16];
     if protocol == wire::ETH_P_IP.to_be() && carries_v4 {
-        let head: [u8; 20] = ctx.load(l2).map_err(|_| TX_BAD_INNER)?;
+        let head: [u8; 20] = read_head(ctx, l2)?;
         if head[0] >> 4 != 4 {
             return Err(TX_BAD_INNER);
         }
@@ -112,7 +118,7 @@ fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
             dst,
         })
     } else if protocol == wire::ETH_P_IPV6.to_be() && carries_v6 {
-        let head: [u8; 40] = ctx.load(l2).map_err(|_| TX_BAD_INNER)?;
+        let head: [u8; 40] = read_head(ctx, l2)?;
         if head[0] >> 4 != 6 {
             return Err(TX_BAD_INNER);
         }
@@ -125,6 +131,17 @@ fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
         })
     } else {
         Err(TX_BAD_INNER)
+    }
+}
+
+/// The first bytes of the inner packet: straight from the linear part,
+/// where they nearly always are, or copied.
+#[inline(always)]
+fn read_head<const N: usize>(ctx: &TcContext, off: usize) -> Result<[u8; N], u32> {
+    match ptr_at::<[u8; N], TcContext>(ctx, off) {
+        // SAFETY: bounds checked.
+        Ok(head) => Ok(unsafe { core::ptr::read_unaligned(head) }),
+        Err(()) => ctx.load(off).map_err(|_| TX_BAD_INNER),
     }
 }
 
@@ -327,7 +344,10 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
         outer.ip[i] = ip[i].to_be();
         i += 1;
     }
-    ctx.store(0, &outer, 0).map_err(|_| TX_NO_BUFS)?;
+    // Written in place: adjust_room left the new headers linear.
+    let at = ptr_at_mut::<OuterHeaders, TcContext>(ctx, 0).map_err(|_| TX_NO_BUFS)?;
+    // SAFETY: bounds checked after the last change to the packet.
+    unsafe { core::ptr::write_unaligned(at, outer) };
 
     if gre {
         write_gre(ctx, cfg, gre_flags, inner.gre_protocol(), seq, inner_sum)?;
@@ -349,7 +369,7 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
             inner_len
         );
     }
-    maps::tunnel_stats(ifindex, |s| {
+    maps::tunnel_stats(cfg.stats_slot, |s| {
         s.tx_packets += 1;
         s.tx_bytes += inner_len as u64;
     });
@@ -400,25 +420,30 @@ fn write_gre(
         flags_version: gre_flags.to_be_bytes(),
         protocol: protocol.to_be_bytes(),
     };
-    ctx.store(off, &hdr, 0).map_err(|_| TX_NO_BUFS)?;
+    put(ctx, off, hdr)?;
     let mut sum = gre_flags as u32 + protocol as u32;
     if gre_flags & wire::GRE_KEY != 0 {
-        ctx.store(off + wire::gre_key_offset(gre_flags), &cfg.okey, 0)
-            .map_err(|_| TX_NO_BUFS)?;
+        put(ctx, off + wire::gre_key_offset(gre_flags), cfg.okey)?;
         sum += csum::sum_array(&cfg.okey.to_ne_bytes());
     }
     if gre_flags & wire::GRE_SEQ != 0 {
         let seq = seq.to_be_bytes();
-        ctx.store(off + wire::gre_seq_offset(gre_flags), &seq, 0)
-            .map_err(|_| TX_NO_BUFS)?;
+        put(ctx, off + wire::gre_seq_offset(gre_flags), seq)?;
         sum += csum::sum_array(&seq);
     }
     if gre_flags & wire::GRE_CSUM != 0 {
         let check = wire::csum_fold(csum::add(sum, inner_sum));
         // The checksum word, then the reserved word (zero).
-        let field = [check.to_be_bytes(), [0, 0]];
-        ctx.store(off + wire::GRE_BASE_LEN, &field, 0)
-            .map_err(|_| TX_NO_BUFS)?;
+        put(ctx, off + wire::GRE_BASE_LEN, [check.to_be_bytes(), [0, 0]])?;
     }
+    Ok(())
+}
+
+/// Writes `value` at `off` in the (linear, just pushed) outer headers.
+#[inline(always)]
+fn put<T>(ctx: &TcContext, off: usize, value: T) -> Result<(), u32> {
+    let at = ptr_at_mut::<T, TcContext>(ctx, off).map_err(|_| TX_NO_BUFS)?;
+    // SAFETY: bounds checked after the last change to the packet.
+    unsafe { core::ptr::write_unaligned(at, value) };
     Ok(())
 }

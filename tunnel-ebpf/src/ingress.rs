@@ -15,14 +15,14 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 use tunnel_common::{
-    maps::{XdpMeta, LOG_DEBUG, TUNNEL_F_RPFILTER, XDP_META_MAGIC},
+    maps::{DecapTarget, XdpMeta, LOG_DEBUG, TUNNEL_F_RPFILTER, XDP_META_MAGIC},
     stats::*,
     wire,
 };
 
 use crate::{
     decap::{self, Inner, Verdict},
-    maps::{self, TUNNELS},
+    maps,
     parse::ptr_at,
 };
 
@@ -56,36 +56,35 @@ pub fn deliver_tagged(ctx: &TcContext) -> Option<i32> {
     if tag.magic != XDP_META_MAGIC {
         return None;
     }
-    Some(deliver(ctx, tag.ifindex, None))
+    let target = DecapTarget {
+        ifindex: tag.ifindex,
+        flags: tag.flags,
+        stats_slot: tag.stats_slot,
+    };
+    Some(deliver(ctx, &target))
 }
 
 /// Hands a decapsulated frame to its tunnel interface, after the inner
 /// IPv6 source check of `rpfilter` tunnels (inner IPv4 sources are the
-/// kernel's rp_filter's, on the tunnel interface). `flags` are the tunnel's
-/// when the caller has them already (tc decapsulation looked them up).
+/// kernel's rp_filter's, on the tunnel interface).
 #[inline(always)]
-fn deliver(ctx: &TcContext, tunnel: u32, flags: Option<u32>) -> i32 {
-    if !inner_v6_source_allowed(ctx, tunnel, flags) {
-        decap::drop_for_tunnel(ifindex(ctx), tunnel, RX_RPFILTER);
+fn deliver(ctx: &TcContext, target: &DecapTarget) -> i32 {
+    if target.flags & TUNNEL_F_RPFILTER != 0 && !inner_v6_source_allowed(ctx, target.ifindex) {
+        decap::drop_for_tunnel(ifindex(ctx), target.stats_slot, RX_RPFILTER);
         return TC_ACT_SHOT;
     }
-    redirect_to_tunnel(ctx, tunnel)
+    redirect_to_tunnel(ctx, target.ifindex)
 }
 
-/// For an `rpfilter` tunnel and an inner IPv6 packet: does the route back
-/// to the inner source leave by this tunnel (strict reverse path)?
+/// For an inner IPv6 packet: does the route back to the inner source leave
+/// by this tunnel (strict reverse path)?
 #[inline(always)]
-fn inner_v6_source_allowed(ctx: &TcContext, tunnel: u32, flags: Option<u32>) -> bool {
+fn inner_v6_source_allowed(ctx: &TcContext, tunnel: u32) -> bool {
     let Ok(eth) = ptr_at::<EthHdr, TcContext>(ctx, 0) else {
         return true;
     };
     // SAFETY: bounds checked.
     if unsafe { (*eth).ether_type } != wire::ETH_P_IPV6.to_be() {
-        return true;
-    }
-    // SAFETY: the value is only read.
-    let flags = flags.or_else(|| unsafe { TUNNELS.get(tunnel) }.map(|c| c.flags));
-    if flags.is_none_or(|f| f & TUNNEL_F_RPFILTER == 0) {
         return true;
     }
     let Ok(src) = ctx.load::<[u32; 4]>(EthHdr::LEN + 8) else {
@@ -144,8 +143,10 @@ fn try_tc_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
     if unsafe { (*eth).ether_type } != wire::ETH_P_IP.to_be() {
         return Err(RX_PASS_NOT_IPV4);
     }
-    if ctx.len() as usize >= EthHdr::LEN + Ipv4Hdr::LEN {
-        let _ = ctx.pull_data((EthHdr::LEN + Ipv4Hdr::LEN) as u32);
+    let linear = |len: u32| ctx.data() + len as usize <= ctx.data_end();
+    let ip_end = (EthHdr::LEN + Ipv4Hdr::LEN) as u32;
+    if !linear(ip_end) && ctx.len() >= ip_end {
+        let _ = ctx.pull_data(ip_end);
     }
     let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| RX_TRUNCATED)?;
     // SAFETY: bounds checked.
@@ -153,14 +154,17 @@ fn try_tc_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
     if proto != wire::IPPROTO_GRE && proto != wire::IPPROTO_IPIP && proto != wire::IPPROTO_IPV6 {
         return Err(RX_PASS_NOT_TUNNEL);
     }
-    // Headers linear and writable (the ECN fix-up writes the inner header).
-    ctx.pull_data(ctx.len().min(MAX_HEADERS))
-        .map_err(|_| RX_TRUNCATED)?;
+    // Headers linear (the ECN fix-up writes the inner header; writes to a
+    // cloned skb are made safe by the verifier's prologue).
+    let headers = ctx.len().min(MAX_HEADERS);
+    if !linear(headers) {
+        ctx.pull_data(headers).map_err(|_| RX_TRUNCATED)?;
+    }
 
     let m = match decap::classify(ctx)? {
         Verdict::Decap(m) => m,
         Verdict::Drop(tunnel, reason) => {
-            decap::drop_for_tunnel(ifindex, tunnel, reason);
+            decap::drop_for_tunnel(ifindex, tunnel.stats_slot, reason);
             return Ok(TC_ACT_SHOT);
         }
     };
@@ -169,18 +173,17 @@ fn try_tc_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
         Inner::V6 => (wire::ETH_P_IPV6, BPF_F_ADJ_ROOM_DECAP_L3_IPV6),
     };
     let flags = (BPF_F_ADJ_ROOM_FIXED_GSO | l3_flag) as u64;
-    if ctx
+    let stripped = ctx
         .adjust_room(-(m.strip as i32), BPF_ADJ_ROOM_MAC, flags)
-        .is_err()
-    {
-        decap::drop_for_tunnel(ifindex, m.target.ifindex, RX_ADJUST_FAIL);
+        .ok()
+        .and_then(|()| ptr_at::<EthHdr, TcContext>(ctx, 0).ok());
+    let Some(eth) = stripped else {
+        decap::drop_for_tunnel(ifindex, m.target.stats_slot, RX_ADJUST_FAIL);
         return Ok(TC_ACT_SHOT);
-    }
-    if ctx.store(12, &ether_type.to_be_bytes(), 0).is_err() {
-        decap::drop_for_tunnel(ifindex, m.target.ifindex, RX_ADJUST_FAIL);
-        return Ok(TC_ACT_SHOT);
-    }
+    };
+    // SAFETY: bounds checked after adjust_room.
+    unsafe { (*(eth as *mut EthHdr)).ether_type = ether_type.to_be() };
     let inner_len = ctx.len().saturating_sub(EthHdr::LEN as u32) as u64;
     decap::decapsulated(ctx, ifindex, &m, inner_len);
-    Ok(deliver(ctx, m.target.ifindex, Some(m.target.flags)))
+    Ok(deliver(ctx, &m.target))
 }

@@ -27,7 +27,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::trace;
-use tunnel_common::maps::{CLASSID_XDP_UNDERLAY, LOG_TRACE};
+use tunnel_common::maps::{CLASSID_TC_UNDERLAY, CLASSID_TUNNEL, CLASSID_XDP_UNDERLAY, LOG_TRACE};
 
 #[xdp]
 pub fn xtun_decap(ctx: XdpContext) -> u32 {
@@ -49,17 +49,29 @@ pub fn xtun_decap(ctx: XdpContext) -> u32 {
 /// plane again. The filter's classid says where it runs.
 #[classifier]
 pub fn xtun_tc(ctx: TcContext) -> i32 {
-    if let Some(action) = ingress::deliver_tagged(&ctx) {
-        return action;
+    // SAFETY: reading fields of the context the kernel gave us.
+    let (classid, ifindex) = unsafe { ((*ctx.skb.skb).tc_classid, (*ctx.skb.skb).ifindex) };
+    if classid != CLASSID_TUNNEL {
+        // Underlays deliver what XDP decapsulated whatever their classid:
+        // it changes while an underlay switches between XDP and tc.
+        if let Some(action) = ingress::deliver_tagged(&ctx) {
+            return action;
+        }
+        if classid == CLASSID_XDP_UNDERLAY {
+            // XDP has seen (and counted) this packet already.
+            return TC_ACT_UNSPEC;
+        }
     }
-    // SAFETY: reading a field of the context the kernel gave us.
-    let classid = unsafe { (*ctx.skb.skb).tc_classid };
-    if classid == CLASSID_XDP_UNDERLAY {
-        // XDP has seen (and counted) this packet already.
-        return TC_ACT_UNSPEC;
-    }
-    if let Some(action) = encap::encap(&ctx) {
-        return action;
+    // A filter attached without a role (earlier versions, and
+    // BPF_PROG_TEST_RUN) is a tunnel's if the device has a configuration.
+    // Each path is reached from one place only, so the verifier walks it once.
+    if classid != CLASSID_TC_UNDERLAY {
+        if let Some(cfg) = encap::tunnel_config(ifindex) {
+            return encap::encap(&ctx, cfg, ifindex);
+        }
+        if classid == CLASSID_TUNNEL {
+            return TC_ACT_UNSPEC;
+        }
     }
     ingress::tc_decap(&ctx)
 }

@@ -8,7 +8,7 @@ use aya_ebpf::{
 use tunnel_common::{
     maps::{
         DecapKey, DecapTarget, IfCounters, NeighEntry, NeighKey, PrlEntry, PrlKey, SeqState,
-        Settings, TunnelConfig, TunnelStats, MAX_NEIGHBOURS, MAX_PRL, MAX_TUNNELS,
+        Settings, TunnelConfig, TunnelStats, IF_INDEXED_MAX, MAX_NEIGHBOURS, MAX_PRL, MAX_TUNNELS,
     },
     stats::COUNTER_COUNT,
 };
@@ -21,21 +21,27 @@ pub static TUNNELS: HashMap<u32, TunnelConfig> = HashMap::with_max_entries(MAX_T
 #[map(name = "XTUN_DECAP")]
 pub static DECAP: HashMap<DecapKey, DecapTarget> = HashMap::with_max_entries(MAX_TUNNELS, 0);
 
-/// Tunnel interface ifindex -> per-CPU RX/TX counters.
+/// Tunnel's `stats_slot` -> per-CPU RX/TX counters. An array, so that a
+/// lookup costs a few instructions rather than a hash.
 #[map(name = "XTUN_TUN_STATS")]
-pub static TUNNEL_STATS: PerCpuHashMap<u32, TunnelStats> =
-    PerCpuHashMap::with_max_entries(MAX_TUNNELS, 0);
+pub static TUNNEL_STATS: PerCpuArray<TunnelStats> = PerCpuArray::with_max_entries(MAX_TUNNELS, 0);
 
 /// Per-CPU counters, one slot per `tunnel_common::stats` reason, for
 /// interfaces that have no entry in `IF_COUNTERS`.
 #[map(name = "XTUN_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
-/// Interface ifindex -> per-CPU counters by reason. Userspace creates an
-/// entry for each underlay and tunnel interface it attaches to.
+/// Interface ifindex (at least `IF_INDEXED_MAX`) -> per-CPU counters by
+/// reason. Userspace creates an entry for each such underlay and tunnel
+/// interface it attaches to.
 #[map(name = "XTUN_IF_COUNTER")]
 pub static IF_COUNTERS: PerCpuHashMap<u32, IfCounters> =
     PerCpuHashMap::with_max_entries(MAX_TUNNELS, 0);
+
+/// Interface ifindex (below `IF_INDEXED_MAX`) -> per-CPU counters by
+/// reason, counted while userspace marks the entry tracked.
+#[map(name = "XTUN_IF_INDEXED")]
+pub static IF_INDEXED: PerCpuArray<IfCounters> = PerCpuArray::with_max_entries(IF_INDEXED_MAX, 0);
 
 /// Slot 0: run-time settings (log level, build id).
 #[map(name = "XTUN_SETTINGS")]
@@ -57,7 +63,15 @@ pub static SEQ: HashMap<u32, SeqState> = HashMap::with_max_entries(MAX_TUNNELS, 
 /// Counts one packet handled for `reason` on interface `ifindex`.
 #[inline(always)]
 pub fn count(ifindex: u32, reason: u32) {
-    if let Some(counters) = IF_COUNTERS.get_ptr_mut(ifindex) {
+    let counters = if ifindex < IF_INDEXED_MAX {
+        // SAFETY: per-CPU value, only read here.
+        IF_INDEXED
+            .get_ptr_mut(ifindex)
+            .filter(|c| unsafe { (**c).tracked != 0 })
+    } else {
+        IF_COUNTERS.get_ptr_mut(ifindex)
+    };
+    if let Some(counters) = counters {
         // SAFETY: per-CPU value, only this CPU writes it while we run.
         if let Some(slot) = unsafe { (*counters).counts.get_mut(reason as usize) } {
             *slot += 1;
@@ -75,10 +89,11 @@ pub fn log_enabled(level: u32) -> bool {
     SETTINGS.get(0).is_some_and(|s| s.log_level >= level)
 }
 
-/// Applies `update` to this CPU's counters of the tunnel on `ifindex`.
+/// Applies `update` to this CPU's counters of the tunnel whose counters
+/// are at `slot`.
 #[inline(always)]
-pub fn tunnel_stats(ifindex: u32, update: impl FnOnce(&mut TunnelStats)) {
-    if let Some(stats) = TUNNEL_STATS.get_ptr_mut(ifindex) {
+pub fn tunnel_stats(slot: u32, update: impl FnOnce(&mut TunnelStats)) {
+    if let Some(stats) = TUNNEL_STATS.get_ptr_mut(slot) {
         // SAFETY: per-CPU value, only this CPU writes it while we run.
         update(unsafe { &mut *stats });
     }

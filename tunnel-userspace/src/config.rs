@@ -554,6 +554,7 @@ impl TunnelSpec {
             _pad: 0,
             prl_default: 0,
             default_src: 0,
+            stats_slot: 0,
         }
     }
 }

@@ -61,6 +61,8 @@ pub enum DataplaneError {
     InUse { dev: String, tunnels: String },
     #[error("xtun is not attached to {0}")]
     NotAttached(String),
+    #[error("no free {0}: the data plane holds as many tunnels as it can")]
+    Full(&'static str),
     #[error("the xtun data plane in this namespace is incomplete ({0}); delete its tunnels and attach again")]
     Incomplete(&'static str),
 }
@@ -123,9 +125,13 @@ pub struct Dataplane {
     tc_id: u32,
     pub tunnels: HashMap<MapData, u32, TunnelConfig>,
     pub decap: Option<HashMap<MapData, DecapKey, DecapTarget>>,
-    pub tunnel_stats: PerCpuHashMap<MapData, u32, TunnelStats>,
+    /// Indexed by `TunnelConfig::stats_slot`.
+    pub tunnel_stats: PerCpuArray<MapData, TunnelStats>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// Interfaces from `IF_INDEXED_MAX` up, by ifindex.
     pub if_counters: PerCpuHashMap<MapData, u32, IfCounters>,
+    /// Interfaces below `IF_INDEXED_MAX`, by ifindex.
+    pub if_indexed: PerCpuArray<MapData, IfCounters>,
     pub settings: Array<MapData, Settings>,
     pub neigh: LpmTrie<MapData, NeighKey, NeighEntry>,
     pub prl: HashMap<MapData, PrlKey, PrlEntry>,
@@ -243,9 +249,10 @@ impl Dataplane {
             tc_id,
             tunnels: HashMap::try_from(take(MAP_TUNNELS)?)?,
             decap: take(MAP_DECAP).ok().map(HashMap::try_from).transpose()?,
-            tunnel_stats: PerCpuHashMap::try_from(take(MAP_TUNNEL_STATS)?)?,
+            tunnel_stats: PerCpuArray::try_from(take(MAP_TUNNEL_STATS)?)?,
             counters: PerCpuArray::try_from(take(MAP_COUNTERS)?)?,
             if_counters: PerCpuHashMap::try_from(take(MAP_IF_COUNTERS)?)?,
+            if_indexed: PerCpuArray::try_from(take(MAP_IF_INDEXED)?)?,
             settings: Array::try_from(take(MAP_SETTINGS)?)?,
             neigh: LpmTrie::try_from(take(MAP_NEIGH)?)?,
             prl: HashMap::try_from(take(MAP_PRL)?)?,
@@ -275,9 +282,10 @@ impl Dataplane {
             |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::Missing(name));
         let tunnels = HashMap::try_from(take(MAP_TUNNELS)?)?;
         let decap = Some(HashMap::try_from(take(MAP_DECAP)?)?);
-        let tunnel_stats = PerCpuHashMap::try_from(take(MAP_TUNNEL_STATS)?)?;
+        let tunnel_stats = PerCpuArray::try_from(take(MAP_TUNNEL_STATS)?)?;
         let counters = PerCpuArray::try_from(take(MAP_COUNTERS)?)?;
         let if_counters = PerCpuHashMap::try_from(take(MAP_IF_COUNTERS)?)?;
+        let if_indexed = PerCpuArray::try_from(take(MAP_IF_INDEXED)?)?;
         let neigh = LpmTrie::try_from(take(MAP_NEIGH)?)?;
         let prl = HashMap::try_from(take(MAP_PRL)?)?;
         let seq = HashMap::try_from(take(MAP_SEQ)?)?;
@@ -303,6 +311,7 @@ impl Dataplane {
             tunnel_stats,
             counters,
             if_counters,
+            if_indexed,
             settings,
             neigh,
             prl,
@@ -396,31 +405,55 @@ impl Dataplane {
     /// Starts counting by reason for an interface (zeroed).
     pub fn track_interface(&mut self, ifindex: u32) -> Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-        let zero = PerCpuValues::try_from(vec![IfCounters::default(); cpus])?;
-        self.if_counters.insert(ifindex, zero, 0)?;
+        let tracked = IfCounters {
+            tracked: 1,
+            ..IfCounters::default()
+        };
+        let zero = PerCpuValues::try_from(vec![tracked; cpus])?;
+        if ifindex < IF_INDEXED_MAX {
+            self.if_indexed.set(ifindex, zero, 0)?;
+        } else {
+            self.if_counters.insert(ifindex, zero, 0)?;
+        }
         Ok(())
     }
 
     pub fn untrack_interface(&mut self, ifindex: u32) {
-        let _ = self.if_counters.remove(&ifindex);
+        if ifindex < IF_INDEXED_MAX {
+            if let Ok(cpus) = aya::util::nr_cpus() {
+                if let Ok(zero) = PerCpuValues::try_from(vec![IfCounters::default(); cpus]) {
+                    let _ = self.if_indexed.set(ifindex, zero, 0);
+                }
+            }
+        } else {
+            let _ = self.if_counters.remove(&ifindex);
+        }
     }
 
-    /// Per-interface counters summed over CPUs.
+    /// Per-interface counters summed over CPUs, for every tracked interface.
     pub fn interface_totals(&self) -> Vec<(u32, Vec<u64>)> {
+        let sum = |per_cpu: &PerCpuValues<IfCounters>| {
+            let mut sums = vec![0u64; tunnel_common::stats::COUNTER_COUNT as usize];
+            for cpu in per_cpu.iter() {
+                for (sum, v) in sums.iter_mut().zip(cpu.counts.iter()) {
+                    *sum += v;
+                }
+            }
+            sums
+        };
         let mut rows: Vec<(u32, Vec<u64>)> = self
             .if_counters
             .iter()
             .flatten()
-            .map(|(ifindex, per_cpu)| {
-                let mut sums = vec![0u64; tunnel_common::stats::COUNTER_COUNT as usize];
-                for cpu in per_cpu.iter() {
-                    for (sum, v) in sums.iter_mut().zip(cpu.counts.iter()) {
-                        *sum += v;
-                    }
-                }
-                (ifindex, sums)
-            })
+            .map(|(ifindex, per_cpu)| (ifindex, sum(&per_cpu)))
             .collect();
+        rows.extend((0..IF_INDEXED_MAX).filter_map(|ifindex| {
+            let per_cpu = self.if_indexed.get(&ifindex, 0).ok()?;
+            per_cpu
+                .iter()
+                .any(|c| c.tracked != 0)
+                .then(|| (ifindex, sum(&per_cpu)))
+        }));
         rows.sort_by_key(|(ifindex, _)| *ifindex);
         rows
     }
@@ -493,7 +526,14 @@ impl Dataplane {
                     )?;
                     DecapMode::Xdp(xdp)
                 } else {
-                    nl.add_bpf_filter(link.index, TcHook::Ingress, fd, name, 0, true)?;
+                    nl.add_bpf_filter(
+                        link.index,
+                        TcHook::Ingress,
+                        fd,
+                        name,
+                        CLASSID_TC_UNDERLAY,
+                        true,
+                    )?;
                     nl.set_xdp(link.index, None, 0)?;
                     DecapMode::Tc
                 };
@@ -514,7 +554,7 @@ impl Dataplane {
             return Ok(None);
         }
         let (mode, classid) = match choice.resolve(link) {
-            DecapChoice::Tc => (DecapMode::Tc, 0),
+            DecapChoice::Tc => (DecapMode::Tc, CLASSID_TC_UNDERLAY),
             _ => (
                 DecapMode::Xdp(self.attach_xdp(nl, link)?),
                 CLASSID_XDP_UNDERLAY,
@@ -630,23 +670,35 @@ impl Dataplane {
             TcHook::Egress,
             self.tc_fd.as_raw_fd(),
             FILTER_TUNNEL,
-            0,
+            CLASSID_TUNNEL,
             false,
         )?;
         Ok(())
     }
 
-    /// Zeroed per-CPU counters for a new tunnel.
-    pub fn reset_tunnel_stats(&mut self, ifindex: u32) -> Result<()> {
+    /// A counter slot no configured tunnel uses, zeroed, for a new tunnel
+    /// (the lowest free one, so slots stay dense).
+    pub fn allocate_stats_slot(&mut self) -> Result<u32> {
+        let used: BTreeSet<u32> = self
+            .tunnels
+            .iter()
+            .flatten()
+            .map(|(_, cfg)| cfg.stats_slot)
+            .collect();
+        let capacity = self.tunnel_stats.len();
+        let slot = (0..capacity)
+            .find(|slot| !used.contains(slot))
+            .ok_or(DataplaneError::Full("tunnel counters"))?;
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
         let zero = PerCpuValues::try_from(vec![TunnelStats::default(); cpus])?;
-        self.tunnel_stats.insert(ifindex, zero, 0)?;
-        Ok(())
+        self.tunnel_stats.set(slot, zero, 0)?;
+        Ok(slot)
     }
 
     /// Sum of a tunnel's per-CPU counters.
     pub fn tunnel_totals(&self, ifindex: u32) -> Option<TunnelStats> {
-        let per_cpu = self.tunnel_stats.get(&ifindex, 0).ok()?;
+        let slot = self.tunnels.get(&ifindex, 0).ok()?.stats_slot;
+        let per_cpu = self.tunnel_stats.get(&slot, 0).ok()?;
         let mut t = TunnelStats::default();
         for s in per_cpu.iter() {
             t.rx_packets += s.rx_packets;

@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use tunnel_common::maps::XDP_META_MAGIC;
 
 const TC_ACT_SHOT: u32 = 2;
 
@@ -360,8 +359,7 @@ fn programs_agree_with_the_reference_model() {
                 dropped += 1;
             }
             Expect::Decap(ifindex, frame) => {
-                let mut tagged = XDP_META_MAGIC.to_ne_bytes().to_vec();
-                tagged.extend_from_slice(&ifindex.to_ne_bytes());
+                let mut tagged = h.tag(*ifindex);
                 tagged.extend_from_slice(frame);
                 assert_eq!((verdict, &out), (XDP_PASS, &tagged), "XDP decap, {ctx}");
                 decapsulated += 1;

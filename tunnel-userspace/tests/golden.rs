@@ -6,18 +6,6 @@ mod common;
 
 use common::*;
 use etherparse::{IpNumber, Ipv4Header, NetSlice, PacketBuilder, SlicedPacket};
-use tunnel_common::maps::*;
-
-/// What a decapsulated frame must look like: the XDP metadata tag naming the
-/// tunnel interface (BPF_PROG_TEST_RUN returns it in front of the frame),
-/// then the same MACs, the inner packet's EtherType and the inner packet.
-fn decapsulated(ifindex: u32, inner: &[u8]) -> Vec<u8> {
-    let mut f = XDP_META_MAGIC.to_ne_bytes().to_vec();
-    f.extend_from_slice(&ifindex.to_ne_bytes());
-    f.extend(eth(0x0800));
-    f.extend_from_slice(inner);
-    f
-}
 
 const SEED_GRE: &str = "tun2 mode gre remote 10.10.10.2 local 10.10.20.2";
 
@@ -28,7 +16,7 @@ fn xdp_decapsulates_plain_gre() {
     let inner = inner_packet(0);
     let (verdict, out) = h.xdp(&frame(47, &[0x00, 0x00, 0x08, 0x00], &inner, 0));
     assert_eq!(verdict, XDP_PASS);
-    assert_eq!(out, decapsulated(TUN_IFINDEX, &inner));
+    assert_eq!(out, decapsulated_as(h.tag(TUN_IFINDEX), 0x0800, &inner));
     let stats = h.dp.tunnel_totals(TUN_IFINDEX).unwrap();
     assert_eq!((stats.rx_packets, stats.rx_bytes), (1, inner.len() as u64));
 }
@@ -41,9 +29,15 @@ fn xdp_decapsulates_keyed_gre_and_ipip() {
     let inner = inner_packet(0);
     let gre_key = [0x20, 0x00, 0x08, 0x00, 0, 0, 0, 42];
     let (verdict, out) = h.xdp(&frame(47, &gre_key, &inner, 0));
-    assert_eq!((verdict, &out), (XDP_PASS, &decapsulated(11, &inner)));
+    assert_eq!(
+        (verdict, &out),
+        (XDP_PASS, &decapsulated_as(h.tag(11), 0x0800, &inner))
+    );
     let (verdict, out) = h.xdp(&frame(4, &[], &inner, 0));
-    assert_eq!((verdict, &out), (XDP_PASS, &decapsulated(12, &inner)));
+    assert_eq!(
+        (verdict, &out),
+        (XDP_PASS, &decapsulated_as(h.tag(12), 0x0800, &inner))
+    );
     assert_eq!(h.dp.tunnel_totals(11).unwrap().rx_packets, 1);
     assert_eq!(h.dp.tunnel_totals(12).unwrap().rx_packets, 1);
 }
@@ -136,7 +130,10 @@ fn outer_checksum_and_options_are_handled_as_the_kernel_does() {
     with_options.extend_from_slice(&gre);
     with_options.extend_from_slice(&inner);
     let (verdict, out) = h.xdp(&with_options);
-    assert_eq!((verdict, &out), (XDP_PASS, &decapsulated(51, &inner)));
+    assert_eq!(
+        (verdict, &out),
+        (XDP_PASS, &decapsulated_as(h.tag(51), 0x0800, &inner))
+    );
 }
 
 #[test]
@@ -175,7 +172,7 @@ fn xdp_applies_rfc6040_ecn_on_decapsulation() {
     // Outer CE over ECT(0): the inner packet becomes CE, checksum fixed.
     let (verdict, out) = h.xdp(&frame(47, &[0, 0, 8, 0], &inner_packet(2), 3));
     assert_eq!(verdict, XDP_PASS);
-    let inner = Ipv4Header::from_slice(&out[8 + 14..]).unwrap().0;
+    let inner = Ipv4Header::from_slice(&out[XDP_META_LEN + 14..]).unwrap().0;
     assert_eq!(inner.ecn.value(), 3);
     assert_eq!(inner.header_checksum, inner.calc_header_checksum());
     // Outer CE over not-ECT: dropped, as RFC 6040 and the kernel do.

@@ -138,7 +138,7 @@ fn icsum_accepts_good_checksums_and_drops_bad_or_missing_ones() {
     let (verdict, out) = h.xdp(&frame(47, &good, &inner, 0));
     assert_eq!(
         (verdict, out),
-        (XDP_PASS, decapsulated_as(61, 0x0800, &inner))
+        (XDP_PASS, decapsulated_as(h.tag(61), 0x0800, &inner))
     );
     let (verdict, _) = h.tc(&frame(47, &good, &inner, 0));
     assert_eq!(verdict, TC_ACT_REDIRECT, "tc decap");
@@ -272,7 +272,7 @@ fn multipoint_picks_the_longest_matching_neighbour_and_drops_the_rest() {
     let (verdict, out) = h.xdp(&input);
     assert_eq!(
         (verdict, out),
-        (XDP_PASS, decapsulated_as(LO, 0x0800, &inner))
+        (XDP_PASS, decapsulated_as(h.tag(LO), 0x0800, &inner))
     );
 }
 
@@ -337,7 +337,10 @@ fn isatap_takes_remotes_from_addresses_and_the_router_list() {
         (f, inner)
     };
     let (ok, inner) = from([10, 10, 10, 2], isatap_addr([10, 10, 10, 2]));
-    assert_eq!(h.xdp(&ok), (XDP_PASS, decapsulated_as(LO, 0x86dd, &inner)));
+    assert_eq!(
+        h.xdp(&ok),
+        (XDP_PASS, decapsulated_as(h.tag(LO), 0x86dd, &inner))
+    );
     let (from_router, _) = from([10, 10, 10, 1], global);
     assert_eq!(h.xdp(&from_router).0, XDP_PASS);
     let (spoofed, _) = from([10, 10, 10, 3], isatap_addr([10, 10, 10, 2]));
@@ -363,7 +366,7 @@ fn tcp_payload_survives_checksummed_gre_both_ways() {
     fix_outer_checksum(&mut input);
     let (verdict, decapped) = rx.xdp(&input);
     assert_eq!(verdict, XDP_PASS);
-    let frame = &decapped[8..];
+    let frame = &decapped[XDP_META_LEN..];
     let sliced = SlicedPacket::from_ethernet(frame).unwrap();
     assert!(matches!(sliced.transport, Some(TransportSlice::Tcp(_))));
     assert_eq!(&frame[14..], &tcp[..]);

@@ -54,7 +54,13 @@ pub fn run(cmd: MapCommand, format: Format) -> Result<()> {
                 .into_iter()
                 .find(|m| m.name_as_str() == Some(name.as_str()))
                 .ok_or_else(|| anyhow!("no map named \"{name}\" (see `xtun map list`)"))?;
-            dump(&mut nl, &info, raw, format)
+            let slots: BTreeMap<u32, u32> = dp
+                .tunnels
+                .iter()
+                .flatten()
+                .map(|(ifindex, cfg)| (cfg.stats_slot, ifindex))
+                .collect();
+            dump(&mut nl, &info, &slots, raw, format)
         }
     }
 }
@@ -319,7 +325,7 @@ fn decode_per_cpu(name: &str, value: &[u8]) -> (Value, String) {
             );
             (doc, text)
         }
-        MAP_IF_COUNTERS => {
+        MAP_IF_COUNTERS | MAP_IF_INDEXED => {
             let c: IfCounters = read(value);
             let nonzero: BTreeMap<&str, u64> = COUNTER_NAMES
                 .iter()
@@ -345,7 +351,14 @@ fn decode_per_cpu(name: &str, value: &[u8]) -> (Value, String) {
     }
 }
 
-fn dump(nl: &mut Netlink, info: &MapInfo, raw: bool, format: Format) -> Result<()> {
+/// `slots`: the tunnel (ifindex) using each `XTUN_TUN_STATS` slot.
+fn dump(
+    nl: &mut Netlink,
+    info: &MapInfo,
+    slots: &BTreeMap<u32, u32>,
+    raw: bool,
+    format: Format,
+) -> Result<()> {
     let name = info.name_as_str().unwrap_or("").to_string();
     let links = nl.links()?;
     let ifname = |ifindex: u32| {
@@ -374,6 +387,13 @@ fn dump(nl: &mut Netlink, info: &MapInfo, raw: bool, format: Format) -> Result<(
     )?;
 
     let mut docs = Vec::new();
+    // Arrays indexed by tunnel slot or ifindex have an entry for every
+    // index: only the ones in use are worth printing.
+    let sparse = matches!(name.as_str(), MAP_TUNNEL_STATS | MAP_IF_INDEXED);
+    let entries: Vec<_> = entries
+        .into_iter()
+        .filter(|(_, values)| !sparse || values.iter().flatten().any(|b| *b != 0))
+        .collect();
     for (key, values) in &entries {
         let mut doc;
         let mut lines = Vec::new();
@@ -382,6 +402,11 @@ fn dump(nl: &mut Netlink, info: &MapInfo, raw: bool, format: Format) -> Result<(
                 MAP_COUNTERS => {
                     let slot: u32 = read(key);
                     json!(COUNTER_NAMES.get(slot as usize).copied().unwrap_or("?"))
+                }
+                MAP_TUNNEL_STATS => {
+                    let slot: u32 = read(key);
+                    let ifindex = slots.get(&slot).copied().unwrap_or(0);
+                    json!({ "slot": slot, "ifindex": ifindex, "ifname": ifname(ifindex) })
                 }
                 _ => {
                     let ifindex: u32 = read(key);

@@ -282,13 +282,10 @@ pub(crate) fn add(args: &[String]) -> Result<()> {
         nl.disable_ipv6_addrgen(link.index)?;
         set_segmentation(&mut nl, link.index, &spec)?;
         set_rpfilter(&spec.name, &spec)?;
-        dp.reset_tunnel_stats(link.index)?;
+        cfg.stats_slot = dp.allocate_stats_slot()?;
         dp.seq.insert(link.index, SeqState::default(), 0)?;
         dp.tunnels.insert(link.index, cfg, 0)?;
-        let target = DecapTarget {
-            ifindex: link.index,
-            flags: cfg.flags,
-        };
+        let target = DecapTarget::for_tunnel(link.index, &cfg);
         dp.decap_mut()?.insert(key, target, 0)?;
         dp.attach_tunnel(&mut nl, link.index)
             .context("attaching encapsulation")?;
@@ -383,6 +380,7 @@ pub(crate) fn change(args: &[String]) -> Result<()> {
     let mtu = spec.mtu(underlay.mtu);
     let mut cfg = spec.to_config(local, underlay.index, mtu);
     cfg.prl_default = old.prl_default;
+    cfg.stats_slot = old.stats_slot;
     cfg.default_src = default_source(&mut nl, &spec);
     check_decap_free(&mut nl, &mut dp, "change", name, &cfg)?;
     if spec.needs_per_packet_header() != base.needs_per_packet_header() {
@@ -400,10 +398,7 @@ pub(crate) fn change(args: &[String]) -> Result<()> {
     // goes: every packet finds its tunnel throughout, and no other
     // tunnel's entries are touched.
     let (old_key, new_key) = (decap_key(&old), decap_key(&cfg));
-    let target = DecapTarget {
-        ifindex: link.index,
-        flags: cfg.flags,
-    };
+    let target = DecapTarget::for_tunnel(link.index, &cfg);
     dp.decap_mut()?.insert(new_key, target, 0)?;
     dp.tunnels.insert(link.index, cfg, 0)?;
     if old_key != new_key {
@@ -477,8 +472,8 @@ fn forget_tunnel(dp: &mut Dataplane, ifindex: u32, key: Option<&DecapKey>) {
             let _ = decap.remove(key);
         }
     }
+    // Its counter slot is free again once the configuration is gone.
     let _ = dp.tunnels.remove(&ifindex);
-    let _ = dp.tunnel_stats.remove(&ifindex);
     let _ = dp.seq.remove(&ifindex);
     forget_tunnel_entries(dp, ifindex);
     dp.untrack_interface(ifindex);

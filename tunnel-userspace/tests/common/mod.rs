@@ -66,12 +66,14 @@ pub fn frame(proto: u8, tunnel: &[u8], inner: &[u8], outer_tos: u8) -> Vec<u8> {
     f
 }
 
-/// What a decapsulated frame must look like: the XDP metadata tag naming the
-/// tunnel interface (BPF_PROG_TEST_RUN returns it in front of the frame),
-/// then the same MACs, the inner packet's EtherType and the inner packet.
-pub fn decapsulated_as(ifindex: u32, ether_type: u16, inner: &[u8]) -> Vec<u8> {
-    let mut f = XDP_META_MAGIC.to_ne_bytes().to_vec();
-    f.extend_from_slice(&ifindex.to_ne_bytes());
+/// Bytes of XDP metadata in front of a decapsulated frame.
+pub const XDP_META_LEN: usize = std::mem::size_of::<XdpMeta>();
+
+/// What a decapsulated frame must look like: the XDP metadata `tag`
+/// (BPF_PROG_TEST_RUN returns it in front of the frame), then the same
+/// MACs, the inner packet's EtherType and the inner packet.
+pub fn decapsulated_as(tag: Vec<u8>, ether_type: u16, inner: &[u8]) -> Vec<u8> {
+    let mut f = tag;
     f.extend(eth(ether_type));
     f.extend_from_slice(inner);
     f
@@ -100,22 +102,34 @@ impl Harness {
         let local = spec.local.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
         let mut cfg = spec.to_config(local, 1, 1476);
         cfg.flags |= TUNNEL_F_ETH_DEV;
-        self.dp.reset_tunnel_stats(ifindex).unwrap();
+        cfg.stats_slot = self.dp.allocate_stats_slot().unwrap();
         self.dp.seq.insert(ifindex, SeqState::default(), 0).unwrap();
         self.dp.tunnels.insert(ifindex, cfg, 0).unwrap();
         self.dp
             .decap_mut()
             .unwrap()
-            .insert(
-                decap_key(&cfg),
-                DecapTarget {
-                    ifindex,
-                    flags: cfg.flags,
-                },
-                0,
-            )
+            .insert(decap_key(&cfg), DecapTarget::for_tunnel(ifindex, &cfg), 0)
             .unwrap();
         cfg
+    }
+
+    /// The XDP metadata tag naming the tunnel on `ifindex`, as the
+    /// decapsulation index describes it.
+    pub fn tag(&self, ifindex: u32) -> Vec<u8> {
+        let target = self
+            .dp
+            .decap
+            .as_ref()
+            .unwrap()
+            .iter()
+            .flatten()
+            .map(|(_, t)| t)
+            .find(|t| t.ifindex == ifindex)
+            .expect("no decapsulation entry for the tunnel");
+        [XDP_META_MAGIC, ifindex, target.flags, target.stats_slot]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect()
     }
 
     pub fn xdp(&self, input: &[u8]) -> (u32, Vec<u8>) {

@@ -9,6 +9,7 @@ use std::{
 };
 
 use serde_json::{json, Value};
+use tunnel_common::maps::CLASSID_TUNNEL;
 use tunnel_userspace::testbed::{Netns, SeedTopology};
 
 const XTUN: &str = env!("CARGO_BIN_EXE_xtun");
@@ -197,19 +198,24 @@ fn map_list_and_dump_decode_every_entry() {
     };
     assert_eq!(
         row("XTUN_TUNNELS"),
-        ["XTUN_TUNNELS", "hash", "4", "40", "65536", "1"]
+        ["XTUN_TUNNELS", "hash", "4", "44", "65536", "1"]
     );
     assert_eq!(
         row("XTUN_DECAP"),
-        ["XTUN_DECAP", "hash", "16", "8", "65536", "1"]
+        ["XTUN_DECAP", "hash", "16", "12", "65536", "1"]
     );
     assert_eq!(
         row("XTUN_TUN_STATS"),
-        ["XTUN_TUN_STATS", "percpu_hash", "4", "96", "65536", "1"]
+        ["XTUN_TUN_STATS", "percpu_array", "4", "96", "65536", "1"]
     );
+    // v1 and tun1 have small ifindexes: counted in the indexed array.
     assert_eq!(
         row("XTUN_IF_COUNTER"),
-        ["XTUN_IF_COUNTER", "percpu_hash", "4", "216", "65536", "2"]
+        ["XTUN_IF_COUNTER", "percpu_hash", "4", "224", "65536", "0"]
+    );
+    assert_eq!(
+        row("XTUN_IF_INDEXED"),
+        ["XTUN_IF_INDEXED", "percpu_array", "4", "224", "1024", "2"]
     );
     assert_eq!(
         row("XTUN_COUNTERS"),
@@ -246,7 +252,7 @@ fn map_list_and_dump_decode_every_entry() {
         format!(
             "local 10.10.10.2 remote 10.10.20.2 proto gre key 42 -> tun1 ({tun1})\n    \
              key: 0a 0a 0a 02 0a 0a 14 02 00 00 00 2a 2f 01 00 00\n    \
-             value: {:02x} 00 00 00 43 00 00 00\n",
+             value: {:02x} 00 00 00 43 00 00 00 00 00 00 00\n",
             tun1
         )
     );
@@ -311,7 +317,7 @@ fn status_names_programs_hooks_and_build() {
     assert_eq!(tun1["decap"], Value::Null);
     assert_eq!(
         tun1["tc_egress"],
-        json!({"id": tc_id, "filter": "xtun_tunnel", "classid": 0})
+        json!({"id": tc_id, "filter": "xtun_tunnel", "classid": CLASSID_TUNNEL})
     );
     let ns2 = json_of(&topo.ns2, &["-j", "status"]);
     let v2 = ns2["interfaces"]

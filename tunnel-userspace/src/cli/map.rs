@@ -47,19 +47,20 @@ pub fn run(cmd: MapCommand, format: Format) -> Result<()> {
         bail!("xtun is not attached in this network namespace");
     };
     let maps = dp.map_infos()?;
+    // The tunnel (ifindex) using each `XTUN_TUN_STATS` slot.
+    let slots: BTreeMap<u32, u32> = dp
+        .tunnels
+        .iter()
+        .flatten()
+        .map(|(ifindex, cfg)| (cfg.stats_slot, ifindex))
+        .collect();
     match cmd {
-        MapCommand::List => list(&maps, format),
+        MapCommand::List => list(&maps, &slots, format),
         MapCommand::Dump { name, raw } => {
             let info = maps
                 .into_iter()
                 .find(|m| m.name_as_str() == Some(name.as_str()))
                 .ok_or_else(|| anyhow!("no map named \"{name}\" (see `xtun map list`)"))?;
-            let slots: BTreeMap<u32, u32> = dp
-                .tunnels
-                .iter()
-                .flatten()
-                .map(|(ifindex, cfg)| (cfg.stats_slot, ifindex))
-                .collect();
             dump(&mut nl, &info, &slots, raw, format)
         }
     }
@@ -77,7 +78,32 @@ fn type_name(info: &MapInfo) -> &'static str {
     }
 }
 
-fn entries_in_use(info: &MapInfo) -> Option<usize> {
+/// Entries in use. The arrays indexed by tunnel slot or ifindex have every
+/// index: what counts there is the slots of configured tunnels, and the
+/// interfaces tracked.
+fn entries_in_use(info: &MapInfo, slots: &BTreeMap<u32, u32>) -> Option<usize> {
+    match info.name_as_str() {
+        Some(MAP_TUNNEL_STATS) => return Some(slots.len()),
+        Some(MAP_IF_INDEXED) => {
+            let data = MapData::from_id(info.id()).ok()?;
+            let cpus = aya::util::nr_cpus().ok()?;
+            let entries = bpf_sys::map_entries(
+                data.fd().as_fd().as_raw_fd(),
+                info.key_size() as usize,
+                info.value_size() as usize,
+                true,
+                cpus,
+            )
+            .ok()?;
+            return Some(
+                entries
+                    .iter()
+                    .filter(|(_, values)| values.iter().flatten().any(|b| *b != 0))
+                    .count(),
+            );
+        }
+        _ => {}
+    }
     match info.map_type() {
         Ok(MapType::Hash) | Ok(MapType::PerCpuHash) | Ok(MapType::LpmTrie) => {
             let data = MapData::from_id(info.id()).ok()?;
@@ -90,7 +116,7 @@ fn entries_in_use(info: &MapInfo) -> Option<usize> {
     }
 }
 
-fn list(maps: &[MapInfo], format: Format) -> Result<()> {
+fn list(maps: &[MapInfo], slots: &BTreeMap<u32, u32>, format: Format) -> Result<()> {
     let rows: Vec<Value> = maps
         .iter()
         .map(|m| {
@@ -101,7 +127,7 @@ fn list(maps: &[MapInfo], format: Format) -> Result<()> {
                 "key_size": m.key_size(),
                 "value_size": m.value_size(),
                 "max_entries": m.max_entries(),
-                "entries": entries_in_use(m),
+                "entries": entries_in_use(m, slots),
             })
         })
         .collect();
@@ -114,7 +140,7 @@ fn list(maps: &[MapInfo], format: Format) -> Result<()> {
         "NAME", "TYPE", "KEY", "VALUE", "MAX", "ENTRIES", "ID"
     );
     for m in maps {
-        let entries = entries_in_use(m).map_or_else(|| "-".to_string(), |n| n.to_string());
+        let entries = entries_in_use(m, slots).map_or_else(|| "-".to_string(), |n| n.to_string());
         println!(
             "{:<16} {:<13} {:>4} {:>6} {:>8} {:>8} {:>6}",
             m.name_as_str().unwrap_or(""),
@@ -389,10 +415,13 @@ fn dump(
     let mut docs = Vec::new();
     // Arrays indexed by tunnel slot or ifindex have an entry for every
     // index: only the ones in use are worth printing.
-    let sparse = matches!(name.as_str(), MAP_TUNNEL_STATS | MAP_IF_INDEXED);
     let entries: Vec<_> = entries
         .into_iter()
-        .filter(|(_, values)| !sparse || values.iter().flatten().any(|b| *b != 0))
+        .filter(|(key, values)| match name.as_str() {
+            MAP_TUNNEL_STATS => slots.contains_key(&read::<u32>(key)),
+            MAP_IF_INDEXED => values.iter().flatten().any(|b| *b != 0),
+            _ => true,
+        })
         .collect();
     for (key, values) in &entries {
         let mut doc;

@@ -56,8 +56,8 @@ impl Plan {
                 rounds: 9,
                 runs_per_round: 2000,
                 scales: vec![1, 1_000, 100_000, 1_000_000],
-                iperf_seconds: 5,
-                iperf_repeats: 3,
+                iperf_seconds: 4,
+                iperf_repeats: 5,
                 tunnels: 1000,
                 neighbours: 1_000_000,
             }
@@ -497,29 +497,38 @@ fn throughput(plan: &Plan, xtun: &str, rows: &mut Vec<(String, String, Value)>) 
             setup: xtun_gre_xdp,
         },
     ];
-    let mut out = serde_json::Map::new();
-    for path in paths {
+    // Every path is built first, each in namespaces of its own, and then
+    // measured in turns: one round measures each path once, so drift of the
+    // machine over the run hits all of them alike.
+    let mut built = Vec::new();
+    for path in &paths {
         let topo = SeedTopology::new("bench")?;
         let dst = (path.setup)(&topo, xtun)?;
-        let mut samples: [Vec<f64>; 4] = Default::default();
-        let mut cpu = Vec::new();
-        for _ in 0..plan.iperf_repeats {
-            let (one, _, c) = iperf(&topo, dst, &[], plan.iperf_seconds)?;
-            samples[0].push(one);
-            cpu.push(c);
-            samples[1].push(iperf(&topo, dst, &["-P", "4"], plan.iperf_seconds)?.0);
+        built.push((path.name, topo, dst));
+    }
+    let mut samples: Vec<[Vec<f64>; 4]> = vec![Default::default(); built.len()];
+    for _ in 0..plan.iperf_repeats {
+        for ((_, topo, dst), s) in built.iter().zip(samples.iter_mut()) {
+            let (one, _, cpu) = iperf(topo, dst, &[], plan.iperf_seconds)?;
+            s[0].push(one);
+            s[3].push(cpu);
+            s[1].push(iperf(topo, dst, &["-P", "4"], plan.iperf_seconds)?.0);
             let (_, pps, _) = iperf(
-                &topo,
+                topo,
                 dst,
                 &["-u", "-l", "64", "-b", "0"],
                 plan.iperf_seconds,
             )?;
-            samples[2].push(pps);
+            s[2].push(pps);
         }
+    }
+    let mut out = serde_json::Map::new();
+    for ((name, _, _), s) in built.iter().zip(samples) {
+        let [one, four, udp, cpu] = s;
         let doc = json!({
-            "tcp_1_stream_gbit": summary(samples[0].clone()),
-            "tcp_4_streams_gbit": summary(samples[1].clone()),
-            "udp_64b_pps": summary(samples[2].clone()),
+            "tcp_1_stream_gbit": summary(one),
+            "tcp_4_streams_gbit": summary(four),
+            "udp_64b_pps": summary(udp),
             "cpu_seconds_per_gbit": summary(cpu),
         });
         for (key, label) in [
@@ -528,9 +537,9 @@ fn throughput(plan: &Plan, xtun: &str, rows: &mut Vec<(String, String, Value)>) 
             ("udp_64b_pps", "UDP 64 B packets/s"),
             ("cpu_seconds_per_gbit", "CPU s per Gbit (1 stream)"),
         ] {
-            rows.push((path.name.into(), label.into(), doc[key].clone()));
+            rows.push((name.to_string(), label.into(), doc[key].clone()));
         }
-        out.insert(path.name.into(), doc);
+        out.insert(name.to_string(), doc);
     }
     Ok(Value::Object(out))
 }
@@ -764,21 +773,45 @@ fn ratios(micro: &Value, tput: &Value) -> Value {
 
 fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
-    let plan = Plan::new(quick);
+    let mut plan = Plan::new(quick);
+    // `--iperf ROUNDS,SECONDS` overrides how long the throughput part runs.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(spec) = args
+        .iter()
+        .position(|a| a == "--iperf")
+        .and_then(|i| args.get(i + 1))
+    {
+        let (rounds, seconds) = spec
+            .split_once(',')
+            .and_then(|(r, s)| Some((r.parse().ok()?, s.parse().ok()?)))
+            .context("--iperf takes ROUNDS,SECONDS")?;
+        plan.iperf_repeats = rounds;
+        plan.iperf_seconds = seconds;
+    }
     let xtun = std::env::var("XTUN").context("XTUN must name the xtun binary")?;
     let mut rows = Vec::new();
     eprintln!("bench: per-packet cost (BPF_PROG_TEST_RUN)...");
-    let micro = micro(&plan, &mut rows)?;
-    // `--micro-only`: the per-packet part alone, for quick comparisons
-    // while working on the programs.
-    let micro_only = std::env::args().any(|a| a == "--micro-only");
+    // `--micro-only` and `--throughput-only` run one part alone, for quick
+    // comparisons while working on one side.
+    let throughput_only = args.iter().any(|a| a == "--throughput-only");
+    let micro_only = args.iter().any(|a| a == "--micro-only");
+    let micro = if throughput_only {
+        json!({})
+    } else {
+        micro(&plan, &mut rows)?
+    };
     let (tput, control) = if micro_only {
         (json!({}), json!({}))
     } else {
         eprintln!("bench: throughput in the seed topology...");
         let tput = throughput(&plan, &xtun, &mut rows)?;
-        eprintln!("bench: control plane...");
-        (tput, control_plane(&plan, &xtun, &mut rows)?)
+        let control = if throughput_only {
+            json!({})
+        } else {
+            eprintln!("bench: control plane...");
+            control_plane(&plan, &xtun, &mut rows)?
+        };
+        (tput, control)
     };
     let ratios = ratios(&micro, &tput);
     print_table(&rows);

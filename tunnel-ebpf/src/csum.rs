@@ -91,6 +91,18 @@ fn csum_diff(buf: &mut [u64; CHUNK / 8], len: usize, acc: u32) -> Option<u32> {
     (r >= 0).then_some(r as u32)
 }
 
+/// `N` packet bytes from `off`, copied into an array the helper fills (left
+/// unzeroed: zeroing it first costs a byte-by-byte memset loop in BPF).
+#[inline(always)]
+fn load_array<F: Frame, const N: usize>(ctx: &F, off: usize) -> Option<[u8; N]> {
+    let mut bytes = core::mem::MaybeUninit::<[u8; N]>::uninit();
+    if !ctx.load(off, bytes.as_mut_ptr() as *mut u8, N) {
+        return None;
+    }
+    // SAFETY: the helper wrote all N bytes.
+    Some(unsafe { bytes.assume_init() })
+}
+
 /// Sum of a byte array read from the packet.
 #[inline(always)]
 pub fn sum_array<const N: usize>(bytes: &[u8; N]) -> u32 {
@@ -125,10 +137,7 @@ pub struct InnerSum {
 #[inline(always)]
 pub fn inner_sum<F: Frame>(ctx: &F, off: usize, v6: bool) -> Option<InnerSum> {
     let (pseudo, hdr_sum, l4_off, proto) = if v6 {
-        let mut ip = [0u8; wire::IPV6_HDR_LEN];
-        if !ctx.load(off, ip.as_mut_ptr(), ip.len()) {
-            return None;
-        }
+        let ip: [u8; wire::IPV6_HDR_LEN] = load_array(ctx, off)?;
         let proto = ip[6];
         let payload = u16::from_be_bytes([ip[4], ip[5]]) as u32;
         let mut addrs = [0u8; 32];
@@ -136,10 +145,7 @@ pub fn inner_sum<F: Frame>(ctx: &F, off: usize, v6: bool) -> Option<InnerSum> {
         let pseudo = sum_array(&addrs) + payload + proto as u32;
         (pseudo, sum_array(&ip), wire::IPV6_HDR_LEN, proto)
     } else {
-        let mut ip = [0u8; wire::IPV4_HDR_LEN];
-        if !ctx.load(off, ip.as_mut_ptr(), ip.len()) {
-            return None;
-        }
+        let ip: [u8; wire::IPV4_HDR_LEN] = load_array(ctx, off)?;
         let ihl = ((ip[0] & 0x0F) as usize) * 4;
         let frag = u16::from_be_bytes([ip[6], ip[7]]);
         if ihl < wire::IPV4_HDR_LEN || frag & (wire::IP_MF | wire::IP_OFFSET) != 0 {

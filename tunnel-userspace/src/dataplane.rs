@@ -61,6 +61,8 @@ pub enum DataplaneError {
     InUse { dev: String, tunnels: String },
     #[error("xtun is not attached to {0}")]
     NotAttached(String),
+    #[error("the data plane in this namespace was loaded by another xtun version (it has no {0} map); manage it with that version, or delete its tunnels and detach its interfaces there first")]
+    OtherVersion(&'static str),
     #[error("no free {0}: the data plane holds as many tunnels as it can")]
     Full(&'static str),
     #[error("the xtun data plane in this namespace is incomplete ({0}); delete its tunnels and attach again")]
@@ -238,7 +240,10 @@ impl Dataplane {
                 maps.insert(name, Map::from_map_data(data)?);
             }
         }
-        let mut take = |name: &'static str| maps.remove(name).ok_or(DataplaneError::Missing(name));
+        // A map this build has and the running instance lacks: loaded by
+        // another version of xtun, whose maps this one cannot read.
+        let mut take =
+            |name: &'static str| maps.remove(name).ok_or(DataplaneError::OtherVersion(name));
         let (xdp_fd, xdp_id) = xdp.map_or((None, None), |(fd, id)| (Some(fd), Some(id)));
         Ok(Self {
             _ebpf: None,

@@ -32,13 +32,14 @@ use crate::{
 
 const AF_INET: u8 = 2;
 
-/// Ethernet + IPv4 as written in front of the inner packet. The Ethernet
-/// addresses are placeholders: `bpf_redirect_neigh` fills in the real ones,
-/// but it refuses an skb that has no MAC header at all.
+/// The Ethernet header's destination: a placeholder (`bpf_redirect_neigh`
+/// writes the real addresses, but it refuses an skb without a MAC header,
+/// or with a multicast destination). The source is left as it is.
+const PLACEHOLDER_DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+/// EtherType and IPv4 header, as written after the Ethernet addresses.
 #[repr(C)]
 struct OuterHeaders {
-    eth_dst: [u8; 6],
-    eth_src: [u8; 6],
     eth_type: [u8; 2],
     ip: [u16; wire::IPV4_HDR_LEN / 2],
 }
@@ -334,8 +335,6 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     ];
     ip[5] = wire::ipv4_header_checksum(&ip);
     let mut outer = OuterHeaders {
-        eth_dst: [0x02, 0, 0, 0, 0, 0x01],
-        eth_src: [0; 6],
         eth_type: wire::ETH_P_IP.to_be_bytes(),
         ip: [0; wire::IPV4_HDR_LEN / 2],
     };
@@ -345,9 +344,8 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
         i += 1;
     }
     // Written in place: adjust_room left the new headers linear.
-    let at = ptr_at_mut::<OuterHeaders, TcContext>(ctx, 0).map_err(|_| TX_NO_BUFS)?;
-    // SAFETY: bounds checked after the last change to the packet.
-    unsafe { core::ptr::write_unaligned(at, outer) };
+    put(ctx, 0, PLACEHOLDER_DST)?;
+    put(ctx, 12, outer)?;
 
     if gre {
         write_gre(ctx, cfg, gre_flags, inner.gre_protocol(), seq, inner_sum)?;

@@ -414,6 +414,21 @@ fn routed(_: &SeedTopology, _: &str) -> Result<&'static str> {
     Ok(SeedTopology::NS2_ADDR)
 }
 
+/// Plain routing held to a GRE tunnel's MTU (1476, so TCP's MSS is 1436):
+/// the like-for-like ceiling, since the segment size alone moves TCP
+/// throughput on this kind of machine.
+fn routed_gre_mtu(topo: &SeedTopology, _: &str) -> Result<&'static str> {
+    for (ns, dst, via) in [
+        (&topo.ns1, "10.10.20.0/24", "10.10.10.1"),
+        (&topo.ns2, "10.10.10.0/24", "10.10.20.1"),
+    ] {
+        ns.exec(&[
+            "ip", "route", "change", dst, "via", via, "mtu", "lock", "1476",
+        ])?;
+    }
+    Ok(SeedTopology::NS2_ADDR)
+}
+
 fn vxlan(topo: &SeedTopology, _: &str) -> Result<&'static str> {
     let sides = [
         (
@@ -475,6 +490,10 @@ fn throughput(plan: &Plan, xtun: &str, rows: &mut Vec<(String, String, Value)>) 
         Path {
             name: "routed (no tunnel)",
             setup: routed,
+        },
+        Path {
+            name: "routed, MTU 1476",
+            setup: routed_gre_mtu,
         },
         Path {
             name: "kernel VXLAN",
@@ -753,11 +772,20 @@ fn ratios(micro: &Value, tput: &Value) -> Value {
         );
     }
     let routed = "routed (no tunnel)";
+    let routed_same_mtu = "routed, MTU 1476";
     let vx = "kernel VXLAN";
     for path in ["xtun GRE (tc decap)", "xtun GRE (XDP decap)"] {
         r.insert(
             format!("{path} tcp_1_stream / routed"),
             json!(t(path, "tcp_1_stream_gbit") / t(routed, "tcp_1_stream_gbit")),
+        );
+        r.insert(
+            format!("{path} tcp_1_stream / routed at MTU 1476"),
+            json!(t(path, "tcp_1_stream_gbit") / t(routed_same_mtu, "tcp_1_stream_gbit")),
+        );
+        r.insert(
+            format!("{path} tcp_4_streams / routed at MTU 1476"),
+            json!(t(path, "tcp_4_streams_gbit") / t(routed_same_mtu, "tcp_4_streams_gbit")),
         );
         r.insert(
             format!("{path} tcp_1_stream / vxlan"),

@@ -268,7 +268,11 @@ fn tc_encapsulates_gre_gre_with_key_and_ipip() {
         let (verdict, out) = encap(args, &inner);
         assert_eq!(verdict, TC_ACT_REDIRECT, "{args}");
         let outer = expected_outer(proto, tunnel.len() + inner.len(), 64, 0);
-        let mut expected = vec![0x02, 0, 0, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0x08, 0x00];
+        // A placeholder destination; the source stays the inner frame's
+        // (bpf_redirect_neigh writes both addresses on the way out).
+        let mut expected = vec![0x02, 0, 0, 0, 0, 0x01];
+        expected.extend_from_slice(&eth(0x0800)[6..12]);
+        expected.extend_from_slice(&[0x08, 0x00]);
         expected.extend(outer.to_bytes());
         expected.extend_from_slice(&tunnel);
         expected.extend_from_slice(&inner);

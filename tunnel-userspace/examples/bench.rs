@@ -771,30 +771,36 @@ fn ratios(micro: &Value, tput: &Value) -> Value {
             json!(m(&format!("tc_encap/GRE/{n}")) / m("tc_encap/GRE/1")),
         );
     }
-    let routed = "routed (no tunnel)";
-    let routed_same_mtu = "routed, MTU 1476";
-    let vx = "kernel VXLAN";
+    // (label, measure, baseline path, baseline label)
+    let comparisons = [
+        (
+            "tcp_1_stream",
+            "tcp_1_stream_gbit",
+            "routed (no tunnel)",
+            "routed",
+        ),
+        (
+            "tcp_1_stream",
+            "tcp_1_stream_gbit",
+            "routed, MTU 1476",
+            "routed at MTU 1476",
+        ),
+        (
+            "tcp_4_streams",
+            "tcp_4_streams_gbit",
+            "routed, MTU 1476",
+            "routed at MTU 1476",
+        ),
+        ("tcp_1_stream", "tcp_1_stream_gbit", "kernel VXLAN", "vxlan"),
+        ("udp_64b_pps", "udp_64b_pps", "routed (no tunnel)", "routed"),
+    ];
     for path in ["xtun GRE (tc decap)", "xtun GRE (XDP decap)"] {
-        r.insert(
-            format!("{path} tcp_1_stream / routed"),
-            json!(t(path, "tcp_1_stream_gbit") / t(routed, "tcp_1_stream_gbit")),
-        );
-        r.insert(
-            format!("{path} tcp_1_stream / routed at MTU 1476"),
-            json!(t(path, "tcp_1_stream_gbit") / t(routed_same_mtu, "tcp_1_stream_gbit")),
-        );
-        r.insert(
-            format!("{path} tcp_4_streams / routed at MTU 1476"),
-            json!(t(path, "tcp_4_streams_gbit") / t(routed_same_mtu, "tcp_4_streams_gbit")),
-        );
-        r.insert(
-            format!("{path} tcp_1_stream / vxlan"),
-            json!(t(path, "tcp_1_stream_gbit") / t(vx, "tcp_1_stream_gbit")),
-        );
-        r.insert(
-            format!("{path} udp_64b_pps / routed"),
-            json!(t(path, "udp_64b_pps") / t(routed, "udp_64b_pps")),
-        );
+        for (label, key, base, base_label) in comparisons {
+            r.insert(
+                format!("{path} {label} / {base_label}"),
+                json!(t(path, key) / t(base, key)),
+            );
+        }
     }
     Value::Object(r)
 }

@@ -13,6 +13,8 @@ pub const IPV4_HDR_LEN: usize = 20;
 pub const IPV6_HDR_LEN: usize = 40;
 /// The fixed part of a GRE header: flags/version and protocol type.
 pub const GRE_BASE_LEN: usize = 4;
+/// The longest GRE header we accept: checksum, key and sequence number.
+pub const GRE_MAX_LEN: usize = GRE_BASE_LEN + 12;
 
 /// GRE flag bits in the first 16-bit word (host order).
 pub const GRE_CSUM: u16 = 0x8000;

@@ -30,7 +30,7 @@ const AF_INET6: u8 = 10;
 
 /// Longest outer header we may need to read: Ethernet, IPv4 with options,
 /// GRE with every option, and the inner IPv6 header.
-const MAX_HEADERS: u32 = (wire::ETH_HDR_LEN + 60 + 16 + wire::IPV6_HDR_LEN) as u32;
+const MAX_HEADERS: u32 = (wire::ETH_HDR_LEN + 60 + wire::GRE_MAX_LEN + wire::IPV6_HDR_LEN) as u32;
 
 #[inline(always)]
 fn ifindex(ctx: &TcContext) -> u32 {
@@ -150,13 +150,25 @@ fn try_tc_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
     }
     let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| RX_TRUNCATED)?;
     // SAFETY: bounds checked.
-    let proto = unsafe { (*ip).proto };
+    let (proto, vihl) = unsafe { ((*ip).proto, (*ip).vihl) };
     if proto != wire::IPPROTO_GRE && proto != wire::IPPROTO_IPIP && proto != wire::IPPROTO_IPV6 {
         return Err(RX_PASS_NOT_TUNNEL);
     }
-    // Headers linear (the ECN fix-up writes the inner header; writes to a
-    // cloned skb are made safe by the verifier's prologue).
-    let headers = ctx.len().min(MAX_HEADERS);
+    // Every header classify reads (and the ECN fix-up writes) linear: the
+    // outer IPv4 header, the longest GRE header, and the inner header of
+    // the larger family the outer one allows. No more, so that TCP's large
+    // packets, whose payload sits in page fragments, keep it there. Writes
+    // to a cloned skb are made safe by the verifier's prologue.
+    let ihl = ((vihl & 0x0F) as u32) * 4;
+    let after_outer = match proto {
+        wire::IPPROTO_GRE => wire::GRE_MAX_LEN + wire::IPV6_HDR_LEN,
+        wire::IPPROTO_IPIP => wire::IPV4_HDR_LEN,
+        _ => wire::IPV6_HDR_LEN,
+    } as u32;
+    let headers = ctx
+        .len()
+        .min(EthHdr::LEN as u32 + ihl + after_outer)
+        .min(MAX_HEADERS);
     if !linear(headers) {
         ctx.pull_data(headers).map_err(|_| RX_TRUNCATED)?;
     }

@@ -356,3 +356,29 @@ fn tc_refuses_what_the_mode_cannot_carry_and_ignores_other_devices() {
     assert_eq!(verdict, TC_ACT_UNSPEC);
     assert_eq!(out, input);
 }
+
+#[test]
+fn each_tunnel_counts_at_its_own_slot_and_a_freed_slot_starts_from_zero() {
+    let mut h = Harness::new();
+    let plain = h.add("p mode gre remote 10.10.10.2 local 10.10.20.2", 11);
+    let keyed = h.add("k mode gre remote 10.10.10.2 local 10.10.20.2 key 42", 12);
+    assert_ne!(plain.stats_slot, keyed.stats_slot);
+    let inner = inner_packet(0);
+    let plain_frame = frame(47, &[0, 0, 8, 0], &inner, 0);
+    for _ in 0..3 {
+        assert_eq!(h.xdp(&plain_frame).0, XDP_PASS);
+    }
+    assert_eq!(h.dp.tunnel_totals(11).unwrap().rx_packets, 3);
+    assert_eq!(h.dp.tunnel_totals(12).unwrap().rx_packets, 0);
+
+    // The plain tunnel goes; a new one takes its slot, with nothing counted.
+    let key = tunnel_userspace::config::decap_key(&plain);
+    h.dp.decap_mut().unwrap().remove(&key).unwrap();
+    h.dp.tunnels.remove(&11).unwrap();
+    let next = h.add("n mode ipip remote 10.10.10.2 local 10.10.20.2", 13);
+    assert_eq!(next.stats_slot, plain.stats_slot);
+    assert_eq!(h.dp.tunnel_totals(13).unwrap().rx_packets, 0);
+    assert_eq!(h.xdp(&frame(4, &[], &inner, 0)).0, XDP_PASS);
+    assert_eq!(h.dp.tunnel_totals(13).unwrap().rx_packets, 1);
+    assert_eq!(h.dp.tunnel_totals(12).unwrap().rx_packets, 0);
+}

@@ -61,7 +61,7 @@ pub enum DataplaneError {
     InUse { dev: String, tunnels: String },
     #[error("xtun is not attached to {0}")]
     NotAttached(String),
-    #[error("the data plane in this namespace was loaded by another xtun version (it has no {0} map); manage it with that version, or delete its tunnels and detach its interfaces there first")]
+    #[error("the data plane in this namespace was loaded by another xtun version (its {0} map is missing or differs); manage it with that version, or delete its tunnels and detach its interfaces there first")]
     OtherVersion(&'static str),
     #[error("no free {0}: the data plane holds as many tunnels as it can")]
     Full(&'static str),
@@ -138,6 +138,17 @@ pub struct Dataplane {
     pub neigh: LpmTrie<MapData, NeighKey, NeighEntry>,
     pub prl: HashMap<MapData, PrlKey, PrlEntry>,
     pub seq: HashMap<MapData, u32, SeqState>,
+}
+
+/// A running instance's map as this build's type for it; a map of another
+/// type, key or value size was made by another version of xtun.
+fn shaped<M: TryFrom<Map, Error = aya::maps::MapError>>(name: &'static str, map: Map) -> Result<M> {
+    M::try_from(map).map_err(|e| match e {
+        aya::maps::MapError::InvalidMapType { .. }
+        | aya::maps::MapError::InvalidKeySize { .. }
+        | aya::maps::MapError::InvalidValueSize { .. } => DataplaneError::OtherVersion(name),
+        other => other.into(),
+    })
 }
 
 /// Identifies an eBPF object: FNV-1a over its bytes.
@@ -240,8 +251,9 @@ impl Dataplane {
                 maps.insert(name, Map::from_map_data(data)?);
             }
         }
-        // A map this build has and the running instance lacks: loaded by
-        // another version of xtun, whose maps this one cannot read.
+        // A map this build uses that the running instance lacks, or has in
+        // another shape: loaded by another version of xtun, whose maps this
+        // one cannot read.
         let mut take =
             |name: &'static str| maps.remove(name).ok_or(DataplaneError::OtherVersion(name));
         let (xdp_fd, xdp_id) = xdp.map_or((None, None), |(fd, id)| (Some(fd), Some(id)));
@@ -252,16 +264,19 @@ impl Dataplane {
             xdp_id,
             tc_fd,
             tc_id,
-            tunnels: HashMap::try_from(take(MAP_TUNNELS)?)?,
-            decap: take(MAP_DECAP).ok().map(HashMap::try_from).transpose()?,
-            tunnel_stats: PerCpuArray::try_from(take(MAP_TUNNEL_STATS)?)?,
-            counters: PerCpuArray::try_from(take(MAP_COUNTERS)?)?,
-            if_counters: PerCpuHashMap::try_from(take(MAP_IF_COUNTERS)?)?,
-            if_indexed: PerCpuArray::try_from(take(MAP_IF_INDEXED)?)?,
-            settings: Array::try_from(take(MAP_SETTINGS)?)?,
-            neigh: LpmTrie::try_from(take(MAP_NEIGH)?)?,
-            prl: HashMap::try_from(take(MAP_PRL)?)?,
-            seq: HashMap::try_from(take(MAP_SEQ)?)?,
+            tunnels: shaped(MAP_TUNNELS, take(MAP_TUNNELS)?)?,
+            decap: take(MAP_DECAP)
+                .ok()
+                .map(|m| shaped(MAP_DECAP, m))
+                .transpose()?,
+            tunnel_stats: shaped(MAP_TUNNEL_STATS, take(MAP_TUNNEL_STATS)?)?,
+            counters: shaped(MAP_COUNTERS, take(MAP_COUNTERS)?)?,
+            if_counters: shaped(MAP_IF_COUNTERS, take(MAP_IF_COUNTERS)?)?,
+            if_indexed: shaped(MAP_IF_INDEXED, take(MAP_IF_INDEXED)?)?,
+            settings: shaped(MAP_SETTINGS, take(MAP_SETTINGS)?)?,
+            neigh: shaped(MAP_NEIGH, take(MAP_NEIGH)?)?,
+            prl: shaped(MAP_PRL, take(MAP_PRL)?)?,
+            seq: shaped(MAP_SEQ, take(MAP_SEQ)?)?,
         })
     }
 

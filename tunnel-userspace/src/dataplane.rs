@@ -140,9 +140,16 @@ pub struct Dataplane {
     pub seq: HashMap<MapData, u32, SeqState>,
 }
 
-/// A running instance's map as this build's type for it; a map of another
-/// type, key or value size was made by another version of xtun.
-fn shaped<M: TryFrom<Map, Error = aya::maps::MapError>>(name: &'static str, map: Map) -> Result<M> {
+/// A running instance's map `name`, as this build's type for it. A map that
+/// is missing, or of another type, key or value size, was made by another
+/// version of xtun, whose maps this one cannot read.
+fn take_shaped<M: TryFrom<Map, Error = aya::maps::MapError>>(
+    maps: &mut std::collections::HashMap<String, Map>,
+    name: &'static str,
+) -> Result<M> {
+    let map = maps
+        .remove(name)
+        .ok_or(DataplaneError::OtherVersion(name))?;
     M::try_from(map).map_err(|e| match e {
         aya::maps::MapError::InvalidMapType { .. }
         | aya::maps::MapError::InvalidKeySize { .. }
@@ -251,11 +258,6 @@ impl Dataplane {
                 maps.insert(name, Map::from_map_data(data)?);
             }
         }
-        // A map this build uses that the running instance lacks, or has in
-        // another shape: loaded by another version of xtun, whose maps this
-        // one cannot read.
-        let mut take =
-            |name: &'static str| maps.remove(name).ok_or(DataplaneError::OtherVersion(name));
         let (xdp_fd, xdp_id) = xdp.map_or((None, None), |(fd, id)| (Some(fd), Some(id)));
         Ok(Self {
             _ebpf: None,
@@ -264,19 +266,19 @@ impl Dataplane {
             xdp_id,
             tc_fd,
             tc_id,
-            tunnels: shaped(MAP_TUNNELS, take(MAP_TUNNELS)?)?,
-            decap: take(MAP_DECAP)
-                .ok()
-                .map(|m| shaped(MAP_DECAP, m))
+            tunnels: take_shaped(&mut maps, MAP_TUNNELS)?,
+            decap: maps
+                .contains_key(MAP_DECAP)
+                .then(|| take_shaped(&mut maps, MAP_DECAP))
                 .transpose()?,
-            tunnel_stats: shaped(MAP_TUNNEL_STATS, take(MAP_TUNNEL_STATS)?)?,
-            counters: shaped(MAP_COUNTERS, take(MAP_COUNTERS)?)?,
-            if_counters: shaped(MAP_IF_COUNTERS, take(MAP_IF_COUNTERS)?)?,
-            if_indexed: shaped(MAP_IF_INDEXED, take(MAP_IF_INDEXED)?)?,
-            settings: shaped(MAP_SETTINGS, take(MAP_SETTINGS)?)?,
-            neigh: shaped(MAP_NEIGH, take(MAP_NEIGH)?)?,
-            prl: shaped(MAP_PRL, take(MAP_PRL)?)?,
-            seq: shaped(MAP_SEQ, take(MAP_SEQ)?)?,
+            tunnel_stats: take_shaped(&mut maps, MAP_TUNNEL_STATS)?,
+            counters: take_shaped(&mut maps, MAP_COUNTERS)?,
+            if_counters: take_shaped(&mut maps, MAP_IF_COUNTERS)?,
+            if_indexed: take_shaped(&mut maps, MAP_IF_INDEXED)?,
+            settings: take_shaped(&mut maps, MAP_SETTINGS)?,
+            neigh: take_shaped(&mut maps, MAP_NEIGH)?,
+            prl: take_shaped(&mut maps, MAP_PRL)?,
+            seq: take_shaped(&mut maps, MAP_SEQ)?,
         })
     }
 

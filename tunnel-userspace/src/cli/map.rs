@@ -78,6 +78,17 @@ fn type_name(info: &MapInfo) -> &'static str {
     }
 }
 
+/// Whether an entry of an array indexed by tunnel slot or ifindex is in
+/// use: a configured tunnel's slot, or a tracked interface (whose entry is
+/// never all zero). Entries of other maps always are.
+fn index_in_use(name: &str, slots: &BTreeMap<u32, u32>, key: &[u8], values: &[Vec<u8>]) -> bool {
+    match name {
+        MAP_TUNNEL_STATS => slots.contains_key(&read::<u32>(key)),
+        MAP_IF_INDEXED => values.iter().flatten().any(|b| *b != 0),
+        _ => true,
+    }
+}
+
 /// Entries in use. The arrays indexed by tunnel slot or ifindex have every
 /// index: what counts there is the slots of configured tunnels, and the
 /// interfaces tracked.
@@ -98,7 +109,7 @@ fn entries_in_use(info: &MapInfo, slots: &BTreeMap<u32, u32>) -> Option<usize> {
             return Some(
                 entries
                     .iter()
-                    .filter(|(_, values)| values.iter().flatten().any(|b| *b != 0))
+                    .filter(|(key, values)| index_in_use(MAP_IF_INDEXED, slots, key, values))
                     .count(),
             );
         }
@@ -417,11 +428,7 @@ fn dump(
     // index: only the ones in use are worth printing.
     let entries: Vec<_> = entries
         .into_iter()
-        .filter(|(key, values)| match name.as_str() {
-            MAP_TUNNEL_STATS => slots.contains_key(&read::<u32>(key)),
-            MAP_IF_INDEXED => values.iter().flatten().any(|b| *b != 0),
-            _ => true,
-        })
+        .filter(|(key, values)| index_in_use(&name, slots, key, values))
         .collect();
     for (key, values) in &entries {
         let mut doc;

@@ -6,6 +6,7 @@
 
 /// Map names, as the kernel reports them (at most 15 bytes).
 pub const MAP_TUNNELS: &str = "XTUN_TUNNELS";
+pub const MAP_TUNNELS_BY_IF: &str = "XTUN_TUN_BY_IF";
 pub const MAP_DECAP: &str = "XTUN_DECAP";
 pub const MAP_TUNNEL_STATS: &str = "XTUN_TUN_STATS";
 pub const MAP_COUNTERS: &str = "XTUN_COUNTERS";
@@ -24,8 +25,9 @@ pub const PROG_TC: &str = "xtun_tc";
 
 pub const MAX_TUNNELS: u32 = 65536;
 /// Interfaces whose ifindex is below this keep their counters in an array
-/// indexed by ifindex (`XTUN_IF_INDEXED`), which the verifier turns into a
-/// few instructions; the rest use a hash (`XTUN_IF_COUNTER`).
+/// indexed by ifindex (`XTUN_IF_INDEXED`), and tunnels their configuration
+/// in one too (`XTUN_TUN_BY_IF`, beside `XTUN_TUNNELS`): the verifier turns
+/// an array lookup into a few instructions. Higher ifindexes use hashes.
 pub const IF_INDEXED_MAX: u32 = 1024;
 /// Multipoint neighbours, over all tunnels.
 pub const MAX_NEIGHBOURS: u32 = 2 * 1024 * 1024;

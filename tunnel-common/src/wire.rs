@@ -38,26 +38,153 @@ pub const ECN_NOT_ECT: u8 = 0x00;
 pub const ECN_ECT_0: u8 = 0x02;
 pub const ECN_CE: u8 = 0x03;
 
-/// The fixed part of a GRE header, as on the wire.
+/// The fixed part of a GRE header, as on the wire. Its words are `u16` in
+/// network order, so that the data plane reads each with one load.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct GreHdr {
     /// C, R, K, S, strict-route, recursion, reserved and version bits.
-    pub flags_version: [u8; 2],
+    pub flags_version: u16,
     /// EtherType of the payload.
-    pub protocol: [u8; 2],
+    pub protocol: u16,
 }
 
 impl GreHdr {
     #[inline(always)]
+    pub const fn new(flags: u16, protocol: u16) -> Self {
+        Self {
+            flags_version: flags.to_be(),
+            protocol: protocol.to_be(),
+        }
+    }
+
+    #[inline(always)]
     pub const fn flags(&self) -> u16 {
-        u16::from_be_bytes(self.flags_version)
+        u16::from_be(self.flags_version)
     }
 
     #[inline(always)]
     pub const fn protocol(&self) -> u16 {
-        u16::from_be_bytes(self.protocol)
+        u16::from_be(self.protocol)
     }
+}
+
+/// An IPv4 header without options, as its ten 16-bit words in memory
+/// order. The data plane reads headers as halfwords: the BPF backend
+/// assembles a byte array one byte at a time, and every header we meet
+/// starts at an even offset of an even-addressed frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Ipv4Words(pub [u16; IPV4_HDR_LEN / 2]);
+
+impl Ipv4Words {
+    #[inline(always)]
+    const fn word(&self, i: usize) -> u16 {
+        u16::from_be(self.0[i])
+    }
+
+    #[inline(always)]
+    pub const fn version(&self) -> u8 {
+        (self.word(0) >> 12) as u8
+    }
+
+    /// Header length in bytes, options included.
+    #[inline(always)]
+    pub const fn header_len(&self) -> usize {
+        ((self.word(0) >> 8) & 0x0F) as usize * 4
+    }
+
+    #[inline(always)]
+    pub const fn tos(&self) -> u8 {
+        self.word(0) as u8
+    }
+
+    #[inline(always)]
+    pub const fn tot_len(&self) -> u16 {
+        self.word(1)
+    }
+
+    /// Flags and fragment offset.
+    #[inline(always)]
+    pub const fn frag(&self) -> u16 {
+        self.word(3)
+    }
+
+    #[inline(always)]
+    pub const fn ttl(&self) -> u8 {
+        (self.word(4) >> 8) as u8
+    }
+
+    #[inline(always)]
+    pub const fn proto(&self) -> u8 {
+        self.word(4) as u8
+    }
+
+    /// Source address, network order (as the maps hold addresses).
+    #[inline(always)]
+    pub const fn src(&self) -> u32 {
+        join_words(self.0[6], self.0[7])
+    }
+
+    /// Destination address, network order.
+    #[inline(always)]
+    pub const fn dst(&self) -> u32 {
+        join_words(self.0[8], self.0[9])
+    }
+
+    /// One's complement sum of the words; a header with a good checksum
+    /// folds to zero. The sum is byte-order independent.
+    #[inline(always)]
+    pub const fn sum(&self) -> u32 {
+        let mut sum = 0u32;
+        let mut i = 0;
+        while i < self.0.len() {
+            sum += self.0[i] as u32;
+            i += 1;
+        }
+        sum
+    }
+}
+
+/// The `u32` whose memory image is halfword `a` followed by halfword `b`.
+#[inline(always)]
+pub const fn join_words(a: u16, b: u16) -> u32 {
+    let [a0, a1] = a.to_ne_bytes();
+    let [b0, b1] = b.to_ne_bytes();
+    u32::from_ne_bytes([a0, a1, b0, b1])
+}
+
+/// The two halfwords of `v`'s memory image, in memory order.
+#[inline(always)]
+pub const fn split_words(v: u32) -> [u16; 2] {
+    let [a0, a1, b0, b1] = v.to_ne_bytes();
+    [u16::from_ne_bytes([a0, a1]), u16::from_ne_bytes([b0, b1])]
+}
+
+/// Bytes `b` as the halfwords with the same memory image.
+#[inline(always)]
+pub const fn words_of<const N: usize, const W: usize>(b: [u8; N]) -> [u16; W] {
+    let mut words = [0u16; W];
+    let mut i = 0;
+    while i < W {
+        words[i] = u16::from_ne_bytes([b[2 * i], b[2 * i + 1]]);
+        i += 1;
+    }
+    words
+}
+
+/// Halfwords `w` as the bytes of their memory image.
+#[inline(always)]
+pub const fn bytes_of<const W: usize, const N: usize>(w: [u16; W]) -> [u8; N] {
+    let mut bytes = [0u8; N];
+    let mut i = 0;
+    while i < W {
+        let [a, b] = w[i].to_ne_bytes();
+        bytes[2 * i] = a;
+        bytes[2 * i + 1] = b;
+        i += 1;
+    }
+    bytes
 }
 
 /// Why a GRE header is not acceptable for decapsulation.
@@ -256,6 +383,46 @@ mod tests {
         for bad in [GRE_ROUTING, GRE_STRICT, 0x0100, 0x0400, 0x0008, 0x0080] {
             assert_eq!(gre_parse_flags(bad | GRE_KEY), Err(GreError::Flags));
         }
+    }
+
+    #[test]
+    fn ipv4_words_read_the_fields_of_a_real_header() {
+        // 45 b8 0054 1234 4000 40 2f csum 0a0a0a02 0a0a1402
+        let bytes: [u8; 20] = [
+            0x45, 0xb8, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x2f, 0x00, 0x00, 10, 10, 10, 2,
+            10, 10, 20, 2,
+        ];
+        let ip = Ipv4Words(words_of(bytes));
+        assert_eq!(ip.version(), 4);
+        assert_eq!(ip.header_len(), 20);
+        assert_eq!(ip.tos(), 0xb8);
+        assert_eq!(ip.tot_len(), 0x54);
+        assert_eq!(ip.frag(), IP_DF);
+        assert_eq!(ip.ttl(), 64);
+        assert_eq!(ip.proto(), IPPROTO_GRE);
+        assert_eq!(ip.src(), u32::from_ne_bytes([10, 10, 10, 2]));
+        assert_eq!(ip.dst(), u32::from_ne_bytes([10, 10, 20, 2]));
+        let mut with_sum = ip;
+        with_sum.0[5] = ipv4_header_checksum(&ip.0);
+        assert_eq!(csum_fold(with_sum.sum()), 0);
+        assert_ne!(csum_fold(ip.sum()), 0);
+    }
+
+    #[test]
+    fn words_and_bytes_round_trip() {
+        let b = [1u8, 2, 3, 4, 5, 6];
+        let w: [u16; 3] = words_of(b);
+        assert_eq!(bytes_of::<3, 6>(w), b);
+        let v = u32::from_ne_bytes([9, 8, 7, 6]);
+        let [x, y] = split_words(v);
+        assert_eq!(join_words(x, y), v);
+        assert_eq!(bytes_of::<2, 4>([x, y]), [9, 8, 7, 6]);
+        let gre = GreHdr::new(GRE_KEY, ETH_P_IP);
+        assert_eq!(
+            bytes_of::<2, 4>([gre.flags_version, gre.protocol]),
+            [0x20, 0, 8, 0]
+        );
+        assert_eq!((gre.flags(), gre.protocol()), (GRE_KEY, ETH_P_IP));
     }
 
     #[test]

@@ -19,14 +19,21 @@ use tunnel_common::{
         TUNNEL_F_ISATAP, TUNNEL_F_ISEQ, XDP_META_MAGIC,
     },
     stats::*,
-    wire::{self, EcnDecap, GreError, GreHdr},
+    wire::{self, EcnDecap, GreError, GreHdr, Ipv4Words},
 };
 
 use crate::{
     csum,
     maps::{self, DECAP, PRL, SEQ},
-    parse::{ptr_at, ptr_at_mut, Frame},
+    parse::{ptr_at, ptr_at_mut, read_at, Frame},
 };
+
+/// An Ethernet header as halfwords.
+#[repr(C)]
+struct EthWords {
+    addresses: [u16; 6],
+    ether_type: u16,
+}
 
 /// A parsed GRE header.
 struct Gre {
@@ -131,31 +138,28 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
     if unsafe { (*eth).ether_type } != wire::ETH_P_IP.to_be() {
         return Err(RX_PASS_NOT_IPV4);
     }
-    let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| RX_TRUNCATED)?;
-    // SAFETY: bounds checked above; the header is plain bytes.
-    let ip = unsafe { &*ip };
-    let proto = ip.proto;
+    let ip: Ipv4Words = read_at(ctx, EthHdr::LEN).map_err(|_| RX_TRUNCATED)?;
+    let proto = ip.proto();
     if proto != wire::IPPROTO_GRE && proto != wire::IPPROTO_IPIP && proto != wire::IPPROTO_IPV6 {
         return Err(RX_PASS_NOT_TUNNEL);
     }
-    let ihl = ((ip.vihl & 0x0F) as usize) * 4;
-    if ip.vihl >> 4 != 4 || ihl < wire::IPV4_HDR_LEN {
+    let ihl = ip.header_len();
+    if ip.version() != 4 || ihl < wire::IPV4_HDR_LEN {
         return Err(RX_TRUNCATED);
     }
-    let frags = u16::from_be_bytes(ip.frags);
-    if frags & (wire::IP_MF | wire::IP_OFFSET) != 0 {
+    if ip.frag() & (wire::IP_MF | wire::IP_OFFSET) != 0 {
         return Err(RX_PASS_FRAGMENT);
     }
-    let tot_len = u16::from_be_bytes(ip.tot_len) as usize;
+    let tot_len = ip.tot_len() as usize;
     if tot_len < ihl || EthHdr::LEN + tot_len > ctx.total_len() {
         return Err(RX_TRUNCATED);
     }
-    if !ipv4_header_checksum_ok(ctx, ihl) {
+    if !ipv4_header_checksum_ok(ctx, &ip) {
         return Err(RX_BAD_OUTER_CSUM);
     }
-    let local = u32::from_ne_bytes(ip.dst_addr);
-    let remote = u32::from_ne_bytes(ip.src_addr);
-    let outer_tos = ip.tos;
+    let local = ip.dst();
+    let remote = ip.src();
+    let outer_tos = ip.tos();
 
     let l4 = EthHdr::LEN + ihl;
     let gre = match proto {
@@ -211,38 +215,20 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
 /// Verifies the outer IPv4 header checksum (options included), as the
 /// kernel's `ip_rcv` does before anything else looks at the packet.
 #[inline(always)]
-fn ipv4_header_checksum_ok<F: Frame>(ctx: &F, ihl: usize) -> bool {
-    if ihl == wire::IPV4_HDR_LEN {
-        // The usual header, without options: ten halfword loads. Frames
-        // start on an even address and the header at an even offset, so the
-        // words are 2-byte aligned.
-        let Ok(words) = ptr_at::<[u16; wire::IPV4_HDR_LEN / 2], F>(ctx, EthHdr::LEN) else {
-            return false;
-        };
-        // SAFETY: bounds checked; aligned as said above.
-        let w = unsafe { *words };
-        let mut sum = 0u32;
-        let mut i = 0;
-        while i < w.len() {
-            sum += w[i] as u32;
-            i += 1;
-        }
-        // The one's complement sum is byte-order independent: folding the
-        // native-order words gives 0xFFFF exactly when the header is good.
-        return wire::csum_fold(sum) == 0;
-    }
-    const MAX_WORDS: usize = 60 / 2;
-    let mut sum: u32 = 0;
+fn ipv4_header_checksum_ok<F: Frame>(ctx: &F, ip: &Ipv4Words) -> bool {
+    let ihl = ip.header_len();
+    let mut sum = ip.sum();
+    const MAX_OPTION_WORDS: usize = (60 - wire::IPV4_HDR_LEN) / 2;
     let mut i = 0;
-    while i < MAX_WORDS {
-        if i * 2 >= ihl {
+    while i < MAX_OPTION_WORDS {
+        let off = wire::IPV4_HDR_LEN + i * 2;
+        if off >= ihl {
             break;
         }
-        let Ok(word) = ptr_at::<[u8; 2], F>(ctx, EthHdr::LEN + i * 2) else {
+        let Ok(word) = read_at::<u16, F>(ctx, EthHdr::LEN + off) else {
             return false;
         };
-        // SAFETY: bounds checked.
-        sum += u16::from_be_bytes(unsafe { *word }) as u32;
+        sum += word as u32;
         i += 1;
     }
     wire::csum_fold(sum) == 0
@@ -270,9 +256,7 @@ fn find_tunnel(mut key: DecapKey) -> Option<DecapTarget> {
 /// Validates a GRE header at `off`.
 #[inline(always)]
 fn parse_gre<F: Frame>(ctx: &F, off: usize) -> Result<Gre, u32> {
-    let gre: *const GreHdr = ptr_at(ctx, off).map_err(|_| RX_TRUNCATED)?;
-    // SAFETY: bounds checked.
-    let gre = unsafe { *gre };
+    let gre: GreHdr = read_at(ctx, off).map_err(|_| RX_TRUNCATED)?;
     let flags = gre.flags();
     let len = wire::gre_parse_flags(flags).map_err(|e| match e {
         GreError::Version => RX_BAD_GRE_VERSION,
@@ -282,9 +266,8 @@ fn parse_gre<F: Frame>(ctx: &F, off: usize) -> Result<Gre, u32> {
         return Err(RX_TRUNCATED);
     }
     let word = |at: usize| -> Result<u32, u32> {
-        let word: *const [u8; 4] = ptr_at(ctx, off + at).map_err(|_| RX_TRUNCATED)?;
-        // SAFETY: bounds checked.
-        Ok(u32::from_ne_bytes(unsafe { *word }))
+        let [a, b]: [u16; 2] = read_at(ctx, off + at).map_err(|_| RX_TRUNCATED)?;
+        Ok(wire::join_words(a, b))
     };
     let key = if flags & wire::GRE_KEY != 0 {
         Some(word(wire::gre_key_offset(flags))?)
@@ -468,24 +451,24 @@ fn strip_outer(
     inner: Inner,
     target: &DecapTarget,
 ) -> Result<(), ()> {
-    let eth: *const EthHdr = ptr_at(ctx, 0)?;
-    // SAFETY: bounds checked.
-    let (dst, src) = unsafe { ((*eth).dst_addr, (*eth).src_addr) };
+    // Both MAC addresses, as halfwords.
+    let addresses: [u16; 6] = read_at(ctx, 0)?;
     // SAFETY: helper call on our own context.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, strip as i32) } != 0 {
         return Err(());
     }
-    let eth: *mut EthHdr = ptr_at_mut(ctx, 0)?;
     let ether_type = match inner {
         Inner::V4 => wire::ETH_P_IP,
         Inner::V6 => wire::ETH_P_IPV6,
     };
-    // SAFETY: bounds re-checked after adjust_head.
+    let eth: *mut EthWords = ptr_at_mut(ctx, 0)?;
+    // SAFETY: bounds re-checked after adjust_head; aligned as read_at says.
     unsafe {
-        (*eth).dst_addr = dst;
-        (*eth).src_addr = src;
-        (*eth).ether_type = ether_type.to_be();
-    }
+        eth.write(EthWords {
+            addresses,
+            ether_type: ether_type.to_be(),
+        })
+    };
 
     let meta_len = core::mem::size_of::<XdpMeta>() as i32;
     // SAFETY: helper call on our own context.

@@ -21,13 +21,13 @@ use aya_log_ebpf::{debug, trace};
 use tunnel_common::{
     maps::*,
     stats::*,
-    wire::{self, GreHdr},
+    wire::{self, GreHdr, Ipv4Words},
 };
 
 use crate::{
     csum,
-    maps::{self, NEIGH, SEQ, TUNNELS},
-    parse::{ptr_at, ptr_at_mut},
+    maps::{self, NEIGH, SEQ, TUNNELS, TUNNELS_BY_IF},
+    parse::{ptr_at_mut, read_at},
 };
 
 const AF_INET: u8 = 2;
@@ -35,12 +35,13 @@ const AF_INET: u8 = 2;
 /// The Ethernet header's destination: a placeholder (`bpf_redirect_neigh`
 /// writes the real addresses, but it refuses an skb without a MAC header,
 /// or with a multicast destination). The source is left as it is.
-const PLACEHOLDER_DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const PLACEHOLDER_DST: [u16; 3] = wire::words_of([0x02, 0, 0, 0, 0, 0x01]);
 
 /// EtherType and IPv4 header, as written after the Ethernet addresses.
+/// Halfwords throughout, so that each is one store.
 #[repr(C)]
 struct OuterHeaders {
-    eth_type: [u8; 2],
+    eth_type: u16,
     ip: [u16; wire::IPV4_HDR_LEN / 2],
 }
 
@@ -49,8 +50,9 @@ struct InnerInfo {
     tos: u8,
     ttl: u8,
     v6: bool,
-    /// Destination address, wire order (IPv4 in the first 4 bytes).
-    dst: [u8; 16],
+    /// Destination address as halfwords in memory order (IPv4 in the
+    /// first two).
+    dst: [u16; 8],
 }
 
 impl InnerInfo {
@@ -69,6 +71,12 @@ impl InnerInfo {
 pub fn tunnel_config(ifindex: u32) -> Option<&'static TunnelConfig> {
     // SAFETY: map values stay valid while the program runs; userspace
     // replaces a configuration whole, never field by field.
+    if ifindex < IF_INDEXED_MAX {
+        return TUNNELS_BY_IF
+            .get_ptr(ifindex)
+            .map(|cfg| unsafe { &*cfg })
+            .filter(|cfg| cfg.mode != 0);
+    }
     TUNNELS.get_ptr(ifindex).map(|cfg| unsafe { &*cfg })
 }
 
@@ -105,28 +113,28 @@ fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
     let protocol = unsafe { (*ctx.skb.skb).protocol } as u16;
     let carries_v4 = mode == MODE_GRE || mode == MODE_IPIP;
     let carries_v6 = mode != MODE_IPIP;
-    let mut dst = [0u8; 16];
     if protocol == wire::ETH_P_IP.to_be() && carries_v4 {
-        let head: [u8; 20] = read_head(ctx, l2)?;
-        if head[0] >> 4 != 4 {
+        let ip: Ipv4Words = read_head(ctx, l2)?;
+        if ip.version() != 4 {
             return Err(TX_BAD_INNER);
         }
-        dst[..4].copy_from_slice(&head[16..20]);
         Ok(InnerInfo {
-            tos: head[1],
-            ttl: head[8],
+            tos: ip.tos(),
+            ttl: ip.ttl(),
             v6: false,
-            dst,
+            dst: [ip.0[8], ip.0[9], 0, 0, 0, 0, 0, 0],
         })
     } else if protocol == wire::ETH_P_IPV6.to_be() && carries_v6 {
-        let head: [u8; 40] = read_head(ctx, l2)?;
-        if head[0] >> 4 != 6 {
+        let head: [u16; wire::IPV6_HDR_LEN / 2] = read_head(ctx, l2)?;
+        let first = u16::from_be(head[0]);
+        if first >> 12 != 6 {
             return Err(TX_BAD_INNER);
         }
-        dst.copy_from_slice(&head[24..40]);
+        let mut dst = [0u16; 8];
+        dst.copy_from_slice(&head[12..20]);
         Ok(InnerInfo {
-            tos: (head[0] << 4) | (head[1] >> 4),
-            ttl: head[7],
+            tos: (first >> 4) as u8,
+            ttl: u16::from_be(head[3]) as u8,
             v6: true,
             dst,
         })
@@ -138,10 +146,9 @@ fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
 /// The first bytes of the inner packet: straight from the linear part,
 /// where they nearly always are, or copied.
 #[inline(always)]
-fn read_head<const N: usize>(ctx: &TcContext, off: usize) -> Result<[u8; N], u32> {
-    match ptr_at::<[u8; N], TcContext>(ctx, off) {
-        // SAFETY: bounds checked.
-        Ok(head) => Ok(unsafe { core::ptr::read_unaligned(head) }),
+fn read_head<T: Copy>(ctx: &TcContext, off: usize) -> Result<T, u32> {
+    match read_at::<T, TcContext>(ctx, off) {
+        Ok(head) => Ok(head),
         Err(()) => ctx.load(off).map_err(|_| TX_BAD_INNER),
     }
 }
@@ -151,8 +158,9 @@ fn read_head<const N: usize>(ctx: &TcContext, off: usize) -> Result<[u8; N], u32
 /// matching multipoint neighbour, or the ISATAP default router.
 #[inline(always)]
 fn remote_for(cfg: &TunnelConfig, ifindex: u32, inner: &InnerInfo) -> Result<u32, u32> {
+    let dst: [u8; 16] = wire::bytes_of(inner.dst);
     if cfg.mode == MODE_ISATAP && inner.v6 {
-        if let Some(v4) = wire::isatap_ipv4(&inner.dst) {
+        if let Some(v4) = wire::isatap_ipv4(&dst) {
             return Ok(u32::from_ne_bytes(v4));
         }
     }
@@ -162,7 +170,7 @@ fn remote_for(cfg: &TunnelConfig, ifindex: u32, inner: &InnerInfo) -> Result<u32
         NeighKey {
             ifindex,
             family,
-            addr: inner.dst,
+            addr: dst,
         },
     );
     if let Some(neigh) = NEIGH.get(&key) {
@@ -200,8 +208,7 @@ fn route_to(ctx: &TcContext, cfg: &TunnelConfig, remote: u32) -> Result<(u32, u3
     if ret == BPF_FIB_LKUP_RET_SUCCESS as i64 {
         // An outer packet routed into a tunnel of ours would come back here:
         // drop it instead of looping (the kernel's DeadLoop).
-        // SAFETY: only tested for presence.
-        if unsafe { TUNNELS.get(params.ifindex) }.is_some() {
+        if tunnel_config(params.ifindex).is_some() {
             return Err(TX_DEAD_LOOP);
         }
         // SAFETY: the helper filled in the source address.
@@ -319,30 +326,26 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
         return Err(TX_NO_BUFS);
     }
 
-    let local = local.to_ne_bytes();
-    let remote_bytes = remote.to_ne_bytes();
-    let mut ip = [
-        u16::from_be_bytes([0x45, tos]),
-        tot_len,
-        id,
-        if df { wire::IP_DF } else { 0 },
-        u16::from_be_bytes([ttl, proto]),
-        0,
-        u16::from_be_bytes([local[0], local[1]]),
-        u16::from_be_bytes([local[2], local[3]]),
-        u16::from_be_bytes([remote_bytes[0], remote_bytes[1]]),
-        u16::from_be_bytes([remote_bytes[2], remote_bytes[3]]),
-    ];
-    ip[5] = wire::ipv4_header_checksum(&ip);
+    let [local_hi, local_lo] = wire::split_words(local);
+    let [remote_hi, remote_lo] = wire::split_words(remote);
     let mut outer = OuterHeaders {
-        eth_type: wire::ETH_P_IP.to_be_bytes(),
-        ip: [0; wire::IPV4_HDR_LEN / 2],
+        eth_type: wire::ETH_P_IP.to_be(),
+        ip: [
+            u16::from_be_bytes([0x45, tos]).to_be(),
+            tot_len.to_be(),
+            id.to_be(),
+            if df { wire::IP_DF.to_be() } else { 0 },
+            u16::from_be_bytes([ttl, proto]).to_be(),
+            0,
+            local_hi,
+            local_lo,
+            remote_hi,
+            remote_lo,
+        ],
     };
-    let mut i = 0;
-    while i < ip.len() {
-        outer.ip[i] = ip[i].to_be();
-        i += 1;
-    }
+    // The sum is byte-order independent: computed over the words as they
+    // will sit in memory, it is stored as it came out.
+    outer.ip[5] = wire::ipv4_header_checksum(&outer.ip);
     // Written in place: adjust_room left the new headers linear.
     put(ctx, 0, PLACEHOLDER_DST)?;
     put(ctx, 12, outer)?;
@@ -414,34 +417,39 @@ fn write_gre(
     inner_sum: u32,
 ) -> Result<(), u32> {
     let off = wire::ETH_HDR_LEN + wire::IPV4_HDR_LEN;
-    let hdr = GreHdr {
-        flags_version: gre_flags.to_be_bytes(),
-        protocol: protocol.to_be_bytes(),
-    };
-    put(ctx, off, hdr)?;
+    put(ctx, off, GreHdr::new(gre_flags, protocol))?;
     let mut sum = gre_flags as u32 + protocol as u32;
     if gre_flags & wire::GRE_KEY != 0 {
-        put(ctx, off + wire::gre_key_offset(gre_flags), cfg.okey)?;
+        put(
+            ctx,
+            off + wire::gre_key_offset(gre_flags),
+            wire::split_words(cfg.okey),
+        )?;
         sum += csum::sum_array(&cfg.okey.to_ne_bytes());
     }
     if gre_flags & wire::GRE_SEQ != 0 {
-        let seq = seq.to_be_bytes();
-        put(ctx, off + wire::gre_seq_offset(gre_flags), seq)?;
-        sum += csum::sum_array(&seq);
+        put(
+            ctx,
+            off + wire::gre_seq_offset(gre_flags),
+            wire::split_words(seq.to_be()),
+        )?;
+        sum += csum::sum_array(&seq.to_be_bytes());
     }
     if gre_flags & wire::GRE_CSUM != 0 {
         let check = wire::csum_fold(csum::add(sum, inner_sum));
         // The checksum word, then the reserved word (zero).
-        put(ctx, off + wire::GRE_BASE_LEN, [check.to_be_bytes(), [0, 0]])?;
+        put(ctx, off + wire::GRE_BASE_LEN, [check.to_be(), 0u16])?;
     }
     Ok(())
 }
 
-/// Writes `value` at `off` in the (linear, just pushed) outer headers.
+/// Writes `value` at `off` in the (linear, just pushed) outer headers,
+/// with stores of `T`'s alignment: halfwords at even offsets, as
+/// `parse::read_at` reads them.
 #[inline(always)]
 fn put<T>(ctx: &TcContext, off: usize, value: T) -> Result<(), u32> {
     let at = ptr_at_mut::<T, TcContext>(ctx, off).map_err(|_| TX_NO_BUFS)?;
     // SAFETY: bounds checked after the last change to the packet.
-    unsafe { core::ptr::write_unaligned(at, value) };
+    unsafe { at.write(value) };
     Ok(())
 }

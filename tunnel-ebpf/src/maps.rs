@@ -17,6 +17,12 @@ use tunnel_common::{
 #[map(name = "XTUN_TUNNELS")]
 pub static TUNNELS: HashMap<u32, TunnelConfig> = HashMap::with_max_entries(MAX_TUNNELS, 0);
 
+/// Tunnel interface ifindex (below `IF_INDEXED_MAX`) -> the configuration
+/// it has in `TUNNELS`; mode 0 where there is no tunnel. Encapsulation
+/// finds its tunnel here without hashing.
+#[map(name = "XTUN_TUN_BY_IF")]
+pub static TUNNELS_BY_IF: Array<TunnelConfig> = Array::with_max_entries(IF_INDEXED_MAX, 0);
+
 /// (local, remote, protocol, key) -> tunnel interface to deliver on.
 #[map(name = "XTUN_DECAP")]
 pub static DECAP: HashMap<DecapKey, DecapTarget> = HashMap::with_max_entries(MAX_TUNNELS, 0);

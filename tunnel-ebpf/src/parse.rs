@@ -86,3 +86,14 @@ pub fn ptr_at<T, F: Frame>(frame: &F, offset: usize) -> Result<*const T, ()> {
 pub fn ptr_at_mut<T, F: Frame>(frame: &F, offset: usize) -> Result<*mut T, ()> {
     ptr_at::<T, F>(frame, offset).map(|p| p as *mut T)
 }
+
+/// Copies the `T` at `offset` out of the packet with loads of `T`'s
+/// alignment. Use it for types made of halfwords (`wire::Ipv4Words`,
+/// `GreHdr`, `[u16; N]`) at even offsets: frames start at even addresses,
+/// and a byte array would be read one byte at a time.
+#[inline(always)]
+pub fn read_at<T: Copy, F: Frame>(frame: &F, offset: usize) -> Result<T, ()> {
+    let at = ptr_at::<T, F>(frame, offset)?;
+    // SAFETY: bounds checked; aligned as said above.
+    Ok(unsafe { at.read() })
+}

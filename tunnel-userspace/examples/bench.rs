@@ -89,7 +89,19 @@ fn per_packet(
     verdict: u32,
     check: &dyn Fn(&[u8]) -> bool,
 ) -> Result<Value> {
-    let first = prog_test_run(prog_fd, input, None, 1)?;
+    per_packet_on(plan, prog_fd, input, None, verdict, check)
+}
+
+/// `per_packet` with a context (`__sk_buff` or `xdp_md`) for every run.
+fn per_packet_on(
+    plan: &Plan,
+    prog_fd: i32,
+    input: &[u8],
+    ctx: Option<&[u8]>,
+    verdict: u32,
+    check: &dyn Fn(&[u8]) -> bool,
+) -> Result<Value> {
+    let first = prog_test_run(prog_fd, input, ctx, 1)?;
     if first.retval != verdict || !check(&first.data) {
         bail!(
             "unexpected verdict {} (wanted {verdict}) or output",
@@ -99,13 +111,13 @@ fn per_packet(
     // Warm caches and clocks first, so the first case measured is not
     // penalised against the later ones.
     for _ in 0..plan.runs_per_round {
-        prog_test_run(prog_fd, input, None, 1)?;
+        prog_test_run(prog_fd, input, ctx, 1)?;
     }
     let mut rounds = Vec::new();
     for _ in 0..plan.rounds {
         let mut runs = Vec::with_capacity(plan.runs_per_round);
         for _ in 0..plan.runs_per_round {
-            let run = prog_test_run(prog_fd, input, None, 1)?;
+            let run = prog_test_run(prog_fd, input, ctx, 1)?;
             if run.retval != verdict {
                 bail!("verdict changed to {}", run.retval);
             }
@@ -148,7 +160,7 @@ fn fill(h: &mut Harness, n: u32) -> Result<()> {
         // free-slot scan, which is quadratic over a fill of this size).
         cfg.stats_slot = i;
         let ifindex = 100_000 + i;
-        h.dp.tunnels.insert(ifindex, cfg, 0)?;
+        h.dp.set_tunnel(ifindex, cfg)?;
         let mut key = tunnel_userspace::config::decap_key(&cfg);
         key.remote = wire_addr(remote);
         h.dp.decap_mut()?
@@ -195,6 +207,32 @@ fn micro(plan: &Plan, rows: &mut Vec<(String, String, Value)>) -> Result<Value> 
     let inner = inner_packet(0);
     let mut tc_input = eth(0x0800);
     tc_input.extend_from_slice(&inner);
+    // Tunnels from ifindex IF_INDEXED_MAX up are found by hash rather than
+    // in the ifindex-indexed array. BPF_PROG_TEST_RUN runs on the device
+    // the context names, looked up in the caller's namespace: veths with a
+    // low and a high index in a namespace of our own, which the measuring
+    // thread joins, compare the two lookups on the same kind of device.
+    let veth_ns = Netns::new(tunnel_userspace::testbed::unique_prefix("benchix"))?;
+    let (low, high) = (7, IF_INDEXED_MAX + 977);
+    for (name, index) in [("ix0", low), ("ix1", high)] {
+        veth_ns.exec(&[
+            "ip",
+            "link",
+            "add",
+            "name",
+            name,
+            "index",
+            &index.to_string(),
+            "type",
+            "veth",
+        ])?;
+    }
+    let skb_on = |ifindex: u32| {
+        let mut ctx = [0u8; 44];
+        // struct __sk_buff's `ifindex` is at offset 40.
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        ctx
+    };
     for &n in &plan.scales {
         for (label, args, input) in [
             ("GRE", GRE, gre.clone()),
@@ -228,14 +266,17 @@ fn micro(plan: &Plan, rows: &mut Vec<(String, String, Value)>) -> Result<Value> 
             drop(rx);
             // Sending side: BPF_PROG_TEST_RUN's device (lo, ifindex 1) is
             // one of n tunnels.
-            let mut tx = Harness::with_capacity(Some(n.max(1024)));
-            tx.add(
-                &args.replace(
-                    "remote 10.10.10.2 local 10.10.20.2",
-                    "remote 10.10.20.2 local 10.10.10.2",
-                ),
-                1,
+            let mut tx = Harness::with_capacity(Some(n.max(1024) + 2));
+            let sending = args.replace(
+                "remote 10.10.10.2 local 10.10.20.2",
+                "remote 10.10.20.2 local 10.10.10.2",
             );
+            tx.add(&sending, 1);
+            if label == "GRE" {
+                // The same tunnel again on the veths.
+                tx.add(&sending, low);
+                tx.add(&sending, high);
+            }
             fill(&mut tx, n)?;
             let encapsulated = |out: &[u8]| out.len() > 14 + inner.len() && out.ends_with(&inner);
             let enc = per_packet(
@@ -246,6 +287,42 @@ fn micro(plan: &Plan, rows: &mut Vec<(String, String, Value)>) -> Result<Value> 
                 &encapsulated,
             )?;
             let scale = format!("{n} tunnels");
+            if label == "GRE" {
+                let fd = tx.dp.tc_fd().as_raw_fd();
+                let path = format!("/run/netns/{}", veth_ns.name);
+                let on_veths = std::thread::scope(|scope| {
+                    scope
+                        .spawn(|| -> Result<Vec<Value>> {
+                            let netns = std::fs::File::open(&path)?;
+                            // SAFETY: joins a namespace on this thread only.
+                            if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                                bail!("setns: {}", std::io::Error::last_os_error());
+                            }
+                            [low, high]
+                                .iter()
+                                .map(|&ifindex| {
+                                    per_packet_on(
+                                        plan,
+                                        fd,
+                                        &tc_input,
+                                        Some(&skb_on(ifindex)),
+                                        TC_ACT_REDIRECT,
+                                        &encapsulated,
+                                    )
+                                })
+                                .collect()
+                        })
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("measuring thread panicked"))?
+                })?;
+                for (value, (what, key)) in on_veths.into_iter().zip([
+                    ("TC encap GRE, veth ifindex 7", "veth_array"),
+                    ("TC encap GRE, veth ifindex 2001", "veth_hash"),
+                ]) {
+                    rows.push((what.into(), scale.clone(), value.clone()));
+                    out.insert(format!("tc_encap/GRE {key}/{n}"), value);
+                }
+            }
             rows.push((format!("XDP decap {label}"), scale.clone(), xdp.clone()));
             rows.push((format!("TC decap {label}"), scale.clone(), tcd.clone()));
             rows.push((format!("TC encap {label}"), scale.clone(), enc.clone()));

@@ -125,7 +125,12 @@ pub struct Dataplane {
     xdp_id: Option<u32>,
     tc_fd: OwnedFd,
     tc_id: u32,
+    /// Every tunnel, by ifindex. Written only through `set_tunnel` and
+    /// `remove_tunnel`, which keep `tunnels_by_if` in step.
     pub tunnels: HashMap<MapData, u32, TunnelConfig>,
+    /// Tunnels below `IF_INDEXED_MAX`, by ifindex, for the data plane.
+    /// None in an instance loaded by a version without it (until upgraded).
+    tunnels_by_if: Option<Array<MapData, TunnelConfig>>,
     pub decap: Option<HashMap<MapData, DecapKey, DecapTarget>>,
     /// Indexed by `TunnelConfig::stats_slot`.
     pub tunnel_stats: PerCpuArray<MapData, TunnelStats>,
@@ -267,6 +272,10 @@ impl Dataplane {
             tc_fd,
             tc_id,
             tunnels: take_shaped(&mut maps, MAP_TUNNELS)?,
+            tunnels_by_if: maps
+                .contains_key(MAP_TUNNELS_BY_IF)
+                .then(|| take_shaped(&mut maps, MAP_TUNNELS_BY_IF))
+                .transpose()?,
             decap: maps
                 .contains_key(MAP_DECAP)
                 .then(|| take_shaped(&mut maps, MAP_DECAP))
@@ -303,6 +312,7 @@ impl Dataplane {
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::Missing(name));
         let tunnels = HashMap::try_from(take(MAP_TUNNELS)?)?;
+        let tunnels_by_if = Some(Array::try_from(take(MAP_TUNNELS_BY_IF)?)?);
         let decap = Some(HashMap::try_from(take(MAP_DECAP)?)?);
         let tunnel_stats = PerCpuArray::try_from(take(MAP_TUNNEL_STATS)?)?;
         let counters = PerCpuArray::try_from(take(MAP_COUNTERS)?)?;
@@ -329,6 +339,7 @@ impl Dataplane {
             tc_fd,
             tc_id,
             tunnels,
+            tunnels_by_if,
             decap,
             tunnel_stats,
             counters,
@@ -355,6 +366,19 @@ impl Dataplane {
         let mut object = load_object_sharing(&self.shared_map_ids)?;
         let (new_xdp_fd, new_xdp_id) = load_xdp(&mut object)?;
         let (new_tc_fd, new_tc_id) = load_tc(&mut object)?;
+        // An instance from before `XTUN_TUN_BY_IF` gets the map now: it is
+        // filled before any program that reads it is attached.
+        let mut by_if: Array<MapData, TunnelConfig> = Array::try_from(
+            object
+                .take_map(MAP_TUNNELS_BY_IF)
+                .ok_or(DataplaneError::Missing(MAP_TUNNELS_BY_IF))?,
+        )?;
+        for (ifindex, cfg) in self.tunnels.iter().flatten() {
+            if ifindex < IF_INDEXED_MAX {
+                by_if.set(ifindex, cfg, 0)?;
+            }
+        }
+        self.tunnels_by_if = Some(by_if);
 
         let mut replaced = 0;
         for link in nl.links()? {
@@ -421,6 +445,33 @@ impl Dataplane {
         let mut settings = self.current_settings()?;
         settings.log_level = level;
         self.settings.set(0, settings, 0)?;
+        Ok(())
+    }
+
+    /// Configures the tunnel on `ifindex`, or replaces its configuration.
+    pub fn set_tunnel(&mut self, ifindex: u32, cfg: TunnelConfig) -> Result<()> {
+        self.tunnels.insert(ifindex, cfg, 0)?;
+        if let Some(by_if) = self
+            .tunnels_by_if
+            .as_mut()
+            .filter(|_| ifindex < IF_INDEXED_MAX)
+        {
+            by_if.set(ifindex, cfg, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the tunnel on `ifindex`: the data plane stops encapsulating
+    /// for it first.
+    pub fn remove_tunnel(&mut self, ifindex: u32) -> Result<()> {
+        if let Some(by_if) = self
+            .tunnels_by_if
+            .as_mut()
+            .filter(|_| ifindex < IF_INDEXED_MAX)
+        {
+            by_if.set(ifindex, TunnelConfig::default(), 0)?;
+        }
+        self.tunnels.remove(&ifindex)?;
         Ok(())
     }
 

@@ -6,6 +6,8 @@ mod common;
 
 use common::*;
 use etherparse::{IpNumber, Ipv4Header, NetSlice, PacketBuilder, SlicedPacket};
+use tunnel_common::maps::IF_INDEXED_MAX;
+use tunnel_userspace::bpf_sys::prog_test_run;
 
 const SEED_GRE: &str = "tun2 mode gre remote 10.10.10.2 local 10.10.20.2";
 
@@ -292,6 +294,87 @@ fn tc_encapsulates_gre_gre_with_key_and_ipip() {
     }
 }
 
+/// Tunnels on interfaces below `IF_INDEXED_MAX` are found in an array
+/// indexed by ifindex, the rest in the hash. A device with a high ifindex
+/// in a namespace of the test's own lets BPF_PROG_TEST_RUN take the second
+/// path (it runs the skb on the device the context names, looked up in the
+/// caller's namespace).
+#[test]
+fn encap_finds_tunnels_on_either_side_of_the_indexed_range() {
+    use std::os::fd::AsRawFd as _;
+    let ns =
+        tunnel_userspace::testbed::Netns::new(tunnel_userspace::testbed::unique_prefix("hiidx"))
+            .unwrap();
+    let high = IF_INDEXED_MAX + 977;
+    ns.exec(&[
+        "ip",
+        "link",
+        "add",
+        "name",
+        "hi0",
+        "index",
+        &high.to_string(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "hi1",
+    ])
+    .unwrap();
+    let mut h = Harness::new();
+    h.add("hi mode gre remote 10.10.20.2 local 10.10.10.2 key 9", high);
+    h.add("lo mode ipip remote 10.10.20.2 local 10.10.10.2", 1);
+    let mut input = eth(0x0800);
+    input.extend_from_slice(&inner_packet(0));
+    let tc_fd = h.dp.tc_fd().as_raw_fd();
+    let run_on = |ifindex: u32| {
+        // struct __sk_buff up to and including `ifindex` (offset 40).
+        let mut ctx = [0u8; 44];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let input = &input;
+        let path = format!("/run/netns/{}", ns.name);
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let netns = std::fs::File::open(path).unwrap();
+                // SAFETY: joins a namespace on this thread only.
+                assert_eq!(
+                    unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) },
+                    0
+                );
+                prog_test_run(tc_fd, input, Some(&ctx), 1).unwrap()
+            })
+            .join()
+            .unwrap()
+        })
+    };
+    let high_run = run_on(high);
+    assert_eq!(high_run.retval, TC_ACT_REDIRECT);
+    let sliced = SlicedPacket::from_ethernet(&high_run.data).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = sliced.net else {
+        panic!("no IPv4")
+    };
+    assert_eq!(ip.header().protocol(), IpNumber(47));
+    // GRE with the key bit and key 9, then the inner packet.
+    assert_eq!(&ip.payload().payload[..8], &[0x20, 0, 8, 0, 0, 0, 0, 9]);
+    let lo_run = run_on(1);
+    assert_eq!(lo_run.retval, TC_ACT_REDIRECT);
+    let sliced = SlicedPacket::from_ethernet(&lo_run.data).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = sliced.net else {
+        panic!("no IPv4")
+    };
+    assert_eq!(ip.header().protocol(), IpNumber(4));
+
+    // Removed tunnels are gone from both: the device's traffic passes
+    // untouched.
+    h.dp.remove_tunnel(high).unwrap();
+    h.dp.remove_tunnel(1).unwrap();
+    for ifindex in [high, 1] {
+        let run = run_on(ifindex);
+        assert_eq!(run.retval, TC_ACT_UNSPEC, "ifindex {ifindex}");
+        assert_eq!(run.data, input, "ifindex {ifindex}");
+    }
+}
+
 #[test]
 fn tc_ttl_tos_and_ecn_follow_the_kernel() {
     // Fixed TTL and TOS; inner ECT(0) is copied into the outer ECN field.
@@ -374,7 +457,7 @@ fn each_tunnel_counts_at_its_own_slot_and_a_freed_slot_starts_from_zero() {
     // The plain tunnel goes; a new one takes its slot, with nothing counted.
     let key = tunnel_userspace::config::decap_key(&plain);
     h.dp.decap_mut().unwrap().remove(&key).unwrap();
-    h.dp.tunnels.remove(&11).unwrap();
+    h.dp.remove_tunnel(11).unwrap();
     let next = h.add("n mode ipip remote 10.10.10.2 local 10.10.20.2", 13);
     assert_eq!(next.stats_slot, plain.stats_slot);
     assert_eq!(h.dp.tunnel_totals(13).unwrap().rx_packets, 0);

@@ -308,7 +308,7 @@ fn isatap_takes_remotes_from_addresses_and_the_router_list() {
         .unwrap();
     cfg.prl_default = wire_addr(router);
     cfg.flags |= TUNNEL_F_ETH_DEV;
-    h.dp.tunnels.insert(LO, cfg, 0).unwrap();
+    h.dp.set_tunnel(LO, cfg).unwrap();
 
     let me = isatap_addr([10, 10, 20, 2]);
     let outer_dst = |out: &[u8]| -> [u8; 4] { out[14 + 16..14 + 20].try_into().unwrap() };

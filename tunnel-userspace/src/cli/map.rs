@@ -84,32 +84,32 @@ fn type_name(info: &MapInfo) -> &'static str {
 fn index_in_use(name: &str, slots: &BTreeMap<u32, u32>, key: &[u8], values: &[Vec<u8>]) -> bool {
     match name {
         MAP_TUNNEL_STATS => slots.contains_key(&read::<u32>(key)),
-        MAP_IF_INDEXED => values.iter().flatten().any(|b| *b != 0),
+        MAP_IF_INDEXED | MAP_TUNNELS_BY_IF => values.iter().flatten().any(|b| *b != 0),
         _ => true,
     }
 }
 
 /// Entries in use. The arrays indexed by tunnel slot or ifindex have every
-/// index: what counts there is the slots of configured tunnels, and the
-/// interfaces tracked.
+/// index: what counts there is the slots of configured tunnels, the
+/// interfaces tracked, and the ifindexes with a tunnel.
 fn entries_in_use(info: &MapInfo, slots: &BTreeMap<u32, u32>) -> Option<usize> {
     match info.name_as_str() {
         Some(MAP_TUNNEL_STATS) => return Some(slots.len()),
-        Some(MAP_IF_INDEXED) => {
+        Some(name @ (MAP_IF_INDEXED | MAP_TUNNELS_BY_IF)) => {
             let data = MapData::from_id(info.id()).ok()?;
             let cpus = aya::util::nr_cpus().ok()?;
             let entries = bpf_sys::map_entries(
                 data.fd().as_fd().as_raw_fd(),
                 info.key_size() as usize,
                 info.value_size() as usize,
-                true,
+                name == MAP_IF_INDEXED,
                 cpus,
             )
             .ok()?;
             return Some(
                 entries
                     .iter()
-                    .filter(|(key, values)| index_in_use(MAP_IF_INDEXED, slots, key, values))
+                    .filter(|(key, values)| index_in_use(name, slots, key, values))
                     .count(),
             );
         }
@@ -226,7 +226,7 @@ pub fn neigh_prefix(k: &NeighKey, prefix_len: u32) -> String {
 /// Decodes one (key, value) of a non-per-CPU map.
 fn decode(name: &str, key: &[u8], value: &[u8], ifname: &dyn Fn(u32) -> String) -> (Value, String) {
     match name {
-        MAP_TUNNELS => {
+        MAP_TUNNELS | MAP_TUNNELS_BY_IF => {
             let ifindex: u32 = read(key);
             let c: TunnelConfig = read(value);
             let key_text = |flag, k: u32| {

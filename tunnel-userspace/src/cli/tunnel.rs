@@ -284,7 +284,7 @@ pub(crate) fn add(args: &[String]) -> Result<()> {
         set_rpfilter(&spec.name, &spec)?;
         cfg.stats_slot = dp.allocate_stats_slot()?;
         dp.seq.insert(link.index, SeqState::default(), 0)?;
-        dp.tunnels.insert(link.index, cfg, 0)?;
+        dp.set_tunnel(link.index, cfg)?;
         let target = DecapTarget::for_tunnel(link.index, &cfg);
         dp.decap_mut()?.insert(key, target, 0)?;
         dp.attach_tunnel(&mut nl, link.index)
@@ -400,7 +400,7 @@ pub(crate) fn change(args: &[String]) -> Result<()> {
     let (old_key, new_key) = (decap_key(&old), decap_key(&cfg));
     let target = DecapTarget::for_tunnel(link.index, &cfg);
     dp.decap_mut()?.insert(new_key, target, 0)?;
-    dp.tunnels.insert(link.index, cfg, 0)?;
+    dp.set_tunnel(link.index, cfg)?;
     if old_key != new_key {
         dp.decap_mut()?.remove(&old_key)?;
     }
@@ -473,7 +473,7 @@ fn forget_tunnel(dp: &mut Dataplane, ifindex: u32, key: Option<&DecapKey>) {
         }
     }
     // Its counter slot is free again once the configuration is gone.
-    let _ = dp.tunnels.remove(&ifindex);
+    let _ = dp.remove_tunnel(ifindex);
     let _ = dp.seq.remove(&ifindex);
     forget_tunnel_entries(dp, ifindex);
     dp.untrack_interface(ifindex);
@@ -561,7 +561,7 @@ pub(crate) fn prl(args: &[String]) -> Result<()> {
             .find(|(k, e)| k.ifindex == link.index && e.flags & PRL_DEFAULT != 0)
             .map_or(0, |(k, _)| k.addr);
     }
-    dp.tunnels.insert(link.index, cfg, 0)?;
+    dp.set_tunnel(link.index, cfg)?;
     Ok(())
 }
 

@@ -104,7 +104,7 @@ impl Harness {
         cfg.flags |= TUNNEL_F_ETH_DEV;
         cfg.stats_slot = self.dp.allocate_stats_slot().unwrap();
         self.dp.seq.insert(ifindex, SeqState::default(), 0).unwrap();
-        self.dp.tunnels.insert(ifindex, cfg, 0).unwrap();
+        self.dp.set_tunnel(ifindex, cfg).unwrap();
         self.dp
             .decap_mut()
             .unwrap()

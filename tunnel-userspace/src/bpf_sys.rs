@@ -244,11 +244,118 @@ struct ProgLoadAttr {
 /// Loads a program that only returns `retval`: the floor that benchmarks
 /// measure the data plane against.
 pub fn load_noop(prog_type: u32, retval: i32) -> io::Result<std::os::fd::OwnedFd> {
+    load_insns(prog_type, &[mov64_imm(0, retval), EXIT])
+}
+
+/// Helper number of `bpf_xdp_adjust_meta`.
+const BPF_FUNC_XDP_ADJUST_META: i32 = 54;
+
+/// Loads an XDP program that calls `bpf_xdp_adjust_meta(ctx, 0)` (which
+/// checks its bounds and changes nothing) `calls` times, then passes the
+/// frame: against the no-op floor, what one helper call costs here.
+pub fn load_xdp_helper_calls(calls: usize) -> io::Result<std::os::fd::OwnedFd> {
+    let mut insns = vec![mov64_reg(6, 1)];
+    for _ in 0..calls {
+        insns.extend([
+            mov64_reg(1, 6),
+            mov64_imm(2, 0),
+            insn(0x85, 0, 0, BPF_FUNC_XDP_ADJUST_META),
+        ]);
+    }
+    insns.extend([mov64_imm(0, 2), EXIT]);
+    load_insns(BPF_PROG_TYPE_XDP, &insns)
+}
+
+/// Helper number of `bpf_xdp_adjust_head`.
+const BPF_FUNC_XDP_ADJUST_HEAD: i32 = 44;
+
+/// Loads an XDP program that makes the two calls every decapsulation in
+/// XDP makes and nothing else: `bpf_xdp_adjust_head(ctx, 24)` (a GRE
+/// frame's outer headers) and `bpf_xdp_adjust_meta(ctx, -16)` (the tag).
+pub fn load_xdp_decap_calls() -> io::Result<std::os::fd::OwnedFd> {
+    let insns = [
+        mov64_reg(6, 1),
+        mov64_reg(1, 6),
+        mov64_imm(2, 24),
+        insn(0x85, 0, 0, BPF_FUNC_XDP_ADJUST_HEAD),
+        mov64_reg(1, 6),
+        mov64_imm(2, -16),
+        insn(0x85, 0, 0, BPF_FUNC_XDP_ADJUST_META),
+        mov64_imm(0, 2),
+        EXIT,
+    ];
+    load_insns(BPF_PROG_TYPE_XDP, &insns)
+}
+
+/// Helper numbers of `bpf_skb_adjust_room` and `bpf_redirect_neigh`.
+const BPF_FUNC_SKB_ADJUST_ROOM: i32 = 50;
+const BPF_FUNC_REDIRECT_NEIGH: i32 = 152;
+
+/// Loads a tc program that makes the two calls every GRE encapsulation
+/// makes and nothing else: `bpf_skb_adjust_room(skb, 24, BPF_ADJ_ROOM_MAC,
+/// FIXED_GSO | ENCAP_L3_IPV4 | ENCAP_L4_GRE)`, then
+/// `bpf_redirect_neigh(1, NULL, 0, 0)`, whose verdict it returns.
+pub fn load_tc_encap_calls() -> io::Result<std::os::fd::OwnedFd> {
+    const BPF_ADJ_ROOM_MAC: i32 = 1;
+    const FLAGS: i32 = 1 | 2 | 8;
+    let insns = [
+        mov64_reg(6, 1),
+        mov64_imm(2, 24),
+        mov64_imm(3, BPF_ADJ_ROOM_MAC),
+        mov64_imm(4, FLAGS),
+        insn(0x85, 0, 0, BPF_FUNC_SKB_ADJUST_ROOM),
+        mov64_imm(1, 1),
+        mov64_imm(2, 0),
+        mov64_imm(3, 0),
+        mov64_imm(4, 0),
+        insn(0x85, 0, 0, BPF_FUNC_REDIRECT_NEIGH),
+        EXIT,
+    ];
+    load_insns(BPF_PROG_TYPE_SCHED_CLS, &insns)
+}
+
+/// Helper number of `bpf_redirect`.
+const BPF_FUNC_REDIRECT: i32 = 23;
+
+/// Loads a tc program that makes the two calls every GRE decapsulation in
+/// tc makes and nothing else: `bpf_skb_adjust_room(skb, -24,
+/// BPF_ADJ_ROOM_MAC, FIXED_GSO | DECAP_L3_IPV4)`, then
+/// `bpf_redirect(1, BPF_F_INGRESS)`, whose verdict it returns.
+pub fn load_tc_decap_calls() -> io::Result<std::os::fd::OwnedFd> {
+    const BPF_ADJ_ROOM_MAC: i32 = 1;
+    const FLAGS: i32 = 1 | (1 << 7);
+    const BPF_F_INGRESS: i32 = 1;
+    let insns = [
+        mov64_reg(6, 1),
+        mov64_imm(2, -24),
+        mov64_imm(3, BPF_ADJ_ROOM_MAC),
+        mov64_imm(4, FLAGS),
+        insn(0x85, 0, 0, BPF_FUNC_SKB_ADJUST_ROOM),
+        mov64_imm(1, 1),
+        mov64_imm(2, BPF_F_INGRESS),
+        insn(0x85, 0, 0, BPF_FUNC_REDIRECT),
+        EXIT,
+    ];
+    load_insns(BPF_PROG_TYPE_SCHED_CLS, &insns)
+}
+
+/// One BPF instruction: opcode, destination and source registers, immediate.
+const fn insn(opcode: u8, dst: u8, src: u8, imm: i32) -> u64 {
+    opcode as u64 | ((dst as u64 | (src as u64) << 4) << 8) | ((imm as u32 as u64) << 32)
+}
+
+const fn mov64_imm(dst: u8, imm: i32) -> u64 {
+    insn(0xb7, dst, 0, imm)
+}
+
+const fn mov64_reg(dst: u8, src: u8) -> u64 {
+    insn(0xbf, dst, src, 0)
+}
+
+const EXIT: u64 = 0x95;
+
+fn load_insns(prog_type: u32, insns: &[u64]) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd as _;
-    // r0 = retval; exit
-    let mov_r0: u64 = 0xb7 | ((retval as u32 as u64) << 32);
-    let exit: u64 = 0x95;
-    let insns = [mov_r0, exit];
     let license = b"GPL\0";
     let mut name = [0u8; 16];
     name[..9].copy_from_slice(b"xtun_noop");

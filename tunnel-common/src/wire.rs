@@ -281,13 +281,7 @@ pub const fn csum_fold(mut sum: u32) -> u16 {
 /// `words` are the header's 16-bit words in host order.
 #[inline(always)]
 pub fn ipv4_header_checksum(words: &[u16; IPV4_HDR_LEN / 2]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut i = 0;
-    while i < words.len() {
-        sum += words[i] as u32;
-        i += 1;
-    }
-    csum_fold(sum)
+    csum_fold(Ipv4Words(*words).sum())
 }
 
 /// The outer TOS for an inner TOS, following the kernel's

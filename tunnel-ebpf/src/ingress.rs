@@ -17,13 +17,13 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 use tunnel_common::{
     maps::{DecapTarget, XdpMeta, LOG_DEBUG, TUNNEL_F_RPFILTER, XDP_META_MAGIC},
     stats::*,
-    wire,
+    wire::{self, Ipv4Words},
 };
 
 use crate::{
     decap::{self, Inner, Verdict},
     maps,
-    parse::ptr_at,
+    parse::{ptr_at, read_at},
 };
 
 const AF_INET6: u8 = 10;
@@ -148,9 +148,8 @@ fn try_tc_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
     if !linear(ip_end) && ctx.len() >= ip_end {
         let _ = ctx.pull_data(ip_end);
     }
-    let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| RX_TRUNCATED)?;
-    // SAFETY: bounds checked.
-    let (proto, vihl) = unsafe { ((*ip).proto, (*ip).vihl) };
+    let ip: Ipv4Words = read_at(ctx, EthHdr::LEN).map_err(|_| RX_TRUNCATED)?;
+    let proto = ip.proto();
     if proto != wire::IPPROTO_GRE && proto != wire::IPPROTO_IPIP && proto != wire::IPPROTO_IPV6 {
         return Err(RX_PASS_NOT_TUNNEL);
     }
@@ -159,7 +158,7 @@ fn try_tc_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
     // the larger family the outer one allows. No more, so that TCP's large
     // packets, whose payload sits in page fragments, keep it there. Writes
     // to a cloned skb are made safe by the verifier's prologue.
-    let ihl = ((vihl & 0x0F) as u32) * 4;
+    let ihl = ip.header_len() as u32;
     let after_outer = match proto {
         wire::IPPROTO_GRE => wire::GRE_MAX_LEN + wire::IPV6_HDR_LEN,
         wire::IPPROTO_IPIP => wire::IPV4_HDR_LEN,

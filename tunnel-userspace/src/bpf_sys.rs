@@ -290,13 +290,14 @@ pub fn load_xdp_decap_calls() -> io::Result<std::os::fd::OwnedFd> {
 /// Helper numbers of `bpf_skb_adjust_room` and `bpf_redirect_neigh`.
 const BPF_FUNC_SKB_ADJUST_ROOM: i32 = 50;
 const BPF_FUNC_REDIRECT_NEIGH: i32 = 152;
+/// `bpf_skb_adjust_room`'s mode that moves the room in after the MAC header.
+const BPF_ADJ_ROOM_MAC: i32 = 1;
 
 /// Loads a tc program that makes the two calls every GRE encapsulation
 /// makes and nothing else: `bpf_skb_adjust_room(skb, 24, BPF_ADJ_ROOM_MAC,
 /// FIXED_GSO | ENCAP_L3_IPV4 | ENCAP_L4_GRE)`, then
 /// `bpf_redirect_neigh(1, NULL, 0, 0)`, whose verdict it returns.
 pub fn load_tc_encap_calls() -> io::Result<std::os::fd::OwnedFd> {
-    const BPF_ADJ_ROOM_MAC: i32 = 1;
     const FLAGS: i32 = 1 | 2 | 8;
     let insns = [
         mov64_reg(6, 1),
@@ -322,7 +323,6 @@ const BPF_FUNC_REDIRECT: i32 = 23;
 /// BPF_ADJ_ROOM_MAC, FIXED_GSO | DECAP_L3_IPV4)`, then
 /// `bpf_redirect(1, BPF_F_INGRESS)`, whose verdict it returns.
 pub fn load_tc_decap_calls() -> io::Result<std::os::fd::OwnedFd> {
-    const BPF_ADJ_ROOM_MAC: i32 = 1;
     const FLAGS: i32 = 1 | (1 << 7);
     const BPF_F_INGRESS: i32 = 1;
     let insns = [

@@ -451,11 +451,7 @@ impl Dataplane {
     /// Configures the tunnel on `ifindex`, or replaces its configuration.
     pub fn set_tunnel(&mut self, ifindex: u32, cfg: TunnelConfig) -> Result<()> {
         self.tunnels.insert(ifindex, cfg, 0)?;
-        if let Some(by_if) = self
-            .tunnels_by_if
-            .as_mut()
-            .filter(|_| ifindex < IF_INDEXED_MAX)
-        {
+        if let Some(by_if) = self.tunnels_by_if_for(ifindex) {
             by_if.set(ifindex, cfg, 0)?;
         }
         Ok(())
@@ -464,15 +460,18 @@ impl Dataplane {
     /// Forgets the tunnel on `ifindex`: the data plane stops encapsulating
     /// for it first.
     pub fn remove_tunnel(&mut self, ifindex: u32) -> Result<()> {
-        if let Some(by_if) = self
-            .tunnels_by_if
-            .as_mut()
-            .filter(|_| ifindex < IF_INDEXED_MAX)
-        {
+        if let Some(by_if) = self.tunnels_by_if_for(ifindex) {
             by_if.set(ifindex, TunnelConfig::default(), 0)?;
         }
         self.tunnels.remove(&ifindex)?;
         Ok(())
+    }
+
+    /// `XTUN_TUN_BY_IF`, where it exists and has an entry for `ifindex`.
+    fn tunnels_by_if_for(&mut self, ifindex: u32) -> Option<&mut Array<MapData, TunnelConfig>> {
+        self.tunnels_by_if
+            .as_mut()
+            .filter(|_| ifindex < IF_INDEXED_MAX)
     }
 
     /// Starts counting by reason for an interface (zeroed).

@@ -16,7 +16,7 @@ use network_types::{
 use tunnel_common::{
     maps::{
         DecapKey, DecapTarget, PrlKey, XdpMeta, LOG_DEBUG, LOG_TRACE, TUNNEL_F_ICSUM,
-        TUNNEL_F_ISATAP, TUNNEL_F_ISEQ, XDP_META_MAGIC,
+        TUNNEL_F_ISATAP, TUNNEL_F_ISEQ, XDP_META_CSUM_IN_TC, XDP_META_MAGIC,
     },
     stats::*,
     wire::{self, EcnDecap, GreError, GreHdr, Ipv4Words},
@@ -78,6 +78,12 @@ pub fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let m = match classify(ctx)? {
         Verdict::Decap(m) => m,
+        // XDP cannot tell a checksum pending offload from a wrong one:
+        // tc decides.
+        Verdict::Drop(_, RX_BAD_GRE_CSUM) => {
+            tag(ctx, XDP_META_CSUM_IN_TC, &DecapTarget::default()).map_err(|_| RX_ADJUST_FAIL)?;
+            return Ok(xdp_action::XDP_PASS);
+        }
         Verdict::Drop(tunnel, reason) => {
             drop_for_tunnel(ifindex, tunnel.stats_slot, reason);
             if maps::log_enabled(LOG_DEBUG) {
@@ -187,8 +193,12 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
         // As the kernel's ip_tunnel_rcv: the C bit must be what the tunnel
         // expects, and the sequence number must not go backwards.
         let has_csum = g.flags & wire::GRE_CSUM != 0;
+        // A checksum pending offload counts as verified, as in the
+        // kernel's skb_checksum_simple_validate.
         if has_csum != (target.flags & TUNNEL_F_ICSUM != 0)
-            || (has_csum && !gre_checksum_ok(ctx, l4, EthHdr::LEN + tot_len, g))
+            || (has_csum
+                && !gre_checksum_ok(ctx, l4, EthHdr::LEN + tot_len, g)
+                && !ctx.checksum_pending())
         {
             return Ok(Verdict::Drop(target, RX_BAD_GRE_CSUM));
         }
@@ -470,6 +480,13 @@ fn strip_outer(
         })
     };
 
+    tag(ctx, XDP_META_MAGIC, target)
+}
+
+/// Puts `magic` and what the decapsulation index said for the frame in
+/// front of it, for the tc program.
+#[inline(always)]
+fn tag(ctx: &XdpContext, magic: u32, target: &DecapTarget) -> Result<(), ()> {
     let meta_len = core::mem::size_of::<XdpMeta>() as i32;
     // SAFETY: helper call on our own context.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -meta_len) } != 0 {
@@ -482,10 +499,11 @@ fn strip_outer(
     // SAFETY: bounds checked against data, which ends the metadata area.
     unsafe {
         *(meta as *mut XdpMeta) = XdpMeta {
-            magic: XDP_META_MAGIC,
+            magic,
             ifindex: target.ifindex,
             flags: target.flags,
             stats_slot: target.stats_slot,
+            port: target.port,
         };
     }
     Ok(())

@@ -3,11 +3,12 @@
 //! tests and benchmarks use it directly.
 
 pub mod bpf_sys;
+pub mod btf;
 pub mod caps;
 pub mod config;
 pub mod dataplane;
+pub mod device;
 pub mod desired;
 pub mod lock;
 pub mod netlink;
 pub mod testbed;
-pub mod tun;

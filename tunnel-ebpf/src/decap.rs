@@ -68,6 +68,9 @@ pub enum Verdict {
     Decap(Matched),
     /// Ours, but to be dropped (counted against the tunnel): the reason.
     Drop(DecapTarget, u32),
+    /// Ours, with a GRE checksum that does not add up and may be pending
+    /// offload: for tc to decide (XDP only).
+    DecapInTc,
 }
 
 /// XDP: Ok(action) for packets we handled (decapsulated or dropped, already
@@ -80,7 +83,7 @@ pub fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
         Verdict::Decap(m) => m,
         // XDP cannot tell a checksum pending offload from a wrong one:
         // tc decides.
-        Verdict::Drop(_, RX_BAD_GRE_CSUM) => {
+        Verdict::DecapInTc => {
             tag(ctx, XDP_META_CSUM_IN_TC, &DecapTarget::default()).map_err(|_| RX_ADJUST_FAIL)?;
             return Ok(xdp_action::XDP_PASS);
         }
@@ -193,14 +196,18 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
         // As the kernel's ip_tunnel_rcv: the C bit must be what the tunnel
         // expects, and the sequence number must not go backwards.
         let has_csum = g.flags & wire::GRE_CSUM != 0;
-        // A checksum pending offload counts as verified, as in the
-        // kernel's skb_checksum_simple_validate.
-        if has_csum != (target.flags & TUNNEL_F_ICSUM != 0)
-            || (has_csum
-                && !gre_checksum_ok(ctx, l4, EthHdr::LEN + tot_len, g)
-                && !ctx.checksum_pending())
-        {
+        if has_csum != (target.flags & TUNNEL_F_ICSUM != 0) {
             return Ok(Verdict::Drop(target, RX_BAD_GRE_CSUM));
+        }
+        // A checksum pending offload counts as verified, as in the
+        // kernel's skb_checksum_simple_validate; only an skb can tell.
+        if has_csum && !gre_checksum_ok(ctx, l4, EthHdr::LEN + tot_len, g) {
+            if !ctx.sees_offload() {
+                return Ok(Verdict::DecapInTc);
+            }
+            if !ctx.checksum_pending() {
+                return Ok(Verdict::Drop(target, RX_BAD_GRE_CSUM));
+            }
         }
         if target.flags & TUNNEL_F_ISEQ != 0 && !sequence_ok(target.ifindex, g.seq) {
             return Ok(Verdict::Drop(target, RX_OUT_OF_SEQ));

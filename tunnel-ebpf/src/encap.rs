@@ -4,6 +4,7 @@
 use core::intrinsics::{atomic_cxchg, AtomicOrdering};
 
 use aya_ebpf::{
+    bindings::bpf_redir_neigh as RedirNeigh,
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup as FibParams,
         BPF_FIB_LKUP_RET_BLACKHOLE, BPF_FIB_LKUP_RET_PROHIBIT, BPF_FIB_LKUP_RET_SUCCESS,
@@ -11,7 +12,6 @@ use aya_ebpf::{
         BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_GRE, BPF_F_ADJ_ROOM_FIXED_GSO,
         TC_ACT_REDIRECT, TC_ACT_SHOT,
     },
-    bindings::bpf_redir_neigh as RedirNeigh,
     helpers::generated::{
         bpf_fib_lookup, bpf_get_prandom_u32, bpf_redirect_neigh, bpf_skb_change_head,
     },

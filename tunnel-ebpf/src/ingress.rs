@@ -208,6 +208,8 @@ fn try_tc_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
             decap::drop_for_tunnel(ifindex, tunnel.stats_slot, reason);
             return Ok(TC_ACT_SHOT);
         }
+        // Only XDP defers.
+        Verdict::DecapInTc => return Ok(TC_ACT_SHOT),
     };
     let (ether_type, l3_flag) = match m.inner {
         Inner::V4 => (wire::ETH_P_IP, BPF_F_ADJ_ROOM_DECAP_L3_IPV4),

@@ -22,6 +22,10 @@ pub trait Frame {
     fn checksum_pending(&self) -> bool {
         false
     }
+    /// Can `checksum_pending` tell? (An XDP frame cannot.)
+    fn sees_offload(&self) -> bool {
+        false
+    }
 }
 
 impl Frame for XdpContext {
@@ -59,6 +63,11 @@ static SKB_IP_SUMMED_SHIFT: u32 = 0;
 const CHECKSUM_PARTIAL: u8 = 3;
 
 impl Frame for TcContext {
+    #[inline(always)]
+    fn sees_offload(&self) -> bool {
+        true
+    }
+
     #[inline(always)]
     fn checksum_pending(&self) -> bool {
         // SAFETY: read-only globals, set before the program was loaded.

@@ -114,9 +114,12 @@ impl<'a> Btf<'a> {
             return None;
         }
         for m in ty.members.chunks_exact(12) {
-            let (name_off, member_type, offset) =
-                (u32_at(m, 0)?, u32_at(m, 4)?, u32_at(m, 8)?);
-            let bits = if ty.kind_flag { offset & 0xff_ffff } else { offset };
+            let (name_off, member_type, offset) = (u32_at(m, 0)?, u32_at(m, 4)?, u32_at(m, 8)?);
+            let bits = if ty.kind_flag {
+                offset & 0xff_ffff
+            } else {
+                offset
+            };
             if name_off == 0 {
                 if let Some(inner) = self.aggregate(member_type) {
                     if let Some(found) = self.bit_offset(inner, field, depth + 1) {

@@ -54,7 +54,10 @@ fn unique_suffix() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    format!("{:06x}", (nanos ^ std::process::id().rotate_left(12)) & 0xff_ffff)
+    format!(
+        "{:06x}",
+        (nanos ^ std::process::id().rotate_left(12)) & 0xff_ffff
+    )
 }
 
 /// Creates the pair for a tunnel with `mtu`: the interface point-to-point

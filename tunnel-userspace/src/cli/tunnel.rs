@@ -152,9 +152,11 @@ const ARPHRD_ETHER: u16 = 1;
 
 /// Refuses an underlay that is one of our own tunnel interfaces or ports.
 fn check_not_ours(dp: &Dataplane, underlay: &Link) -> Result<()> {
-    let ours = dp.tunnels.iter().flatten().any(|(ifindex, cfg)| {
-        ifindex == underlay.index || cfg.port_ifindex == underlay.index
-    });
+    let ours = dp
+        .tunnels
+        .iter()
+        .flatten()
+        .any(|(ifindex, cfg)| ifindex == underlay.index || cfg.port_ifindex == underlay.index);
     if ours {
         bail!(
             "the tunnel would leave by {}, an xtun tunnel; xtun does not nest tunnels",

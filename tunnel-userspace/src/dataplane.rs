@@ -61,7 +61,7 @@ pub enum DataplaneError {
     InUse { dev: String, tunnels: String },
     #[error("xtun is not attached to {0}")]
     NotAttached(String),
-    #[error("the data plane in this namespace was loaded by another xtun version (its {0} map is missing or differs); manage it with that version, or delete its tunnels and detach its interfaces there first")]
+    #[error("the data plane in this namespace was loaded by another xtun version (its {0} map is missing or differs); to move to this version, with that version's xtun: `xtun export > FILE`, then `xtun tunnel del` each tunnel and `xtun detach` each interface; then with this one: `xtun apply -f FILE`")]
     OtherVersion(&'static str),
     #[error("no free {0}: the data plane holds as many tunnels as it can")]
     Full(&'static str),

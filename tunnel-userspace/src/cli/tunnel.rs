@@ -630,7 +630,8 @@ fn show(args: &[String], stats: bool, format: Format) -> Result<()> {
             }
         },
     };
-    tunnels.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    // In the kernel's link order, as `ip tunnel show` lists them.
+    tunnels.sort_by_key(|(link, _)| link.index);
     let links = nl.links()?;
     let mut docs = Vec::new();
     for (link, cfg) in &tunnels {

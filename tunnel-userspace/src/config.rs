@@ -34,8 +34,6 @@ pub enum ConfigError {
     Help,
     #[error("invalid address \"{0}\"")]
     BadAddress(String),
-    #[error("remote address is required: remote {{ ADDR | any }}")]
-    MissingRemote,
     #[error("an isatap tunnel has no fixed remote (its remotes come from the inner destinations)")]
     IsatapRemote,
     #[error("\"{0}\" is a GRE option (not for ipip, sit or isatap)")]
@@ -423,6 +421,11 @@ impl TunnelSpec {
                 .map(str::parse::<Mode>)
                 .transpose()?,
         };
+        if let (Some(b), Some(m)) = (base, mode) {
+            if b.mode != m {
+                return Err(ConfigError::ModeChange);
+            }
+        }
         // In the order `ip tunnel` checks them.
         if mode != Some(Mode::Gre) && (ikey.is_some() || okey.is_some()) {
             return Err(ConfigError::KeyWithoutGre);
@@ -431,9 +434,6 @@ impl TunnelSpec {
             return Err(ConfigError::TtlWithNoPmtudisc);
         }
         let mode = mode.ok_or(ConfigError::MissingMode)?;
-        if base.is_some_and(|b| b.mode != mode) {
-            return Err(ConfigError::ModeChange);
-        }
         // No `remote`: remote any, as in `ip tunnel`.
         let remote = match (mode, remote) {
             (Mode::Isatap, None | Some(None)) => None,
@@ -968,6 +968,114 @@ mod tests {
     }
 
     #[test]
+    fn reads_values_as_ip_tunnel_does() {
+        // ttl 0 is inherit; numbers in C notation; no remote is remote any.
+        let spec = parse("t mode gre ttl 0 key 010").unwrap();
+        assert_eq!((spec.ttl, spec.ikey, spec.remote), (0, Some(8), None));
+        assert_eq!(parse("t mode gre ttl 0x40").unwrap().ttl, 64);
+        assert_eq!(parse("t mode gre ikey 0x10").unwrap().ikey, Some(16));
+        // The mode from the name, unless given.
+        assert_eq!(parse("gre5 remote 1.1.1.1").unwrap().mode, Mode::Gre);
+        assert_eq!(parse("ipip0 remote 1.1.1.1").unwrap().mode, Mode::Ipip);
+        assert_eq!(parse("sit1 remote 1.1.1.1").unwrap().mode, Mode::Sit);
+        assert_eq!(parse("isatap0 local 1.1.1.1").unwrap().mode, Mode::Isatap);
+        assert_eq!(
+            parse("gre5 mode ipip remote 1.1.1.1").unwrap().mode,
+            Mode::Ipip
+        );
+        assert_eq!(parse("vti0 remote 1.1.1.1"), Err(ConfigError::Vti));
+        // DSCP names, `d`/`ds` for dsfield, and what follows a value's `/`.
+        for (word, tos) in [
+            ("tos AF41", Tos::Value(0x88)),
+            ("tos EF", Tos::Value(0xb8)),
+            ("tos ee", Tos::Value(0xee)),
+            ("tos ef", Tos::Inherit(0xee)),
+            ("d CS6", Tos::Value(0xc0)),
+            ("ds 10", Tos::Value(0x10)),
+            ("tos inherit/AF41", Tos::Inherit(0x88)),
+            ("tos 0x10/whatever", Tos::Value(0x10)),
+            ("tos default", Tos::Value(0)),
+        ] {
+            let spec = parse(&format!("t mode gre remote 1.1.1.1 {word}")).unwrap();
+            assert_eq!(spec.tos, tos, "{word}");
+        }
+        // `remote 0.0.0.0` and `default` are any.
+        assert_eq!(parse("t mode gre remote 0.0.0.0").unwrap().remote, None);
+        assert_eq!(parse("t mode gre local default").unwrap().local, None);
+        // What ip checks first wins: keys before ttl/nopmtudisc and the mode.
+        assert_eq!(
+            parse("t remote 1.1.1.1 key 1 ttl 3 nopmtudisc"),
+            Err(ConfigError::KeyWithoutGre)
+        );
+        assert_eq!(
+            parse("t remote 1.1.1.1 ttl 3 nopmtudisc"),
+            Err(ConfigError::TtlWithNoPmtudisc)
+        );
+    }
+
+    #[test]
+    fn errors_in_ip_tunnel_words() {
+        let line = |s: &str| parse(s).unwrap_err().as_iproute2().unwrap();
+        assert_eq!(
+            line("tun9 mode ipip remote 1.1.1.1 key 5"),
+            IpError::failed("Keys are not allowed with ipip and sit tunnels")
+        );
+        assert_eq!(
+            line("t mode bogus"),
+            IpError::usage("Unknown tunnel mode \"bogus\"")
+        );
+        assert_eq!(
+            line("t remote 1.1.1.1"),
+            IpError::failed("cannot determine tunnel mode (ipip, gre, vti or sit)")
+        );
+        assert_eq!(
+            line("t mode gre ttl 300"),
+            IpError::usage("Error: argument \"300\" is wrong: invalid TTL")
+        );
+        assert_eq!(
+            line("t mode gre tos inherit/zz"),
+            IpError::usage("Error: argument \"inherit\" is wrong: bad TOS value")
+        );
+        assert_eq!(
+            line("t mode gre key 1.2.3"),
+            IpError::failed("Error: an IP address is expected rather than \"1.2.3\"")
+        );
+        // xtun's own checks have no ip wording.
+        assert_eq!(
+            parse("t mode ipip remote 1.1.1.1 csum")
+                .unwrap_err()
+                .as_iproute2(),
+            None
+        );
+    }
+
+    #[test]
+    fn selectors_read_show_words() {
+        let sel = TunnelSelector::parse(&["gre3"]).unwrap();
+        assert_eq!(
+            (sel.name.as_deref(), sel.mode),
+            (Some("gre3"), Some(Some(Mode::Gre)))
+        );
+        let sel = TunnelSelector::parse(&["tun3", "remote", "1.1.1.1"]).unwrap();
+        assert_eq!(sel.mode, None);
+        assert_eq!(sel.remote, Some(Ipv4Addr::new(1, 1, 1, 1)));
+        assert_eq!(
+            TunnelSelector::parse(&["key", "5"]),
+            Err(ConfigError::KeyWithoutGre)
+        );
+        let sel = TunnelSelector::parse(&["mode", "gre", "key", "5"]).unwrap();
+        let spec = parse("t mode gre remote 1.1.1.1 key 5").unwrap();
+        let cfg = spec.to_config(Ipv4Addr::UNSPECIFIED, 1, 1472);
+        assert!(sel.selects("t", &cfg, None));
+        let other = parse("t mode gre remote 1.1.1.1 key 6").unwrap();
+        assert!(!sel.selects("t", &other.to_config(Ipv4Addr::UNSPECIFIED, 1, 1472), None));
+        assert_eq!(
+            TunnelSelector::parse(&["a", "b"]),
+            Err(ConfigError::Unknown("b".into()))
+        );
+    }
+
+    #[test]
     fn rejects_bad_input_like_ip_tunnel() {
         use ConfigError::*;
         let cases: &[(&str, ConfigError)] = &[
@@ -984,14 +1092,13 @@ mod tests {
             ),
             ("t mode gre remote 1.1.1.1 ttl 0x", BadTtl("0x".into())),
             ("t mode gre remote 1.1.1.1 ttl 256", BadTtl("256".into())),
-            ("t mode gre remote 1.1.1.1 ttl 0", BadTtl("0".into())),
+            ("t mode gre remote 1.1.1.1 ttl 08", BadTtl("08".into())),
             ("t mode gre remote 1.1.1.1 tos 1ff", BadTos("1ff".into())),
             (
                 "t mode gre remote 1.1.1.1 ttl 9 nopmtudisc",
                 TtlWithNoPmtudisc,
             ),
             ("t remote 1.1.1.1", MissingMode),
-            ("t mode gre", MissingRemote),
             ("mode gre remote 1.1.1.1", MissingName),
             ("t mode gre remote", MissingArgument("remote".into())),
             ("t mode isatap remote 1.1.1.1", IsatapRemote),
@@ -1001,7 +1108,19 @@ mod tests {
                 "t mode gre remote 1.1.1.1 tos inherit/zz",
                 BadTos("inherit/zz".into()),
             ),
-            ("t mode gre remote 1.1.1.1 key x", BadKey("x".into())),
+            (
+                "t mode gre remote 1.1.1.1 key x",
+                BadKey("key".into(), "x".into()),
+            ),
+            (
+                "t mode gre remote 1.1.1.1 okey 010x",
+                BadKey("okey".into(), "010x".into()),
+            ),
+            (
+                "t mode gre mode sit remote 1.1.1.1",
+                ModeConflict("gre".into(), "sit".into()),
+            ),
+            ("t mode gre remote 1.1.1.1 he", Help),
             ("t mode vti remote 1.1.1.1", Vti),
             ("t mode gre remote 1.1.1.1 bogus", Unknown("bogus".into())),
             ("t mode gre remote 1.1.1.1 dev a/b", BadName("a/b".into())),

@@ -42,7 +42,7 @@ pub enum ConfigError {
     BadKey(String, String),
     #[error("keys are not allowed with ipip and sit tunnels")]
     KeyWithoutGre,
-    #[error("invalid TTL \"{0}\": expected 0..255 or inherit")]
+    #[error("invalid TTL \"{0}\": expected 1..255 or inherit")]
     BadTtl(String),
     #[error("invalid TOS \"{0}\": expected 00..ff, a DSCP name, inherit or inherit/00..ff")]
     BadTos(String),

@@ -17,6 +17,7 @@ use tunnel_userspace::{
 use super::{
     attach::lookup,
     output::{Format, Ordered},
+    words::Words,
 };
 
 const ADD_HELP: &str = "\
@@ -55,7 +56,9 @@ pub enum TunnelCommand {
             required = true,
             trailing_var_arg = true,
             allow_hyphen_values = true,
-            value_name = "ARGS"
+            value_name = "ARGS",
+            value_parser = Words(grammar::TUNNEL_WORDS),
+            hide_possible_values = true
         )]
         args: Vec<String>,
     },
@@ -68,7 +71,9 @@ pub enum TunnelCommand {
             required = true,
             trailing_var_arg = true,
             allow_hyphen_values = true,
-            value_name = "ARGS"
+            value_name = "ARGS",
+            value_parser = Words(grammar::TUNNEL_WORDS),
+            hide_possible_values = true
         )]
         args: Vec<String>,
     },
@@ -106,7 +111,9 @@ pub enum TunnelCommand {
         #[arg(
             trailing_var_arg = true,
             allow_hyphen_values = true,
-            value_name = "ARGS"
+            value_name = "ARGS",
+            value_parser = Words(grammar::TUNNEL_WORDS),
+            hide_possible_values = true
         )]
         args: Vec<String>,
     },

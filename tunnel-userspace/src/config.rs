@@ -30,7 +30,7 @@ pub enum ConfigError {
     MissingMode,
     #[error("more than one tunnel mode: \"{0}\" and \"{1}\"")]
     ModeConflict(String, String),
-    #[error("usage: xtun tunnel {{ add | change | del | show | prl }} [ NAME ] [ mode MODE ] ... (see `xtun tunnel add --help`)")]
+    #[error("Usage: xtun tunnel {{ add | change | del | show | prl }} [ NAME ] [ mode MODE ] ... (see `xtun tunnel add --help`)")]
     Help,
     #[error("invalid address \"{0}\"")]
     BadAddress(String),

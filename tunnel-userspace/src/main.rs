@@ -246,7 +246,9 @@ fn main() {
         (Some(_), false) => Err(anyhow::anyhow!(
             "give either -batch FILE or a command, not both"
         )),
-        (None, true) => Err(grammar::IpError::usage("no command given; see `xtun --help`").into()),
+        (None, true) => {
+            Err(grammar::IpError::usage("xtun: no command given; see `xtun --help`").into())
+        }
     };
     if let Err(err) = result {
         fail(&err);
@@ -358,7 +360,7 @@ fn is_color(opt: &str) -> bool {
 
 fn no_ipv6() -> IpError {
     IpError::failed(
-        "xtun has no IPv6-outer tunnels (ip -6 tunnel): ip6gre, ip6ip6 and ipip6 are not supported",
+        "xtun: no IPv6-outer tunnels (ip -6 tunnel): ip6gre, ip6ip6 and ipip6 are not supported",
     )
 }
 
@@ -426,7 +428,7 @@ fn canonical(words: &[String]) -> Result<Option<Vec<String>>, IpError> {
             .unwrap_or(k),
         None if matches(verb, "help") => return Ok(None),
         None if object == "tunnel" && matches(verb, "6rd") => {
-            return Err(IpError::failed("6rd is not supported by xtun"))
+            return Err(IpError::failed("xtun: 6rd is not supported"))
         }
         None => {
             return Err(IpError::usage(format!(
@@ -451,12 +453,16 @@ fn parse_command(words: &[String]) -> anyhow::Result<(Command, Cli)> {
                 ) {
                     e.exit();
                 }
-                // clap's first line, without its "error: " prefix.
+                // clap's message up to its usage, on one line, without "error: ".
                 let rendered = e.render().to_string();
-                let first = rendered.lines().next().unwrap_or("").to_string();
+                let message: Vec<&str> = rendered
+                    .lines()
+                    .take_while(|l| !l.trim().is_empty())
+                    .map(str::trim)
+                    .collect();
                 anyhow::Error::from(IpError::usage(format!(
                     "xtun: {}",
-                    first.trim_start_matches("error: ")
+                    message.join(" ").trim_start_matches("error: ")
                 )))
             })?;
     let command = cli

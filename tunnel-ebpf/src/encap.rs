@@ -4,6 +4,7 @@
 use core::intrinsics::{atomic_cxchg, AtomicOrdering};
 
 use aya_ebpf::{
+    bindings::bpf_redir_neigh as RedirNeigh,
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup as FibParams,
         BPF_FIB_LKUP_RET_BLACKHOLE, BPF_FIB_LKUP_RET_PROHIBIT, BPF_FIB_LKUP_RET_SUCCESS,
@@ -26,7 +27,7 @@ use tunnel_common::{
 
 use crate::{
     csum,
-    maps::{self, NEIGH, SEQ, TUNNELS, TUNNELS_BY_IF},
+    maps::{self, NEIGH, PORTS, SEQ, TUNNELS, TUNNELS_BY_IF},
     parse::{ptr_at_mut, read_at},
 };
 
@@ -65,8 +66,8 @@ impl InnerInfo {
     }
 }
 
-/// The configuration of the tunnel on `ifindex`; None when the device is
-/// not a tunnel of ours.
+/// The configuration of the tunnel whose data path runs on `ifindex` (its
+/// port); None when the device is not one of ours.
 #[inline(always)]
 pub fn tunnel_config(ifindex: u32) -> Option<&'static TunnelConfig> {
     // SAFETY: map values stay valid while the program runs; userspace
@@ -77,12 +78,16 @@ pub fn tunnel_config(ifindex: u32) -> Option<&'static TunnelConfig> {
             .map(|cfg| unsafe { &*cfg })
             .filter(|cfg| cfg.mode != 0);
     }
-    TUNNELS.get_ptr(ifindex).map(|cfg| unsafe { &*cfg })
+    PORTS
+        .get_ptr(ifindex)
+        .or_else(|| TUNNELS.get_ptr(ifindex))
+        .map(|cfg| unsafe { &*cfg })
 }
 
-/// Encapsulates a packet sent on the tunnel on `ifindex`.
+/// Encapsulates a packet the tunnel interface sent (seen on its port).
 #[inline(always)]
-pub fn encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> i32 {
+pub fn encap(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
+    let ifindex = cfg.ifindex;
     match try_encap(ctx, cfg, ifindex) {
         Ok(action) => action,
         Err(reason) => {
@@ -182,19 +187,27 @@ fn remote_for(cfg: &TunnelConfig, ifindex: u32, inner: &InnerInfo) -> Result<u32
     Err(TX_NO_NEIGH)
 }
 
-/// Source address and egress interface of the route to `remote`. Where the
-/// route cannot be looked up here (bpf_fib_lookup refuses interfaces that do
-/// not forward), the source found when the tunnel was configured.
+/// Where the route to `remote` leads, looked up per packet as the kernel's
+/// tunnels route each packet, so traffic follows route changes.
+struct Route {
+    src: u32,
+    oif: u32,
+    /// The next hop (the gateway, or `remote` itself on link).
+    next_hop: u32,
+}
+
+/// The route to `remote`, looked up as if the packet arrived on the port
+/// (userspace enables forwarding there, which bpf_fib_lookup requires; the
+/// port receives nothing but what the tunnel interface sends, so nothing
+/// else is forwarded). Err(None) where it cannot be looked up here (a
+/// tunnel without a port): the caller falls back to the configuration.
 #[inline(always)]
-fn route_to(ctx: &TcContext, cfg: &TunnelConfig, remote: u32) -> Result<(u32, u32), u32> {
+fn route_to(ctx: &TcContext, cfg: &TunnelConfig, remote: u32) -> Result<Route, Option<u32>> {
     // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
-    params.ifindex = cfg.underlay_ifindex;
+    params.ifindex = cfg.datapath_ifindex();
     params.__bindgen_anon_4.ipv4_dst = remote;
-    // Looked up as if arriving on the underlay rather than as output from
-    // it: an output lookup would be held to routes through the underlay,
-    // and miss a route that leads elsewhere (or back into a tunnel).
     let flags = BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC;
     // SAFETY: helper call with a request on our stack.
     let ret = unsafe {
@@ -206,30 +219,38 @@ fn route_to(ctx: &TcContext, cfg: &TunnelConfig, remote: u32) -> Result<(u32, u3
         )
     };
     if ret == BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        // An outer packet routed into a tunnel of ours would come back here:
-        // drop it instead of looping (the kernel's DeadLoop).
-        if tunnel_config(params.ifindex).is_some() {
-            return Err(TX_DEAD_LOOP);
+        // An outer packet routed into the tunnel itself would come back
+        // here: drop it instead of looping (the kernel's DeadLoop).
+        if params.ifindex == cfg.ifindex {
+            return Err(Some(TX_DEAD_LOOP));
         }
-        // SAFETY: the helper filled in the source address.
-        let src = unsafe { params.__bindgen_anon_3.ipv4_src };
+        // SAFETY: the helper filled in the source and next hop.
+        let (src, next_hop) = unsafe {
+            (
+                params.__bindgen_anon_3.ipv4_src,
+                params.__bindgen_anon_4.ipv4_dst,
+            )
+        };
         if src != 0 {
-            return Ok((src, params.ifindex));
+            return Ok(Route {
+                src,
+                oif: params.ifindex,
+                next_hop,
+            });
         }
     }
     match ret as u32 {
         BPF_FIB_LKUP_RET_BLACKHOLE | BPF_FIB_LKUP_RET_UNREACHABLE | BPF_FIB_LKUP_RET_PROHIBIT => {
-            Err(TX_NO_ROUTE)
+            Err(Some(TX_NO_ROUTE))
         }
-        _ if cfg.default_src != 0 => Ok((cfg.default_src, cfg.underlay_ifindex)),
-        _ => Err(TX_NO_SOURCE),
+        _ => Err(None),
     }
 }
 
 #[inline(always)]
 fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u32> {
-    // TUN devices have no link-layer header; an Ethernet device (and
-    // BPF_PROG_TEST_RUN, which always builds an Ethernet frame) has one.
+    // The port sees the tunnel interface's Ethernet frames (as does
+    // BPF_PROG_TEST_RUN); an L3 device would have no link-layer header.
     let eth_dev = cfg.flags & TUNNEL_F_ETH_DEV != 0;
     let l2 = if eth_dev { wire::ETH_HDR_LEN } else { 0 };
     let inner = inner_info(ctx, cfg.mode, l2)?;
@@ -260,17 +281,36 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     } else {
         remote_for(cfg, ifindex, &inner)?
     };
-    // The route is looked up per packet only when it decides something:
-    // the source for `local any`, the way out for an unbound multipoint
-    // tunnel. Otherwise bpf_redirect_neigh finds the next hop itself.
+    // The route is looked up per packet, as the kernel's tunnels do: the
+    // way out follows route changes. A tunnel bound to `dev` leaves by it,
+    // and bpf_redirect_neigh routes through it; its route is looked up
+    // only for the source of `local any`.
     let bound = cfg.flags & TUNNEL_F_BOUND_DEV != 0;
-    let (local, underlay) = if cfg.local != 0 && (cfg.remote != 0 || bound) {
-        (cfg.local, cfg.underlay_ifindex)
+    let (local, underlay, next_hop) = if bound && cfg.local != 0 {
+        (cfg.local, cfg.underlay_ifindex, None)
     } else {
-        let (src, oif) = route_to(ctx, cfg, remote)?;
-        let local = if cfg.local != 0 { cfg.local } else { src };
-        let oif = if bound { cfg.underlay_ifindex } else { oif };
-        (local, oif)
+        match route_to(ctx, cfg, remote) {
+            Ok(route) => {
+                let local = if cfg.local != 0 { cfg.local } else { route.src };
+                if bound {
+                    (local, cfg.underlay_ifindex, None)
+                } else {
+                    (local, route.oif, Some(route.next_hop))
+                }
+            }
+            Err(Some(reason)) => return Err(reason),
+            // No route lookup here: what the configuration says.
+            Err(None) => {
+                let local = if cfg.local != 0 {
+                    cfg.local
+                } else if cfg.default_src != 0 {
+                    cfg.default_src
+                } else {
+                    return Err(TX_NO_SOURCE);
+                };
+                (local, cfg.underlay_ifindex, None)
+            }
+        }
     };
 
     // The checksum covers the inner packet as it is now, before any header
@@ -354,9 +394,27 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
         write_gre(ctx, cfg, gre_flags, inner.gre_protocol(), seq, inner_sum)?;
     }
 
-    // SAFETY: plain helper call; no explicit next hop, the kernel's FIB and
-    // neighbour tables resolve it.
-    let action = unsafe { bpf_redirect_neigh(underlay, core::ptr::null_mut(), 0, 0) } as i32;
+    // With the next hop the route lookup found, the kernel only resolves
+    // its neighbour; without, it routes through `underlay` itself.
+    let action = match next_hop {
+        Some(nh) => {
+            let mut params = RedirNeigh {
+                nh_family: AF_INET as u32,
+                __bindgen_anon_1: aya_ebpf::bindings::bpf_redir_neigh__bindgen_ty_1 { ipv4_nh: nh },
+            };
+            // SAFETY: helper call with parameters on our stack.
+            unsafe {
+                bpf_redirect_neigh(
+                    underlay,
+                    &mut params,
+                    core::mem::size_of::<RedirNeigh>() as i32,
+                    0,
+                )
+            }
+        }
+        // SAFETY: plain helper call.
+        None => unsafe { bpf_redirect_neigh(underlay, core::ptr::null_mut(), 0, 0) },
+    } as i32;
     if action != TC_ACT_REDIRECT {
         return Err(TX_NO_ROUTE);
     }

@@ -17,11 +17,16 @@ use tunnel_common::{
 #[map(name = "XTUN_TUNNELS")]
 pub static TUNNELS: HashMap<u32, TunnelConfig> = HashMap::with_max_entries(MAX_TUNNELS, 0);
 
-/// Tunnel interface ifindex (below `IF_INDEXED_MAX`) -> the configuration
-/// it has in `TUNNELS`; mode 0 where there is no tunnel. Encapsulation
-/// finds its tunnel here without hashing.
+/// Port ifindex (below `IF_INDEXED_MAX`; the tunnel interface's own where
+/// it has no port) -> the configuration it has in `TUNNELS`; mode 0 where
+/// there is no tunnel. Encapsulation finds its tunnel here without hashing.
 #[map(name = "XTUN_TUN_BY_IF")]
 pub static TUNNELS_BY_IF: Array<TunnelConfig> = Array::with_max_entries(IF_INDEXED_MAX, 0);
+
+/// Port ifindex (at least `IF_INDEXED_MAX`) -> the configuration of the
+/// tunnel the port belongs to. Below that, `TUNNELS_BY_IF` holds them.
+#[map(name = "XTUN_PORTS")]
+pub static PORTS: HashMap<u32, TunnelConfig> = HashMap::with_max_entries(MAX_TUNNELS, 0);
 
 /// (local, remote, protocol, key) -> tunnel interface to deliver on.
 #[map(name = "XTUN_DECAP")]

@@ -625,6 +625,8 @@ impl TunnelSpec {
             prl_default: 0,
             default_src: 0,
             stats_slot: 0,
+            ifindex: 0,
+            port_ifindex: 0,
         }
     }
 }

@@ -9,9 +9,8 @@ use tunnel_common::maps::*;
 use tunnel_userspace::{
     config::{self, addr_from_wire, decap_key, Mode, ShowLine, TunnelSpec},
     dataplane::{Dataplane, DecapChoice, FILTER_UNDERLAY_AUTO},
-    grammar,
+    device, grammar,
     netlink::{Link, Netlink},
-    tun,
 };
 
 use super::{
@@ -158,13 +157,37 @@ fn resolve_underlay(nl: &mut Netlink, spec: &TunnelSpec) -> Result<(Link, Ipv4Ad
             spec.mode.name()
         ),
     };
-    if underlay.kind.as_deref() == Some("tun") {
+    // An L3 device (a TUN device, ARPHRD_NONE) has no link-layer header
+    // for the data plane to receive behind or the neighbour code to fill.
+    if underlay.link_type != ARPHRD_ETHER {
         bail!(
-            "the tunnel would leave by {}, a tunnel; xtun does not nest tunnels",
-            underlay.name
+            "the tunnel would leave by {}, a {} device without Ethernet header (link type {}); xtun needs an Ethernet underlay",
+            underlay.name,
+            underlay.kind.as_deref().unwrap_or("layer-3"),
+            underlay.link_type
         );
     }
     Ok((underlay, spec.local.unwrap_or(Ipv4Addr::UNSPECIFIED)))
+}
+
+/// `ARPHRD_ETHER`: Ethernet-like devices (veth, tap, bridge, macvlan,
+/// vxlan, NICs).
+const ARPHRD_ETHER: u16 = 1;
+
+/// Refuses an underlay that is one of our own tunnel interfaces or ports.
+fn check_not_ours(dp: &Dataplane, underlay: &Link) -> Result<()> {
+    let ours = dp
+        .tunnels
+        .iter()
+        .flatten()
+        .any(|(ifindex, cfg)| ifindex == underlay.index || cfg.port_ifindex == underlay.index);
+    if ours {
+        bail!(
+            "the tunnel would leave by {}, an xtun tunnel; xtun does not nest tunnels",
+            underlay.name
+        );
+    }
+    Ok(())
 }
 
 /// For `local any`: the source of the route to the remote now, used where
@@ -284,42 +307,38 @@ pub(crate) fn add(args: &[String]) -> Result<()> {
 
     let mut dp = Dataplane::find_or_load(&mut nl).context("loading the data plane")?;
     repair(&mut nl, &mut dp)?;
+    check_not_ours(&dp, &underlay)?;
     let mtu = spec.mtu(underlay.mtu);
     let mut cfg = spec.to_config(local, underlay.index, mtu);
     cfg.default_src = default_source(&mut nl, &spec);
     let key = decap_key(&cfg);
     check_decap_free(&mut nl, &mut dp, "add", &spec.name, &cfg)?;
 
-    // The device stays non-persistent until everything is in place: if this
-    // process dies halfway, the kernel removes it and nothing is half-made.
-    let pending =
-        tun::create(&spec.name).with_context(|| format!("add tunnel \"{}\" failed", spec.name))?;
+    // The pair carries a provisional name until everything is in place: if
+    // this process dies halfway, no interface has the tunnel's name, and
+    // the next change removes what is left (`repair`).
     let failed = |err: anyhow::Error| err.context(format!("add tunnel \"{}\" failed", spec.name));
-    let link = match nl.link_by_name(&spec.name) {
-        Ok(Some(link)) if link.kind.as_deref() == Some("tun") => link,
-        Ok(_) => return Err(failed(anyhow!("the new interface is not a TUN device"))),
-        Err(e) => return Err(failed(e.into())),
-    };
+    let new = device::create(&mut nl, mtu).map_err(|e| failed(e.into()))?;
+    let link = new.link.clone();
     let result = (|| -> Result<()> {
-        cfg.flags &= !TUNNEL_F_ETH_DEV;
-        nl.set_mtu(link.index, mtu).context("setting the MTU")?;
-        // Explicit IPv6 addresses only, as on the kernel's ipip and sit.
-        nl.disable_ipv6_addrgen(link.index)?;
+        cfg.flags |= TUNNEL_F_ETH_DEV;
+        cfg.port_ifindex = new.port.index;
         set_segmentation(&mut nl, link.index, &spec)?;
-        set_rpfilter(&spec.name, &spec)?;
+        set_rpfilter(&link.name, &spec)?;
         cfg.stats_slot = dp.allocate_stats_slot()?;
         dp.seq.insert(link.index, SeqState::default(), 0)?;
         dp.set_tunnel(link.index, cfg)?;
         let target = DecapTarget::for_tunnel(link.index, &cfg);
         dp.decap_mut()?.insert(key, target, 0)?;
-        dp.attach_tunnel(&mut nl, link.index)
+        dp.attach_tunnel(&mut nl, link.index, new.port.index)
             .context("attaching encapsulation")?;
         dp.attach_underlay(&mut nl, &underlay, false, DecapChoice::Auto)
             .with_context(|| format!("attaching to {}", underlay.name))?;
-        Ok(pending.persist()?)
+        Ok(new.finish(&mut nl, &spec.name)?)
     })();
     if let Err(err) = result {
-        // Leave nothing half-created: the device went with `pending`.
+        // Leave nothing half-created.
+        let _ = nl.del_link(link.index);
         forget_tunnel(&mut dp, link.index, Some(&key));
         return Err(failed(err));
     }
@@ -332,6 +351,16 @@ pub(crate) fn add(args: &[String]) -> Result<()> {
 /// Says what it repaired. Runs under the namespace lock, so no live `xtun`
 /// is halfway through anything.
 fn repair(nl: &mut Netlink, dp: &mut Dataplane) -> Result<()> {
+    // Pairs an `add` killed halfway left under their provisional name.
+    for link in nl.links()? {
+        if device::is_unfinished(&link.name) && link.kind.as_deref() == Some("veth") {
+            let _ = nl.del_link(link.index);
+            eprintln!(
+                "xtun: repaired: removed {}, left by an add that did not finish",
+                link.name
+            );
+        }
+    }
     let links: std::collections::HashSet<u32> = nl.links()?.iter().map(|l| l.index).collect();
     let tunnels: Vec<(u32, TunnelConfig)> = dp.tunnels.iter().flatten().collect();
     for (ifindex, _) in tunnels.iter().filter(|(i, _)| !links.contains(i)) {
@@ -403,9 +432,12 @@ pub(crate) fn change(args: &[String]) -> Result<()> {
     })?;
     let (underlay, local) = resolve_underlay(&mut nl, &spec)?;
     let mtu = spec.mtu(underlay.mtu);
+    check_not_ours(&dp, &underlay)?;
     let mut cfg = spec.to_config(local, underlay.index, mtu);
     cfg.prl_default = old.prl_default;
     cfg.stats_slot = old.stats_slot;
+    cfg.port_ifindex = old.port_ifindex;
+    cfg.flags |= old.flags & TUNNEL_F_ETH_DEV;
     cfg.default_src = default_source(&mut nl, &spec);
     check_decap_free(&mut nl, &mut dp, "change", name, &cfg)?;
     if spec.needs_per_packet_header() != base.needs_per_packet_header() {
@@ -430,7 +462,7 @@ pub(crate) fn change(args: &[String]) -> Result<()> {
         dp.decap_mut()?.remove(&old_key)?;
     }
     if link.mtu != mtu {
-        nl.set_mtu(link.index, mtu).context("setting the MTU")?;
+        device::set_mtu(&mut nl, link.index, cfg.port_ifindex, mtu).context("setting the MTU")?;
     }
     if underlay.index != old.underlay_ifindex {
         release_underlay(&mut nl, &mut dp, old.underlay_ifindex)?;

@@ -157,6 +157,38 @@ impl SeedTopology {
         Ok(())
     }
 
+    /// Another link from ns1 to the router: `dev` in ns1 with `{net}.2/24`,
+    /// `peer` in the router with `{net}.1/24`, both up.
+    pub fn link_ns1_to_router(&self, dev: &str, peer: &str, net: &str) -> io::Result<()> {
+        run(&[
+            "ip",
+            "link",
+            "add",
+            dev,
+            "netns",
+            &self.ns1.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer,
+            "netns",
+            &self.router.name,
+        ])?;
+        for (ns, name, host) in [(&self.ns1, dev, 2), (&self.router, peer, 1)] {
+            ns.exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{net}.{host}/24"),
+                "dev",
+                name,
+            ])?;
+            ns.exec(&["ip", "link", "set", name, "up"])?;
+        }
+        Ok(())
+    }
+
     /// `ip link set NAME up` and `ip addr add ADDR peer PEER dev NAME`.
     pub fn bring_up(ns: &Netns, name: &str, addr: &str, peer: &str) -> io::Result<()> {
         ns.exec(&["ip", "link", "set", name, "up"])?;

@@ -5,7 +5,7 @@
 //! follows the route when it moves to another uplink. Needs root; every
 //! namespace (and process) the tests start is removed on drop.
 
-mod common;
+mod net;
 
 use std::{
     process::{Command, Stdio},
@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::net::{eventually, received, spawn_in, stdout, Guard, XTUN};
+use net::{eventually, received, spawn_in, stdout, Guard, XTUN};
 use serde_json::Value;
 use tunnel_userspace::testbed::{Netns, SeedTopology};
 
@@ -412,32 +412,7 @@ fn gre_checksums_pending_offload_are_accepted_behind_xdp() {
 fn traffic_follows_the_route_to_another_uplink() {
     let topo = SeedTopology::new("fo").unwrap();
     // A second uplink from ns1 to the router.
-    tunnel_userspace::testbed::run(&[
-        "ip",
-        "link",
-        "add",
-        "v3",
-        "netns",
-        &topo.ns1.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "r3",
-        "netns",
-        &topo.router.name,
-    ])
-    .unwrap();
-    topo.ns1
-        .exec(&["ip", "addr", "add", "10.10.30.2/24", "dev", "v3"])
-        .unwrap();
-    topo.ns1.exec(&["ip", "link", "set", "v3", "up"]).unwrap();
-    topo.router
-        .exec(&["ip", "addr", "add", "10.10.30.1/24", "dev", "r3"])
-        .unwrap();
-    topo.router
-        .exec(&["ip", "link", "set", "r3", "up"])
-        .unwrap();
+    topo.link_ns1_to_router("v3", "r3", "10.10.30").unwrap();
     topo.add_tunnels(XTUN, "gre", &[]).unwrap();
     assert_eq!(ping(&topo.ns1, "10.10.200.10", 2, 56), 2);
 
@@ -631,33 +606,15 @@ fn underlay_kind(kind: &str) {
             .exec(&["ip", "route", "add", &subnet, "via", "10.10.20.1"])
             .unwrap();
     }
-    ns1.exec(&[
-        XTUN,
-        "tunnel",
-        "add",
-        "tun1",
-        "mode",
-        "gre",
-        "remote",
-        "10.10.20.2",
-        "local",
-        local,
-    ])
-    .unwrap();
-    topo.ns2
-        .exec(&[
-            XTUN,
-            "tunnel",
-            "add",
-            "tun2",
-            "mode",
-            "gre",
-            "remote",
-            local,
-            "local",
-            "10.10.20.2",
-        ])
-        .unwrap();
+    for (ns, name, remote, local) in [
+        (ns1, "tun1", "10.10.20.2", local),
+        (&topo.ns2, "tun2", local, "10.10.20.2"),
+    ] {
+        let add = format!("tunnel add {name} mode gre remote {remote} local {local}");
+        let mut args = vec![XTUN];
+        args.extend(add.split(' '));
+        ns.exec(&args).unwrap();
+    }
     SeedTopology::bring_up(ns1, "tun1", "10.10.100.10", "10.10.200.10").unwrap();
     SeedTopology::bring_up(&topo.ns2, "tun2", "10.10.200.10", "10.10.100.10").unwrap();
     let shown = stdout(ns1.exec(&[XTUN, "-j", "tunnel", "show", "tun1"]).unwrap());

@@ -9,10 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::net::{stdout, XTUN};
+use net::{stdout, XTUN};
 use tunnel_userspace::testbed::{Lan, Netns, SeedTopology};
 
-mod common;
+mod net;
 
 /// Serializes the tests that push bulk traffic or count every packet.
 fn heavy_traffic() -> std::sync::MutexGuard<'static, ()> {
@@ -1309,24 +1309,9 @@ fn an_underlay_that_goes_and_comes_back_is_picked_up_again() {
     assert!(stats.contains("(underlay, gone):"), "{stats}");
     // It comes back (a new ifindex): `tunnel change` with no option
     // resolves the route again and attaches there.
-    let r = &topo.router.name;
-    let n1 = &topo.ns1.name;
-    tunnel_userspace::testbed::run(&[
-        "ip", "link", "add", "v1", "netns", n1, "type", "veth", "peer", "name", "r1", "netns", r,
-    ])
-    .unwrap();
-    topo.ns1
-        .exec(&["ip", "addr", "add", "10.10.10.2/24", "dev", "v1"])
-        .unwrap();
-    topo.ns1.exec(&["ip", "link", "set", "v1", "up"]).unwrap();
+    topo.link_ns1_to_router("v1", "r1", "10.10.10").unwrap();
     topo.ns1
         .exec(&["ip", "route", "add", "10.10.20.0/24", "via", "10.10.10.1"])
-        .unwrap();
-    topo.router
-        .exec(&["ip", "addr", "add", "10.10.10.1/24", "dev", "r1"])
-        .unwrap();
-    topo.router
-        .exec(&["ip", "link", "set", "r1", "up"])
         .unwrap();
     topo.ns1.exec(&[XTUN, "tunnel", "change", "tun1"]).unwrap();
     assert!(ping(&topo.ns1, "10.10.200.10", 2).contains("2 received"));

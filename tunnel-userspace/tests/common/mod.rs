@@ -3,8 +3,6 @@
 //! through BPF_PROG_TEST_RUN.
 #![allow(dead_code, reason = "each user takes what it needs")]
 
-pub mod net;
-
 use std::os::fd::AsRawFd;
 
 use etherparse::{IpNumber, Ipv4Header, PacketBuilder};

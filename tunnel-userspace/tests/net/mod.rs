@@ -1,4 +1,5 @@
 //! Helpers for the tests that drive the real `xtun` binary in namespaces.
+#![allow(dead_code, reason = "each user takes what it needs")]
 
 use std::{
     process::{Child, Command, Stdio},

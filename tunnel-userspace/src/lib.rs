@@ -9,6 +9,8 @@ pub mod config;
 pub mod dataplane;
 pub mod desired;
 pub mod device;
+pub mod grammar;
 pub mod lock;
 pub mod netlink;
+pub mod netns;
 pub mod testbed;

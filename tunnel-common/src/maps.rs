@@ -19,6 +19,8 @@ pub const MAP_SEQ: &str = "XTUN_SEQ";
 /// Tunnel configurations by the ifindex of the tunnel's port (the hidden
 /// veth end where encapsulation runs), for ports from `IF_INDEXED_MAX` up.
 pub const MAP_PORTS: &str = "XTUN_PORTS";
+/// Path MTUs learnt from ICMP, by (tunnel, remote).
+pub const MAP_PMTU: &str = "XTUN_PMTU";
 /// aya-log's ring buffer of log records.
 pub const MAP_LOGS: &str = "AYA_LOGS";
 
@@ -231,6 +233,35 @@ impl DecapTarget {
     }
 }
 
+/// The smallest path MTU an ICMP report may set, as the kernel's
+/// `net.ipv4.route.min_pmtu`; lower reports are ignored.
+pub const MIN_PMTU: u32 = 552;
+/// How long a learnt path MTU holds, as the kernel's
+/// `net.ipv4.route.mtu_expires` (600 s).
+pub const PMTU_EXPIRES_NS: u64 = 600 * 1_000_000_000;
+
+/// Key of the path-MTU table: a tunnel and one of its remotes (multipoint
+/// tunnels have many).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct PmtuKey {
+    /// The tunnel interface.
+    pub ifindex: u32,
+    /// Outer destination, network order.
+    pub remote: u32,
+}
+
+/// A path MTU learnt from ICMP "fragmentation needed".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PmtuEntry {
+    /// The path MTU for outer packets (bytes of the outer IPv4 packet).
+    pub mtu: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` after which it no longer holds.
+    pub expires_ns: u64,
+}
+
 /// Per-tunnel counters, one copy per CPU, named as `ip -s tunnel show` names them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -333,6 +364,8 @@ mod pod {
     unsafe impl aya::Pod for PrlKey {}
     unsafe impl aya::Pod for PrlEntry {}
     unsafe impl aya::Pod for SeqState {}
+    unsafe impl aya::Pod for PmtuKey {}
+    unsafe impl aya::Pod for PmtuEntry {}
 }
 
 #[cfg(test)]
@@ -348,6 +381,8 @@ mod tests {
         assert_eq!(size_of::<NeighEntry>(), 4);
         assert_eq!(size_of::<PrlKey>(), 8);
         assert_eq!(size_of::<SeqState>(), 16);
+        assert_eq!(size_of::<PmtuKey>(), 8);
+        assert_eq!(size_of::<PmtuEntry>(), 16);
         assert_eq!(size_of::<DecapKey>(), 16);
         assert_eq!(size_of::<DecapTarget>(), 16);
         assert_eq!(size_of::<TunnelStats>(), 12 * 8);
@@ -373,6 +408,7 @@ mod tests {
             MAP_PRL,
             MAP_SEQ,
             MAP_PORTS,
+            MAP_PMTU,
             PROG_XDP_DECAP,
             PROG_TC,
         ] {

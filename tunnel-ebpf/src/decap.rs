@@ -26,6 +26,7 @@ use crate::{
     csum,
     maps::{self, DECAP, PRL, SEQ},
     parse::{ptr_at, ptr_at_mut, read_at, Frame},
+    pmtu,
 };
 
 /// An Ethernet header as halfwords.
@@ -149,7 +150,11 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
     }
     let ip: Ipv4Words = read_at(ctx, EthHdr::LEN).map_err(|_| RX_TRUNCATED)?;
     let proto = ip.proto();
-    if proto != wire::IPPROTO_GRE && proto != wire::IPPROTO_IPIP && proto != wire::IPPROTO_IPV6 {
+    if proto != wire::IPPROTO_GRE
+        && proto != wire::IPPROTO_IPIP
+        && proto != wire::IPPROTO_IPV6
+        && proto != pmtu::IPPROTO_ICMP
+    {
         return Err(RX_PASS_NOT_TUNNEL);
     }
     let ihl = ip.header_len();
@@ -171,6 +176,10 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
     let outer_tos = ip.tos();
 
     let l4 = EthHdr::LEN + ihl;
+    // ICMP about what our tunnels sent: it goes on to the kernel either way.
+    if proto == pmtu::IPPROTO_ICMP {
+        return Err(pmtu::note_icmp(ctx, l4));
+    }
     let gre = match proto {
         wire::IPPROTO_GRE => Some(parse_gre(ctx, l4)?),
         _ => None,
@@ -255,7 +264,7 @@ fn ipv4_header_checksum_ok<F: Frame>(ctx: &F, ip: &Ipv4Words) -> bool {
 /// `ip_tunnel_lookup`: (local, remote), then `local any`, then
 /// `remote any` (multipoint, ISATAP), then both.
 #[inline(always)]
-fn find_tunnel(mut key: DecapKey) -> Option<DecapTarget> {
+pub fn find_tunnel(mut key: DecapKey) -> Option<DecapTarget> {
     let (local, remote) = (key.local, key.remote);
     let wildcards = [(local, remote), (0, remote), (local, 0), (0, 0)];
     let mut i = 0;

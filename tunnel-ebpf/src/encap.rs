@@ -29,6 +29,7 @@ use crate::{
     csum,
     maps::{self, NEIGH, PORTS, SEQ, TUNNELS, TUNNELS_BY_IF},
     parse::{ptr_at_mut, read_at},
+    pmtu,
 };
 
 const AF_INET: u8 = 2;
@@ -51,6 +52,10 @@ struct InnerInfo {
     tos: u8,
     ttl: u8,
     v6: bool,
+    /// IPv4: source address, header length, flags and fragment offset.
+    src: u32,
+    header_len: usize,
+    frag: u16,
     /// Destination address as halfwords in memory order (IPv4 in the
     /// first two).
     dst: [u16; 8],
@@ -127,6 +132,9 @@ fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
             tos: ip.tos(),
             ttl: ip.ttl(),
             v6: false,
+            src: ip.src(),
+            header_len: ip.header_len(),
+            frag: ip.frag(),
             dst: [ip.0[8], ip.0[9], 0, 0, 0, 0, 0, 0],
         })
     } else if protocol == wire::ETH_P_IPV6.to_be() && carries_v6 {
@@ -141,11 +149,39 @@ fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
             tos: (first >> 4) as u8,
             ttl: u16::from_be(head[3]) as u8,
             v6: true,
+            src: 0,
+            header_len: wire::IPV6_HDR_LEN,
+            frag: 0,
             dst,
         })
     } else {
         Err(TX_BAD_INNER)
     }
+}
+
+#[inline(always)]
+fn gso_segments(ctx: &TcContext) -> u32 {
+    // SAFETY: reading a field of the context the kernel gave us.
+    unsafe { (*ctx.skb.skb).gso_segs }
+}
+
+/// The size of the inner packets that will be on the wire: the packet's
+/// own, or for a GSO packet one segment's (its headers and `gso_size`).
+#[inline(always)]
+fn segment_len(ctx: &TcContext, l2: usize, inner: &InnerInfo, inner_len: u32) -> usize {
+    // SAFETY: reading a field of the context the kernel gave us.
+    let gso_size = unsafe { (*ctx.skb.skb).gso_size } as usize;
+    if gso_segments(ctx) <= 1 || gso_size == 0 {
+        return inner_len as usize;
+    }
+    // TCP's header length is in its data offset; anything else (UDP) has
+    // an 8-byte header.
+    let l4 = l2 + inner.header_len;
+    let l4_len = match read_head::<[u8; 13]>(ctx, l4) {
+        Ok(tcp) => ((tcp[12] >> 4) as usize * 4).max(8),
+        Err(_) => 8,
+    };
+    inner.header_len + l4_len + gso_size
 }
 
 /// The first bytes of the inner packet: straight from the linear part,
@@ -269,11 +305,8 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
             gre_flags |= wire::GRE_SEQ;
         }
     }
-    if gre_flags & (wire::GRE_CSUM | wire::GRE_SEQ) != 0 {
-        // SAFETY: reading a field of the context the kernel gave us.
-        if unsafe { (*ctx.skb.skb).gso_segs } > 1 {
-            return Err(TX_GSO_UNSUPPORTED);
-        }
+    if gre_flags & (wire::GRE_CSUM | wire::GRE_SEQ) != 0 && gso_segments(ctx) > 1 {
+        return Err(TX_GSO_UNSUPPORTED);
     }
 
     let remote = if cfg.remote != 0 {
@@ -313,6 +346,35 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
         }
     };
 
+    let overhead = wire::encap_overhead(cfg.mode, gre_flags);
+    // The outer DF as the kernel sets it: always with `pmtudisc`, else the
+    // inner IPv4 packet's own.
+    let inner_df = !inner.v6 && inner.frag & wire::IP_DF != 0;
+    let mut df = cfg.flags & TUNNEL_F_PMTUDISC != 0 || inner_df;
+    // A path MTU learnt from ICMP: what does not fit is answered or, where
+    // it may be fragmented, sent without DF so that the path fragments it.
+    if let Some(path) = pmtu::path_mtu(ifindex, remote) {
+        if (segment_len(ctx, l2, &inner, inner_len) + overhead) as u32 > path {
+            let gso = gso_segments(ctx) > 1;
+            if inner.v6 || inner_df || gso {
+                if !inner.v6 {
+                    let fit = path.saturating_sub(overhead as u32);
+                    let v4 = pmtu::InnerV4 {
+                        src: inner.src,
+                        header_len: inner.header_len,
+                        later_fragment: inner.frag & wire::IP_OFFSET != 0,
+                    };
+                    let action = pmtu::answer_too_big(ctx, cfg, &v4, fit)?;
+                    maps::count(ifindex, TX_TOO_BIG);
+                    return Ok(action);
+                }
+            } else {
+                df = false;
+                maps::count(ifindex, TX_FRAGMENTABLE);
+            }
+        }
+    }
+
     // The checksum covers the inner packet as it is now, before any header
     // is pushed in front of it.
     let inner_sum = if gre_flags & wire::GRE_CSUM != 0 {
@@ -329,7 +391,6 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
         0
     };
 
-    let overhead = wire::encap_overhead(cfg.mode, gre_flags);
     let proto = match cfg.mode {
         MODE_GRE => wire::IPPROTO_GRE,
         MODE_IPIP => wire::IPPROTO_IPIP,
@@ -343,9 +404,6 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
         cfg.tos
     };
     let tos = wire::ecn_encapsulate(dscp, inner.tos);
-    // pmtudisc (the default) sets DF on every outer header; nopmtudisc
-    // clears it, so the path may fragment the outer packet.
-    let df = cfg.flags & TUNNEL_F_PMTUDISC != 0;
     // Like the kernel: DF packets carry ID 0, others a random one.
     let id = if df {
         0

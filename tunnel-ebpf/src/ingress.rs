@@ -27,13 +27,15 @@ use crate::{
     decap::{self, Inner, Verdict},
     maps,
     parse::{ptr_at, read_at},
+    pmtu,
 };
 
 const AF_INET6: u8 = 10;
 
 /// Longest outer header we may need to read: Ethernet, IPv4 with options,
-/// GRE with every option, and the inner IPv6 header.
-const MAX_HEADERS: u32 = (wire::ETH_HDR_LEN + 60 + wire::GRE_MAX_LEN + wire::IPV6_HDR_LEN) as u32;
+/// then an ICMP header quoting an IPv4 header with options and a GRE header
+/// with every option (longer than GRE and an inner IPv6 header).
+const MAX_HEADERS: u32 = (wire::ETH_HDR_LEN + 60 + 8 + 60 + wire::GRE_MAX_LEN) as u32;
 
 #[inline(always)]
 fn ifindex(ctx: &TcContext) -> u32 {
@@ -180,7 +182,11 @@ fn try_tc_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
     }
     let ip: Ipv4Words = read_at(ctx, EthHdr::LEN).map_err(|_| RX_TRUNCATED)?;
     let proto = ip.proto();
-    if proto != wire::IPPROTO_GRE && proto != wire::IPPROTO_IPIP && proto != wire::IPPROTO_IPV6 {
+    if proto != wire::IPPROTO_GRE
+        && proto != wire::IPPROTO_IPIP
+        && proto != wire::IPPROTO_IPV6
+        && proto != pmtu::IPPROTO_ICMP
+    {
         return Err(RX_PASS_NOT_TUNNEL);
     }
     // Every header classify reads (and the ECN fix-up writes) linear: the
@@ -192,6 +198,8 @@ fn try_tc_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
     let after_outer = match proto {
         wire::IPPROTO_GRE => wire::GRE_MAX_LEN + wire::IPV6_HDR_LEN,
         wire::IPPROTO_IPIP => wire::IPV4_HDR_LEN,
+        // The ICMP header, and the outer header and GRE header it quotes.
+        pmtu::IPPROTO_ICMP => 8 + 60 + wire::GRE_MAX_LEN,
         _ => wire::IPV6_HDR_LEN,
     } as u32;
     let headers = ctx

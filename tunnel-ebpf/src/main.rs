@@ -21,6 +21,7 @@ mod encap;
 mod ingress;
 mod maps;
 mod parse;
+mod pmtu;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_SHOT, TC_ACT_UNSPEC},

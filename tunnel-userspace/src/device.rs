@@ -88,6 +88,10 @@ pub fn create(nl: &mut Netlink, mtu: u32) -> Result<NewTunnel, DeviceError> {
             format!("/proc/sys/net/ipv4/conf/{port_name}/forwarding"),
             "1",
         )?;
+        // The data plane answers a local sender whose packet is too big for
+        // the path from the sender's own address, into the interface; the
+        // kernel's tunnels answer it over loopback.
+        sysctl(format!("/proc/sys/net/ipv4/conf/{name}/accept_local"), "1")?;
         let port = nl
             .link_by_index(port.index)?
             .ok_or_else(|| DeviceError::Gone(port_name.clone()))?;

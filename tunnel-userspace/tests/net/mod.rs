@@ -58,3 +58,40 @@ pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Sends `size` random bytes over TCP from `sender` to `addr`:5201 in
+/// `receiver`, and checks they arrive whole (length and SHA-256).
+pub fn transfer(sender: &Netns, receiver: &Netns, addr: &str, size: usize) {
+    let server = format!(
+        "import socket,hashlib\n\
+s=socket.socket();s.settimeout(90);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('{addr}',5201));s.listen(1)\n\
+c,_=s.accept();c.settimeout(90);h=hashlib.sha256();n=0\n\
+while True:\n d=c.recv(1<<16)\n if not d: break\n h.update(d);n+=len(d)\n\
+print(n,h.hexdigest())"
+    );
+    let client = format!(
+        "import socket,hashlib,os,time\n\
+data=os.urandom({size})\n\
+for i in range(50):\n try:\n  c=socket.create_connection(('{addr}',5201),timeout=90);break\n except OSError: time.sleep(0.1)\n\
+c.sendall(data);c.close();print(len(data),hashlib.sha256(data).hexdigest())"
+    );
+    let srv = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &receiver.name,
+            "/usr/bin/python3",
+            "-c",
+            &server,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let srv = Guard(srv);
+    let sent = stdout(sender.exec(&["/usr/bin/python3", "-c", &client]).unwrap());
+    let mut srv = srv;
+    let mut received = String::new();
+    std::io::Read::read_to_string(srv.0.stdout.as_mut().unwrap(), &mut received).unwrap();
+    assert_eq!(received, sent, "transfer to {addr}");
+    assert!(sent.starts_with(&format!("{size} ")), "{sent}");
+}

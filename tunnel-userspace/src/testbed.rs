@@ -128,33 +128,7 @@ impl SeedTopology {
     /// Brings up the walkthrough's tunnel on both sides with `xtun` at
     /// `xtun_path`; `extra` goes after `mode M remote … local …`.
     pub fn add_tunnels(&self, xtun_path: &str, mode: &str, extra: &[&str]) -> io::Result<()> {
-        let sides = [
-            (
-                &self.ns1,
-                "tun1",
-                Self::NS2_ADDR,
-                Self::NS1_ADDR,
-                "10.10.100.10",
-                "10.10.200.10",
-            ),
-            (
-                &self.ns2,
-                "tun2",
-                Self::NS1_ADDR,
-                Self::NS2_ADDR,
-                "10.10.200.10",
-                "10.10.100.10",
-            ),
-        ];
-        for (ns, name, remote, local, addr, peer) in sides {
-            let mut args = vec![
-                xtun_path, "tunnel", "add", name, "mode", mode, "remote", remote, "local", local,
-            ];
-            args.extend_from_slice(extra);
-            ns.exec(&args)?;
-            Self::bring_up(ns, name, addr, peer)?;
-        }
-        Ok(())
+        add_walkthrough_tunnels(&self.ns1, &self.ns2, xtun_path, mode, extra)
     }
 
     /// Another link from ns1 to the router: `dev` in ns1 with `{net}.2/24`,
@@ -254,34 +228,47 @@ impl NarrowPath {
 
     /// The walkthrough's tunnels over the path, as `SeedTopology::add_tunnels`.
     pub fn add_tunnels(&self, xtun_path: &str, mode: &str, extra: &[&str]) -> io::Result<()> {
-        let sides = [
-            (
-                &self.ns1,
-                "tun1",
-                "10.10.20.2",
-                "10.10.10.2",
-                "10.10.100.10",
-                "10.10.200.10",
-            ),
-            (
-                &self.ns2,
-                "tun2",
-                "10.10.10.2",
-                "10.10.20.2",
-                "10.10.200.10",
-                "10.10.100.10",
-            ),
-        ];
-        for (ns, name, remote, local, addr, peer) in sides {
-            let mut args = vec![
-                xtun_path, "tunnel", "add", name, "mode", mode, "remote", remote, "local", local,
-            ];
-            args.extend_from_slice(extra);
-            ns.exec(&args)?;
-            SeedTopology::bring_up(ns, name, addr, peer)?;
-        }
-        Ok(())
+        add_walkthrough_tunnels(&self.ns1, &self.ns2, xtun_path, mode, extra)
     }
+}
+
+/// tun1 in ns1 (10.10.10.2, inner 10.10.100.10) and tun2 in ns2
+/// (10.10.20.2, inner 10.10.200.10), each the other's remote, up and
+/// addressed; `extra` goes after `mode M remote … local …`.
+fn add_walkthrough_tunnels(
+    ns1: &Netns,
+    ns2: &Netns,
+    xtun_path: &str,
+    mode: &str,
+    extra: &[&str],
+) -> io::Result<()> {
+    let sides = [
+        (
+            ns1,
+            "tun1",
+            "10.10.20.2",
+            "10.10.10.2",
+            "10.10.100.10",
+            "10.10.200.10",
+        ),
+        (
+            ns2,
+            "tun2",
+            "10.10.10.2",
+            "10.10.20.2",
+            "10.10.200.10",
+            "10.10.100.10",
+        ),
+    ];
+    for (ns, name, remote, local, addr, peer) in sides {
+        let mut args = vec![
+            xtun_path, "tunnel", "add", name, "mode", mode, "remote", remote, "local", local,
+        ];
+        args.extend_from_slice(extra);
+        ns.exec(&args)?;
+        SeedTopology::bring_up(ns, name, addr, peer)?;
+    }
+    Ok(())
 }
 
 /// Hosts on one shared segment: a bridge in a namespace of its own, and each

@@ -732,20 +732,31 @@ fn event_text(
             ));
             match nearest(&k, index) {
                 Some((nk, nt, why)) => line.push_str(&format!(
-                    "; nearest {} (local {} remote {} {} {}): {} differ{}",
+                    "; nearest {} (local {} remote {} {} {}): {}",
                     names.show(nt.ifindex),
                     addr_or_any(nk.local),
                     addr_or_any(nk.remote),
                     proto_name(nk.proto),
                     key_text(&nk),
-                    why.replace(',', " and "),
-                    if why.contains(',') { "" } else { "s" }
+                    differs_text(why)
                 )),
                 None => line.push_str("; no tunnel is near"),
             }
         }
     }
     line
+}
+
+/// What `nearest` found different, in words.
+fn differs_text(why: &str) -> &'static str {
+    match why {
+        "key" => "key differs",
+        "local" => "local address differs",
+        "remote" => "remote address differs",
+        "local,key" => "local address and key differ",
+        "remote,key" => "remote address and key differ",
+        _ => "mode differs",
+    }
 }
 
 fn addr_or_any(a: u32) -> String {

@@ -933,12 +933,15 @@ impl Dataplane {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Io(e))?;
         let now = monotonic_ns();
         let maps = self.monitor_maps()?;
+        // A slot whose ring this handle has not handed out already, and
+        // that no live monitor holds.
         let free = (0..MONITOR_SLOTS).find(|&slot| {
-            settings.monitors & (1 << slot) == 0
-                || maps
-                    .leases
-                    .get(&slot, 0)
-                    .map_or(true, |l| l.deadline_ns <= now)
+            maps.rings[slot as usize].is_some()
+                && (settings.monitors & (1 << slot) == 0
+                    || maps
+                        .leases
+                        .get(&slot, 0)
+                        .map_or(true, |l| l.deadline_ns <= now))
         });
         let Some(slot) = free else {
             return Err(DataplaneError::Full(

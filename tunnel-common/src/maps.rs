@@ -23,6 +23,19 @@ pub const MAP_PORTS: &str = "XTUN_PORTS";
 pub const MAP_PMTU: &str = "XTUN_PMTU";
 /// aya-log's ring buffer of log records.
 pub const MAP_LOGS: &str = "AYA_LOGS";
+/// `xtun monitor` and `xtun log` leases: `MonitorLease` per monitor slot,
+/// then one for the log level (`LOG_LEASE_SLOT`).
+pub const MAP_MON_LEASES: &str = "XTUN_MON_LEASE";
+/// Per-CPU `MonitorCpu` per monitor slot: rate-limit state and counts.
+pub const MAP_MON_STATS: &str = "XTUN_MON_STATS";
+/// One ring buffer of `MonitorEvent`s per monitor slot (a ring buffer has a
+/// single consumer position, so each monitor has its own).
+pub const MAP_MON_RINGS: [&str; MONITOR_SLOTS as usize] = [
+    "XTUN_MON_RING0",
+    "XTUN_MON_RING1",
+    "XTUN_MON_RING2",
+    "XTUN_MON_RING3",
+];
 
 /// Program names, as the kernel reports them (at most 15 bytes).
 pub const PROG_XDP_DECAP: &str = "xtun_decap";
@@ -319,7 +332,12 @@ pub struct Settings {
     /// Highest aya-log level emitted: 0 off, 1 error, 2 warn, 3 info,
     /// 4 debug, 5 trace. Changed at run time without reloading.
     pub log_level: u32,
-    pub _pad: u32,
+    /// Monitors listening (`xtun monitor`): bit `i` set while monitor slot
+    /// `i` is claimed, bit `MONITOR_ALL_SHIFT + i` while it also wants
+    /// decapsulated and encapsulated packets (`--all`). 0 when nobody
+    /// listens, which is all the data plane checks per packet then. (Was
+    /// padding: the layout is unchanged.)
+    pub monitors: u32,
     /// Identifies the object the running programs were loaded from.
     pub build_id: u64,
 }
@@ -348,6 +366,85 @@ pub const XDP_META_MAGIC: u32 = 0x7874_756e;
 /// decapsulates it.
 pub const XDP_META_CSUM_IN_TC: u32 = 0x7874_7563;
 
+/// How many `xtun monitor`s may listen at once.
+pub const MONITOR_SLOTS: u32 = 4;
+/// `Settings::monitors` bit of slot `i` wanting every outcome: `1 << (MONITOR_ALL_SHIFT + i)`.
+pub const MONITOR_ALL_SHIFT: u32 = 8;
+/// The `Settings::monitors` bits of claimed slots.
+pub const MONITOR_SLOT_MASK: u32 = (1 << MONITOR_SLOTS) - 1;
+/// Index of `xtun log`'s lease in `XTUN_MON_LEASE`.
+pub const LOG_LEASE_SLOT: u32 = MONITOR_SLOTS;
+/// Bytes of each packet a monitor event carries (from the Ethernet header).
+pub const MONITOR_SNAP: usize = 128;
+/// Each ring buffer's size (a power of two, in pages).
+pub const MONITOR_RING_BYTES: u32 = 256 * 1024;
+/// A lease lasts this long (CLOCK_MONOTONIC, as `bpf_ktime_get_ns`); its
+/// holder renews it every `LEASE_REFRESH_NS`.
+pub const LEASE_NS: u64 = 3_000_000_000;
+pub const LEASE_REFRESH_NS: u64 = 1_000_000_000;
+
+/// A lease on a monitor slot (or on the log level): valid while
+/// `bpf_ktime_get_ns() < deadline_ns`. The data plane releases an expired
+/// one itself, so a holder killed by any signal leaves nothing behind.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MonitorLease {
+    /// CLOCK_MONOTONIC nanoseconds; 0 for no lease.
+    pub deadline_ns: u64,
+    /// Monitor: the token bucket's cost of one event, in nanoseconds of
+    /// credit (1e9 / events per second per CPU).
+    pub cost_ns: u64,
+    /// Monitor: the bucket's capacity (burst × cost).
+    pub burst_ns: u64,
+    /// Log lease: the level to go back to when the lease expires.
+    pub fallback_level: u32,
+    /// The holder's process id (for `status` and `map dump`).
+    pub pid: u32,
+}
+
+/// One CPU's state for one monitor slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MonitorCpu {
+    /// Token bucket: credit in nanoseconds, and when it was last topped up.
+    pub credit_ns: u64,
+    pub last_ns: u64,
+    /// Events written to the slot's ring buffer.
+    pub events: u64,
+    /// Events not written: over the rate, or the ring buffer full.
+    pub lost_rate_limit: u64,
+    pub lost_ring_full: u64,
+}
+
+/// Where a monitor event was seen.
+pub const MON_HOOK_XDP: u32 = 1;
+/// tc ingress on an underlay (delivery, or decapsulation on `--decap tc`).
+pub const MON_HOOK_TC: u32 = 2;
+/// tc ingress on a tunnel's port: encapsulation (transmit direction).
+pub const MON_HOOK_ENCAP: u32 = 3;
+
+/// One packet's outcome, as the data plane writes it to a monitor's ring
+/// buffer. `data` holds the first `cap_len` bytes of the frame as it was at
+/// that point (outer headers on receive drops, the inner packet once
+/// decapsulated, the outer packet once encapsulated).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MonitorEvent {
+    pub ktime_ns: u64,
+    /// The interface the program ran on.
+    pub ifindex: u32,
+    /// A `stats` counter index: why.
+    pub reason: u32,
+    /// The tunnel interface involved, where known (0 otherwise).
+    pub tunnel: u32,
+    /// `MON_HOOK_*`.
+    pub hook: u32,
+    /// The whole frame's length, and how much of it `data` holds.
+    pub pkt_len: u32,
+    pub cap_len: u32,
+    pub data: [u8; MONITOR_SNAP],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -366,6 +463,9 @@ mod pod {
     unsafe impl aya::Pod for SeqState {}
     unsafe impl aya::Pod for PmtuKey {}
     unsafe impl aya::Pod for PmtuEntry {}
+    unsafe impl aya::Pod for MonitorLease {}
+    unsafe impl aya::Pod for MonitorCpu {}
+    unsafe impl aya::Pod for MonitorEvent {}
 }
 
 #[cfg(test)]
@@ -388,6 +488,9 @@ mod tests {
         assert_eq!(size_of::<TunnelStats>(), 12 * 8);
         assert_eq!(size_of::<XdpMeta>(), 20);
         assert_eq!(size_of::<Settings>(), 16);
+        assert_eq!(size_of::<MonitorLease>(), 32);
+        assert_eq!(size_of::<MonitorCpu>(), 40);
+        assert_eq!(size_of::<MonitorEvent>(), 32 + MONITOR_SNAP);
         assert_eq!(
             size_of::<IfCounters>(),
             8 * (crate::stats::COUNTER_COUNT as usize + 1)
@@ -409,6 +512,9 @@ mod tests {
             MAP_SEQ,
             MAP_PORTS,
             MAP_PMTU,
+            MAP_MON_LEASES,
+            MAP_MON_STATS,
+            MAP_MON_RINGS[0],
             PROG_XDP_DECAP,
             PROG_TC,
         ] {

@@ -25,6 +25,7 @@ use tunnel_common::{
 use crate::{
     csum,
     maps::{self, DECAP, PRL, SEQ},
+    monitor,
     parse::{ptr_at, ptr_at_mut, read_at, Frame},
     pmtu,
 };
@@ -90,6 +91,7 @@ pub fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
         }
         Verdict::Drop(tunnel, reason) => {
             drop_for_tunnel(ifindex, tunnel.stats_slot, reason);
+            monitor::dropped(ctx, monitor::MON_HOOK_XDP, ifindex, tunnel.ifindex, reason);
             if maps::log_enabled(LOG_DEBUG) {
                 debug!(
                     ctx,
@@ -122,8 +124,15 @@ pub fn drop_for_tunnel(ifindex: u32, stats_slot: u32, reason: u32) {
 
 /// Counts (and at trace level logs) a decapsulated packet of `inner_len` bytes.
 #[inline(always)]
-pub fn decapsulated<C: EbpfContext>(ctx: &C, ifindex: u32, m: &Matched, inner_len: u64) {
+pub fn decapsulated<C: EbpfContext + Frame>(ctx: &C, ifindex: u32, m: &Matched, inner_len: u64) {
     maps::count(ifindex, RX_DECAP);
+    monitor::handled(
+        ctx,
+        monitor::rx_hook(ctx),
+        ifindex,
+        m.target.ifindex,
+        RX_DECAP,
+    );
     maps::tunnel_stats(m.target.stats_slot, |s| {
         s.rx_packets += 1;
         s.rx_bytes += inner_len;

@@ -28,6 +28,7 @@ use tunnel_common::{
 use crate::{
     csum,
     maps::{self, NEIGH, PORTS, SEQ, TUNNELS, TUNNELS_BY_IF},
+    monitor,
     parse::{ptr_at_mut, read_at},
     pmtu,
 };
@@ -97,6 +98,7 @@ pub fn encap(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
         Ok(action) => action,
         Err(reason) => {
             maps::count(ifindex, reason);
+            monitor::dropped(ctx, monitor::MON_HOOK_ENCAP, ifindex, ifindex, reason);
             if maps::log_enabled(LOG_DEBUG) {
                 debug!(
                     ctx,
@@ -477,6 +479,7 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
         return Err(TX_NO_ROUTE);
     }
     maps::count(ifindex, TX_ENCAP);
+    monitor::handled(ctx, monitor::MON_HOOK_ENCAP, ifindex, ifindex, TX_ENCAP);
     if maps::log_enabled(LOG_TRACE) {
         trace!(
             ctx,

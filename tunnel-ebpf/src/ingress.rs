@@ -25,7 +25,7 @@ use tunnel_common::{
 
 use crate::{
     decap::{self, Inner, Verdict},
-    maps,
+    maps, monitor,
     parse::{ptr_at, read_at},
     pmtu,
 };
@@ -90,6 +90,13 @@ pub fn deliver_tagged(ctx: &TcContext) -> Tagged {
 fn deliver(ctx: &TcContext, target: &DecapTarget) -> i32 {
     if target.flags & TUNNEL_F_RPFILTER != 0 && !inner_v6_source_allowed(ctx, target.ifindex) {
         decap::drop_for_tunnel(ifindex(ctx), target.stats_slot, RX_RPFILTER);
+        monitor::dropped(
+            ctx,
+            monitor::MON_HOOK_TC,
+            ifindex(ctx),
+            target.ifindex,
+            RX_RPFILTER,
+        );
         return TC_ACT_SHOT;
     }
     redirect_to_tunnel(ctx, target)
@@ -162,6 +169,7 @@ pub fn tc_decap(ctx: &TcContext) -> i32 {
         Ok(action) => action,
         Err(reason) => {
             maps::count(ifindex, reason);
+            monitor::dropped(ctx, monitor::MON_HOOK_TC, ifindex, 0, reason);
             TC_ACT_UNSPEC
         }
     }
@@ -214,6 +222,7 @@ fn try_tc_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
         Verdict::Decap(m) => m,
         Verdict::Drop(tunnel, reason) => {
             decap::drop_for_tunnel(ifindex, tunnel.stats_slot, reason);
+            monitor::dropped(ctx, monitor::MON_HOOK_TC, ifindex, tunnel.ifindex, reason);
             return Ok(TC_ACT_SHOT);
         }
         // Only XDP defers.

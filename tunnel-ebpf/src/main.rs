@@ -20,6 +20,7 @@ mod decap;
 mod encap;
 mod ingress;
 mod maps;
+mod monitor;
 mod parse;
 mod pmtu;
 
@@ -39,6 +40,7 @@ pub fn xtun_decap(ctx: XdpContext) -> u32 {
             // SAFETY: reading a field of the context the kernel gave us.
             let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
             maps::count(ifindex, reason);
+            monitor::dropped(&ctx, monitor::MON_HOOK_XDP, ifindex, 0, reason);
             if maps::log_enabled(LOG_TRACE) {
                 trace!(&ctx, "pass ifindex={} reason={}", ifindex, reason);
             }

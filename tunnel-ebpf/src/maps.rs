@@ -3,13 +3,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use tunnel_common::{
     maps::{
-        DecapKey, DecapTarget, IfCounters, NeighEntry, NeighKey, PmtuEntry, PmtuKey, PrlEntry,
-        PrlKey, SeqState, Settings, TunnelConfig, TunnelStats, IF_INDEXED_MAX, MAX_NEIGHBOURS,
-        MAX_PRL, MAX_TUNNELS,
+        DecapKey, DecapTarget, IfCounters, MonitorCpu, MonitorLease, NeighEntry, NeighKey,
+        PmtuEntry, PmtuKey, PrlEntry, PrlKey, SeqState, Settings, TunnelConfig, TunnelStats,
+        IF_INDEXED_MAX, LOG_LEASE_SLOT, MAX_NEIGHBOURS, MAX_PRL, MAX_TUNNELS, MONITOR_RING_BYTES,
+        MONITOR_SLOTS,
     },
     stats::COUNTER_COUNT,
 };
@@ -77,6 +78,24 @@ pub static PRL: HashMap<PrlKey, PrlEntry> = HashMap::with_max_entries(MAX_PRL, 0
 #[map(name = "XTUN_SEQ")]
 pub static SEQ: HashMap<u32, SeqState> = HashMap::with_max_entries(MAX_TUNNELS, 0);
 
+/// Monitor slot -> its lease; then `xtun log`'s lease (`LOG_LEASE_SLOT`).
+#[map(name = "XTUN_MON_LEASE")]
+pub static MON_LEASES: Array<MonitorLease> = Array::with_max_entries(MONITOR_SLOTS + 1, 0);
+
+/// Monitor slot -> per-CPU token bucket and event counts.
+#[map(name = "XTUN_MON_STATS")]
+pub static MON_STATS: PerCpuArray<MonitorCpu> = PerCpuArray::with_max_entries(MONITOR_SLOTS, 0);
+
+/// Each monitor slot's events (`tunnel_common::maps::MonitorEvent`).
+#[map(name = "XTUN_MON_RING0")]
+pub static MON_RING0: RingBuf = RingBuf::with_byte_size(MONITOR_RING_BYTES, 0);
+#[map(name = "XTUN_MON_RING1")]
+pub static MON_RING1: RingBuf = RingBuf::with_byte_size(MONITOR_RING_BYTES, 0);
+#[map(name = "XTUN_MON_RING2")]
+pub static MON_RING2: RingBuf = RingBuf::with_byte_size(MONITOR_RING_BYTES, 0);
+#[map(name = "XTUN_MON_RING3")]
+pub static MON_RING3: RingBuf = RingBuf::with_byte_size(MONITOR_RING_BYTES, 0);
+
 /// Counts one packet handled for `reason` on interface `ifindex`.
 #[inline(always)]
 pub fn count(ifindex: u32, reason: u32) {
@@ -103,7 +122,32 @@ pub fn count(ifindex: u32, reason: u32) {
 /// Read per call so `xtun log --level` takes effect without reloading.
 #[inline(always)]
 pub fn log_enabled(level: u32) -> bool {
-    SETTINGS.get(0).is_some_and(|s| s.log_level >= level)
+    SETTINGS
+        .get_ptr_mut(0)
+        // SAFETY: map value, valid while the program runs.
+        .is_some_and(|s| unsafe { (*s).log_level } >= level && log_lease_holds(s, level))
+}
+
+/// A level above `off` set by `xtun log` holds while its lease does; once
+/// the lease expires (its holder died without putting the level back),
+/// the first packet to look puts back the level it replaced.
+#[inline(always)]
+fn log_lease_holds(settings: *mut Settings, level: u32) -> bool {
+    let Some(lease) = MON_LEASES.get_ptr_mut(LOG_LEASE_SLOT) else {
+        return true;
+    };
+    // SAFETY: map values, valid while the program runs; racing writers
+    // store whole aligned words.
+    unsafe {
+        let deadline = (*lease).deadline_ns;
+        if deadline == 0 || aya_ebpf::helpers::bpf_ktime_get_ns() < deadline {
+            return true;
+        }
+        let fallback = (*lease).fallback_level;
+        (*settings).log_level = fallback;
+        (*lease).deadline_ns = 0;
+        fallback >= level
+    }
 }
 
 /// Applies `update` to this CPU's counters of the tunnel whose counters

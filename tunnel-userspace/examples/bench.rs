@@ -447,7 +447,77 @@ fn micro(plan: &Plan, rows: &mut Vec<(String, String, Value)>) -> Result<Value> 
     ));
     out.insert("xdp_decap_log_off".into(), off);
     out.insert("xdp_decap_log_trace".into(), trace);
+    h.dp.set_log_level(LOG_OFF)?;
+    monitor_cost(plan, &mut h, rows, &mut out)?;
     Ok(Value::Object(out))
+}
+
+/// What `xtun monitor` costs per packet, side by side: a packet no tunnel
+/// matches (XDP's pass path, where every monitor event starts) and a
+/// decapsulated one, with no monitor, with one whose events are all
+/// written (a thread drains its ring buffer), and with one over its rate
+/// limit (each event refused by the token bucket).
+fn monitor_cost(
+    plan: &Plan,
+    h: &mut Harness,
+    rows: &mut Vec<(String, String, Value)>,
+    out: &mut serde_json::Map<String, Value>,
+) -> Result<()> {
+    let xdp = h.dp.xdp_fd().unwrap().as_raw_fd();
+    let any = |_: &[u8]| true;
+    // Keyed GRE against the keyless tunnel: no tunnel matches.
+    let unmatched = gre_frame(true);
+    let decap = gre_frame(false);
+    let measure = |label: &str, rows: &mut Vec<(String, String, Value)>| -> Result<[Value; 2]> {
+        let pass = per_packet(plan, xdp, &unmatched, XDP_PASS, &any)?;
+        let dec = per_packet(plan, xdp, &decap, XDP_PASS, &any)?;
+        rows.push((
+            format!("XDP no tunnel matched, {label}"),
+            "1 tunnels".into(),
+            pass.clone(),
+        ));
+        rows.push((
+            format!("XDP decap GRE, {label}"),
+            "1 tunnels".into(),
+            dec.clone(),
+        ));
+        Ok([pass, dec])
+    };
+    let none = measure("no monitor", rows)?;
+    // One monitor (--all), every event written and drained.
+    let mut claim = h.dp.monitor_claim(true, 1_000_000_000, 1_000_000)?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let listening = thread::scope(|scope| -> Result<[Value; 2]> {
+        let drain = scope.spawn(|| {
+            let mut drained = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while claim.ring.next().is_some() {
+                    drained += 1;
+                }
+                thread::sleep(Duration::from_micros(200));
+            }
+            drained
+        });
+        let r = measure("monitor --all listening", rows);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = drain.join();
+        r
+    })?;
+    h.dp.monitor_release(&claim)?;
+    // One monitor whose rate (1 event/s per CPU) is spent: the bucket refuses.
+    let limited_claim = h.dp.monitor_claim(true, 1, 1)?;
+    let limited = measure("monitor over its rate limit", rows)?;
+    h.dp.monitor_release(&limited_claim)?;
+    for (key, values) in [
+        ("none", none),
+        ("listening", listening),
+        ("rate_limited", limited),
+    ] {
+        let [pass, dec] = values;
+        out.insert(format!("xdp_no_tunnel_monitor_{key}"), pass);
+        out.insert(format!("xdp_decap_monitor_{key}"), dec);
+    }
+    Ok(())
 }
 
 /// Busy CPU time of the whole machine so far, in seconds.
@@ -1066,6 +1136,15 @@ fn main() -> Result<()> {
     // comparisons while working on one side.
     let throughput_only = args.iter().any(|a| a == "--throughput-only");
     let micro_only = args.iter().any(|a| a == "--micro-only");
+    // `--monitor-only`: just what `xtun monitor` costs per packet.
+    if args.iter().any(|a| a == "--monitor-only") {
+        let mut h = Harness::new();
+        h.add(GRE, TUN_IFINDEX);
+        let mut out = serde_json::Map::new();
+        monitor_cost(&plan, &mut h, &mut rows, &mut out)?;
+        print_table(&rows);
+        return Ok(());
+    }
     let micro = if throughput_only {
         json!({})
     } else {

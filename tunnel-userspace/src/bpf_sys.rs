@@ -279,7 +279,10 @@ pub fn load_xdp_decap_calls() -> io::Result<std::os::fd::OwnedFd> {
         mov64_imm(2, 24),
         insn(0x85, 0, 0, BPF_FUNC_XDP_ADJUST_HEAD),
         mov64_reg(1, 6),
-        mov64_imm(2, -(std::mem::size_of::<tunnel_common::maps::XdpMeta>() as i32)),
+        mov64_imm(
+            2,
+            -(std::mem::size_of::<tunnel_common::maps::XdpMeta>() as i32),
+        ),
         insn(0x85, 0, 0, BPF_FUNC_XDP_ADJUST_META),
         mov64_imm(0, 2),
         EXIT,

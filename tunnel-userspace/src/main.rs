@@ -157,6 +157,11 @@ enum Command {
         #[arg(long, value_enum, default_value = "debug")]
         level: cli::log::Level,
     },
+    /// Stream what the data plane drops (and passes as not ours), and why.
+    #[command(
+        after_help = "Examples:\n  xtun monitor\n  xtun monitor dev eth0 --reason no_tunnel,bad_gre_version\n  xtun -j monitor tunnel tun1 --all\n  xtun monitor -w - | wireshark -k -i -\n\nEvents are produced only while a monitor listens; one killed by any signal\nstops costing anything within 3 seconds (its lease expires)."
+    )]
+    Monitor(cli::monitor::MonitorArgs),
     /// Replace the running programs with this binary's, keeping every tunnel,
     /// map and counter; atomic per attachment, no packet lost.
     #[command(
@@ -179,6 +184,7 @@ impl Command {
             // `log` streams for as long as it runs; its level switch is a
             // single map update and needs no lock.
             Command::Log { .. }
+            | Command::Monitor(_)
             | Command::Stats { .. }
             | Command::Metrics { .. }
             | Command::Map { .. }
@@ -714,6 +720,7 @@ fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<()> {
         Command::Metrics { listen } => cli::metrics::serve(&listen),
         Command::Map { action } => cli::map::run(action, format),
         Command::Log { level } => cli::log::run(level),
+        Command::Monitor(args) => cli::monitor::run(args, format),
         Command::Status => cli::status::show(format),
         Command::Upgrade => cli::attach::upgrade(),
     }

@@ -1,6 +1,8 @@
 //! `xtun log`: stream the data plane's aya-log records until Ctrl-C. The
 //! level is switched in the running programs' settings map, so nothing is
-//! reloaded and no packet is lost, and it is put back on exit.
+//! reloaded and no packet is lost, and it is put back on exit. The level
+//! is held by a lease this process renews every second: killed by any
+//! signal, it leaves the data plane to put the level back by itself.
 
 use std::io::Write as _;
 
@@ -11,7 +13,9 @@ use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
 };
-use tunnel_common::maps::{LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_OFF, LOG_TRACE, LOG_WARN};
+use tunnel_common::maps::{
+    LEASE_REFRESH_NS, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_OFF, LOG_TRACE, LOG_WARN,
+};
 use tunnel_userspace::{dataplane::Dataplane, netlink::Netlink};
 
 use super::status::level_name;
@@ -61,13 +65,15 @@ pub fn run(level: Level) -> Result<()> {
     let Some(mut dp) = Dataplane::find(&mut nl)? else {
         bail!("xtun is not attached in this network namespace");
     };
-    let previous = dp.current_settings()?.log_level;
+    let previous = dp.effective_log_level()?;
     let (_, tc_id) = dp.program_ids();
     let mut logger = EbpfLogger::init_from_id_with_logger(tc_id, StdoutLog)
         .context("opening the data plane's log buffer")?;
     // Drop what accumulated before we started listening.
     logger.flush();
-    dp.set_log_level(level.value())?;
+    // Leased: should this process die without putting the level back
+    // (SIGKILL, a lost session), the data plane does so within seconds.
+    dp.set_log_level_leased(level.value(), previous)?;
     eprintln!(
         "xtun: streaming data-plane logs at level {} (was {}); Ctrl-C to stop",
         level_name(level.value()),
@@ -76,21 +82,23 @@ pub fn run(level: Level) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(stream(logger));
-    dp.set_log_level(previous)
+    let result = runtime.block_on(stream(logger, &mut dp));
+    dp.end_log_lease(previous)
         .context("restoring the log level")?;
     result
 }
 
-async fn stream(logger: EbpfLogger<StdoutLog>) -> Result<()> {
+async fn stream(logger: EbpfLogger<StdoutLog>, dp: &mut Dataplane) -> Result<()> {
     // SAFETY: the logger owns its ring-buffer fd, which stays open and
     // unchanged for as long as the AsyncFd owns the logger.
     let mut fd = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
+    let mut renew = tokio::time::interval(std::time::Duration::from_nanos(LEASE_REFRESH_NS));
     loop {
         tokio::select! {
+            _ = renew.tick() => dp.renew_log_lease().context("renewing the log level's lease")?,
             ready = fd.readable_mut() => {
                 let mut guard = ready?;
                 guard.get_inner_mut().flush();

@@ -330,12 +330,46 @@ fn decode(name: &str, key: &[u8], value: &[u8], ifname: &dyn Fn(u32) -> String) 
         }
         MAP_SETTINGS => {
             let s: Settings = read(value);
-            let doc =
-                json!({ "log_level": s.log_level, "build_id": format!("{:016x}", s.build_id) });
+            let listening: Vec<u32> = (0..MONITOR_SLOTS)
+                .filter(|i| s.monitors & (1 << i) != 0)
+                .collect();
+            let doc = json!({
+                "log_level": s.log_level, "monitors": format!("{:#x}", s.monitors),
+                "monitor_slots": listening, "build_id": format!("{:016x}", s.build_id),
+            });
             (
                 doc,
-                format!("log_level {} build_id {:016x}", s.log_level, s.build_id),
+                format!(
+                    "log_level {} monitors {:#x} build_id {:016x}",
+                    s.log_level, s.monitors, s.build_id
+                ),
             )
+        }
+        MAP_MON_LEASES => {
+            let slot: u32 = read(key);
+            let l: MonitorLease = read(value);
+            let left = l
+                .deadline_ns
+                .saturating_sub(tunnel_userspace::dataplane::monotonic_ns());
+            let what = if slot == LOG_LEASE_SLOT {
+                "log"
+            } else {
+                "monitor"
+            };
+            let doc = json!({
+                "slot": slot, "holder": what, "deadline_ns": l.deadline_ns, "remaining_ms": left / 1_000_000,
+                "cost_ns": l.cost_ns, "burst_ns": l.burst_ns, "fallback_level": l.fallback_level, "pid": l.pid,
+            });
+            let text = format!(
+                "{slot} ({what}): pid {} deadline {} ({} ms left) cost {} ns burst {} ns fallback_level {}",
+                l.pid,
+                l.deadline_ns,
+                left / 1_000_000,
+                l.cost_ns,
+                l.burst_ns,
+                l.fallback_level
+            );
+            (doc, text)
         }
         _ => (
             json!({ "key": hex(key), "value": hex(value) }),
@@ -347,6 +381,18 @@ fn decode(name: &str, key: &[u8], value: &[u8], ifname: &dyn Fn(u32) -> String) 
 /// Decodes one CPU's value of a per-CPU map.
 fn decode_per_cpu(name: &str, value: &[u8]) -> (Value, String) {
     match name {
+        MAP_MON_STATS => {
+            let s: MonitorCpu = read(value);
+            let doc = json!({
+                "events": s.events, "lost_rate_limit": s.lost_rate_limit,
+                "lost_ring_full": s.lost_ring_full, "credit_ns": s.credit_ns, "last_ns": s.last_ns,
+            });
+            let text = format!(
+                "events {} lost: rate limit {} ring full {}",
+                s.events, s.lost_rate_limit, s.lost_ring_full
+            );
+            (doc, text)
+        }
         MAP_TUNNEL_STATS => {
             let s: TunnelStats = read(value);
             let doc = json!({
@@ -410,6 +456,9 @@ fn dump(
         Ok(MapType::PerCpuHash) | Ok(MapType::PerCpuArray)
     );
     if matches!(info.map_type(), Ok(MapType::RingBuf)) {
+        if name.starts_with("XTUN_MON_RING") {
+            bail!("{name} is a ring buffer of monitor events: stream it with `xtun monitor`");
+        }
         bail!("{name} is a ring buffer of log records: stream it with `xtun log`");
     }
     let data = MapData::from_id(info.id())?;
@@ -437,6 +486,10 @@ fn dump(
                 MAP_COUNTERS => {
                     let slot: u32 = read(key);
                     json!(COUNTER_NAMES.get(slot as usize).copied().unwrap_or("?"))
+                }
+                MAP_MON_STATS => {
+                    let slot: u32 = read(key);
+                    json!(format!("monitor slot {slot}"))
                 }
                 MAP_TUNNEL_STATS => {
                     let slot: u32 = read(key);

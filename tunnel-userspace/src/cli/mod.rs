@@ -5,6 +5,7 @@ pub mod attach;
 pub mod log;
 pub mod map;
 pub mod metrics;
+pub mod monitor;
 pub mod neigh;
 pub mod output;
 pub mod stats;

@@ -51,8 +51,15 @@ pub fn show(format: Format) -> Result<()> {
         counts: dp.counter_totals()?,
     });
 
+    // Monitor slots that have counted anything: events written, and lost
+    // (over the rate limit, or the ring buffer full).
+    let monitors: Vec<_> = dp
+        .monitor_slots()?
+        .into_iter()
+        .filter(|s| s.events + s.lost_rate_limit + s.lost_ring_full != 0)
+        .collect();
     if format.json {
-        let docs: Vec<Value> = rows
+        let mut docs: Vec<Value> = rows
             .iter()
             .map(|row| {
                 let counters: Map<String, Value> = COUNTER_NAMES
@@ -63,6 +70,12 @@ pub fn show(format: Format) -> Result<()> {
                 json!({ "ifname": row.name, "ifindex": row.ifindex, "role": row.role, "counters": counters })
             })
             .collect();
+        docs.extend(monitors.iter().map(|s| {
+            json!({ "ifname": null, "ifindex": null, "role": "monitor", "slot": s.slot, "counters": {
+                "monitor_events": s.events, "monitor_lost_rate_limit": s.lost_rate_limit,
+                "monitor_lost_ring_full": s.lost_ring_full,
+            }})
+        }));
         format.print_json(&Value::Array(docs));
         return Ok(());
     }
@@ -83,6 +96,16 @@ pub fn show(format: Format) -> Result<()> {
         if !any {
             println!("    (no packets)");
         }
+    }
+    for s in &monitors {
+        let state = if s.active { "listening" } else { "ended" };
+        println!("monitor slot {} ({state}):", s.slot);
+        println!("    {:<28} {}", "monitor_events", s.events);
+        println!(
+            "    {:<28} {}",
+            "monitor_lost_rate_limit", s.lost_rate_limit
+        );
+        println!("    {:<28} {}", "monitor_lost_ring_full", s.lost_ring_full);
     }
     Ok(())
 }

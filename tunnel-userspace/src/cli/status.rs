@@ -141,7 +141,11 @@ pub fn show(format: Format) -> Result<()> {
         "interfaces": interfaces,
         "programs": programs,
         "maps": maps,
-        "log_level": level_name(settings.log_level),
+        "log_level": level_name(dp.effective_log_level()?),
+        "monitors": dp.monitor_slots()?.iter().filter(|s| s.active).map(|s| json!({
+            "slot": s.slot, "pid": s.pid, "all": s.all, "lease_ms": s.remaining_ns / 1_000_000,
+            "events": s.events, "lost": s.lost_rate_limit + s.lost_ring_full,
+        })).collect::<Vec<_>>(),
         "build_id": running,
         "binary_build_id": ours,
         "build_matches": running == ours,
@@ -223,6 +227,24 @@ fn print_text(doc: &Value) {
         .collect();
     println!("maps: {}", maps.join(", "));
     println!("log level: {}", doc["log_level"].as_str().unwrap_or(""));
+    let monitors: Vec<String> = doc["monitors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            format!(
+                "slot {} pid {}{} ({} events, {} lost)",
+                m["slot"],
+                m["pid"],
+                if m["all"] == true { " --all" } else { "" },
+                m["events"],
+                m["lost"]
+            )
+        })
+        .collect();
+    if !monitors.is_empty() {
+        println!("monitors: {}", monitors.join(", "));
+    }
     let matches = if doc["build_matches"].as_bool() == Some(true) {
         "same as this xtun"
     } else {

@@ -55,6 +55,8 @@ struct InnerInfo {
     v6: bool,
     /// IPv4: source address, header length, flags and fragment offset.
     src: u32,
+    /// IPv6: source address as halfwords in memory order.
+    src6: [u16; 8],
     header_len: usize,
     frag: u16,
     /// Destination address as halfwords in memory order (IPv4 in the
@@ -135,6 +137,7 @@ fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
             ttl: ip.ttl(),
             v6: false,
             src: ip.src(),
+            src6: [0; 8],
             header_len: ip.header_len(),
             frag: ip.frag(),
             dst: [ip.0[8], ip.0[9], 0, 0, 0, 0, 0, 0],
@@ -147,11 +150,14 @@ fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
         }
         let mut dst = [0u16; 8];
         dst.copy_from_slice(&head[12..20]);
+        let mut src6 = [0u16; 8];
+        src6.copy_from_slice(&head[4..12]);
         Ok(InnerInfo {
             tos: (first >> 4) as u8,
             ttl: u16::from_be(head[3]) as u8,
             v6: true,
             src: 0,
+            src6,
             header_len: wire::IPV6_HDR_LEN,
             frag: 0,
             dst,
@@ -358,18 +364,23 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     if let Some(path) = pmtu::path_mtu(ifindex, remote) {
         if (segment_len(ctx, l2, &inner, inner_len) + overhead) as u32 > path {
             let gso = gso_segments(ctx) > 1;
-            if inner.v6 || inner_df || gso {
-                if !inner.v6 {
-                    let fit = path.saturating_sub(overhead as u32);
-                    let v4 = pmtu::InnerV4 {
-                        src: inner.src,
-                        header_len: inner.header_len,
-                        later_fragment: inner.frag & wire::IP_OFFSET != 0,
-                    };
-                    let action = pmtu::answer_too_big(ctx, cfg, &v4, fit)?;
-                    maps::count(ifindex, TX_TOO_BIG);
-                    return Ok(action);
-                }
+            let fit = path.saturating_sub(overhead as u32);
+            // IPv6 is never fragmented on the way, but below its minimum
+            // MTU the outer packet may be, as the kernel's sit lets it.
+            let v6_answerable = inner.v6 && fit >= pmtu::IPV6_MIN_MTU;
+            if v6_answerable {
+                let action = pmtu::answer_too_big_v6(ctx, cfg, inner.src6, fit)?;
+                maps::count(ifindex, TX_TOO_BIG);
+                return Ok(action);
+            } else if !inner.v6 && (inner_df || gso) {
+                let v4 = pmtu::InnerV4 {
+                    src: inner.src,
+                    header_len: inner.header_len,
+                    later_fragment: inner.frag & wire::IP_OFFSET != 0,
+                };
+                let action = pmtu::answer_too_big(ctx, cfg, &v4, fit)?;
+                maps::count(ifindex, TX_TOO_BIG);
+                return Ok(action);
             } else {
                 df = false;
                 maps::count(ifindex, TX_FRAGMENTABLE);

@@ -177,17 +177,8 @@ pub fn answer_too_big(
     // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
-    params.ifindex = cfg.datapath_ifindex();
     params.__bindgen_anon_4.ipv4_dst = inner.src;
-    // SAFETY: helper call with a request on our stack.
-    let ret = unsafe {
-        bpf_fib_lookup(
-            ctx.skb.skb as *mut _,
-            &mut params,
-            core::mem::size_of::<FibParams>() as i32,
-            BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC,
-        )
-    } as u32;
+    let ret = route_back(ctx, cfg, &mut params);
     let local_sender = ret == BPF_FIB_LKUP_RET_NOT_FWDED;
     // SAFETY: the helper filled these in on success.
     let (src, oif, next_hop) = unsafe {
@@ -205,14 +196,7 @@ pub fn answer_too_big(
 
     // The quote: the inner header and the first bytes after it.
     let quote = (inner.header_len + QUOTED_PAYLOAD).min(ctx.len() as usize - EthHdr::LEN);
-    let head = EthHdr::LEN + quote;
-    // SAFETY: helper calls on our own skb.
-    if unsafe { bpf_skb_change_tail(ctx.skb.skb, head as u32, 0) } != 0 {
-        return Err(TX_TOO_BIG_DROP);
-    }
-    let added = (wire::IPV4_HDR_LEN + ICMP_HDR_LEN) as i32;
-    ctx.adjust_room(added, BPF_ADJ_ROOM_MAC, 0)
-        .map_err(|_| TX_TOO_BIG_DROP)?;
+    quote_behind(ctx, quote, wire::IPV4_HDR_LEN + ICMP_HDR_LEN)?;
 
     let total = (wire::IPV4_HDR_LEN + ICMP_HDR_LEN + quote) as u16;
     let [from_hi, from_lo] = wire::split_words(from);
@@ -247,44 +231,226 @@ pub fn answer_too_big(
         quoted_sum,
     );
     headers.icmp[1] = wire::csum_fold(icmp_sum).to_be();
-    let dst_mac: [u16; 3] = wire::words_of(if local_sender {
-        TUNNEL_MAC
+    let to = if local_sender {
+        Destination::Local
     } else {
+        Destination::Forwarded {
+            oif,
+            next_hop: RedirNeigh::v4(next_hop),
+        }
+    };
+    send(ctx, cfg, to, headers)
+}
+
+/// Looks the route back to an inner sender up (family and destination
+/// set in `params`) as if from the port: NOT_FWDED for a sender on this
+/// host, SUCCESS with the way out and our source for a forwarded one.
+#[inline(always)]
+fn route_back(ctx: &TcContext, cfg: &TunnelConfig, params: &mut FibParams) -> u32 {
+    params.ifindex = cfg.datapath_ifindex();
+    // SAFETY: helper call with a request on our stack.
+    (unsafe {
+        bpf_fib_lookup(
+            ctx.skb.skb as *mut _,
+            params,
+            core::mem::size_of::<FibParams>() as i32,
+            BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC,
+        )
+    }) as u32
+}
+
+/// A next hop for bpf_redirect_neigh.
+struct RedirNeigh;
+
+impl RedirNeigh {
+    #[inline(always)]
+    fn v4(addr: u32) -> aya_ebpf::bindings::bpf_redir_neigh {
+        aya_ebpf::bindings::bpf_redir_neigh {
+            nh_family: AF_INET as u32,
+            __bindgen_anon_1: aya_ebpf::bindings::bpf_redir_neigh__bindgen_ty_1 { ipv4_nh: addr },
+        }
+    }
+
+    #[inline(always)]
+    fn v6(addr: [u32; 4]) -> aya_ebpf::bindings::bpf_redir_neigh {
+        aya_ebpf::bindings::bpf_redir_neigh {
+            nh_family: AF_INET6 as u32,
+            __bindgen_anon_1: aya_ebpf::bindings::bpf_redir_neigh__bindgen_ty_1 { ipv6_nh: addr },
+        }
+    }
+}
+
+/// Where an answer goes: into the tunnel interface (a sender on this
+/// host), or out of the route to a forwarded sender.
+enum Destination {
+    Local,
+    Forwarded {
+        oif: u32,
+        next_hop: aya_ebpf::bindings::bpf_redir_neigh,
+    },
+}
+
+/// Cuts the packet down to the Ethernet header and the first `quote`
+/// bytes of the inner packet, then makes room for `headers` bytes of new
+/// headers in front of them.
+#[inline(always)]
+fn quote_behind(ctx: &TcContext, quote: usize, headers: usize) -> Result<(), u32> {
+    // SAFETY: helper call on our own skb.
+    if unsafe { bpf_skb_change_tail(ctx.skb.skb, (EthHdr::LEN + quote) as u32, 0) } != 0 {
+        return Err(TX_TOO_BIG_DROP);
+    }
+    ctx.adjust_room(headers as i32, BPF_ADJ_ROOM_MAC, 0)
+        .map_err(|_| TX_TOO_BIG_DROP)
+}
+
+/// Writes the Ethernet destination and `headers` (EtherType onwards) in
+/// front of the quote, and sends the answer to `to`.
+#[inline(always)]
+fn send<H>(ctx: &TcContext, cfg: &TunnelConfig, to: Destination, headers: H) -> Result<i32, u32> {
+    let dst_mac: [u16; 3] = wire::words_of(match to {
+        Destination::Local => TUNNEL_MAC,
         // Any unicast placeholder: bpf_redirect_neigh writes the real one.
-        [0x02, 0, 0, 0, 0, 0x01]
+        Destination::Forwarded { .. } => [0x02, 0, 0, 0, 0, 0x01],
     });
     // Written in place: the headers are linear after adjust_room.
     let eth_dst: *mut [u16; 3] = ptr_at_mut(ctx, 0).map_err(|_| TX_TOO_BIG_DROP)?;
-    let at: *mut IcmpHeaders = ptr_at_mut(ctx, 12).map_err(|_| TX_TOO_BIG_DROP)?;
+    let at: *mut H = ptr_at_mut(ctx, 12).map_err(|_| TX_TOO_BIG_DROP)?;
     // SAFETY: both bounds checked after the last change to the packet.
     unsafe {
         eth_dst.write(dst_mac);
         at.write(headers);
     }
-
-    let action = if local_sender {
+    let action = match to {
         // Out of the port: received on the tunnel interface.
         // SAFETY: plain helper call.
-        unsafe { bpf_redirect(cfg.port_ifindex, 0) }
-    } else {
-        let mut nh = aya_ebpf::bindings::bpf_redir_neigh {
-            nh_family: AF_INET as u32,
-            __bindgen_anon_1: aya_ebpf::bindings::bpf_redir_neigh__bindgen_ty_1 {
-                ipv4_nh: next_hop,
-            },
-        };
-        // SAFETY: helper call with parameters on our stack.
-        unsafe {
-            bpf_redirect_neigh(
-                oif,
-                &mut nh,
-                core::mem::size_of::<aya_ebpf::bindings::bpf_redir_neigh>() as i32,
-                0,
-            )
+        Destination::Local => unsafe { bpf_redirect(cfg.port_ifindex, 0) },
+        Destination::Forwarded { oif, mut next_hop } => {
+            // SAFETY: helper call with parameters on our stack.
+            unsafe {
+                bpf_redirect_neigh(
+                    oif,
+                    &mut next_hop,
+                    core::mem::size_of::<aya_ebpf::bindings::bpf_redir_neigh>() as i32,
+                    0,
+                )
+            }
         }
     } as i32;
     if action != TC_ACT_REDIRECT {
         return Err(TX_TOO_BIG_DROP);
     }
     Ok(action)
+}
+
+const AF_INET6: u8 = 10;
+const IPPROTO_ICMPV6: u8 = 58;
+const ICMPV6_PKT_TOOBIG: u8 = 2;
+/// The smallest MTU IPv6 allows: below it, no "packet too big" is sent.
+pub const IPV6_MIN_MTU: u32 = 1280;
+
+/// The IPv6 and ICMPv6 headers of the answer, as halfwords.
+#[repr(C)]
+struct Icmpv6Headers {
+    eth_type: u16,
+    ip: [u16; wire::IPV6_HDR_LEN / 2],
+    icmp: [u16; ICMP_HDR_LEN / 2],
+}
+
+/// As `answer_too_big`, for an inner IPv6 packet from `src` (its address
+/// as halfwords in memory order): an ICMPv6 "packet too big" carrying `mtu`.
+#[inline(always)]
+pub fn answer_too_big_v6(
+    ctx: &TcContext,
+    cfg: &TunnelConfig,
+    src: [u16; 8],
+    mtu: u32,
+) -> Result<i32, u32> {
+    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
+    let mut params: FibParams = unsafe { core::mem::zeroed() };
+    params.family = AF_INET6;
+    params.__bindgen_anon_4.ipv6_dst = words_to_u32s(src);
+    let ret = route_back(ctx, cfg, &mut params);
+    let local_sender = ret == BPF_FIB_LKUP_RET_NOT_FWDED;
+    // SAFETY: the helper filled these in on success.
+    let (our, oif, next_hop) = unsafe {
+        (
+            params.__bindgen_anon_3.ipv6_src,
+            params.ifindex,
+            params.__bindgen_anon_4.ipv6_dst,
+        )
+    };
+    let forwarded = ret == BPF_FIB_LKUP_RET_SUCCESS && our != [0; 4] && oif != cfg.ifindex;
+    if !local_sender && !forwarded {
+        return Err(TX_TOO_BIG_DROP);
+    }
+    let from: [u16; 8] = if local_sender {
+        src
+    } else {
+        u32s_to_words(our)
+    };
+
+    let quote = (wire::IPV6_HDR_LEN + QUOTED_PAYLOAD).min(ctx.len() as usize - EthHdr::LEN);
+    quote_behind(ctx, quote, wire::IPV6_HDR_LEN + ICMP_HDR_LEN)?;
+
+    let payload = (ICMP_HDR_LEN + quote) as u16;
+    let mut ip = [0u16; wire::IPV6_HDR_LEN / 2];
+    ip[0] = 0x6000u16.to_be();
+    ip[2] = payload.to_be();
+    ip[3] = u16::from_be_bytes([IPPROTO_ICMPV6, 64]).to_be();
+    ip[4..12].copy_from_slice(&from);
+    ip[12..20].copy_from_slice(&src);
+    let [mtu_hi, mtu_lo] = wire::split_words(mtu.to_be());
+    let mut icmp = [
+        u16::from_be_bytes([ICMPV6_PKT_TOOBIG, 0]).to_be(),
+        0,
+        mtu_hi,
+        mtu_lo,
+    ];
+    // The pseudo-header: both addresses, the length and next header.
+    let pseudo = csum::sum_array(&wire::bytes_of::<8, 16>(from))
+        + csum::sum_array(&wire::bytes_of::<8, 16>(src))
+        + payload as u32
+        + IPPROTO_ICMPV6 as u32;
+    let quoted_at = EthHdr::LEN + wire::IPV6_HDR_LEN + ICMP_HDR_LEN;
+    let quoted_sum = csum::sum_bytes(ctx, quoted_at, quote).ok_or(TX_TOO_BIG_DROP)?;
+    let sum = csum::add(
+        csum::add(pseudo, csum::sum_array(&wire::bytes_of::<4, 8>(icmp))),
+        quoted_sum,
+    );
+    icmp[1] = wire::csum_fold(sum).to_be();
+    let headers = Icmpv6Headers {
+        eth_type: wire::ETH_P_IPV6.to_be(),
+        ip,
+        icmp,
+    };
+    let to = if local_sender {
+        Destination::Local
+    } else {
+        Destination::Forwarded {
+            oif,
+            next_hop: RedirNeigh::v6(next_hop),
+        }
+    };
+    send(ctx, cfg, to, headers)
+}
+
+/// An IPv6 address as halfwords in memory order, as the FIB helper's
+/// 32-bit words in memory order.
+#[inline(always)]
+fn words_to_u32s(w: [u16; 8]) -> [u32; 4] {
+    [
+        wire::join_words(w[0], w[1]),
+        wire::join_words(w[2], w[3]),
+        wire::join_words(w[4], w[5]),
+        wire::join_words(w[6], w[7]),
+    ]
+}
+
+#[inline(always)]
+fn u32s_to_words(a: [u32; 4]) -> [u16; 8] {
+    let [a0, a1] = wire::split_words(a[0]);
+    let [b0, b1] = wire::split_words(a[1]);
+    let [c0, c1] = wire::split_words(a[2]);
+    let [d0, d1] = wire::split_words(a[3]);
+    [a0, a1, b0, b1, c0, c1, d0, d1]
 }

@@ -92,6 +92,17 @@ pub fn create(nl: &mut Netlink, mtu: u32) -> Result<NewTunnel, DeviceError> {
         // the path from the sender's own address, into the interface; the
         // kernel's tunnels answer it over loopback.
         sysctl(format!("/proc/sys/net/ipv4/conf/{name}/accept_local"), "1")?;
+        // IPv6 route lookups on the port, for answers to IPv6 senders. With
+        // IPv6 off on the port first, forwarding does not make it join the
+        // all-routers group and send MLD reports into the tunnel interface.
+        sysctl(
+            format!("/proc/sys/net/ipv6/conf/{port_name}/disable_ipv6"),
+            "1",
+        )?;
+        sysctl(
+            format!("/proc/sys/net/ipv6/conf/{port_name}/forwarding"),
+            "1",
+        )?;
         let port = nl
             .link_by_index(port.index)?
             .ok_or_else(|| DeviceError::Gone(port_name.clone()))?;

@@ -690,28 +690,7 @@ fn batch_runs_many_commands_in_one_process_and_stops_at_the_first_error() {
 
 /// IPv6 addresses and routes on both tunnel ends, as a user adds them.
 fn address_ipv6(topo: &SeedTopology, name1: &str, name2: &str, a1: &str, a2: &str) {
-    for (ns, dev, local, peer) in [(&topo.ns1, name1, a1, a2), (&topo.ns2, name2, a2, a1)] {
-        ns.exec(&[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{local}/128"),
-            "dev",
-            dev,
-        ])
-        .unwrap();
-        ns.exec(&[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            &format!("{peer}/128"),
-            "dev",
-            dev,
-        ])
-        .unwrap();
-    }
+    net::address_ipv6([(&topo.ns1, name1, a1), (&topo.ns2, name2, a2)]);
 }
 
 #[test]

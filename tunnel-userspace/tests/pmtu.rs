@@ -19,13 +19,15 @@ fn stat(ns: &Netns, dev: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// `ping -M do -s SIZE` through the tunnel, twice: the first learns the
-/// path MTU (the router's ICMP to the outer source), the second is answered
-/// with the tunnel's MTU on that path.
-fn frag_needed_answer(ns: &Netns, size: u32) -> String {
+/// `ping -M do -s SIZE` to `dst` through the tunnel, three times: the
+/// first learns the path MTU (the router's ICMP to the outer source), the
+/// next is answered with the tunnel's MTU on that path.
+fn frag_needed_answer_to(ns: &Netns, dst: &str, size: u32) -> String {
+    let family = if dst.contains(':') { "-6" } else { "-4" };
     let out = ns
         .try_exec(&[
             "ping",
+            family,
             "-M",
             "do",
             "-s",
@@ -36,7 +38,7 @@ fn frag_needed_answer(ns: &Netns, size: u32) -> String {
             "0.3",
             "-W",
             "1",
-            "10.10.200.10",
+            dst,
         ])
         .unwrap();
     format!(
@@ -44,6 +46,10 @@ fn frag_needed_answer(ns: &Netns, size: u32) -> String {
         stdout(out.clone()),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+fn frag_needed_answer(ns: &Netns, size: u32) -> String {
+    frag_needed_answer_to(ns, "10.10.200.10", size)
 }
 
 fn narrow_path(tag: &str, mode: &str, extra: &[&str], expected_mtu: u32) {
@@ -138,27 +144,7 @@ fn a_host_behind_the_tunnel_is_told_too() {
     ] {
         ns.exec(&cmd.split(' ').collect::<Vec<_>>()).unwrap();
     }
-    let out = lan
-        .try_exec(&[
-            "ping",
-            "-M",
-            "do",
-            "-s",
-            "1400",
-            "-c",
-            "3",
-            "-i",
-            "0.3",
-            "-W",
-            "1",
-            "10.10.200.10",
-        ])
-        .unwrap();
-    let answer = format!(
-        "{}{}",
-        stdout(out.clone()),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let answer = frag_needed_answer_to(&lan, "10.10.200.10", 1400);
     // From ns1's address on the LAN, with the tunnel's MTU on the path.
     assert!(
         answer.contains("From 10.10.70.1") && answer.contains("mtu = 1376"),
@@ -231,4 +217,34 @@ fn forged_frag_needed_changes_nothing() {
     ) == 1));
     let answer = frag_needed_answer(&path.ns1, 1440);
     assert!(answer.contains("mtu = 1272"), "{answer}");
+}
+
+/// IPv6 inside the tunnel: ICMPv6 "packet too big" from the tunnel, then
+/// TCP over IPv6 both ways.
+fn narrow_path_v6(tag: &str, mode: &str, expected_mtu: u32) {
+    let path = NarrowPath::new(tag, 1400).unwrap();
+    path.add_tunnels(XTUN, mode, &[]).unwrap();
+    net::address_ipv6([
+        (&path.ns1, "tun1", "fd00:100::10"),
+        (&path.ns2, "tun2", "fd00:200::10"),
+    ]);
+    let answer = frag_needed_answer_to(&path.ns1, "fd00:200::10", 1400);
+    assert!(
+        answer.contains(&format!("mtu={expected_mtu}"))
+            || answer.contains(&format!("mtu = {expected_mtu}")),
+        "{mode}: {answer}"
+    );
+    eprintln!("{mode} over IPv6: {answer}");
+    transfer(&path.ns1, &path.ns2, "fd00:200::10", 16 << 20);
+    transfer(&path.ns2, &path.ns1, "fd00:100::10", 16 << 20);
+}
+
+#[test]
+fn ipv6_in_gre_over_a_narrower_path() {
+    narrow_path_v6("p6gre", "gre", 1376);
+}
+
+#[test]
+fn sit_over_a_narrower_path() {
+    narrow_path_v6("psit", "sit", 1380);
 }

@@ -64,7 +64,7 @@ pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
 pub fn transfer(sender: &Netns, receiver: &Netns, addr: &str, size: usize) {
     let server = format!(
         "import socket,hashlib\n\
-s=socket.socket();s.settimeout(90);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('{addr}',5201));s.listen(1)\n\
+s=socket.socket(socket.AF_INET6 if ':' in '{addr}' else socket.AF_INET);s.settimeout(90);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('{addr}',5201));s.listen(1)\n\
 c,_=s.accept();c.settimeout(90);h=hashlib.sha256();n=0\n\
 while True:\n d=c.recv(1<<16)\n if not d: break\n h.update(d);n+=len(d)\n\
 print(n,h.hexdigest())"
@@ -94,4 +94,33 @@ c.sendall(data);c.close();print(len(data),hashlib.sha256(data).hexdigest())"
     std::io::Read::read_to_string(srv.0.stdout.as_mut().unwrap(), &mut received).unwrap();
     assert_eq!(received, sent, "transfer to {addr}");
     assert!(sent.starts_with(&format!("{size} ")), "{sent}");
+}
+
+/// `local/128` on `dev` in each namespace, and a route to the other's
+/// address through it: IPv6 inside a tunnel.
+pub fn address_ipv6(sides: [(&Netns, &str, &str); 2]) {
+    for (i, (ns, dev, local)) in sides.iter().enumerate() {
+        let peer = sides[1 - i].2;
+        ns.exec(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{local}/128"),
+            "dev",
+            dev,
+            "nodad",
+        ])
+        .unwrap();
+        ns.exec(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            &format!("{peer}/128"),
+            "dev",
+            dev,
+        ])
+        .unwrap();
+    }
 }

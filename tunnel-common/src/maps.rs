@@ -16,6 +16,11 @@ pub const MAP_SETTINGS: &str = "XTUN_SETTINGS";
 pub const MAP_NEIGH: &str = "XTUN_NEIGH";
 pub const MAP_PRL: &str = "XTUN_PRL";
 pub const MAP_SEQ: &str = "XTUN_SEQ";
+/// Tunnel configurations by the ifindex of the tunnel's port (the hidden
+/// veth end where encapsulation runs), for ports from `IF_INDEXED_MAX` up.
+pub const MAP_PORTS: &str = "XTUN_PORTS";
+/// Path MTUs learnt from ICMP, by (tunnel, remote).
+pub const MAP_PMTU: &str = "XTUN_PMTU";
 /// aya-log's ring buffer of log records.
 pub const MAP_LOGS: &str = "AYA_LOGS";
 
@@ -63,8 +68,15 @@ pub const TUNNEL_F_ISATAP: u32 = 1 << 10;
 /// reverse-path filtering on the tunnel interface, `rpfilter`).
 pub const TUNNEL_F_RPFILTER: u32 = 1 << 11;
 
-/// Configuration of one tunnel, keyed by the tunnel interface's ifindex.
-/// Read by the TC egress program to build the outer headers.
+/// The tunnel interface's MAC address. A tunnel interface is one end of a
+/// veth pair; decapsulated packets reach it through the other end (its
+/// port) addressed to this. Every tunnel has the same one: each pair is a
+/// link of its own, and the interface is NOARP, so it is never resolved.
+pub const TUNNEL_MAC: [u8; 6] = [0x02, 0x78, 0x74, 0x75, 0x6e, 0x00];
+
+/// Configuration of one tunnel, keyed by the tunnel interface's ifindex in
+/// `XTUN_TUNNELS`, and by its port's in `XTUN_TUN_BY_IF`/`XTUN_PORTS`.
+/// Read by the TC program on the port's ingress to build the outer headers.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct TunnelConfig {
@@ -101,6 +113,25 @@ pub struct TunnelConfig {
     pub default_src: u32,
     /// Index of the tunnel's counters in `XTUN_TUN_STATS`.
     pub stats_slot: u32,
+    /// The tunnel interface (the key of `XTUN_TUNNELS`, `XTUN_SEQ`,
+    /// `XTUN_NEIGH` and `XTUN_PRL`).
+    pub ifindex: u32,
+    /// The port: the veth end the tunnel interface sends into and receives
+    /// from, where the data plane runs; 0 where the data plane runs on the
+    /// tunnel interface itself (tests).
+    pub port_ifindex: u32,
+}
+
+impl TunnelConfig {
+    /// The ifindex the data plane finds this configuration by: the
+    /// interface its encapsulation runs on.
+    pub fn datapath_ifindex(&self) -> u32 {
+        if self.port_ifindex != 0 {
+            self.port_ifindex
+        } else {
+            self.ifindex
+        }
+    }
 }
 
 /// Key of the multipoint neighbour table (a longest-prefix-match trie):
@@ -184,6 +215,10 @@ pub struct DecapTarget {
     pub flags: u32,
     /// Index of the tunnel's counters in `XTUN_TUN_STATS`.
     pub stats_slot: u32,
+    /// Where the inner packet is sent to reach the tunnel interface: its
+    /// port (sent out of it, so the pair counts it as received on the
+    /// tunnel interface), or the interface itself (received there).
+    pub port: u32,
 }
 
 impl DecapTarget {
@@ -193,8 +228,38 @@ impl DecapTarget {
             ifindex,
             flags: cfg.flags,
             stats_slot: cfg.stats_slot,
+            port: cfg.port_ifindex,
         }
     }
+}
+
+/// The smallest path MTU an ICMP report may set, as the kernel's
+/// `net.ipv4.route.min_pmtu`; lower reports are ignored.
+pub const MIN_PMTU: u32 = 552;
+/// How long a learnt path MTU holds, as the kernel's
+/// `net.ipv4.route.mtu_expires` (600 s).
+pub const PMTU_EXPIRES_NS: u64 = 600 * 1_000_000_000;
+
+/// Key of the path-MTU table: a tunnel and one of its remotes (multipoint
+/// tunnels have many).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct PmtuKey {
+    /// The tunnel interface.
+    pub ifindex: u32,
+    /// Outer destination, network order.
+    pub remote: u32,
+}
+
+/// A path MTU learnt from ICMP "fragmentation needed".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PmtuEntry {
+    /// The path MTU for outer packets (bytes of the outer IPv4 packet).
+    pub mtu: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` after which it no longer holds.
+    pub expires_ns: u64,
 }
 
 /// Per-tunnel counters, one copy per CPU, named as `ip -s tunnel show` names them.
@@ -225,6 +290,7 @@ pub struct XdpMeta {
     pub ifindex: u32,
     pub flags: u32,
     pub stats_slot: u32,
+    pub port: u32,
 }
 
 /// Per-interface data-plane counters: one slot per `stats` reason.
@@ -277,6 +343,10 @@ pub const CLASSID_TUNNEL: u32 = 0x7874_0003;
 
 /// "xtun" — only frames our XDP program decapsulated carry it.
 pub const XDP_META_MAGIC: u32 = 0x7874_756e;
+/// "xtuc" — a tunnel packet XDP left whole because its GRE checksum did not
+/// add up: it may still be pending offload, which only tc can tell, so tc
+/// decapsulates it.
+pub const XDP_META_CSUM_IN_TC: u32 = 0x7874_7563;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -294,6 +364,8 @@ mod pod {
     unsafe impl aya::Pod for PrlKey {}
     unsafe impl aya::Pod for PrlEntry {}
     unsafe impl aya::Pod for SeqState {}
+    unsafe impl aya::Pod for PmtuKey {}
+    unsafe impl aya::Pod for PmtuEntry {}
 }
 
 #[cfg(test)]
@@ -304,15 +376,17 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<TunnelConfig>(), 44);
+        assert_eq!(size_of::<TunnelConfig>(), 52);
         assert_eq!(size_of::<NeighKey>(), 24);
         assert_eq!(size_of::<NeighEntry>(), 4);
         assert_eq!(size_of::<PrlKey>(), 8);
         assert_eq!(size_of::<SeqState>(), 16);
+        assert_eq!(size_of::<PmtuKey>(), 8);
+        assert_eq!(size_of::<PmtuEntry>(), 16);
         assert_eq!(size_of::<DecapKey>(), 16);
-        assert_eq!(size_of::<DecapTarget>(), 12);
+        assert_eq!(size_of::<DecapTarget>(), 16);
         assert_eq!(size_of::<TunnelStats>(), 12 * 8);
-        assert_eq!(size_of::<XdpMeta>(), 16);
+        assert_eq!(size_of::<XdpMeta>(), 20);
         assert_eq!(size_of::<Settings>(), 16);
         assert_eq!(
             size_of::<IfCounters>(),
@@ -333,6 +407,8 @@ mod tests {
             MAP_NEIGH,
             MAP_PRL,
             MAP_SEQ,
+            MAP_PORTS,
+            MAP_PMTU,
             PROG_XDP_DECAP,
             PROG_TC,
         ] {

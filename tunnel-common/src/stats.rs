@@ -67,6 +67,21 @@ counters! {
     TX_DEAD_LOOP = 25, "tx_dead_loop";
     /// `rpfilter`: an inner IPv6 source the tunnel's routes do not lead back to.
     RX_RPFILTER = 26, "rx_rpfilter";
+    /// ICMP "fragmentation needed" for an outer packet a tunnel sent: its
+    /// path MTU to that remote was lowered (the ICMP goes on to the kernel).
+    RX_ICMP_FRAG_NEEDED = 27, "rx_icmp_frag_needed";
+    /// ICMP "fragmentation needed" that changed nothing: it quotes no packet
+    /// a tunnel sent (addresses, protocol, key), or its MTU is below the
+    /// minimum, not below the packet it quotes, or above the known one.
+    RX_ICMP_IGNORED = 28, "rx_icmp_ignored";
+    /// An inner packet too big for the path MTU that must not be fragmented:
+    /// answered with ICMP "fragmentation needed" / ICMPv6 "packet too big".
+    TX_TOO_BIG = 29, "tx_icmp_too_big_sent";
+    /// Too big for the path, and no ICMP could be sent back: dropped.
+    TX_TOO_BIG_DROP = 30, "tx_too_big_dropped";
+    /// Too big for the path but fragmentable (IPv4 without DF): sent
+    /// without DF so that the path fragments it.
+    TX_FRAGMENTABLE = 31, "tx_sent_without_df";
 }
 
 #[cfg(test)]
@@ -76,7 +91,7 @@ mod tests {
     #[test]
     fn counter_slots_are_dense_and_named() {
         assert_eq!(COUNTER_COUNT as usize, COUNTER_NAMES.len());
-        assert_eq!(RX_RPFILTER + 1, COUNTER_COUNT);
+        assert_eq!(TX_FRAGMENTABLE + 1, COUNTER_COUNT);
         let mut seen = [false; COUNTER_COUNT as usize];
         for (i, name) in COUNTER_NAMES.iter().enumerate() {
             assert!(!name.is_empty());

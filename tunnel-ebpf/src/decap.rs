@@ -16,7 +16,7 @@ use network_types::{
 use tunnel_common::{
     maps::{
         DecapKey, DecapTarget, PrlKey, XdpMeta, LOG_DEBUG, LOG_TRACE, TUNNEL_F_ICSUM,
-        TUNNEL_F_ISATAP, TUNNEL_F_ISEQ, XDP_META_MAGIC,
+        TUNNEL_F_ISATAP, TUNNEL_F_ISEQ, XDP_META_CSUM_IN_TC, XDP_META_MAGIC,
     },
     stats::*,
     wire::{self, EcnDecap, GreError, GreHdr, Ipv4Words},
@@ -26,6 +26,7 @@ use crate::{
     csum,
     maps::{self, DECAP, PRL, SEQ},
     parse::{ptr_at, ptr_at_mut, read_at, Frame},
+    pmtu,
 };
 
 /// An Ethernet header as halfwords.
@@ -68,6 +69,9 @@ pub enum Verdict {
     Decap(Matched),
     /// Ours, but to be dropped (counted against the tunnel): the reason.
     Drop(DecapTarget, u32),
+    /// Ours, with a GRE checksum that does not add up and may be pending
+    /// offload: for tc to decide (XDP only).
+    DecapInTc,
 }
 
 /// XDP: Ok(action) for packets we handled (decapsulated or dropped, already
@@ -78,6 +82,12 @@ pub fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let m = match classify(ctx)? {
         Verdict::Decap(m) => m,
+        // XDP cannot tell a checksum pending offload from a wrong one:
+        // tc decides.
+        Verdict::DecapInTc => {
+            tag(ctx, XDP_META_CSUM_IN_TC, &DecapTarget::default()).map_err(|_| RX_ADJUST_FAIL)?;
+            return Ok(xdp_action::XDP_PASS);
+        }
         Verdict::Drop(tunnel, reason) => {
             drop_for_tunnel(ifindex, tunnel.stats_slot, reason);
             if maps::log_enabled(LOG_DEBUG) {
@@ -140,7 +150,11 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
     }
     let ip: Ipv4Words = read_at(ctx, EthHdr::LEN).map_err(|_| RX_TRUNCATED)?;
     let proto = ip.proto();
-    if proto != wire::IPPROTO_GRE && proto != wire::IPPROTO_IPIP && proto != wire::IPPROTO_IPV6 {
+    if proto != wire::IPPROTO_GRE
+        && proto != wire::IPPROTO_IPIP
+        && proto != wire::IPPROTO_IPV6
+        && proto != pmtu::IPPROTO_ICMP
+    {
         return Err(RX_PASS_NOT_TUNNEL);
     }
     let ihl = ip.header_len();
@@ -162,6 +176,10 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
     let outer_tos = ip.tos();
 
     let l4 = EthHdr::LEN + ihl;
+    // ICMP about what our tunnels sent: it goes on to the kernel either way.
+    if proto == pmtu::IPPROTO_ICMP {
+        return Err(pmtu::note_icmp(ctx, l4));
+    }
     let gre = match proto {
         wire::IPPROTO_GRE => Some(parse_gre(ctx, l4)?),
         _ => None,
@@ -187,10 +205,18 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
         // As the kernel's ip_tunnel_rcv: the C bit must be what the tunnel
         // expects, and the sequence number must not go backwards.
         let has_csum = g.flags & wire::GRE_CSUM != 0;
-        if has_csum != (target.flags & TUNNEL_F_ICSUM != 0)
-            || (has_csum && !gre_checksum_ok(ctx, l4, EthHdr::LEN + tot_len, g))
-        {
+        if has_csum != (target.flags & TUNNEL_F_ICSUM != 0) {
             return Ok(Verdict::Drop(target, RX_BAD_GRE_CSUM));
+        }
+        // A checksum pending offload counts as verified, as in the
+        // kernel's skb_checksum_simple_validate; only an skb can tell.
+        if has_csum && !gre_checksum_ok(ctx, l4, EthHdr::LEN + tot_len, g) {
+            if !ctx.sees_offload() {
+                return Ok(Verdict::DecapInTc);
+            }
+            if !ctx.checksum_pending() {
+                return Ok(Verdict::Drop(target, RX_BAD_GRE_CSUM));
+            }
         }
         if target.flags & TUNNEL_F_ISEQ != 0 && !sequence_ok(target.ifindex, g.seq) {
             return Ok(Verdict::Drop(target, RX_OUT_OF_SEQ));
@@ -238,7 +264,7 @@ fn ipv4_header_checksum_ok<F: Frame>(ctx: &F, ip: &Ipv4Words) -> bool {
 /// `ip_tunnel_lookup`: (local, remote), then `local any`, then
 /// `remote any` (multipoint, ISATAP), then both.
 #[inline(always)]
-fn find_tunnel(mut key: DecapKey) -> Option<DecapTarget> {
+pub fn find_tunnel(mut key: DecapKey) -> Option<DecapTarget> {
     let (local, remote) = (key.local, key.remote);
     let wildcards = [(local, remote), (0, remote), (local, 0), (0, 0)];
     let mut i = 0;
@@ -470,6 +496,13 @@ fn strip_outer(
         })
     };
 
+    tag(ctx, XDP_META_MAGIC, target)
+}
+
+/// Puts `magic` and what the decapsulation index said for the frame in
+/// front of it, for the tc program.
+#[inline(always)]
+fn tag(ctx: &XdpContext, magic: u32, target: &DecapTarget) -> Result<(), ()> {
     let meta_len = core::mem::size_of::<XdpMeta>() as i32;
     // SAFETY: helper call on our own context.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -meta_len) } != 0 {
@@ -482,10 +515,11 @@ fn strip_outer(
     // SAFETY: bounds checked against data, which ends the metadata area.
     unsafe {
         *(meta as *mut XdpMeta) = XdpMeta {
-            magic: XDP_META_MAGIC,
+            magic,
             ifindex: target.ifindex,
             flags: target.flags,
             stats_slot: target.stats_slot,
+            port: target.port,
         };
     }
     Ok(())

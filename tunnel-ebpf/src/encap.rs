@@ -4,6 +4,7 @@
 use core::intrinsics::{atomic_cxchg, AtomicOrdering};
 
 use aya_ebpf::{
+    bindings::bpf_redir_neigh as RedirNeigh,
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup as FibParams,
         BPF_FIB_LKUP_RET_BLACKHOLE, BPF_FIB_LKUP_RET_PROHIBIT, BPF_FIB_LKUP_RET_SUCCESS,
@@ -26,8 +27,9 @@ use tunnel_common::{
 
 use crate::{
     csum,
-    maps::{self, NEIGH, SEQ, TUNNELS, TUNNELS_BY_IF},
+    maps::{self, NEIGH, PORTS, SEQ, TUNNELS, TUNNELS_BY_IF},
     parse::{ptr_at_mut, read_at},
+    pmtu,
 };
 
 const AF_INET: u8 = 2;
@@ -50,6 +52,10 @@ struct InnerInfo {
     tos: u8,
     ttl: u8,
     v6: bool,
+    /// IPv4: source address, header length, flags and fragment offset.
+    src: u32,
+    header_len: usize,
+    frag: u16,
     /// Destination address as halfwords in memory order (IPv4 in the
     /// first two).
     dst: [u16; 8],
@@ -65,8 +71,8 @@ impl InnerInfo {
     }
 }
 
-/// The configuration of the tunnel on `ifindex`; None when the device is
-/// not a tunnel of ours.
+/// The configuration of the tunnel whose data path runs on `ifindex` (its
+/// port); None when the device is not one of ours.
 #[inline(always)]
 pub fn tunnel_config(ifindex: u32) -> Option<&'static TunnelConfig> {
     // SAFETY: map values stay valid while the program runs; userspace
@@ -77,12 +83,16 @@ pub fn tunnel_config(ifindex: u32) -> Option<&'static TunnelConfig> {
             .map(|cfg| unsafe { &*cfg })
             .filter(|cfg| cfg.mode != 0);
     }
-    TUNNELS.get_ptr(ifindex).map(|cfg| unsafe { &*cfg })
+    PORTS
+        .get_ptr(ifindex)
+        .or_else(|| TUNNELS.get_ptr(ifindex))
+        .map(|cfg| unsafe { &*cfg })
 }
 
-/// Encapsulates a packet sent on the tunnel on `ifindex`.
+/// Encapsulates a packet the tunnel interface sent (seen on its port).
 #[inline(always)]
-pub fn encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> i32 {
+pub fn encap(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
+    let ifindex = cfg.ifindex;
     match try_encap(ctx, cfg, ifindex) {
         Ok(action) => action,
         Err(reason) => {
@@ -122,6 +132,9 @@ fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
             tos: ip.tos(),
             ttl: ip.ttl(),
             v6: false,
+            src: ip.src(),
+            header_len: ip.header_len(),
+            frag: ip.frag(),
             dst: [ip.0[8], ip.0[9], 0, 0, 0, 0, 0, 0],
         })
     } else if protocol == wire::ETH_P_IPV6.to_be() && carries_v6 {
@@ -136,11 +149,39 @@ fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
             tos: (first >> 4) as u8,
             ttl: u16::from_be(head[3]) as u8,
             v6: true,
+            src: 0,
+            header_len: wire::IPV6_HDR_LEN,
+            frag: 0,
             dst,
         })
     } else {
         Err(TX_BAD_INNER)
     }
+}
+
+#[inline(always)]
+fn gso_segments(ctx: &TcContext) -> u32 {
+    // SAFETY: reading a field of the context the kernel gave us.
+    unsafe { (*ctx.skb.skb).gso_segs }
+}
+
+/// The size of the inner packets that will be on the wire: the packet's
+/// own, or for a GSO packet one segment's (its headers and `gso_size`).
+#[inline(always)]
+fn segment_len(ctx: &TcContext, l2: usize, inner: &InnerInfo, inner_len: u32) -> usize {
+    // SAFETY: reading a field of the context the kernel gave us.
+    let gso_size = unsafe { (*ctx.skb.skb).gso_size } as usize;
+    if gso_segments(ctx) <= 1 || gso_size == 0 {
+        return inner_len as usize;
+    }
+    // TCP's header length is in its data offset; anything else (UDP) has
+    // an 8-byte header.
+    let l4 = l2 + inner.header_len;
+    let l4_len = match read_head::<[u8; 13]>(ctx, l4) {
+        Ok(tcp) => ((tcp[12] >> 4) as usize * 4).max(8),
+        Err(_) => 8,
+    };
+    inner.header_len + l4_len + gso_size
 }
 
 /// The first bytes of the inner packet: straight from the linear part,
@@ -182,19 +223,27 @@ fn remote_for(cfg: &TunnelConfig, ifindex: u32, inner: &InnerInfo) -> Result<u32
     Err(TX_NO_NEIGH)
 }
 
-/// Source address and egress interface of the route to `remote`. Where the
-/// route cannot be looked up here (bpf_fib_lookup refuses interfaces that do
-/// not forward), the source found when the tunnel was configured.
+/// Where the route to `remote` leads, looked up per packet as the kernel's
+/// tunnels route each packet, so traffic follows route changes.
+struct Route {
+    src: u32,
+    oif: u32,
+    /// The next hop (the gateway, or `remote` itself on link).
+    next_hop: u32,
+}
+
+/// The route to `remote`, looked up as if the packet arrived on the port
+/// (userspace enables forwarding there, which bpf_fib_lookup requires; the
+/// port receives nothing but what the tunnel interface sends, so nothing
+/// else is forwarded). Err(None) where it cannot be looked up here (a
+/// tunnel without a port): the caller falls back to the configuration.
 #[inline(always)]
-fn route_to(ctx: &TcContext, cfg: &TunnelConfig, remote: u32) -> Result<(u32, u32), u32> {
+fn route_to(ctx: &TcContext, cfg: &TunnelConfig, remote: u32) -> Result<Route, Option<u32>> {
     // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
-    params.ifindex = cfg.underlay_ifindex;
+    params.ifindex = cfg.datapath_ifindex();
     params.__bindgen_anon_4.ipv4_dst = remote;
-    // Looked up as if arriving on the underlay rather than as output from
-    // it: an output lookup would be held to routes through the underlay,
-    // and miss a route that leads elsewhere (or back into a tunnel).
     let flags = BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC;
     // SAFETY: helper call with a request on our stack.
     let ret = unsafe {
@@ -206,30 +255,38 @@ fn route_to(ctx: &TcContext, cfg: &TunnelConfig, remote: u32) -> Result<(u32, u3
         )
     };
     if ret == BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        // An outer packet routed into a tunnel of ours would come back here:
-        // drop it instead of looping (the kernel's DeadLoop).
-        if tunnel_config(params.ifindex).is_some() {
-            return Err(TX_DEAD_LOOP);
+        // An outer packet routed into the tunnel itself would come back
+        // here: drop it instead of looping (the kernel's DeadLoop).
+        if params.ifindex == cfg.ifindex {
+            return Err(Some(TX_DEAD_LOOP));
         }
-        // SAFETY: the helper filled in the source address.
-        let src = unsafe { params.__bindgen_anon_3.ipv4_src };
+        // SAFETY: the helper filled in the source and next hop.
+        let (src, next_hop) = unsafe {
+            (
+                params.__bindgen_anon_3.ipv4_src,
+                params.__bindgen_anon_4.ipv4_dst,
+            )
+        };
         if src != 0 {
-            return Ok((src, params.ifindex));
+            return Ok(Route {
+                src,
+                oif: params.ifindex,
+                next_hop,
+            });
         }
     }
     match ret as u32 {
         BPF_FIB_LKUP_RET_BLACKHOLE | BPF_FIB_LKUP_RET_UNREACHABLE | BPF_FIB_LKUP_RET_PROHIBIT => {
-            Err(TX_NO_ROUTE)
+            Err(Some(TX_NO_ROUTE))
         }
-        _ if cfg.default_src != 0 => Ok((cfg.default_src, cfg.underlay_ifindex)),
-        _ => Err(TX_NO_SOURCE),
+        _ => Err(None),
     }
 }
 
 #[inline(always)]
 fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u32> {
-    // TUN devices have no link-layer header; an Ethernet device (and
-    // BPF_PROG_TEST_RUN, which always builds an Ethernet frame) has one.
+    // The port sees the tunnel interface's Ethernet frames (as does
+    // BPF_PROG_TEST_RUN); an L3 device would have no link-layer header.
     let eth_dev = cfg.flags & TUNNEL_F_ETH_DEV != 0;
     let l2 = if eth_dev { wire::ETH_HDR_LEN } else { 0 };
     let inner = inner_info(ctx, cfg.mode, l2)?;
@@ -248,11 +305,8 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
             gre_flags |= wire::GRE_SEQ;
         }
     }
-    if gre_flags & (wire::GRE_CSUM | wire::GRE_SEQ) != 0 {
-        // SAFETY: reading a field of the context the kernel gave us.
-        if unsafe { (*ctx.skb.skb).gso_segs } > 1 {
-            return Err(TX_GSO_UNSUPPORTED);
-        }
+    if gre_flags & (wire::GRE_CSUM | wire::GRE_SEQ) != 0 && gso_segments(ctx) > 1 {
+        return Err(TX_GSO_UNSUPPORTED);
     }
 
     let remote = if cfg.remote != 0 {
@@ -260,18 +314,66 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     } else {
         remote_for(cfg, ifindex, &inner)?
     };
-    // The route is looked up per packet only when it decides something:
-    // the source for `local any`, the way out for an unbound multipoint
-    // tunnel. Otherwise bpf_redirect_neigh finds the next hop itself.
+    // The route is looked up per packet, as the kernel's tunnels do: the
+    // way out follows route changes. A tunnel bound to `dev` leaves by it,
+    // and bpf_redirect_neigh routes through it; its route is looked up
+    // only for the source of `local any`.
     let bound = cfg.flags & TUNNEL_F_BOUND_DEV != 0;
-    let (local, underlay) = if cfg.local != 0 && (cfg.remote != 0 || bound) {
-        (cfg.local, cfg.underlay_ifindex)
+    let (local, underlay, next_hop) = if bound && cfg.local != 0 {
+        (cfg.local, cfg.underlay_ifindex, None)
     } else {
-        let (src, oif) = route_to(ctx, cfg, remote)?;
-        let local = if cfg.local != 0 { cfg.local } else { src };
-        let oif = if bound { cfg.underlay_ifindex } else { oif };
-        (local, oif)
+        match route_to(ctx, cfg, remote) {
+            Ok(route) => {
+                let local = if cfg.local != 0 { cfg.local } else { route.src };
+                if bound {
+                    (local, cfg.underlay_ifindex, None)
+                } else {
+                    (local, route.oif, Some(route.next_hop))
+                }
+            }
+            Err(Some(reason)) => return Err(reason),
+            // No route lookup here: what the configuration says.
+            Err(None) => {
+                let local = if cfg.local != 0 {
+                    cfg.local
+                } else if cfg.default_src != 0 {
+                    cfg.default_src
+                } else {
+                    return Err(TX_NO_SOURCE);
+                };
+                (local, cfg.underlay_ifindex, None)
+            }
+        }
     };
+
+    let overhead = wire::encap_overhead(cfg.mode, gre_flags);
+    // The outer DF as the kernel sets it: always with `pmtudisc`, else the
+    // inner IPv4 packet's own.
+    let inner_df = !inner.v6 && inner.frag & wire::IP_DF != 0;
+    let mut df = cfg.flags & TUNNEL_F_PMTUDISC != 0 || inner_df;
+    // A path MTU learnt from ICMP: what does not fit is answered or, where
+    // it may be fragmented, sent without DF so that the path fragments it.
+    if let Some(path) = pmtu::path_mtu(ifindex, remote) {
+        if (segment_len(ctx, l2, &inner, inner_len) + overhead) as u32 > path {
+            let gso = gso_segments(ctx) > 1;
+            if inner.v6 || inner_df || gso {
+                if !inner.v6 {
+                    let fit = path.saturating_sub(overhead as u32);
+                    let v4 = pmtu::InnerV4 {
+                        src: inner.src,
+                        header_len: inner.header_len,
+                        later_fragment: inner.frag & wire::IP_OFFSET != 0,
+                    };
+                    let action = pmtu::answer_too_big(ctx, cfg, &v4, fit)?;
+                    maps::count(ifindex, TX_TOO_BIG);
+                    return Ok(action);
+                }
+            } else {
+                df = false;
+                maps::count(ifindex, TX_FRAGMENTABLE);
+            }
+        }
+    }
 
     // The checksum covers the inner packet as it is now, before any header
     // is pushed in front of it.
@@ -289,7 +391,6 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
         0
     };
 
-    let overhead = wire::encap_overhead(cfg.mode, gre_flags);
     let proto = match cfg.mode {
         MODE_GRE => wire::IPPROTO_GRE,
         MODE_IPIP => wire::IPPROTO_IPIP,
@@ -303,9 +404,6 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
         cfg.tos
     };
     let tos = wire::ecn_encapsulate(dscp, inner.tos);
-    // pmtudisc (the default) sets DF on every outer header; nopmtudisc
-    // clears it, so the path may fragment the outer packet.
-    let df = cfg.flags & TUNNEL_F_PMTUDISC != 0;
     // Like the kernel: DF packets carry ID 0, others a random one.
     let id = if df {
         0
@@ -354,9 +452,27 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
         write_gre(ctx, cfg, gre_flags, inner.gre_protocol(), seq, inner_sum)?;
     }
 
-    // SAFETY: plain helper call; no explicit next hop, the kernel's FIB and
-    // neighbour tables resolve it.
-    let action = unsafe { bpf_redirect_neigh(underlay, core::ptr::null_mut(), 0, 0) } as i32;
+    // With the next hop the route lookup found, the kernel only resolves
+    // its neighbour; without, it routes through `underlay` itself.
+    let action = match next_hop {
+        Some(nh) => {
+            let mut params = RedirNeigh {
+                nh_family: AF_INET as u32,
+                __bindgen_anon_1: aya_ebpf::bindings::bpf_redir_neigh__bindgen_ty_1 { ipv4_nh: nh },
+            };
+            // SAFETY: helper call with parameters on our stack.
+            unsafe {
+                bpf_redirect_neigh(
+                    underlay,
+                    &mut params,
+                    core::mem::size_of::<RedirNeigh>() as i32,
+                    0,
+                )
+            }
+        }
+        // SAFETY: plain helper call.
+        None => unsafe { bpf_redirect_neigh(underlay, core::ptr::null_mut(), 0, 0) },
+    } as i32;
     if action != TC_ACT_REDIRECT {
         return Err(TX_NO_ROUTE);
     }

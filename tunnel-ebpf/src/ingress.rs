@@ -15,7 +15,10 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 use tunnel_common::{
-    maps::{DecapTarget, XdpMeta, LOG_DEBUG, TUNNEL_F_RPFILTER, XDP_META_MAGIC},
+    maps::{
+        DecapTarget, XdpMeta, LOG_DEBUG, TUNNEL_F_RPFILTER, TUNNEL_MAC, XDP_META_CSUM_IN_TC,
+        XDP_META_MAGIC,
+    },
     stats::*,
     wire::{self, Ipv4Words},
 };
@@ -24,13 +27,15 @@ use crate::{
     decap::{self, Inner, Verdict},
     maps,
     parse::{ptr_at, read_at},
+    pmtu,
 };
 
 const AF_INET6: u8 = 10;
 
 /// Longest outer header we may need to read: Ethernet, IPv4 with options,
-/// GRE with every option, and the inner IPv6 header.
-const MAX_HEADERS: u32 = (wire::ETH_HDR_LEN + 60 + wire::GRE_MAX_LEN + wire::IPV6_HDR_LEN) as u32;
+/// then an ICMP header quoting an IPv4 header with options and a GRE header
+/// with every option (longer than GRE and an inner IPv6 header).
+const MAX_HEADERS: u32 = (wire::ETH_HDR_LEN + 60 + 8 + 60 + wire::GRE_MAX_LEN) as u32;
 
 #[inline(always)]
 fn ifindex(ctx: &TcContext) -> u32 {
@@ -38,9 +43,19 @@ fn ifindex(ctx: &TcContext) -> u32 {
     unsafe { (*ctx.skb.skb).ifindex }
 }
 
-/// Some(action) when the frame carries our XDP tag; None otherwise.
+/// What XDP said about a frame, in its metadata.
+pub enum Tagged {
+    /// Decapsulated: delivered with this action.
+    Delivered(i32),
+    /// A tunnel packet whose GRE checksum XDP could not verify: tc
+    /// decapsulates it.
+    DecapHere,
+    /// Not tagged.
+    No,
+}
+
 #[inline(always)]
-pub fn deliver_tagged(ctx: &TcContext) -> Option<i32> {
+pub fn deliver_tagged(ctx: &TcContext) -> Tagged {
     // SAFETY: reading fields of the context the kernel gave us.
     let (meta, data) = unsafe {
         (
@@ -49,19 +64,23 @@ pub fn deliver_tagged(ctx: &TcContext) -> Option<i32> {
         )
     };
     if meta + core::mem::size_of::<XdpMeta>() > data {
-        return None;
+        return Tagged::No;
     }
     // SAFETY: bounds checked against data, which ends the metadata area.
     let tag = unsafe { *(meta as *const XdpMeta) };
-    if tag.magic != XDP_META_MAGIC {
-        return None;
+    match tag.magic {
+        XDP_META_MAGIC => {
+            let target = DecapTarget {
+                ifindex: tag.ifindex,
+                flags: tag.flags,
+                stats_slot: tag.stats_slot,
+                port: tag.port,
+            };
+            Tagged::Delivered(deliver(ctx, &target))
+        }
+        XDP_META_CSUM_IN_TC => Tagged::DecapHere,
+        _ => Tagged::No,
     }
-    let target = DecapTarget {
-        ifindex: tag.ifindex,
-        flags: tag.flags,
-        stats_slot: tag.stats_slot,
-    };
-    Some(deliver(ctx, &target))
 }
 
 /// Hands a decapsulated frame to its tunnel interface, after the inner
@@ -73,7 +92,7 @@ fn deliver(ctx: &TcContext, target: &DecapTarget) -> i32 {
         decap::drop_for_tunnel(ifindex(ctx), target.stats_slot, RX_RPFILTER);
         return TC_ACT_SHOT;
     }
-    redirect_to_tunnel(ctx, target.ifindex)
+    redirect_to_tunnel(ctx, target)
 }
 
 /// For an inner IPv6 packet: does the route back to the inner source leave
@@ -107,10 +126,23 @@ fn inner_v6_source_allowed(ctx: &TcContext, tunnel: u32) -> bool {
     ret == BPF_FIB_LKUP_RET_SUCCESS as i64 && params.ifindex == tunnel
 }
 
+/// Sends the frame out of the tunnel's port, addressed to the tunnel
+/// interface, so that the pair counts it as received there; a tunnel
+/// without a port receives it directly.
 #[inline(always)]
-fn redirect_to_tunnel(ctx: &TcContext, tunnel: u32) -> i32 {
-    // SAFETY: plain helper call.
-    let action = unsafe { bpf_redirect(tunnel, BPF_F_INGRESS as u64) } as i32;
+fn redirect_to_tunnel(ctx: &TcContext, target: &DecapTarget) -> i32 {
+    let tunnel = target.ifindex;
+    let action = if target.port != 0 {
+        if ctx.store(0, &TUNNEL_MAC, 0).is_err() {
+            maps::count(ifindex(ctx), RX_DELIVER_FAIL);
+            return TC_ACT_SHOT;
+        }
+        // SAFETY: plain helper call.
+        unsafe { bpf_redirect(target.port, 0) as i32 }
+    } else {
+        // SAFETY: plain helper call.
+        unsafe { bpf_redirect(tunnel, BPF_F_INGRESS as u64) as i32 }
+    };
     if action == TC_ACT_REDIRECT {
         maps::count(ifindex(ctx), RX_DELIVERED);
     } else {
@@ -150,7 +182,11 @@ fn try_tc_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
     }
     let ip: Ipv4Words = read_at(ctx, EthHdr::LEN).map_err(|_| RX_TRUNCATED)?;
     let proto = ip.proto();
-    if proto != wire::IPPROTO_GRE && proto != wire::IPPROTO_IPIP && proto != wire::IPPROTO_IPV6 {
+    if proto != wire::IPPROTO_GRE
+        && proto != wire::IPPROTO_IPIP
+        && proto != wire::IPPROTO_IPV6
+        && proto != pmtu::IPPROTO_ICMP
+    {
         return Err(RX_PASS_NOT_TUNNEL);
     }
     // Every header classify reads (and the ECN fix-up writes) linear: the
@@ -162,6 +198,8 @@ fn try_tc_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
     let after_outer = match proto {
         wire::IPPROTO_GRE => wire::GRE_MAX_LEN + wire::IPV6_HDR_LEN,
         wire::IPPROTO_IPIP => wire::IPV4_HDR_LEN,
+        // The ICMP header, and the outer header and GRE header it quotes.
+        pmtu::IPPROTO_ICMP => 8 + 60 + wire::GRE_MAX_LEN,
         _ => wire::IPV6_HDR_LEN,
     } as u32;
     let headers = ctx
@@ -178,6 +216,8 @@ fn try_tc_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
             decap::drop_for_tunnel(ifindex, tunnel.stats_slot, reason);
             return Ok(TC_ACT_SHOT);
         }
+        // Only XDP defers.
+        Verdict::DecapInTc => return Ok(TC_ACT_SHOT),
     };
     let (ether_type, l3_flag) = match m.inner {
         Inner::V4 => (wire::ETH_P_IP, BPF_F_ADJ_ROOM_DECAP_L3_IPV4),

@@ -3,10 +3,11 @@
 //! - `xtun_decap` (XDP, on underlay NICs): strips the outer IPv4 (+GRE)
 //!   header of packets that match a configured tunnel and tags the frame with
 //!   the tunnel's ifindex in XDP metadata.
-//! - `xtun_tc` (TC, on underlay ingress and tunnel egress): delivers tagged
-//!   frames on their tunnel interface (or decapsulates itself on underlays
-//!   without XDP), and encapsulates what the kernel routes into a tunnel
-//!   interface before sending it to the underlay neighbour.
+//! - `xtun_tc` (TC, on underlay ingress and tunnel port ingress): delivers
+//!   tagged frames to their tunnel interface (or decapsulates itself on
+//!   underlays without XDP), and encapsulates what a tunnel interface sends
+//!   (seen arriving on its port, the other end of its veth pair) before
+//!   sending it to the underlay neighbour.
 #![no_std]
 #![no_main]
 // Atomic read-modify-write on map memory: the BPF target declares no CAS,
@@ -20,9 +21,10 @@ mod encap;
 mod ingress;
 mod maps;
 mod parse;
+mod pmtu;
 
 use aya_ebpf::{
-    bindings::{xdp_action, TC_ACT_UNSPEC},
+    bindings::{xdp_action, TC_ACT_SHOT, TC_ACT_UNSPEC},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -51,26 +53,29 @@ pub fn xtun_decap(ctx: XdpContext) -> u32 {
 pub fn xtun_tc(ctx: TcContext) -> i32 {
     // SAFETY: reading fields of the context the kernel gave us.
     let (classid, ifindex) = unsafe { ((*ctx.skb.skb).tc_classid, (*ctx.skb.skb).ifindex) };
+    let mut decap_here = false;
     if classid != CLASSID_TUNNEL {
         // Underlays deliver what XDP decapsulated whatever their classid:
         // it changes while an underlay switches between XDP and tc.
-        if let Some(action) = ingress::deliver_tagged(&ctx) {
-            return action;
-        }
-        if classid == CLASSID_XDP_UNDERLAY {
+        match ingress::deliver_tagged(&ctx) {
+            ingress::Tagged::Delivered(action) => return action,
+            ingress::Tagged::DecapHere => decap_here = true,
             // XDP has seen (and counted) this packet already.
-            return TC_ACT_UNSPEC;
+            ingress::Tagged::No if classid == CLASSID_XDP_UNDERLAY => return TC_ACT_UNSPEC,
+            ingress::Tagged::No => {}
         }
     }
     // A filter attached without a role (earlier versions, and
     // BPF_PROG_TEST_RUN) is a tunnel's if the device has a configuration.
     // Each path is reached from one place only, so the verifier walks it once.
-    if classid != CLASSID_TC_UNDERLAY {
+    if classid != CLASSID_TC_UNDERLAY && !decap_here {
         if let Some(cfg) = encap::tunnel_config(ifindex) {
-            return encap::encap(&ctx, cfg, ifindex);
+            return encap::encap(&ctx, cfg);
         }
+        // A port whose tunnel is not configured (yet): what its tunnel
+        // interface sends goes nowhere, as on a tunnel without a route.
         if classid == CLASSID_TUNNEL {
-            return TC_ACT_UNSPEC;
+            return TC_ACT_SHOT;
         }
     }
     ingress::tc_decap(&ctx)

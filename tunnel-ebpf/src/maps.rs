@@ -3,12 +3,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use tunnel_common::{
     maps::{
-        DecapKey, DecapTarget, IfCounters, NeighEntry, NeighKey, PrlEntry, PrlKey, SeqState,
-        Settings, TunnelConfig, TunnelStats, IF_INDEXED_MAX, MAX_NEIGHBOURS, MAX_PRL, MAX_TUNNELS,
+        DecapKey, DecapTarget, IfCounters, NeighEntry, NeighKey, PmtuEntry, PmtuKey, PrlEntry,
+        PrlKey, SeqState, Settings, TunnelConfig, TunnelStats, IF_INDEXED_MAX, MAX_NEIGHBOURS,
+        MAX_PRL, MAX_TUNNELS,
     },
     stats::COUNTER_COUNT,
 };
@@ -17,11 +18,21 @@ use tunnel_common::{
 #[map(name = "XTUN_TUNNELS")]
 pub static TUNNELS: HashMap<u32, TunnelConfig> = HashMap::with_max_entries(MAX_TUNNELS, 0);
 
-/// Tunnel interface ifindex (below `IF_INDEXED_MAX`) -> the configuration
-/// it has in `TUNNELS`; mode 0 where there is no tunnel. Encapsulation
-/// finds its tunnel here without hashing.
+/// Port ifindex (below `IF_INDEXED_MAX`; the tunnel interface's own where
+/// it has no port) -> the configuration it has in `TUNNELS`; mode 0 where
+/// there is no tunnel. Encapsulation finds its tunnel here without hashing.
 #[map(name = "XTUN_TUN_BY_IF")]
 pub static TUNNELS_BY_IF: Array<TunnelConfig> = Array::with_max_entries(IF_INDEXED_MAX, 0);
+
+/// Port ifindex (at least `IF_INDEXED_MAX`) -> the configuration of the
+/// tunnel the port belongs to. Below that, `TUNNELS_BY_IF` holds them.
+#[map(name = "XTUN_PORTS")]
+pub static PORTS: HashMap<u32, TunnelConfig> = HashMap::with_max_entries(MAX_TUNNELS, 0);
+
+/// (tunnel, remote) -> path MTU learnt from ICMP, with its expiry. LRU: a
+/// flood of reports for many remotes evicts the oldest, never fails.
+#[map(name = "XTUN_PMTU")]
+pub static PMTU: LruHashMap<PmtuKey, PmtuEntry> = LruHashMap::with_max_entries(MAX_TUNNELS, 0);
 
 /// (local, remote, protocol, key) -> tunnel interface to deliver on.
 #[map(name = "XTUN_DECAP")]

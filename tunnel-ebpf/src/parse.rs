@@ -3,7 +3,7 @@
 use core::mem::size_of;
 
 use aya_ebpf::{
-    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    helpers::generated::{bpf_probe_read_kernel, bpf_skb_load_bytes, bpf_xdp_load_bytes},
     programs::{TcContext, XdpContext},
 };
 
@@ -16,6 +16,16 @@ pub trait Frame {
     fn total_len(&self) -> usize;
     /// Copies `len` packet bytes from `off` to `dst`, linear or not.
     fn load(&self, off: usize, dst: *mut u8, len: usize) -> bool;
+    /// Is the packet's checksum still to be filled in by offload
+    /// (CHECKSUM_PARTIAL)? The kernel's receive path treats such a
+    /// checksum as verified. Only an skb can tell.
+    fn checksum_pending(&self) -> bool {
+        false
+    }
+    /// Can `checksum_pending` tell? (An XDP frame cannot.)
+    fn sees_offload(&self) -> bool {
+        false
+    }
 }
 
 impl Frame for XdpContext {
@@ -41,7 +51,48 @@ impl Frame for XdpContext {
     }
 }
 
+/// Where `sk_buff::ip_summed` sits in the running kernel: its byte offset
+/// and the bit its two bits start at. Userspace reads them from the
+/// kernel's BTF at load time; 0 bytes means unknown.
+#[unsafe(no_mangle)]
+static SKB_IP_SUMMED_BYTE: u32 = 0;
+#[unsafe(no_mangle)]
+static SKB_IP_SUMMED_SHIFT: u32 = 0;
+
+/// The kernel's `CHECKSUM_PARTIAL`.
+const CHECKSUM_PARTIAL: u8 = 3;
+
 impl Frame for TcContext {
+    #[inline(always)]
+    fn sees_offload(&self) -> bool {
+        true
+    }
+
+    #[inline(always)]
+    fn checksum_pending(&self) -> bool {
+        // SAFETY: read-only globals, set before the program was loaded.
+        let (byte, shift) = unsafe {
+            (
+                core::ptr::read_volatile(&SKB_IP_SUMMED_BYTE),
+                core::ptr::read_volatile(&SKB_IP_SUMMED_SHIFT),
+            )
+        };
+        if byte == 0 || byte > 1024 || shift > 6 {
+            return false;
+        }
+        let mut value = 0u8;
+        // SAFETY: reads one byte of the kernel's sk_buff behind our context
+        // into a stack variable; the helper checks the address.
+        let ok = unsafe {
+            bpf_probe_read_kernel(
+                &mut value as *mut u8 as *mut _,
+                1,
+                (self.skb.skb as *const u8).add(byte as usize) as *const _,
+            )
+        } == 0;
+        ok && (value >> shift) & 3 == CHECKSUM_PARTIAL
+    }
+
     #[inline(always)]
     fn start(&self) -> usize {
         self.data()

@@ -27,7 +27,9 @@ use tunnel_userspace::{
         self, load_noop, load_tc_decap_calls, load_tc_encap_calls, load_xdp_decap_calls,
         load_xdp_helper_calls, prog_test_run, BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP,
     },
-    config::{wire_addr, TunnelSpec},
+    config::{decap_key, wire_addr, TunnelSpec},
+    dataplane::{Dataplane, FILTER_TUNNEL},
+    netlink::{Netlink, TcHook},
     testbed::{Netns, SeedTopology},
 };
 
@@ -599,6 +601,82 @@ fn xtun_with(
     Ok("10.10.200.10")
 }
 
+/// Runs `f` on a thread inside the network namespace `ns`, where the
+/// library's netlink sockets and data plane lookups then work.
+fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let file = std::fs::File::open(format!("/var/run/netns/{}", ns.name))?;
+    thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setns on this thread only, with an open namespace fd.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!("setns: {}", std::io::Error::last_os_error());
+                }
+                f()
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
+    })
+}
+
+/// The previous tunnel device, measured beside the current one: a
+/// persistent TUN device whose tc egress encapsulates and into whose
+/// ingress decapsulated packets are redirected. The data plane still
+/// serves a tunnel without a port this way; the CLI no longer makes one,
+/// so it is configured through the library.
+fn xtun_gre_on_tun(topo: &SeedTopology, xtun: &str) -> Result<&'static str> {
+    let sides = [
+        (
+            &topo.ns1,
+            "v1",
+            "10.10.20.2",
+            "10.10.10.2",
+            "10.10.100.10",
+            "10.10.200.10",
+        ),
+        (
+            &topo.ns2,
+            "v2",
+            "10.10.10.2",
+            "10.10.20.2",
+            "10.10.200.10",
+            "10.10.100.10",
+        ),
+    ];
+    for (ns, dev, remote, local, addr, peer) in sides {
+        ns.exec(&[xtun, "attach", dev, "--decap", "auto"])?;
+        ns.exec(&["ip", "tuntap", "add", "dev", "tun1", "mode", "tun"])?;
+        ns.exec(&["ip", "link", "set", "tun1", "mtu", "1476"])?;
+        in_netns(ns, || {
+            let mut nl = Netlink::new()?;
+            let mut dp = Dataplane::find(&mut nl)?.context("no data plane")?;
+            let tun = nl.link_by_name("tun1")?.context("tun1")?;
+            let underlay = nl.link_by_name(dev)?.context("underlay")?;
+            let spec =
+                TunnelSpec::parse(&["tun1", "mode", "gre", "remote", remote, "local", local])?;
+            let mut cfg = spec.to_config(local.parse()?, underlay.index, 1476);
+            cfg.stats_slot = dp.allocate_stats_slot()?;
+            dp.seq.insert(tun.index, SeqState::default(), 0)?;
+            dp.set_tunnel(tun.index, cfg)?;
+            dp.decap_mut()?
+                .insert(decap_key(&cfg), DecapTarget::for_tunnel(tun.index, &cfg), 0)?;
+            dp.track_interface(tun.index)?;
+            nl.add_clsact(tun.index)?;
+            nl.add_bpf_filter(
+                tun.index,
+                TcHook::Egress,
+                dp.tc_fd().as_raw_fd(),
+                FILTER_TUNNEL,
+                CLASSID_TUNNEL,
+                false,
+            )?;
+            Ok(())
+        })?;
+        SeedTopology::bring_up(ns, "tun1", addr, peer)?;
+    }
+    Ok("10.10.200.10")
+}
+
 fn xtun_gre(t: &SeedTopology, x: &str) -> Result<&'static str> {
     xtun_with(t, x, "gre", &[], "auto")
 }
@@ -629,6 +707,10 @@ fn throughput(plan: &Plan, xtun: &str, rows: &mut Vec<(String, String, Value)>) 
         Path {
             name: "xtun GRE (tc decap)",
             setup: xtun_gre,
+        },
+        Path {
+            name: "xtun GRE on a TUN device (previous design)",
+            setup: xtun_gre_on_tun,
         },
         Path {
             name: "xtun GRE key (tc decap)",
@@ -932,6 +1014,23 @@ fn ratios(micro: &Value, tput: &Value) -> Value {
         ("tcp_1_stream", "tcp_1_stream_gbit", "kernel VXLAN", "vxlan"),
         ("udp_64b_pps", "udp_64b_pps", "routed (no tunnel)", "routed"),
     ];
+    r.insert(
+        "veth pair / TUN device (previous design), TCP 1 stream".into(),
+        json!(
+            t("xtun GRE (tc decap)", "tcp_1_stream_gbit")
+                / t(
+                    "xtun GRE on a TUN device (previous design)",
+                    "tcp_1_stream_gbit"
+                )
+        ),
+    );
+    r.insert(
+        "veth pair / TUN device (previous design), UDP 64 B pps".into(),
+        json!(
+            t("xtun GRE (tc decap)", "udp_64b_pps")
+                / t("xtun GRE on a TUN device (previous design)", "udp_64b_pps")
+        ),
+    );
     for path in ["xtun GRE (tc decap)", "xtun GRE (XDP decap)"] {
         for (label, key, base, base_label) in comparisons {
             r.insert(

@@ -142,6 +142,7 @@ fn main() -> Result<()> {
 
     println!("\n== Counters");
     step(&topo.ns1, "ns1", &[xtun, "-s", "tunnel", "show", "tun1"])?;
+    step(&topo.ns1, "ns1", &["ip", "-s", "link", "show", "tun1"])?;
 
     println!("\n== Cleanup: xtun tunnel del, then the namespaces");
     step(&topo.ns1, "ns1", &[xtun, "tunnel", "del", "tun1"])?;

@@ -10,6 +10,8 @@ use std::{
 use thiserror::Error;
 use tunnel_common::{maps::*, wire};
 
+use crate::grammar::{self, IpError};
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("missing tunnel name")]
@@ -26,21 +28,23 @@ pub enum ConfigError {
     UnknownMode(String),
     #[error("tunnel mode is required: mode {{ gre | ipip | sit | isatap }}")]
     MissingMode,
+    #[error("more than one tunnel mode: \"{0}\" and \"{1}\"")]
+    ModeConflict(String, String),
+    #[error("Usage: xtun tunnel {{ add | change | del | show | prl }} [ NAME ] [ mode MODE ] ... (see `xtun tunnel add --help`)")]
+    Help,
     #[error("invalid address \"{0}\"")]
     BadAddress(String),
-    #[error("remote address is required: remote {{ ADDR | any }}")]
-    MissingRemote,
     #[error("an isatap tunnel has no fixed remote (its remotes come from the inner destinations)")]
     IsatapRemote,
     #[error("\"{0}\" is a GRE option (not for ipip, sit or isatap)")]
     GreOnly(String),
-    #[error("invalid key \"{0}\": expected a number or a dotted quad")]
-    BadKey(String),
+    #[error("invalid {0} \"{1}\": expected a number or a dotted quad")]
+    BadKey(String, String),
     #[error("keys are not allowed with ipip and sit tunnels")]
     KeyWithoutGre,
     #[error("invalid TTL \"{0}\": expected 1..255 or inherit")]
     BadTtl(String),
-    #[error("invalid TOS \"{0}\": expected 00..ff, inherit or inherit/00..ff")]
+    #[error("invalid TOS \"{0}\": expected 00..ff, a DSCP name, inherit or inherit/00..ff")]
     BadTos(String),
     #[error("ttl != 0 and nopmtudisc are incompatible")]
     TtlWithNoPmtudisc,
@@ -56,6 +60,49 @@ pub enum ConfigError {
     BadPrefix(String),
     #[error("invalid prefix length in \"{0}\": expected 0..{1}")]
     BadPrefixLen(String, u8),
+}
+
+impl ConfigError {
+    /// A key error names the word that took the key (`key`, `ikey`, `okey`).
+    fn for_word(self, word: &str) -> Self {
+        match self {
+            Self::BadKey(_, key) => Self::BadKey(word.to_string(), key),
+            other => other,
+        }
+    }
+
+    /// The same mistake in `ip tunnel`'s words, with its exit status, where
+    /// `ip` has a message for it (xtun's own checks have none).
+    pub fn as_iproute2(&self) -> Option<IpError> {
+        use ConfigError::*;
+        Some(match self {
+            BadName(name) => IpError::invalid("\"name\" not a valid ifname", name),
+            DuplicateName(_, word) | Unknown(word) => IpError::usage(format!(
+                "Error: either \"name\" is duplicate, or \"{word}\" is a garbage."
+            )),
+            MissingArgument(_) => {
+                IpError::usage("Command line is not complete. Try option \"help\"")
+            }
+            UnknownMode(mode) => IpError::usage(format!("Unknown tunnel mode \"{mode}\"")),
+            ModeConflict(..) => IpError::usage("You managed to ask for more than one tunnel mode."),
+            MissingMode => IpError::failed("cannot determine tunnel mode (ipip, gre, vti or sit)"),
+            BadAddress(addr) => IpError::failed(format!(
+                "Error: an IP address is expected rather than \"{addr}\""
+            )),
+            BadKey(_, key) if key.contains('.') => IpError::failed(format!(
+                "Error: an IP address is expected rather than \"{key}\""
+            )),
+            BadKey(word, key) => IpError::usage(format!(
+                "invalid value for \"{word}\": \"{key}\"; it should be an unsigned integer"
+            )),
+            KeyWithoutGre => IpError::failed("Keys are not allowed with ipip and sit tunnels"),
+            BadTtl(ttl) => IpError::invalid("invalid TTL", ttl),
+            BadTos(tos) => IpError::invalid("bad TOS value", tos.split('/').next().unwrap_or(tos)),
+            TtlWithNoPmtudisc => IpError::failed("ttl != 0 and nopmtudisc are incompatible"),
+            Help => IpError::usage(self.to_string()),
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +152,7 @@ impl Mode {
     }
 
     /// The word `ip tunnel show` prints before "/ip".
-    fn show_name(self) -> &'static str {
+    pub fn show_name(self) -> &'static str {
         match self {
             Self::Gre => "gre",
             Self::Ipip => "ip",
@@ -181,54 +228,55 @@ pub fn validate_ifname(name: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// An IPv4 address as `ip` reads one (`get_addr32`): dotted quad, or
+/// `any`/`all`/`default` for 0.0.0.0 (the caller decides what that means).
 fn parse_addr(s: &str) -> Result<Ipv4Addr, ConfigError> {
+    if matches!(s, "any" | "all" | "default") {
+        return Ok(Ipv4Addr::UNSPECIFIED);
+    }
     s.parse()
         .map_err(|_| ConfigError::BadAddress(s.to_string()))
 }
 
-/// `KEY := { DOTTED_QUAD | NUMBER }`.
+/// `KEY := { DOTTED_QUAD | NUMBER }`, the number in C notation (`010` is 8,
+/// `0x10` is 16), as `ip tunnel` reads it.
 pub fn parse_key(s: &str) -> Result<u32, ConfigError> {
     if s.contains('.') {
         return s
             .parse::<Ipv4Addr>()
             .map(u32::from)
-            .map_err(|_| ConfigError::BadKey(s.to_string()));
+            .map_err(|_| ConfigError::BadKey("key".into(), s.to_string()));
     }
-    let parsed = if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        u32::from_str_radix(hex, 16)
-    } else {
-        s.parse::<u32>()
-    };
-    parsed.map_err(|_| ConfigError::BadKey(s.to_string()))
+    grammar::parse_u32(s).ok_or_else(|| ConfigError::BadKey("key".into(), s.to_string()))
 }
 
-fn parse_ttl(s: &str) -> Result<u8, ConfigError> {
+/// `TTL := { 1..255 | inherit }`; 0 is inherit too, and numbers are in C
+/// notation (`0x40` is 64), as `ip tunnel` reads them.
+pub fn parse_ttl(s: &str) -> Result<u8, ConfigError> {
     if s == "inherit" {
         return Ok(0);
     }
-    match s.parse::<u16>() {
-        Ok(n @ 1..=255) => Ok(n as u8),
-        _ => Err(ConfigError::BadTtl(s.to_string())),
-    }
+    grammar::parse_u8(s).ok_or_else(|| ConfigError::BadTtl(s.to_string()))
 }
 
-fn parse_tos(s: &str) -> Result<Tos, ConfigError> {
+/// `TOS := { NAME | 00..ff | inherit | inherit/NAME | inherit/00..ff }`:
+/// hex with or without `0x`, or a DSCP name (`AF41`, `EF`, `CS6`) from
+/// rt_dsfield. As in `ip tunnel` (and the kernel), an odd value means
+/// inherit with the rest as the fallback; after a value, `/...` is ignored.
+pub fn parse_tos(s: &str) -> Result<Tos, ConfigError> {
     let bad = || ConfigError::BadTos(s.to_string());
-    let byte = |v: &str| {
-        let hex = v.strip_prefix("0x").unwrap_or(v);
-        match u8::from_str_radix(hex, 16) {
-            Ok(v) if !hex.is_empty() && hex.len() <= 2 => Ok(v),
-            _ => Err(bad()),
-        }
+    let (head, tail) = match s.split_once('/') {
+        Some((h, t)) => (h, Some(t)),
+        None => (s, None),
     };
-    if s == "inherit" {
-        return Ok(Tos::Inherit(0));
-    }
-    if let Some(fallback) = s.strip_prefix("inherit/") {
-        return Ok(Tos::Inherit(byte(fallback)? & !1));
-    }
-    // As in the kernel, an odd TOS means inherit, the rest of it the fallback.
-    let v = byte(s)?;
+    let v = if head == "inherit" {
+        match tail {
+            None => 1,
+            Some(t) => grammar::parse_dsfield(t).ok_or_else(bad)? | 1,
+        }
+    } else {
+        grammar::parse_dsfield(head).ok_or_else(bad)?
+    };
     Ok(if v & 1 != 0 {
         Tos::Inherit(v & !1)
     } else {
@@ -274,45 +322,55 @@ impl TunnelSpec {
         let mut dev = base.and_then(|b| b.dev.clone());
 
         let mut it = args.iter().map(AsRef::as_ref);
+        // The mode words name, as given (for the error on a second one).
+        let mut mode_word: Option<&str> = None;
         while let Some(word) = it.next() {
             let mut value = || {
                 it.next()
                     .ok_or_else(|| ConfigError::MissingArgument(word.to_string()))
             };
             match word {
-                "mode" => mode = Some(value()?.parse::<Mode>()?),
-                "remote" => {
+                "mode" => {
                     let v = value()?;
-                    remote = Some(if v == "any" {
-                        None
-                    } else {
-                        Some(parse_addr(v)?)
-                    });
+                    let new = v.parse::<Mode>()?;
+                    match (mode_word, mode) {
+                        // `ip` refuses a second mode of another protocol;
+                        // sit and isatap are both IPv6-in-IPv4.
+                        (Some(old), Some(m)) if m.ip_proto() != new.ip_proto() => {
+                            return Err(ConfigError::ModeConflict(old.to_string(), v.to_string()))
+                        }
+                        (Some(_), Some(Mode::Isatap)) if new == Mode::Sit => {}
+                        _ => mode = Some(new),
+                    }
+                    mode_word = Some(v);
+                }
+                "remote" => {
+                    let a = parse_addr(value()?)?;
+                    remote = Some((!a.is_unspecified()).then_some(a));
                 }
                 "local" => {
-                    let v = value()?;
-                    local = if v == "any" {
-                        None
-                    } else {
-                        Some(parse_addr(v)?)
-                    };
+                    let a = parse_addr(value()?)?;
+                    local = (!a.is_unspecified()).then_some(a);
                 }
                 "key" => {
-                    let k = parse_key(value()?)?;
+                    let k = parse_key(value()?).map_err(|e| e.for_word(word))?;
                     ikey = Some(k);
                     okey = Some(k);
                 }
                 "nokey" => (ikey, okey) = (None, None),
                 "noikey" => ikey = None,
                 "nookey" => okey = None,
-                "ikey" => ikey = Some(parse_key(value()?)?),
-                "okey" => okey = Some(parse_key(value()?)?),
+                "ikey" => ikey = Some(parse_key(value()?).map_err(|e| e.for_word(word))?),
+                "okey" => okey = Some(parse_key(value()?).map_err(|e| e.for_word(word))?),
                 "ttl" | "hoplimit" | "hlim" => ttl = parse_ttl(value()?)?,
-                "tos" | "dsfield" | "tclass" => tos = parse_tos(value()?)?,
                 "dev" => {
                     let v = value()?;
                     validate_ifname(v)?;
                     dev = Some(v.to_string());
+                }
+                // `ip` takes any abbreviation of dsfield (`d`, `ds`), after `dev`.
+                w if w == "tos" || w == "tclass" || grammar::matches(w, "dsfield") => {
+                    tos = parse_tos(value()?)?
                 }
                 "pmtudisc" => pmtudisc = true,
                 "rpfilter" => rpfilter = true,
@@ -343,6 +401,8 @@ impl TunnelSpec {
                     let v = value()?;
                     set_name(&mut name, v)?;
                 }
+                // As in `ip`, any abbreviation of `help` asks for usage.
+                w if grammar::matches(w, "help") => return Err(ConfigError::Help),
                 other
                     if other.starts_with('-')
                         || (name.is_some() && name.as_deref() != Some(other)) =>
@@ -354,26 +414,36 @@ impl TunnelSpec {
         }
 
         let name = name.ok_or(ConfigError::MissingName)?;
-        let mode = mode.ok_or(ConfigError::MissingMode)?;
-        if base.is_some_and(|b| b.mode != mode) {
-            return Err(ConfigError::ModeChange);
+        // No mode given: the one the name implies, as `ip tunnel` infers it.
+        let mode = match mode {
+            Some(m) => Some(m),
+            None => grammar::mode_from_name(&name)
+                .map(str::parse::<Mode>)
+                .transpose()?,
+        };
+        if let (Some(b), Some(m)) = (base, mode) {
+            if b.mode != m {
+                return Err(ConfigError::ModeChange);
+            }
         }
+        // In the order `ip tunnel` checks them.
+        if mode != Some(Mode::Gre) && (ikey.is_some() || okey.is_some()) {
+            return Err(ConfigError::KeyWithoutGre);
+        }
+        if ttl != 0 && !pmtudisc {
+            return Err(ConfigError::TtlWithNoPmtudisc);
+        }
+        let mode = mode.ok_or(ConfigError::MissingMode)?;
+        // No `remote`: remote any, as in `ip tunnel`.
         let remote = match (mode, remote) {
             (Mode::Isatap, None | Some(None)) => None,
             (Mode::Isatap, Some(Some(_))) => return Err(ConfigError::IsatapRemote),
-            (_, Some(remote)) => remote,
-            (_, None) => return Err(ConfigError::MissingRemote),
+            (_, remote) => remote.flatten(),
         };
-        if mode != Mode::Gre && (ikey.is_some() || okey.is_some()) {
-            return Err(ConfigError::KeyWithoutGre);
-        }
         if mode != Mode::Gre {
             if let Some(word) = gre_words.into_iter().next() {
                 return Err(ConfigError::GreOnly(word));
             }
-        }
-        if ttl != 0 && !pmtudisc {
-            return Err(ConfigError::TtlWithNoPmtudisc);
         }
         Ok(Self {
             name,
@@ -555,7 +625,102 @@ impl TunnelSpec {
             prl_default: 0,
             default_src: 0,
             stats_slot: 0,
+            ifindex: 0,
+            port_ifindex: 0,
         }
+    }
+}
+
+/// The words of `ip tunnel show` (and `del`): which tunnels they select.
+/// Values are checked as for `add`; words that only describe a tunnel
+/// (`ttl`, `csum`...) select nothing, as in `ip`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TunnelSelector {
+    pub name: Option<String>,
+    /// `mode M`, or the mode the name implies (`gre1`); `Some(None)`: a
+    /// mode xtun has no tunnels of (vti).
+    pub mode: Option<Option<Mode>>,
+    pub remote: Option<Ipv4Addr>,
+    pub local: Option<Ipv4Addr>,
+    /// `key` or `ikey`: the receive key.
+    pub ikey: Option<u32>,
+    pub dev: Option<String>,
+}
+
+impl TunnelSelector {
+    pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Self, ConfigError> {
+        let mut sel = Self::default();
+        let mut has_key = false;
+        let mut it = args.iter().map(AsRef::as_ref);
+        while let Some(word) = it.next() {
+            let mut value = || {
+                it.next()
+                    .ok_or_else(|| ConfigError::MissingArgument(word.to_string()))
+            };
+            match word {
+                "mode" => {
+                    let mode = match value()?.parse::<Mode>() {
+                        Ok(m) => Some(m),
+                        Err(ConfigError::Vti) => None,
+                        Err(e) => return Err(e),
+                    };
+                    sel.mode = Some(mode);
+                }
+                "remote" => {
+                    let a = parse_addr(value()?)?;
+                    sel.remote = (!a.is_unspecified()).then_some(a);
+                }
+                "local" => {
+                    let a = parse_addr(value()?)?;
+                    sel.local = (!a.is_unspecified()).then_some(a);
+                }
+                "key" | "ikey" => {
+                    sel.ikey = Some(parse_key(value()?).map_err(|e| e.for_word(word))?);
+                    has_key = true;
+                }
+                "okey" => {
+                    parse_key(value()?).map_err(|e| e.for_word(word))?;
+                    has_key = true;
+                }
+                "ttl" | "hoplimit" | "hlim" => {
+                    parse_ttl(value()?)?;
+                }
+                "dev" => sel.dev = Some(value()?.to_string()),
+                w if w == "tos" || w == "tclass" || grammar::matches(w, "dsfield") => {
+                    parse_tos(value()?)?;
+                }
+                "seq" | "iseq" | "oseq" | "csum" | "icsum" | "ocsum" | "pmtudisc"
+                | "nopmtudisc" => {}
+                "name" => set_name(&mut sel.name, value()?)?,
+                w if grammar::matches(w, "help") => return Err(ConfigError::Help),
+                other if sel.name.is_some() => return Err(ConfigError::Unknown(other.to_string())),
+                other => set_name(&mut sel.name, other)?,
+            }
+        }
+        if sel.mode.is_none() {
+            sel.mode = sel
+                .name
+                .as_deref()
+                .and_then(grammar::mode_from_name)
+                .map(|m| m.parse::<Mode>().ok());
+        }
+        if has_key && sel.mode != Some(Some(Mode::Gre)) {
+            return Err(ConfigError::KeyWithoutGre);
+        }
+        Ok(sel)
+    }
+
+    /// Does a tunnel with this configuration (bound to `dev`) match?
+    pub fn selects(&self, name: &str, cfg: &TunnelConfig, dev: Option<&str>) -> bool {
+        let ikey = (cfg.flags & TUNNEL_F_IKEY != 0).then(|| u32::from_be(cfg.ikey));
+        self.name.as_deref().is_none_or(|n| n == name)
+            && self
+                .mode
+                .is_none_or(|m| m.is_some_and(|m| m.as_map() == cfg.mode))
+            && self.remote.is_none_or(|a| wire_addr(a) == cfg.remote)
+            && self.local.is_none_or(|a| wire_addr(a) == cfg.local)
+            && self.ikey.is_none_or(|k| k == 0 || Some(k) == ikey)
+            && self.dev.as_deref().is_none_or(|d| Some(d) == dev)
     }
 }
 
@@ -698,13 +863,14 @@ impl fmt::Display for ShowLine<'_> {
         } else {
             write!(f, " ttl {}", cfg.ttl)?;
         }
+        // As `ip` prints the TOS byte: a DSCP name where it has one.
         if cfg.flags & TUNNEL_F_TOS_INHERIT != 0 {
             write!(f, " tos inherit")?;
             if cfg.tos != 0 {
-                write!(f, "/0x{:x}", cfg.tos)?;
+                write!(f, "/{}", grammar::dsfield_name(cfg.tos))?;
             }
         } else if cfg.tos != 0 {
-            write!(f, " tos 0x{:x}", cfg.tos)?;
+            write!(f, " tos {}", grammar::dsfield_name(cfg.tos))?;
         }
         if cfg.flags & TUNNEL_F_PMTUDISC == 0 {
             write!(f, " nopmtudisc")?;
@@ -804,6 +970,114 @@ mod tests {
     }
 
     #[test]
+    fn reads_values_as_ip_tunnel_does() {
+        // ttl 0 is inherit; numbers in C notation; no remote is remote any.
+        let spec = parse("t mode gre ttl 0 key 010").unwrap();
+        assert_eq!((spec.ttl, spec.ikey, spec.remote), (0, Some(8), None));
+        assert_eq!(parse("t mode gre ttl 0x40").unwrap().ttl, 64);
+        assert_eq!(parse("t mode gre ikey 0x10").unwrap().ikey, Some(16));
+        // The mode from the name, unless given.
+        assert_eq!(parse("gre5 remote 1.1.1.1").unwrap().mode, Mode::Gre);
+        assert_eq!(parse("ipip0 remote 1.1.1.1").unwrap().mode, Mode::Ipip);
+        assert_eq!(parse("sit1 remote 1.1.1.1").unwrap().mode, Mode::Sit);
+        assert_eq!(parse("isatap0 local 1.1.1.1").unwrap().mode, Mode::Isatap);
+        assert_eq!(
+            parse("gre5 mode ipip remote 1.1.1.1").unwrap().mode,
+            Mode::Ipip
+        );
+        assert_eq!(parse("vti0 remote 1.1.1.1"), Err(ConfigError::Vti));
+        // DSCP names, `d`/`ds` for dsfield, and what follows a value's `/`.
+        for (word, tos) in [
+            ("tos AF41", Tos::Value(0x88)),
+            ("tos EF", Tos::Value(0xb8)),
+            ("tos ee", Tos::Value(0xee)),
+            ("tos ef", Tos::Inherit(0xee)),
+            ("d CS6", Tos::Value(0xc0)),
+            ("ds 10", Tos::Value(0x10)),
+            ("tos inherit/AF41", Tos::Inherit(0x88)),
+            ("tos 0x10/whatever", Tos::Value(0x10)),
+            ("tos default", Tos::Value(0)),
+        ] {
+            let spec = parse(&format!("t mode gre remote 1.1.1.1 {word}")).unwrap();
+            assert_eq!(spec.tos, tos, "{word}");
+        }
+        // `remote 0.0.0.0` and `default` are any.
+        assert_eq!(parse("t mode gre remote 0.0.0.0").unwrap().remote, None);
+        assert_eq!(parse("t mode gre local default").unwrap().local, None);
+        // What ip checks first wins: keys before ttl/nopmtudisc and the mode.
+        assert_eq!(
+            parse("t remote 1.1.1.1 key 1 ttl 3 nopmtudisc"),
+            Err(ConfigError::KeyWithoutGre)
+        );
+        assert_eq!(
+            parse("t remote 1.1.1.1 ttl 3 nopmtudisc"),
+            Err(ConfigError::TtlWithNoPmtudisc)
+        );
+    }
+
+    #[test]
+    fn errors_in_ip_tunnel_words() {
+        let line = |s: &str| parse(s).unwrap_err().as_iproute2().unwrap();
+        assert_eq!(
+            line("tun9 mode ipip remote 1.1.1.1 key 5"),
+            IpError::failed("Keys are not allowed with ipip and sit tunnels")
+        );
+        assert_eq!(
+            line("t mode bogus"),
+            IpError::usage("Unknown tunnel mode \"bogus\"")
+        );
+        assert_eq!(
+            line("t remote 1.1.1.1"),
+            IpError::failed("cannot determine tunnel mode (ipip, gre, vti or sit)")
+        );
+        assert_eq!(
+            line("t mode gre ttl 300"),
+            IpError::usage("Error: argument \"300\" is wrong: invalid TTL")
+        );
+        assert_eq!(
+            line("t mode gre tos inherit/zz"),
+            IpError::usage("Error: argument \"inherit\" is wrong: bad TOS value")
+        );
+        assert_eq!(
+            line("t mode gre key 1.2.3"),
+            IpError::failed("Error: an IP address is expected rather than \"1.2.3\"")
+        );
+        // xtun's own checks have no ip wording.
+        assert_eq!(
+            parse("t mode ipip remote 1.1.1.1 csum")
+                .unwrap_err()
+                .as_iproute2(),
+            None
+        );
+    }
+
+    #[test]
+    fn selectors_read_show_words() {
+        let sel = TunnelSelector::parse(&["gre3"]).unwrap();
+        assert_eq!(
+            (sel.name.as_deref(), sel.mode),
+            (Some("gre3"), Some(Some(Mode::Gre)))
+        );
+        let sel = TunnelSelector::parse(&["tun3", "remote", "1.1.1.1"]).unwrap();
+        assert_eq!(sel.mode, None);
+        assert_eq!(sel.remote, Some(Ipv4Addr::new(1, 1, 1, 1)));
+        assert_eq!(
+            TunnelSelector::parse(&["key", "5"]),
+            Err(ConfigError::KeyWithoutGre)
+        );
+        let sel = TunnelSelector::parse(&["mode", "gre", "key", "5"]).unwrap();
+        let spec = parse("t mode gre remote 1.1.1.1 key 5").unwrap();
+        let cfg = spec.to_config(Ipv4Addr::UNSPECIFIED, 1, 1472);
+        assert!(sel.selects("t", &cfg, None));
+        let other = parse("t mode gre remote 1.1.1.1 key 6").unwrap();
+        assert!(!sel.selects("t", &other.to_config(Ipv4Addr::UNSPECIFIED, 1, 1472), None));
+        assert_eq!(
+            TunnelSelector::parse(&["a", "b"]),
+            Err(ConfigError::Unknown("b".into()))
+        );
+    }
+
+    #[test]
     fn rejects_bad_input_like_ip_tunnel() {
         use ConfigError::*;
         let cases: &[(&str, ConfigError)] = &[
@@ -820,14 +1094,13 @@ mod tests {
             ),
             ("t mode gre remote 1.1.1.1 ttl 0x", BadTtl("0x".into())),
             ("t mode gre remote 1.1.1.1 ttl 256", BadTtl("256".into())),
-            ("t mode gre remote 1.1.1.1 ttl 0", BadTtl("0".into())),
+            ("t mode gre remote 1.1.1.1 ttl 08", BadTtl("08".into())),
             ("t mode gre remote 1.1.1.1 tos 1ff", BadTos("1ff".into())),
             (
                 "t mode gre remote 1.1.1.1 ttl 9 nopmtudisc",
                 TtlWithNoPmtudisc,
             ),
             ("t remote 1.1.1.1", MissingMode),
-            ("t mode gre", MissingRemote),
             ("mode gre remote 1.1.1.1", MissingName),
             ("t mode gre remote", MissingArgument("remote".into())),
             ("t mode isatap remote 1.1.1.1", IsatapRemote),
@@ -837,7 +1110,19 @@ mod tests {
                 "t mode gre remote 1.1.1.1 tos inherit/zz",
                 BadTos("inherit/zz".into()),
             ),
-            ("t mode gre remote 1.1.1.1 key x", BadKey("x".into())),
+            (
+                "t mode gre remote 1.1.1.1 key x",
+                BadKey("key".into(), "x".into()),
+            ),
+            (
+                "t mode gre remote 1.1.1.1 okey 010x",
+                BadKey("okey".into(), "010x".into()),
+            ),
+            (
+                "t mode gre mode sit remote 1.1.1.1",
+                ModeConflict("gre".into(), "sit".into()),
+            ),
+            ("t mode gre remote 1.1.1.1 he", Help),
             ("t mode vti remote 1.1.1.1", Vti),
             ("t mode gre remote 1.1.1.1 bogus", Unknown("bogus".into())),
             ("t mode gre remote 1.1.1.1 dev a/b", BadName("a/b".into())),

@@ -61,7 +61,7 @@ pub enum DataplaneError {
     InUse { dev: String, tunnels: String },
     #[error("xtun is not attached to {0}")]
     NotAttached(String),
-    #[error("the data plane in this namespace was loaded by another xtun version (its {0} map is missing or differs); manage it with that version, or delete its tunnels and detach its interfaces there first")]
+    #[error("the data plane in this namespace was loaded by another xtun version (its {0} map is missing or differs); to move to this version, with that version's xtun: `xtun export > FILE`, then `xtun tunnel del` each tunnel and `xtun detach` each interface; then with this one: `xtun apply -f FILE`")]
     OtherVersion(&'static str),
     #[error("no free {0}: the data plane holds as many tunnels as it can")]
     Full(&'static str),
@@ -131,6 +131,8 @@ pub struct Dataplane {
     /// Tunnels below `IF_INDEXED_MAX`, by ifindex, for the data plane.
     /// None in an instance loaded by a version without it (until upgraded).
     tunnels_by_if: Option<Array<MapData, TunnelConfig>>,
+    /// Tunnels whose port is at `IF_INDEXED_MAX` or above, by port.
+    ports: Option<HashMap<MapData, u32, TunnelConfig>>,
     pub decap: Option<HashMap<MapData, DecapKey, DecapTarget>>,
     /// Indexed by `TunnelConfig::stats_slot`.
     pub tunnel_stats: PerCpuArray<MapData, TunnelStats>,
@@ -276,6 +278,10 @@ impl Dataplane {
                 .contains_key(MAP_TUNNELS_BY_IF)
                 .then(|| take_shaped(&mut maps, MAP_TUNNELS_BY_IF))
                 .transpose()?,
+            ports: maps
+                .contains_key(MAP_PORTS)
+                .then(|| take_shaped(&mut maps, MAP_PORTS))
+                .transpose()?,
             decap: maps
                 .contains_key(MAP_DECAP)
                 .then(|| take_shaped(&mut maps, MAP_DECAP))
@@ -300,9 +306,16 @@ impl Dataplane {
     /// instead of the default (benchmarks at scale).
     pub fn load_with_capacity(tunnels: Option<u32>) -> Result<Self> {
         raise_memlock_limit();
-        let mut loader = aya::EbpfLoader::new();
+        let kernel = KernelLayout::read();
+        let mut loader = kernel.loader();
         if let Some(n) = tunnels {
-            for name in [MAP_TUNNELS, MAP_DECAP, MAP_TUNNEL_STATS, MAP_IF_COUNTERS] {
+            for name in [
+                MAP_TUNNELS,
+                MAP_PORTS,
+                MAP_DECAP,
+                MAP_TUNNEL_STATS,
+                MAP_IF_COUNTERS,
+            ] {
                 loader.map_max_entries(name, n);
             }
         }
@@ -313,6 +326,7 @@ impl Dataplane {
             |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::Missing(name));
         let tunnels = HashMap::try_from(take(MAP_TUNNELS)?)?;
         let tunnels_by_if = Some(Array::try_from(take(MAP_TUNNELS_BY_IF)?)?);
+        let ports = Some(HashMap::try_from(take(MAP_PORTS)?)?);
         let decap = Some(HashMap::try_from(take(MAP_DECAP)?)?);
         let tunnel_stats = PerCpuArray::try_from(take(MAP_TUNNEL_STATS)?)?;
         let counters = PerCpuArray::try_from(take(MAP_COUNTERS)?)?;
@@ -340,6 +354,7 @@ impl Dataplane {
             tc_id,
             tunnels,
             tunnels_by_if,
+            ports,
             decap,
             tunnel_stats,
             counters,
@@ -373,12 +388,21 @@ impl Dataplane {
                 .take_map(MAP_TUNNELS_BY_IF)
                 .ok_or(DataplaneError::Missing(MAP_TUNNELS_BY_IF))?,
         )?;
-        for (ifindex, cfg) in self.tunnels.iter().flatten() {
-            if ifindex < IF_INDEXED_MAX {
-                by_if.set(ifindex, cfg, 0)?;
+        let mut ports: HashMap<MapData, u32, TunnelConfig> = HashMap::try_from(
+            object
+                .take_map(MAP_PORTS)
+                .ok_or(DataplaneError::Missing(MAP_PORTS))?,
+        )?;
+        for (_, cfg) in self.tunnels.iter().flatten() {
+            let key = cfg.datapath_ifindex();
+            if key < IF_INDEXED_MAX {
+                by_if.set(key, cfg, 0)?;
+            } else {
+                ports.insert(key, cfg, 0)?;
             }
         }
         self.tunnels_by_if = Some(by_if);
+        self.ports = Some(ports);
 
         let mut replaced = 0;
         for link in nl.links()? {
@@ -449,10 +473,15 @@ impl Dataplane {
     }
 
     /// Configures the tunnel on `ifindex`, or replaces its configuration.
-    pub fn set_tunnel(&mut self, ifindex: u32, cfg: TunnelConfig) -> Result<()> {
+    /// The data plane finds it by its port (`TunnelConfig::port_ifindex`).
+    pub fn set_tunnel(&mut self, ifindex: u32, mut cfg: TunnelConfig) -> Result<()> {
+        cfg.ifindex = ifindex;
         self.tunnels.insert(ifindex, cfg, 0)?;
-        if let Some(by_if) = self.tunnels_by_if_for(ifindex) {
-            by_if.set(ifindex, cfg, 0)?;
+        let key = cfg.datapath_ifindex();
+        if let Some(by_if) = self.tunnels_by_if_for(key) {
+            by_if.set(key, cfg, 0)?;
+        } else if let Some(ports) = self.ports.as_mut().filter(|_| key >= IF_INDEXED_MAX) {
+            ports.insert(key, cfg, 0)?;
         }
         Ok(())
     }
@@ -460,8 +489,14 @@ impl Dataplane {
     /// Forgets the tunnel on `ifindex`: the data plane stops encapsulating
     /// for it first.
     pub fn remove_tunnel(&mut self, ifindex: u32) -> Result<()> {
-        if let Some(by_if) = self.tunnels_by_if_for(ifindex) {
-            by_if.set(ifindex, TunnelConfig::default(), 0)?;
+        let key = self
+            .tunnels
+            .get(&ifindex, 0)
+            .map_or(ifindex, |cfg| cfg.datapath_ifindex());
+        if let Some(by_if) = self.tunnels_by_if_for(key) {
+            by_if.set(key, TunnelConfig::default(), 0)?;
+        } else if let Some(ports) = self.ports.as_mut().filter(|_| key >= IF_INDEXED_MAX) {
+            let _ = ports.remove(&key);
         }
         self.tunnels.remove(&ifindex)?;
         Ok(())
@@ -734,12 +769,12 @@ impl Dataplane {
     }
 
     /// Attaches encapsulation to a tunnel interface's egress.
-    pub fn attach_tunnel(&mut self, nl: &mut Netlink, ifindex: u32) -> Result<()> {
+    pub fn attach_tunnel(&mut self, nl: &mut Netlink, ifindex: u32, port: u32) -> Result<()> {
         self.track_interface(ifindex)?;
-        nl.add_clsact(ifindex)?;
+        nl.add_clsact(port)?;
         nl.add_bpf_filter(
-            ifindex,
-            TcHook::Egress,
+            port,
+            TcHook::Ingress,
             self.tc_fd.as_raw_fd(),
             FILTER_TUNNEL,
             CLASSID_TUNNEL,
@@ -909,7 +944,8 @@ fn load_object_sharing(map_ids: &BTreeSet<u32>) -> Result<Ebpf> {
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             pins.push((name, path));
         }
-        let mut loader = aya::EbpfLoader::new();
+        let kernel = KernelLayout::read();
+        let mut loader = kernel.loader();
         for (name, path) in &pins {
             loader.map_pin_path(name.as_str(), path.as_path());
         }
@@ -969,4 +1005,31 @@ fn raise_memlock_limit() {
     };
     // SAFETY: plain setrlimit; failure only matters on old kernels.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}
+
+/// What the programs need to know about the running kernel's structures,
+/// set as read-only globals before they are loaded.
+struct KernelLayout {
+    ip_summed_byte: u32,
+    ip_summed_shift: u32,
+}
+
+impl KernelLayout {
+    fn read() -> Self {
+        // Unknown: checksums pending offload are then not recognised, and
+        // GRE packets carrying them are dropped as bad checksums.
+        let (ip_summed_byte, ip_summed_shift) = crate::btf::skb_ip_summed().unwrap_or((0, 0));
+        Self {
+            ip_summed_byte,
+            ip_summed_shift,
+        }
+    }
+
+    fn loader(&self) -> aya::EbpfLoader<'_> {
+        let mut loader = aya::EbpfLoader::new();
+        loader
+            .override_global("SKB_IP_SUMMED_BYTE", &self.ip_summed_byte, true)
+            .override_global("SKB_IP_SUMMED_SHIFT", &self.ip_summed_shift, true);
+        loader
+    }
 }

@@ -580,8 +580,8 @@ neigh = [{ prefix = "10.20.0.0/16", remote = "192.0.2.20" }]
                 "f.toml:5:1: unknown key `colour`",
             ),
             (
-                "[[tunnel]]\nname = \"t\"\nmode = \"gre\"\n",
-                "f.toml:1:1: tunnel: remote address is required: remote { ADDR | any }",
+                "[[tunnel]]\nname = \"t\"\nremote = \"10.0.0.1\"\n",
+                "f.toml:1:1: tunnel: tunnel mode is required: mode { gre | ipip | sit | isatap }",
             ),
             ("[[tunnel]\n", "f.toml:1:9: invalid table header\nexpected `.`, `]]`"),
             (

@@ -3,11 +3,14 @@
 //! tests and benchmarks use it directly.
 
 pub mod bpf_sys;
+pub mod btf;
 pub mod caps;
 pub mod config;
 pub mod dataplane;
 pub mod desired;
+pub mod device;
+pub mod grammar;
 pub mod lock;
 pub mod netlink;
+pub mod netns;
 pub mod testbed;
-pub mod tun;

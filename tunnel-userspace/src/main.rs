@@ -25,6 +25,8 @@ Multipoint (NBMA) GRE, one interface to many sites:
   xtun tunnel add mgre0 mode gre remote any local 192.0.2.1 key 7 dev eth0
   xtun neigh add 10.20.0.0/16 lladdr 192.0.2.20 dev mgre0";
 
+/// The options are read as `ip` reads its own: before the command, any
+/// unambiguous prefix (`-j`, `-json`, `--json`), `-s -s` counting twice.
 #[derive(Parser)]
 #[command(name = "xtun", version, about = "IP tunnels (GRE, IPIP, SIT, ISATAP) with an eBPF data path", after_help = EXAMPLES)]
 struct Cli {
@@ -37,10 +39,22 @@ struct Cli {
     /// Pretty-print JSON (as `ip -p`); implies nothing without -j.
     #[arg(short = 'p', long = "pretty", global = true)]
     pretty: bool,
+    /// More detail (as `ip -d`; `tunnel show` prints the same either way).
+    #[arg(short = 'd', long = "details", global = true)]
+    details: bool,
+    /// Print each record on one line (as `ip -o`).
+    #[arg(short = 'o', long = "oneline", global = true)]
+    oneline: bool,
+    /// Run in the network namespace NAME (/var/run/netns/NAME), as `ip -n`.
+    #[arg(short = 'n', long = "netns", value_name = "NAME")]
+    netns: Option<String>,
     /// Run the commands in FILE ("-" for standard input), one per line, in
     /// this one process (as `ip -batch`); `#` starts a comment.
     #[arg(short = 'b', long = "batch", value_name = "FILE")]
     batch: Option<String>,
+    /// With -batch: go on after a failed line, as `ip -force -batch`.
+    #[arg(short = 'f', long = "force")]
+    force: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -173,46 +187,361 @@ impl Command {
     }
 }
 
-fn main() {
-    // iproute2 spells it `-batch`.
-    let args = std::env::args().map(|a| {
-        if a == "-batch" {
-            "--batch".to_string()
-        } else {
-            a
+/// What the options before the command asked for.
+#[derive(Clone, Debug, Default)]
+struct Globals {
+    /// `-s` given this many times.
+    stats: u8,
+    json: bool,
+    pretty: bool,
+    details: bool,
+    oneline: bool,
+    force: bool,
+    batch: Option<String>,
+    netns: Option<String>,
+}
+
+impl Globals {
+    fn format(&self) -> cli::output::Format {
+        cli::output::Format {
+            json: self.json,
+            pretty: self.pretty,
+            oneline: self.oneline,
         }
-    });
-    let cli = Cli::parse_from(args);
-    let result = match (&cli.batch, cli.command) {
-        (Some(file), None) => run_batch(file),
-        (None, Some(command)) => run(command, cli.stats, cli.json, cli.pretty),
-        (Some(_), Some(_)) => Err(anyhow::anyhow!(
-            "give either --batch FILE or a command, not both"
+    }
+}
+
+/// Where the words go once the options are read.
+enum Front {
+    /// Run these words (the object and command spelled out in full).
+    Run(Globals, Vec<String>),
+    /// Help or version: clap prints them, from these arguments.
+    Clap(Vec<String>),
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (globals, words) = match front(&args[1..]) {
+        Ok(Front::Run(globals, words)) => (globals, words),
+        Ok(Front::Clap(words)) => {
+            let err = match Cli::try_parse_from(std::iter::once("xtun".to_string()).chain(words)) {
+                Err(err) => err,
+                Ok(_) => unreachable!("front only hands clap help and version"),
+            };
+            err.exit()
+        }
+        Err(err) => fail(&err.into()),
+    };
+    // As `ip -n`: everything after this happens in that namespace.
+    if let Some(name) = &globals.netns {
+        if let Err(err) = tunnel_userspace::netns::enter(name) {
+            fail(&err.into());
+        }
+    }
+    let result = match (&globals.batch, words.is_empty()) {
+        (Some(file), true) => run_batch(file, &globals),
+        (None, false) => {
+            parse_command(&words).and_then(|(command, extra)| run(command, &globals.merged(&extra)))
+        }
+        (Some(_), false) => Err(anyhow::anyhow!(
+            "give either -batch FILE or a command, not both"
         )),
-        (None, None) => Err(anyhow::anyhow!("no command given; see `xtun --help`")),
+        (None, true) => {
+            Err(grammar::IpError::usage("xtun: no command given; see `xtun --help`").into())
+        }
     };
     if let Err(err) = result {
         fail(&err);
     }
 }
 
+use tunnel_userspace::grammar::{self, first_match, matches, IpError};
+
+/// Reads the options before the object as `ip` does (each option is any
+/// prefix of its name, tried in `ip`'s order: `-b` is `-batch`, `-n`
+/// `-netns`), then spells the object and its command out in full.
+fn front(args: &[String]) -> Result<Front, IpError> {
+    let mut g = Globals::default();
+    let mut i = 0;
+    while let Some(arg) = args.get(i) {
+        if arg == "--" {
+            i += 1;
+            break;
+        }
+        if !arg.starts_with('-') {
+            break;
+        }
+        if matches!(arg.as_str(), "-h" | "--help" | "--version") {
+            return Ok(Front::Clap(args.to_vec()));
+        }
+        // `--json` is `-json`.
+        let opt = match arg.strip_prefix('-') {
+            Some(rest) if rest.starts_with('-') => rest,
+            _ => arg.as_str(),
+        };
+        let is = |name: &str| matches(opt, name);
+        let mut value = || {
+            i += 1;
+            args.get(i)
+                .cloned()
+                .ok_or_else(|| IpError::usage("Command line is not complete. Try option \"help\""))
+        };
+        if is("-loops") {
+            value()?;
+        } else if is("-family") {
+            match value()?.as_str() {
+                "inet" => {}
+                "help" => return Ok(Front::Clap(vec!["--help".into()])),
+                "inet6" => return Err(no_ipv6()),
+                other => return Err(IpError::invalid("invalid protocol family", other)),
+            }
+        } else if opt == "-4" {
+        } else if opt == "-6" {
+            return Err(no_ipv6());
+        } else if let Some(family) = [("-0", 17), ("-M", 28), ("-B", 7)]
+            .iter()
+            .find_map(|(o, f)| (opt == *o).then_some(*f))
+        {
+            return Err(IpError::usage(format!(
+                "Unsupported protocol family: {family}"
+            )));
+        } else if is("-human") || is("-human-readable") || is("-iec") || is("-resolve") {
+        } else if is("-stats") || is("-statistics") {
+            g.stats = g.stats.saturating_add(1);
+        } else if is("-details") {
+            g.details = true;
+        } else if is("-oneline") {
+            g.oneline = true;
+        } else if is("-timestamp") || is("-tshort") {
+        } else if is("-Version") {
+            return Ok(Front::Clap(vec!["--version".into()]));
+        } else if is("-force") {
+            g.force = true;
+        } else if is("-batch") {
+            g.batch = Some(value()?);
+        } else if is("-brief") {
+        } else if is("-json") {
+            g.json = true;
+        } else if is("-pretty") {
+            g.pretty = true;
+        } else if is("-rcvbuf") {
+            let size = value()?;
+            if grammar::parse_u32(&size).is_none() {
+                return Err(IpError::usage(format!("Invalid rcvbuf size '{size}'")));
+            }
+        } else if is_color(opt) {
+        } else if is("-help") {
+            return Ok(Front::Clap(vec!["--help".into()]));
+        } else if is("-netns") {
+            g.netns = Some(value()?);
+        } else if is("-Numeric") || is("-all") || opt == "-echo" {
+        } else {
+            return Err(IpError::usage(format!(
+                "Option \"{opt}\" is unknown, try \"xtun --help\"."
+            )));
+        }
+        i += 1;
+    }
+    let words = &args[i..];
+    if words.is_empty() {
+        return Ok(Front::Run(g, vec![]));
+    }
+    match canonical(words)? {
+        Some(words) => Ok(Front::Run(g, words)),
+        None => Ok(Front::Clap(help_for(words))),
+    }
+}
+
+/// `-c`, `-color`, `-color=always|auto|never`, as `ip` accepts them.
+fn is_color(opt: &str) -> bool {
+    let name = opt.split_once('=').map_or(opt, |(n, _)| n);
+    matches(name, "-color")
+}
+
+fn no_ipv6() -> IpError {
+    IpError::failed(
+        "xtun: no IPv6-outer tunnels (ip -6 tunnel): ip6gre, ip6ip6 and ipip6 are not supported",
+    )
+}
+
+/// Where `help` and `--help` lead: the object's help from clap.
+fn help_for(words: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = words
+        .iter()
+        .take_while(|w| !matches(w, "help") && !w.starts_with('-'))
+        .cloned()
+        .collect();
+    out.push("--help".into());
+    out
+}
+
+/// The object and its command spelled out in full, as clap knows them:
+/// `tun a` is `tunnel add`, `n sh` is `neigh show`, a bare `tunnel` is
+/// `tunnel show`; other objects (xtun's own) pass as given. None: help.
+fn canonical(words: &[String]) -> Result<Option<Vec<String>>, IpError> {
+    let object = words[0].as_str();
+    let rest = &words[1..];
+    if rest.first().is_some_and(|w| w == "--help" || w == "-h") {
+        return Ok(None);
+    }
+    // `ip`'s object table, in its order, for the objects xtun has.
+    let (object, verbs): (&str, &[(&str, &str)]) =
+        if matches(object, "neighbor") || matches(object, "neighbour") {
+            (
+                "neigh",
+                &[
+                    ("add", "add"),
+                    ("delete", "del"),
+                    ("show", "show"),
+                    ("list", "show"),
+                    ("lst", "show"),
+                ],
+            )
+        } else if matches(object, "tunnel") || matches(object, "tunl") {
+            (
+                "tunnel",
+                &[
+                    ("add", "add"),
+                    ("change", "change"),
+                    ("delete", "del"),
+                    ("show", "show"),
+                    ("lst", "show"),
+                    ("list", "show"),
+                    ("prl", "prl"),
+                ],
+            )
+        } else if matches(object, "help") {
+            return Ok(None);
+        } else {
+            return Ok(Some(words.to_vec()));
+        };
+    let Some(verb) = rest.first() else {
+        // `ip tunnel` alone lists, as `ip tunnel show`.
+        return Ok(Some(vec![object.into(), "show".into()]));
+    };
+    let keywords: Vec<&str> = verbs.iter().map(|(k, _)| *k).collect();
+    let full = match first_match(verb, &keywords) {
+        Some(k) => verbs
+            .iter()
+            .find(|(v, _)| *v == k)
+            .map(|(_, c)| *c)
+            .unwrap_or(k),
+        None if matches(verb, "help") => return Ok(None),
+        None if object == "tunnel" && matches(verb, "6rd") => {
+            return Err(IpError::failed("xtun: 6rd is not supported"))
+        }
+        None => {
+            return Err(IpError::usage(format!(
+                "Command \"{verb}\" is unknown, try \"xtun {object} help\"."
+            )))
+        }
+    };
+    let mut out = vec![object.to_string(), full.to_string()];
+    out.extend(rest[1..].iter().cloned());
+    Ok(Some(out))
+}
+
+/// Clap's parse of spelled-out words; its errors as one line.
+fn parse_command(words: &[String]) -> anyhow::Result<(Command, Cli)> {
+    let mut cli =
+        Cli::try_parse_from(std::iter::once("xtun").chain(words.iter().map(String::as_str)))
+            .map_err(|e| {
+                use clap::error::ErrorKind::*;
+                if matches!(
+                    e.kind(),
+                    DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand
+                ) {
+                    e.exit();
+                }
+                // clap's message up to its usage, on one line, without "error: ".
+                let rendered = e.render().to_string();
+                let message: Vec<&str> = rendered
+                    .lines()
+                    .take_while(|l| !l.trim().is_empty())
+                    .map(str::trim)
+                    .collect();
+                anyhow::Error::from(IpError::usage(format!(
+                    "xtun: {}",
+                    message.join(" ").trim_start_matches("error: ")
+                )))
+            })?;
+    let command = cli
+        .command
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("each line must be one command"))?;
+    Ok((command, cli))
+}
+
+impl Globals {
+    /// These options with any clap read after the command (`tunnel show -j`).
+    fn merged(&self, cli: &Cli) -> Globals {
+        let mut g = self.clone();
+        g.stats = g.stats.max(cli.stats as u8);
+        g.json |= cli.json;
+        g.pretty |= cli.pretty;
+        g.details |= cli.details;
+        g.oneline |= cli.oneline;
+        g
+    }
+}
+
+/// Prints an error on one line and exits with `ip`'s status for it. Errors
+/// `ip` has words for are printed in its words alone; xtun's own start
+/// with "xtun: ", then the outermost context and its causes.
 fn fail(err: &anyhow::Error) -> ! {
-    // One line: the outermost context, then its causes.
+    let (line, status) = error_line(err);
+    eprintln!("{line}");
+    std::process::exit(status);
+}
+
+fn error_line(err: &anyhow::Error) -> (String, i32) {
+    if err.chain().count() == 1 {
+        if let Some(e) = err.downcast_ref::<IpError>() {
+            return (e.message.clone(), e.status);
+        }
+        if let Some(e) = err
+            .downcast_ref::<tunnel_userspace::config::ConfigError>()
+            .and_then(|e| e.as_iproute2())
+        {
+            return (e.message, e.status);
+        }
+        let message = err.to_string();
+        if is_iproute2_wording(&message) {
+            return (message, 1);
+        }
+    }
     let mut line = String::from("xtun: ");
     line.push_str(&err.to_string());
     for cause in err.chain().skip(1) {
         line.push_str(": ");
         line.push_str(&cause.to_string());
     }
-    eprintln!("{line}");
-    std::process::exit(1);
+    (line, 1)
 }
 
-/// Runs each line of `file` as an xtun command; stops at the first error,
-/// naming its line. The namespace lock is taken once for the whole file,
-/// and `neigh add|del` lines skip the general parser: a million neighbours
+/// The messages xtun shares with `ip tunnel` word for word: a device that
+/// is not there, and the kernel's refusals as `ip` reports them.
+fn is_iproute2_wording(message: &str) -> bool {
+    let quoted_tail = |m: &str, head: &str| -> Option<String> {
+        let rest = m.strip_prefix(head)?;
+        let close = rest.find('"')?;
+        Some(rest[close + 1..].to_string())
+    };
+    if quoted_tail(message, "Cannot find device \"").is_some_and(|t| t.is_empty()) {
+        return true;
+    }
+    ["add", "change", "delete", "get"].iter().any(|verb| {
+        quoted_tail(message, &format!("{verb} tunnel \""))
+            .is_some_and(|t| t == " failed: No such device" || t == " failed: File exists")
+    })
+}
+
+/// Runs each line of `file` as an xtun command (`ip -batch`): stops at
+/// the first error, naming its line, or with `-force` goes on and fails
+/// at the end. The namespace lock is taken once for the whole file, and
+/// `neigh add|del` lines skip the general parser: a million neighbours
 /// load in one process at map-update speed.
-fn run_batch(file: &str) -> anyhow::Result<()> {
+fn run_batch(file: &str, globals: &Globals) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let text = if file == "-" {
         std::io::read_to_string(std::io::stdin()).context("reading standard input")?
@@ -228,49 +557,61 @@ fn run_batch(file: &str) -> anyhow::Result<()> {
     }
     let _lock = tunnel_userspace::lock::NamespaceLock::acquire()
         .context("locking the namespace's data plane")?;
+    let mut failed = false;
     for (n, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
         }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let is_add = matches!(
-            words.as_slice(),
-            ["neigh" | "neighbour" | "neighbor" | "n", "add", ..]
-        );
+        let given: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        // A line is read as a command line is, options first (not -batch or -n).
+        let parsed = match front(&given) {
+            Ok(Front::Run(g, words)) if g.batch.is_none() && g.netns.is_none() => Ok((g, words)),
+            Ok(_) => Err(anyhow::anyhow!("each line must be one command")),
+            Err(e) => Err(e.into()),
+        };
+        let is_add =
+            matches!(&parsed, Ok((_, w)) if w.len() > 1 && w[0] == "neigh" && w[1] == "add");
         if !is_add {
             // Queued neighbour adds go in before anything that may depend on them.
             flush_neighbours(file)?;
         }
-        let result = match words.as_slice() {
-            ["neigh" | "neighbour" | "neighbor" | "n", "add", rest @ ..] => {
-                cli::neigh::queue_add(rest, n + 1)
+        let result = parsed.and_then(|(line_globals, words)| {
+            let mut g = globals.clone();
+            g.stats = g.stats.max(line_globals.stats);
+            g.json |= line_globals.json;
+            g.pretty |= line_globals.pretty;
+            g.oneline |= line_globals.oneline;
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            match words.as_slice() {
+                [] => Err(anyhow::anyhow!("each line must be one command")),
+                ["neigh", "add", rest @ ..] => cli::neigh::queue_add(rest, n + 1),
+                ["neigh", verb @ "del", rest @ ..] => cli::neigh::run_words(verb, rest),
+                _ => {
+                    let owned: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+                    parse_command(&owned)
+                        .and_then(|(command, extra)| dispatch(command, &g.merged(&extra)))
+                }
             }
-            ["neigh" | "neighbour" | "neighbor" | "n", verb @ "del", rest @ ..] => {
-                cli::neigh::run_words(verb, rest)
-            }
-            _ => Cli::try_parse_from(std::iter::once("xtun").chain(words.iter().copied()))
-                .map_err(|e| {
-                    // clap's first line, without its "error: " prefix.
-                    let rendered = e.render().to_string();
-                    let first = rendered.lines().next().unwrap_or("");
-                    anyhow::anyhow!("{}", first.trim_start_matches("error: "))
-                })
-                .and_then(|cli| match cli.command {
-                    Some(command) if cli.batch.is_none() => {
-                        dispatch(command, cli.stats, cli.json, cli.pretty)
-                    }
-                    _ => Err(anyhow::anyhow!("each line must be one command")),
-                }),
-        };
+        });
         if let Err(err) = result {
             // The lines before this one take effect, as with `ip -batch`.
             flush_neighbours(file)?;
             let column = error_column(raw, &err);
-            return Err(err.context(format!("{file}:{}:{column}", n + 1)));
+            let err = err.context(format!("{file}:{}:{column}", n + 1));
+            if !globals.force {
+                return Err(err);
+            }
+            // `-force`: say so and go on, failing at the end.
+            eprintln!("{}", error_line(&err).0);
+            failed = true;
         }
     }
-    flush_neighbours(file)
+    flush_neighbours(file)?;
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// Writes the neighbour adds a batch has queued; an error names the line.
@@ -278,7 +619,7 @@ fn flush_neighbours(file: &str) -> anyhow::Result<()> {
     cli::neigh::flush().map_err(|(line, err)| err.context(format!("{file}:{line}:1")))
 }
 
-fn run(command: Command, stats: bool, json: bool, pretty: bool) -> anyhow::Result<()> {
+fn run(command: Command, globals: &Globals) -> anyhow::Result<()> {
     // Documentation needs no privileges.
     match command {
         Command::Completion { shell } => {
@@ -306,7 +647,7 @@ fn run(command: Command, stats: bool, json: bool, pretty: bool) -> anyhow::Resul
     } else {
         None
     };
-    dispatch(command, stats, json, pretty)
+    dispatch(command, globals)
 }
 
 /// Where on `line` the error is: the first word the message quotes that
@@ -352,8 +693,9 @@ fn write_manpages(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// Runs one command; the caller has checked privileges and holds the lock.
-fn dispatch(command: Command, stats: bool, json: bool, pretty: bool) -> anyhow::Result<()> {
-    let format = cli::output::Format { json, pretty };
+fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<()> {
+    let format = globals.format();
+    let stats = globals.stats > 0;
     match command {
         Command::Tunnel { action } => {
             // Neighbour commands later in a batch must see this change.

@@ -70,11 +70,14 @@ const RTM_NEWTFILTER: u16 = 44;
 const RTM_DELTFILTER: u16 = 45;
 const RTM_GETTFILTER: u16 = 46;
 
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_GSO_MAX_SEGS: u16 = 40;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const VETH_INFO_PEER: u16 = 1;
 const IFLA_AF_SPEC: u16 = 26;
 const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
 const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
@@ -139,6 +142,9 @@ pub struct Link {
     pub flags: u32,
     /// `IFLA_INFO_KIND`, e.g. "veth" or "tun".
     pub kind: Option<String>,
+    /// The device type (`ARPHRD_*`): 1 for Ethernet, 65534 for a TUN
+    /// device without link-layer header.
+    pub link_type: u16,
     /// Id of the attached XDP program and how it is attached.
     pub xdp_prog_id: Option<u32>,
     pub xdp_attached: u8,
@@ -532,6 +538,50 @@ impl Netlink {
             .map(drop)
     }
 
+    /// `ip link add NAME mtu MTU type veth peer name PEER mtu MTU`, both
+    /// ends down. Fails if either name exists.
+    pub fn add_veth_pair(&mut self, name: &str, peer: &str, mtu: u32) -> Result<()> {
+        let mut msg = Msg::new(
+            RTM_NEWLINK,
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            &ifinfomsg(0),
+        );
+        msg.attr_str(IFLA_IFNAME, name).attr_u32(IFLA_MTU, mtu);
+        msg.begin_nest(IFLA_LINKINFO)
+            .attr_str(IFLA_INFO_KIND, "veth")
+            .begin_nest(IFLA_INFO_DATA)
+            .begin_nest(VETH_INFO_PEER);
+        // The peer's attributes follow an ifinfomsg of its own.
+        msg.buf.extend_from_slice(&ifinfomsg(0));
+        msg.attr_str(IFLA_IFNAME, peer).attr_u32(IFLA_MTU, mtu);
+        msg.end_nest().end_nest().end_nest();
+        self.request("creating the interface", msg).map(drop)
+    }
+
+    /// `ip link set DEV name NAME` (the device must be down).
+    pub fn set_name(&mut self, ifindex: u32, name: &str) -> Result<()> {
+        let mut msg = Msg::new(RTM_SETLINK, NLM_F_ACK, &ifinfomsg(ifindex));
+        msg.attr_str(IFLA_IFNAME, name);
+        self.request("renaming the interface", msg).map(drop)
+    }
+
+    /// `ip link set DEV address MAC`.
+    pub fn set_mac(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<()> {
+        let mut msg = Msg::new(RTM_SETLINK, NLM_F_ACK, &ifinfomsg(ifindex));
+        msg.attr(IFLA_ADDRESS, &mac);
+        self.request("setting the MAC address", msg).map(drop)
+    }
+
+    /// `ip link set DEV arp off`: no ARP or neighbour discovery leaves it.
+    pub fn set_noarp(&mut self, ifindex: u32) -> Result<()> {
+        let mut header = ifinfomsg(ifindex);
+        let noarp = libc::IFF_NOARP as u32;
+        header[8..12].copy_from_slice(&noarp.to_ne_bytes());
+        header[12..16].copy_from_slice(&noarp.to_ne_bytes());
+        let msg = Msg::new(RTM_SETLINK, NLM_F_ACK, &header);
+        self.request("turning ARP off", msg).map(drop)
+    }
+
     pub fn del_link(&mut self, ifindex: u32) -> Result<()> {
         let msg = Msg::new(RTM_DELLINK, NLM_F_ACK, &ifinfomsg(ifindex));
         self.request("deleting the interface", msg).map(drop)
@@ -739,6 +789,7 @@ fn parse_link(p: &[u8]) -> Option<Link> {
     }
     let mut link = Link {
         index: i32::from_ne_bytes(p[4..8].try_into().ok()?) as u32,
+        link_type: u16::from_ne_bytes(p[2..4].try_into().ok()?),
         flags: u32::from_ne_bytes(p[8..12].try_into().ok()?),
         ..Default::default()
     };

@@ -128,31 +128,37 @@ impl SeedTopology {
     /// Brings up the walkthrough's tunnel on both sides with `xtun` at
     /// `xtun_path`; `extra` goes after `mode M remote … local …`.
     pub fn add_tunnels(&self, xtun_path: &str, mode: &str, extra: &[&str]) -> io::Result<()> {
-        let sides = [
-            (
-                &self.ns1,
-                "tun1",
-                Self::NS2_ADDR,
-                Self::NS1_ADDR,
-                "10.10.100.10",
-                "10.10.200.10",
-            ),
-            (
-                &self.ns2,
-                "tun2",
-                Self::NS1_ADDR,
-                Self::NS2_ADDR,
-                "10.10.200.10",
-                "10.10.100.10",
-            ),
-        ];
-        for (ns, name, remote, local, addr, peer) in sides {
-            let mut args = vec![
-                xtun_path, "tunnel", "add", name, "mode", mode, "remote", remote, "local", local,
-            ];
-            args.extend_from_slice(extra);
-            ns.exec(&args)?;
-            Self::bring_up(ns, name, addr, peer)?;
+        add_walkthrough_tunnels(&self.ns1, &self.ns2, xtun_path, mode, extra)
+    }
+
+    /// Another link from ns1 to the router: `dev` in ns1 with `{net}.2/24`,
+    /// `peer` in the router with `{net}.1/24`, both up.
+    pub fn link_ns1_to_router(&self, dev: &str, peer: &str, net: &str) -> io::Result<()> {
+        run(&[
+            "ip",
+            "link",
+            "add",
+            dev,
+            "netns",
+            &self.ns1.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer,
+            "netns",
+            &self.router.name,
+        ])?;
+        for (ns, name, host) in [(&self.ns1, dev, 2), (&self.router, peer, 1)] {
+            ns.exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{net}.{host}/24"),
+                "dev",
+                name,
+            ])?;
+            ns.exec(&["ip", "link", "set", name, "up"])?;
         }
         Ok(())
     }
@@ -163,6 +169,106 @@ impl SeedTopology {
         ns.exec(&["ip", "addr", "add", addr, "peer", peer, "dev", name])?;
         Ok(())
     }
+}
+
+/// The walkthrough with two routers whose link to each other has a smaller
+/// MTU (on both ends), as a real path often does: ns1 - rt1 - rt2 - ns2,
+/// 10.10.10.0/24, 10.10.15.0/24 (the narrow link) and 10.10.20.0/24.
+pub struct NarrowPath {
+    pub ns1: Netns,
+    pub ns2: Netns,
+    pub rt1: Netns,
+    pub rt2: Netns,
+}
+
+impl NarrowPath {
+    pub fn new(tag: &str, mtu: u32) -> io::Result<Self> {
+        let prefix = unique_prefix(tag);
+        let path = Self {
+            ns1: Netns::new(format!("{prefix}-ns1"))?,
+            ns2: Netns::new(format!("{prefix}-ns2"))?,
+            rt1: Netns::new(format!("{prefix}-r1"))?,
+            rt2: Netns::new(format!("{prefix}-r2"))?,
+        };
+        let links = [
+            (&path.ns1, "v1", "10.10.10.2", &path.rt1, "r1", "10.10.10.1"),
+            (&path.rt1, "n1", "10.10.15.1", &path.rt2, "n2", "10.10.15.2"),
+            (&path.rt2, "r2", "10.10.20.1", &path.ns2, "v2", "10.10.20.2"),
+        ];
+        for (a, a_dev, a_addr, b, b_dev, b_addr) in links {
+            run(&[
+                "ip", "link", "add", a_dev, "netns", &a.name, "type", "veth", "peer", "name",
+                b_dev, "netns", &b.name,
+            ])?;
+            for (ns, dev, addr) in [(a, a_dev, a_addr), (b, b_dev, b_addr)] {
+                ns.exec(&["ip", "addr", "add", &format!("{addr}/24"), "dev", dev])?;
+                ns.exec(&["ip", "link", "set", dev, "up"])?;
+            }
+        }
+        for dev in [(&path.rt1, "n1"), (&path.rt2, "n2")] {
+            dev.0
+                .exec(&["ip", "link", "set", dev.1, "mtu", &mtu.to_string()])?;
+        }
+        for (ns, dst, via) in [
+            (&path.ns1, "default", "10.10.10.1"),
+            (&path.ns2, "default", "10.10.20.1"),
+            (&path.rt1, "10.10.20.0/24", "10.10.15.2"),
+            (&path.rt2, "10.10.10.0/24", "10.10.15.1"),
+        ] {
+            ns.exec(&["ip", "route", "add", dst, "via", via])?;
+        }
+        for rt in [&path.rt1, &path.rt2] {
+            rt.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        }
+        for ns in [&path.ns1, &path.ns2] {
+            ns.exec(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1"])?;
+        }
+        Ok(path)
+    }
+
+    /// The walkthrough's tunnels over the path, as `SeedTopology::add_tunnels`.
+    pub fn add_tunnels(&self, xtun_path: &str, mode: &str, extra: &[&str]) -> io::Result<()> {
+        add_walkthrough_tunnels(&self.ns1, &self.ns2, xtun_path, mode, extra)
+    }
+}
+
+/// tun1 in ns1 (10.10.10.2, inner 10.10.100.10) and tun2 in ns2
+/// (10.10.20.2, inner 10.10.200.10), each the other's remote, up and
+/// addressed; `extra` goes after `mode M remote … local …`.
+fn add_walkthrough_tunnels(
+    ns1: &Netns,
+    ns2: &Netns,
+    xtun_path: &str,
+    mode: &str,
+    extra: &[&str],
+) -> io::Result<()> {
+    let sides = [
+        (
+            ns1,
+            "tun1",
+            "10.10.20.2",
+            "10.10.10.2",
+            "10.10.100.10",
+            "10.10.200.10",
+        ),
+        (
+            ns2,
+            "tun2",
+            "10.10.10.2",
+            "10.10.20.2",
+            "10.10.200.10",
+            "10.10.100.10",
+        ),
+    ];
+    for (ns, name, remote, local, addr, peer) in sides {
+        let mut args = vec![
+            xtun_path, "tunnel", "add", name, "mode", mode, "remote", remote, "local", local,
+        ];
+        args.extend_from_slice(extra);
+        ns.exec(&args)?;
+        SeedTopology::bring_up(ns, name, addr, peer)?;
+    }
+    Ok(())
 }
 
 /// Hosts on one shared segment: a bridge in a namespace of its own, and each

@@ -69,26 +69,19 @@ fn tunnel_show_text_json_and_exact_counters() {
          TX: Packets    Bytes        Errors DeadLoop NoRoute  NoBufs\n    \
          100        8400         0      0        0        0     \n"
     );
+    // ip -j tunnel show's fields (no ttl or tos: inherit and 0 are not
+    // printed; flags for GRE), then xtun's own.
     let expected = json!([{
         "ifname": "tun1",
-        "ifindex": ifindex(ns1, "tun1"),
-        "mode": "gre",
+        "mode": "gre/ip",
         "remote": "10.10.20.2",
         "local": "10.10.10.2",
-        "link": null,
+        "key": 42,
+        "flags": [],
+        "ifindex": ifindex(ns1, "tun1"),
         "underlay": "v1",
-        "ttl": "inherit",
-        "tos": "0x0",
-        "pmtudisc": true,
-        "rpfilter": false,
-        "icsum": false,
-        "ocsum": false,
-        "iseq": false,
-        "oseq": false,
-        "prl_default": null,
-        "ikey": 42,
-        "okey": 42,
         "mtu": 1472,
+        "rpfilter": false,
         "stats": {
             "rx": {"packets": 100, "bytes": 8400, "errors": 0, "csum_errors": 0, "out_of_sequence": 0, "multicast": 0},
             "tx": {"packets": 100, "bytes": 8400, "errors": 0, "dead_loop": 0, "no_route": 0, "no_buffers": 0},
@@ -181,6 +174,7 @@ fn map_list_and_dump_decode_every_entry() {
     let topo = topology_after_100_pings("maps");
     let ns1 = &topo.ns1;
     let (tun1, v1) = (ifindex(ns1, "tun1"), ifindex(ns1, "v1"));
+    let port = ifindex(ns1, &format!("xtp{tun1}"));
     let list = out(ns1, &["map", "list"]);
     let rows: Vec<Vec<&str>> = list
         .lines()
@@ -198,11 +192,11 @@ fn map_list_and_dump_decode_every_entry() {
     };
     assert_eq!(
         row("XTUN_TUNNELS"),
-        ["XTUN_TUNNELS", "hash", "4", "44", "65536", "1"]
+        ["XTUN_TUNNELS", "hash", "4", "52", "65536", "1"]
     );
     assert_eq!(
         row("XTUN_DECAP"),
-        ["XTUN_DECAP", "hash", "16", "12", "65536", "1"]
+        ["XTUN_DECAP", "hash", "16", "16", "65536", "1"]
     );
     assert_eq!(
         row("XTUN_TUN_STATS"),
@@ -245,15 +239,15 @@ fn map_list_and_dump_decode_every_entry() {
 
     assert_eq!(
         out(ns1, &["map", "dump", "XTUN_TUNNELS"]),
-        format!("tun1 ({tun1}): mode gre local 10.10.10.2 remote 10.10.20.2 ikey 42 okey 42 ttl inherit tos 0x00 mtu 1472 underlay v1 ({v1}) flags ikey,okey,pmtudisc\n")
+        format!("tun1 ({tun1}): mode gre local 10.10.10.2 remote 10.10.20.2 ikey 42 okey 42 ttl inherit tos 0x00 mtu 1472 underlay v1 ({v1}) port xtp{tun1} ({port}) flags ikey,okey,pmtudisc,eth-dev\n")
     );
     assert_eq!(
         out(ns1, &["map", "dump", "XTUN_DECAP", "--raw"]),
         format!(
             "local 10.10.10.2 remote 10.10.20.2 proto gre key 42 -> tun1 ({tun1})\n    \
              key: 0a 0a 0a 02 0a 0a 14 02 00 00 00 2a 2f 01 00 00\n    \
-             value: {:02x} 00 00 00 43 00 00 00 00 00 00 00\n",
-            tun1
+             value: {:02x} 00 00 00 43 02 00 00 00 00 00 00 {:02x} 00 00 00\n",
+            tun1, port
         )
     );
     let stats = json_of(ns1, &["-j", "map", "dump", "XTUN_TUN_STATS"]);
@@ -315,10 +309,15 @@ fn status_names_programs_hooks_and_build() {
     assert_eq!(v1["tc_egress"], Value::Null);
     let tun1 = ifaces.iter().find(|i| i["ifname"] == "tun1").unwrap();
     assert_eq!(tun1["decap"], Value::Null);
+    // Encapsulation runs on the tunnel's port, the other end of its pair.
+    let port = ifindex(ns1, &format!("xtp{}", ifindex(ns1, "tun1")));
     assert_eq!(
-        tun1["tc_egress"],
-        json!({"id": tc_id, "filter": "xtun_tunnel", "classid": CLASSID_TUNNEL})
+        tun1["port"],
+        json!({"ifname": format!("xtp{}", ifindex(ns1, "tun1")), "ifindex": port,
+               "tc_ingress": {"id": tc_id, "filter": "xtun_tunnel", "classid": CLASSID_TUNNEL},
+               "tc_egress": null})
     );
+    assert_eq!(tun1["tc_egress"], Value::Null);
     let ns2 = json_of(&topo.ns2, &["-j", "status"]);
     let v2 = ns2["interfaces"]
         .as_array()
@@ -355,7 +354,13 @@ fn status_names_programs_hooks_and_build() {
         "{text}"
     );
     assert!(
-        first.contains(&format!("tun1 (tunnel): tc egress id {tc_id} (xtun_tunnel)").as_str()),
+        first.contains(
+            &format!(
+                "tun1 (tunnel): port xtp{}: tc ingress id {tc_id} (xtun_tunnel)",
+                ifindex(ns1, "tun1")
+            )
+            .as_str()
+        ),
         "{text}"
     );
     assert!(text.contains("(same as this xtun)"), "{text}");
@@ -469,10 +474,13 @@ fn commands_fail_cleanly_where_xtun_is_not_attached() {
             "{args:?}"
         );
     }
+    // As ip tunnel show: a name whose mode is known (implied, as gre*)
+    // must exist; any other name only selects, here nothing.
     assert_eq!(
-        err_of(&ns, &["tunnel", "show", "nope"]),
-        "xtun: get tunnel \"nope\" failed: No such device\n"
+        err_of(&ns, &["tunnel", "show", "grenope"]),
+        "get tunnel \"grenope\" failed: No such device\n"
     );
+    assert_eq!(out(&ns, &["tunnel", "show", "nope"]), "");
     assert_eq!(out(&ns, &["tunnel", "show"]), "");
     assert_eq!(out(&ns, &["-j", "tunnel", "show"]), "[]\n");
 }

@@ -152,15 +152,23 @@ fn icsum_accepts_good_checksums_and_drops_bad_or_missing_ones() {
         ("checksum changed", frame(47, &bad_field, &inner, 0)),
         ("no checksum", frame(47, &[0, 0, 8, 0], &inner, 0)),
     ];
-    for (what, input) in &cases {
-        let (verdict, _) = h.xdp(input);
-        assert_eq!(verdict, XDP_DROP, "xdp: {what}");
+    for (i, (what, input)) in cases.iter().enumerate() {
+        let (verdict, out) = h.xdp(input);
+        if i < 2 {
+            // A checksum that does not add up may be pending offload, which
+            // only tc can see: XDP hands the frame on whole, tagged.
+            let mut deferred = checksum_in_tc_tag();
+            deferred.extend_from_slice(input);
+            assert_eq!((verdict, out), (XDP_PASS, deferred), "xdp: {what}");
+        } else {
+            assert_eq!(verdict, XDP_DROP, "xdp: {what}");
+        }
         let (verdict, _) = h.tc(input);
         assert_eq!(verdict, TC_ACT_SHOT, "tc: {what}");
     }
     let stats = h.dp.tunnel_totals(61).unwrap();
-    assert_eq!((stats.rx_packets, stats.rx_csum_errors), (2, 6));
-    assert_eq!(h.dp.counter_totals().unwrap()[RX_BAD_GRE_CSUM as usize], 6);
+    assert_eq!((stats.rx_packets, stats.rx_csum_errors), (2, 4));
+    assert_eq!(h.dp.counter_totals().unwrap()[RX_BAD_GRE_CSUM as usize], 4);
 
     // A checksum the tunnel did not ask for is dropped too, as the kernel does.
     h.add("p mode gre remote 10.10.10.2 local 10.10.20.9", 62);

@@ -6,8 +6,9 @@
 
 use proptest::{prelude::*, test_runner::FileFailurePersistence};
 use tunnel_userspace::{
-    config::{Prefix, TunnelSpec},
+    config::{Prefix, TunnelSelector, TunnelSpec},
     desired,
+    grammar::{self, first_match, matches, mode_from_name, parse_c_number, parse_dsfield},
 };
 
 /// Seeds of failures found so far, replayed first on every run.
@@ -76,6 +77,17 @@ fn word() -> impl Strategy<Value = String> {
             "a/b",
             "prl-default",
             "6rd-prefix",
+            "010",
+            "0x40",
+            "08",
+            "AF41",
+            "EF",
+            "inherit/AF41",
+            "d",
+            "ds",
+            "gre5",
+            "isatap0",
+            "vti1",
         ])
         .prop_map(str::to_string),
         "[ -~]{0,20}",
@@ -101,6 +113,24 @@ proptest! {
             // ... and a change with the same words gives it back.
             prop_assert_eq!(TunnelSpec::parse_change(&spec, &spec.to_words()).unwrap(), spec);
         }
+    }
+
+    #[test]
+    fn show_words_parse_or_fail_cleanly(words in prop::collection::vec(word(), 0..8)) {
+        let _ = TunnelSelector::parse(&words);
+    }
+
+    #[test]
+    fn c_numbers_read_back_in_every_notation(n in any::<u32>()) {
+        let n = u64::from(n);
+        prop_assert_eq!(parse_c_number(&n.to_string()), Some(n));
+        prop_assert_eq!(parse_c_number(&format!("{n:#x}")), Some(n));
+        prop_assert_eq!(parse_c_number(&format!("{n:#X}").replace("0X", "0x")), Some(n));
+        prop_assert_eq!(parse_c_number(&format!("0{n:o}")), Some(n));
+        // A digit past the base, or trailing junk, is refused (strtoul
+        // stops there, and ip wants the whole word).
+        prop_assert_eq!(parse_c_number(&format!("0{n:o}8")), None);
+        prop_assert_eq!(parse_c_number(&format!("{n}z")), None);
     }
 
     #[test]
@@ -146,5 +176,102 @@ proptest! {
                 prop_assert!(e.to_string().starts_with("f.toml:"));
             }
         }
+    }
+}
+
+/// ip's `matches()`: any non-empty prefix, the first keyword in ip's order.
+#[test]
+fn keyword_prefixes() {
+    for (word, expected) in [
+        ("a", Some("add")),
+        ("ad", Some("add")),
+        ("c", Some("change")),
+        ("ch", Some("change")),
+        ("d", Some("delete")),
+        ("del", Some("delete")),
+        ("s", Some("show")),
+        ("sh", Some("show")),
+        ("l", Some("lst")),
+        ("li", Some("list")),
+        ("p", Some("prl")),
+        ("adds", None),
+        ("", None),
+        ("x", None),
+    ] {
+        assert_eq!(
+            first_match(word, grammar::TUNNEL_COMMANDS),
+            expected,
+            "{word:?}"
+        );
+    }
+    assert!(matches("tun", "tunnel") && matches("t", "tunnel") && !matches("tunnels", "tunnel"));
+}
+
+/// C literals as strtoul(…, 0) reads them, and the edges of get_u8.
+#[test]
+fn c_literals() {
+    for (text, value) in [
+        ("0", Some(0)),
+        ("010", Some(8)),
+        ("0x40", Some(64)),
+        ("0XfF", Some(255)),
+        ("+9", Some(9)),
+        ("08", None),
+        ("0x", None),
+        ("1e3", None),
+        ("", None),
+        ("-1", None),
+    ] {
+        assert_eq!(parse_c_number(text), value, "{text:?}");
+    }
+    assert_eq!(grammar::parse_u8("0x100"), None);
+    assert_eq!(grammar::parse_u8("0377"), Some(255));
+}
+
+/// DSCP names from rt_dsfield (case matters), else hex as ip reads it.
+#[test]
+fn dscp_names() {
+    for (text, value) in [
+        ("AF41", Some(0x88)),
+        ("AF11", Some(0x28)),
+        ("CS6", Some(0xc0)),
+        ("EF", Some(0xb8)),
+        ("default", Some(0)),
+        ("b8", Some(0xb8)),
+        ("0x10", Some(0x10)),
+        ("10", Some(0x10)),
+        ("af41", None),
+        ("100", None),
+        ("", None),
+    ] {
+        assert_eq!(parse_dsfield(text), value, "{text:?}");
+    }
+    assert_eq!(grammar::dsfield_name(0x88), "AF41");
+    assert_eq!(grammar::dsfield_name(0x04), "0x04");
+    let table = grammar::parse_dsfield_file("# c\n0x0\tdefault\n0x28 AF11 # x\n46 odd\n");
+    assert_eq!(
+        table,
+        [
+            (0, "default".to_string()),
+            (0x28, "AF11".to_string()),
+            (46, "odd".to_string())
+        ]
+    );
+}
+
+/// The mode a name implies, as ip tunnel infers it.
+#[test]
+fn modes_from_names() {
+    for (name, mode) in [
+        ("gre5", Some("gre")),
+        ("gretap", Some("gre")),
+        ("ipip1", Some("ipip")),
+        ("sit0", Some("sit")),
+        ("isatap0", Some("isatap")),
+        ("vti9", Some("vti")),
+        ("tun1", None),
+        ("ip1", None),
+    ] {
+        assert_eq!(mode_from_name(name), mode, "{name}");
     }
 }

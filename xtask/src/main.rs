@@ -52,6 +52,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("command -v tshark", "tshark"),
     ("command -v iperf3", "iperf3"),
     ("command -v ip", "iproute2"),
+    ("command -v bpftool", "bpftool"),
+    ("command -v nft", "nftables"),
+    // OSPF over a tunnel, from FRR's own daemons.
+    ("test -x /usr/lib/frr/ospfd", "frr"),
     // Tests craft hostile packets with scapy, for the system python3.
     ("/usr/bin/python3 -c 'import scapy.all'", "python3-scapy"),
     // The interop suite's VM: busybox and cpio build its initramfs.
@@ -246,6 +250,7 @@ fn test() -> Result<()> {
         .args([
             "test",
             "--release",
+            "--no-fail-fast",
             "--workspace",
             "--exclude",
             "tunnel-ebpf",

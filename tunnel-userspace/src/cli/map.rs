@@ -185,10 +185,6 @@ fn flag_words(flags: u32) -> Vec<&'static str> {
         (TUNNEL_F_TOS_INHERIT, "tos-inherit"),
         (TUNNEL_F_BOUND_DEV, "bound-dev"),
         (TUNNEL_F_ETH_DEV, "eth-dev"),
-        (TUNNEL_F_ICSUM, "icsum"),
-        (TUNNEL_F_OCSUM, "ocsum"),
-        (TUNNEL_F_ISEQ, "iseq"),
-        (TUNNEL_F_OSEQ, "oseq"),
         (TUNNEL_F_ISATAP, "isatap"),
         (TUNNEL_F_RPFILTER, "rpfilter"),
     ];
@@ -226,7 +222,7 @@ pub fn neigh_prefix(k: &NeighKey, prefix_len: u32) -> String {
 /// Decodes one (key, value) of a non-per-CPU map.
 fn decode(name: &str, key: &[u8], value: &[u8], ifname: &dyn Fn(u32) -> String) -> (Value, String) {
     match name {
-        MAP_TUNNELS | MAP_TUNNELS_BY_IF => {
+        MAP_TUNNELS | MAP_TUNNELS_BY_IF | MAP_PORTS => {
             let ifindex: u32 = read(key);
             let c: TunnelConfig = read(value);
             let key_text = |flag, k: u32| {
@@ -243,13 +239,16 @@ fn decode(name: &str, key: &[u8], value: &[u8], ifname: &dyn Fn(u32) -> String) 
                 "okey": (c.flags & TUNNEL_F_OKEY != 0).then(|| u32::from_be(c.okey)),
                 "ttl": c.ttl, "tos": c.tos, "flags": flag_words(c.flags), "mtu": c.mtu,
                 "underlay_ifindex": c.underlay_ifindex, "underlay": ifname(c.underlay_ifindex),
+                "tunnel_ifindex": c.ifindex, "port_ifindex": c.port_ifindex,
+                "port": (c.port_ifindex != 0).then(|| ifname(c.port_ifindex)),
             });
             let text = format!(
-                "{} ({ifindex}): mode {} local {} remote {} ikey {} okey {} ttl {} tos 0x{:02x} mtu {} underlay {} ({}) flags {}",
+                "{} ({ifindex}): mode {} local {} remote {} ikey {} okey {} ttl {} tos 0x{:02x} mtu {} underlay {} ({}) port {} ({}) flags {}",
                 ifname(ifindex), mode_name(c.mode), addr_from_wire(c.local), addr_from_wire(c.remote),
                 key_text(TUNNEL_F_IKEY, c.ikey), key_text(TUNNEL_F_OKEY, c.okey),
                 if c.ttl == 0 { "inherit".to_string() } else { c.ttl.to_string() }, c.tos, c.mtu,
-                ifname(c.underlay_ifindex), c.underlay_ifindex, flag_words(c.flags).join(",")
+                ifname(c.underlay_ifindex), c.underlay_ifindex, ifname(c.port_ifindex), c.port_ifindex,
+                flag_words(c.flags).join(",")
             );
             (doc, text)
         }

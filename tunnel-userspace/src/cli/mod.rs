@@ -10,3 +10,4 @@ pub mod output;
 pub mod stats;
 pub mod status;
 pub mod tunnel;
+pub mod words;

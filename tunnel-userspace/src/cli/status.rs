@@ -39,22 +39,23 @@ pub fn show(format: Format) -> Result<()> {
     };
     let (xdp_id, tc_id) = dp.program_ids();
     let mut interfaces = Vec::new();
-    for link in nl.links()? {
-        let xdp = link.xdp_prog_id.filter(|id| Some(*id) == xdp_id).map(|id| {
-            let mode = if link.xdp_attached == XDP_ATTACHED_SKB {
-                "generic"
-            } else {
-                "native"
-            };
-            json!({ "id": id, "mode": mode })
-        });
+    let links = nl.links()?;
+    // Tunnel interfaces, by their ports: a port is shown with its tunnel.
+    let ports: std::collections::HashMap<u32, u32> = dp
+        .tunnels
+        .iter()
+        .flatten()
+        .filter(|(_, cfg)| cfg.port_ifindex != 0)
+        .map(|(ifindex, cfg)| (cfg.port_ifindex, ifindex))
+        .collect();
+    let mut hooks_of = |index: u32| -> Result<serde_json::Map<String, Value>> {
         let mut hooks = serde_json::Map::new();
         for (hook, key) in [
             (TcHook::Ingress, "tc_ingress"),
             (TcHook::Egress, "tc_egress"),
         ] {
             let ours = nl
-                .bpf_filters(link.index, hook)?
+                .bpf_filters(index, hook)?
                 .into_iter()
                 .find(|f| f.prio == FILTER_PRIO && f.prog_id == Some(tc_id));
             hooks.insert(
@@ -65,10 +66,40 @@ pub fn show(format: Format) -> Result<()> {
                 ),
             );
         }
-        if xdp.is_none() && hooks.values().all(Value::is_null) {
+        Ok(hooks)
+    };
+    for link in &links {
+        if ports.contains_key(&link.index) {
             continue;
         }
-        let role = if dp.tunnels.get(&link.index, 0).is_ok() {
+        let xdp = link.xdp_prog_id.filter(|id| Some(*id) == xdp_id).map(|id| {
+            let mode = if link.xdp_attached == XDP_ATTACHED_SKB {
+                "generic"
+            } else {
+                "native"
+            };
+            json!({ "id": id, "mode": mode })
+        });
+        let hooks = hooks_of(link.index)?;
+        let tunnel = dp.tunnels.get(&link.index, 0).ok();
+        // A tunnel's port: the other end of its pair, where it encapsulates.
+        let port = match tunnel.filter(|cfg| cfg.port_ifindex != 0) {
+            Some(cfg) => {
+                let name = links
+                    .iter()
+                    .find(|l| l.index == cfg.port_ifindex)
+                    .map(|l| l.name.clone());
+                let mut port = hooks_of(cfg.port_ifindex)?;
+                port.insert("ifname".into(), json!(name));
+                port.insert("ifindex".into(), json!(cfg.port_ifindex));
+                Value::Object(port)
+            }
+            None => Value::Null,
+        };
+        if xdp.is_none() && hooks.values().all(Value::is_null) && port.is_null() {
+            continue;
+        }
+        let role = if tunnel.is_some() {
             "tunnel"
         } else {
             "underlay"
@@ -81,7 +112,7 @@ pub fn show(format: Format) -> Result<()> {
         };
         interfaces.push(json!({
             "ifname": link.name, "ifindex": link.index, "role": role, "decap": decap, "xdp": xdp,
-            "tc_ingress": hooks["tc_ingress"], "tc_egress": hooks["tc_egress"],
+            "tc_ingress": hooks["tc_ingress"], "tc_egress": hooks["tc_egress"], "port": port,
         }));
     }
     let programs: Vec<Value> = loaded_programs()
@@ -150,6 +181,21 @@ fn print_text(doc: &Value) {
                     t["filter"].as_str().unwrap_or("")
                 ));
             }
+        }
+        if let Some(port) = i["port"].as_object() {
+            let filter = port["tc_ingress"]
+                .as_object()
+                .map_or("no filter".to_string(), |t| {
+                    format!(
+                        "tc ingress id {} ({})",
+                        t["id"],
+                        t["filter"].as_str().unwrap_or("")
+                    )
+                });
+            parts.push(format!(
+                "port {}: {filter}",
+                port["ifname"].as_str().unwrap_or("?")
+            ));
         }
         println!(
             "{} ({}): {}",

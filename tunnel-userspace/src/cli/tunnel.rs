@@ -9,11 +9,15 @@ use tunnel_common::maps::*;
 use tunnel_userspace::{
     config::{self, addr_from_wire, decap_key, Mode, ShowLine, TunnelSpec},
     dataplane::{Dataplane, DecapChoice, FILTER_UNDERLAY_AUTO},
+    device, grammar,
     netlink::{Link, Netlink},
-    tun,
 };
 
-use super::{attach::lookup, output::Format};
+use super::{
+    attach::lookup,
+    output::{Format, Ordered},
+    words::Words,
+};
 
 const ADD_HELP: &str = "\
 Arguments, in any order, as for `ip tunnel add`:
@@ -51,7 +55,9 @@ pub enum TunnelCommand {
             required = true,
             trailing_var_arg = true,
             allow_hyphen_values = true,
-            value_name = "ARGS"
+            value_name = "ARGS",
+            value_parser = Words(grammar::TUNNEL_WORDS),
+            hide_possible_values = true
         )]
         args: Vec<String>,
     },
@@ -64,7 +70,9 @@ pub enum TunnelCommand {
             required = true,
             trailing_var_arg = true,
             allow_hyphen_values = true,
-            value_name = "ARGS"
+            value_name = "ARGS",
+            value_parser = Words(grammar::TUNNEL_WORDS),
+            hide_possible_values = true
         )]
         args: Vec<String>,
     },
@@ -84,18 +92,29 @@ pub enum TunnelCommand {
     /// Delete a tunnel interface and its data-plane state.
     #[command(after_help = "Example:\n  xtun tunnel del tun1")]
     Del {
-        #[arg(value_name = "NAME")]
-        name: String,
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "NAME"
+        )]
+        args: Vec<String>,
     },
     /// List tunnels, as `ip tunnel show` does (`xtun -s tunnel show` adds counters).
     #[command(
         visible_alias = "list",
         visible_alias = "ls",
-        after_help = "Examples:\n  xtun tunnel show\n  xtun tunnel show tun1\n  xtun -s tunnel show"
+        after_help = "Arguments, as for `ip tunnel show`: [ NAME ] [ mode MODE ] [ remote ADDR ] [ local ADDR ] [ key KEY ] [ dev PHYS ]\n\nExamples:\n  xtun tunnel show\n  xtun tunnel show tun1\n  xtun tunnel show remote 10.10.20.2\n  xtun -s tunnel show\n  xtun -j -p tunnel show"
     )]
     Show {
-        #[arg(value_name = "NAME")]
-        name: Option<String>,
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS",
+            value_parser = Words(grammar::TUNNEL_WORDS),
+            hide_possible_values = true
+        )]
+        args: Vec<String>,
     },
 }
 
@@ -109,9 +128,14 @@ pub fn run(cmd: TunnelCommand, stats: bool, format: Format) -> Result<()> {
     match cmd {
         TunnelCommand::Add { args } => add(&args),
         TunnelCommand::Change { args } => change(&args),
-        TunnelCommand::Del { name } => del(&name),
+        TunnelCommand::Del { args } => {
+            let name = config::TunnelSelector::parse(&args)?
+                .name
+                .ok_or(config::ConfigError::MissingName)?;
+            del(&name)
+        }
         TunnelCommand::Prl { args } => prl(&args),
-        TunnelCommand::Show { name } => show(name.as_deref(), stats, format),
+        TunnelCommand::Show { args } => show(&args, stats, format),
     }
 }
 
@@ -133,13 +157,37 @@ fn resolve_underlay(nl: &mut Netlink, spec: &TunnelSpec) -> Result<(Link, Ipv4Ad
             spec.mode.name()
         ),
     };
-    if underlay.kind.as_deref() == Some("tun") {
+    // An L3 device (a TUN device, ARPHRD_NONE) has no link-layer header
+    // for the data plane to receive behind or the neighbour code to fill.
+    if underlay.link_type != ARPHRD_ETHER {
         bail!(
-            "the tunnel would leave by {}, a tunnel; xtun does not nest tunnels",
-            underlay.name
+            "the tunnel would leave by {}, a {} device without Ethernet header (link type {}); xtun needs an Ethernet underlay",
+            underlay.name,
+            underlay.kind.as_deref().unwrap_or("layer-3"),
+            underlay.link_type
         );
     }
     Ok((underlay, spec.local.unwrap_or(Ipv4Addr::UNSPECIFIED)))
+}
+
+/// `ARPHRD_ETHER`: Ethernet-like devices (veth, tap, bridge, macvlan,
+/// vxlan, NICs).
+const ARPHRD_ETHER: u16 = 1;
+
+/// Refuses an underlay that is one of our own tunnel interfaces or ports.
+fn check_not_ours(dp: &Dataplane, underlay: &Link) -> Result<()> {
+    let ours = dp
+        .tunnels
+        .iter()
+        .flatten()
+        .any(|(ifindex, cfg)| ifindex == underlay.index || cfg.port_ifindex == underlay.index);
+    if ours {
+        bail!(
+            "the tunnel would leave by {}, an xtun tunnel; xtun does not nest tunnels",
+            underlay.name
+        );
+    }
+    Ok(())
 }
 
 /// For `local any`: the source of the route to the remote now, used where
@@ -259,42 +307,38 @@ pub(crate) fn add(args: &[String]) -> Result<()> {
 
     let mut dp = Dataplane::find_or_load(&mut nl).context("loading the data plane")?;
     repair(&mut nl, &mut dp)?;
+    check_not_ours(&dp, &underlay)?;
     let mtu = spec.mtu(underlay.mtu);
     let mut cfg = spec.to_config(local, underlay.index, mtu);
     cfg.default_src = default_source(&mut nl, &spec);
     let key = decap_key(&cfg);
     check_decap_free(&mut nl, &mut dp, "add", &spec.name, &cfg)?;
 
-    // The device stays non-persistent until everything is in place: if this
-    // process dies halfway, the kernel removes it and nothing is half-made.
-    let pending =
-        tun::create(&spec.name).with_context(|| format!("add tunnel \"{}\" failed", spec.name))?;
+    // The pair carries a provisional name until everything is in place: if
+    // this process dies halfway, no interface has the tunnel's name, and
+    // the next change removes what is left (`repair`).
     let failed = |err: anyhow::Error| err.context(format!("add tunnel \"{}\" failed", spec.name));
-    let link = match nl.link_by_name(&spec.name) {
-        Ok(Some(link)) if link.kind.as_deref() == Some("tun") => link,
-        Ok(_) => return Err(failed(anyhow!("the new interface is not a TUN device"))),
-        Err(e) => return Err(failed(e.into())),
-    };
+    let new = device::create(&mut nl, mtu).map_err(|e| failed(e.into()))?;
+    let link = new.link.clone();
     let result = (|| -> Result<()> {
-        cfg.flags &= !TUNNEL_F_ETH_DEV;
-        nl.set_mtu(link.index, mtu).context("setting the MTU")?;
-        // Explicit IPv6 addresses only, as on the kernel's ipip and sit.
-        nl.disable_ipv6_addrgen(link.index)?;
+        cfg.flags |= TUNNEL_F_ETH_DEV;
+        cfg.port_ifindex = new.port.index;
         set_segmentation(&mut nl, link.index, &spec)?;
-        set_rpfilter(&spec.name, &spec)?;
+        set_rpfilter(&link.name, &spec)?;
         cfg.stats_slot = dp.allocate_stats_slot()?;
         dp.seq.insert(link.index, SeqState::default(), 0)?;
         dp.set_tunnel(link.index, cfg)?;
         let target = DecapTarget::for_tunnel(link.index, &cfg);
         dp.decap_mut()?.insert(key, target, 0)?;
-        dp.attach_tunnel(&mut nl, link.index)
+        dp.attach_tunnel(&mut nl, link.index, new.port.index)
             .context("attaching encapsulation")?;
         dp.attach_underlay(&mut nl, &underlay, false, DecapChoice::Auto)
             .with_context(|| format!("attaching to {}", underlay.name))?;
-        Ok(pending.persist()?)
+        Ok(new.finish(&mut nl, &spec.name)?)
     })();
     if let Err(err) = result {
-        // Leave nothing half-created: the device went with `pending`.
+        // Leave nothing half-created.
+        let _ = nl.del_link(link.index);
         forget_tunnel(&mut dp, link.index, Some(&key));
         return Err(failed(err));
     }
@@ -307,6 +351,16 @@ pub(crate) fn add(args: &[String]) -> Result<()> {
 /// Says what it repaired. Runs under the namespace lock, so no live `xtun`
 /// is halfway through anything.
 fn repair(nl: &mut Netlink, dp: &mut Dataplane) -> Result<()> {
+    // Pairs an `add` killed halfway left under their provisional name.
+    for link in nl.links()? {
+        if device::is_unfinished(&link.name) && link.kind.as_deref() == Some("veth") {
+            let _ = nl.del_link(link.index);
+            eprintln!(
+                "xtun: repaired: removed {}, left by an add that did not finish",
+                link.name
+            );
+        }
+    }
     let links: std::collections::HashSet<u32> = nl.links()?.iter().map(|l| l.index).collect();
     let tunnels: Vec<(u32, TunnelConfig)> = dp.tunnels.iter().flatten().collect();
     for (ifindex, _) in tunnels.iter().filter(|(i, _)| !links.contains(i)) {
@@ -378,9 +432,12 @@ pub(crate) fn change(args: &[String]) -> Result<()> {
     })?;
     let (underlay, local) = resolve_underlay(&mut nl, &spec)?;
     let mtu = spec.mtu(underlay.mtu);
+    check_not_ours(&dp, &underlay)?;
     let mut cfg = spec.to_config(local, underlay.index, mtu);
     cfg.prl_default = old.prl_default;
     cfg.stats_slot = old.stats_slot;
+    cfg.port_ifindex = old.port_ifindex;
+    cfg.flags |= old.flags & TUNNEL_F_ETH_DEV;
     cfg.default_src = default_source(&mut nl, &spec);
     check_decap_free(&mut nl, &mut dp, "change", name, &cfg)?;
     if spec.needs_per_packet_header() != base.needs_per_packet_header() {
@@ -405,7 +462,7 @@ pub(crate) fn change(args: &[String]) -> Result<()> {
         dp.decap_mut()?.remove(&old_key)?;
     }
     if link.mtu != mtu {
-        nl.set_mtu(link.index, mtu).context("setting the MTU")?;
+        device::set_mtu(&mut nl, link.index, cfg.port_ifindex, mtu).context("setting the MTU")?;
     }
     if underlay.index != old.underlay_ifindex {
         release_underlay(&mut nl, &mut dp, old.underlay_ifindex)?;
@@ -579,114 +636,166 @@ pub(crate) fn del(name: &str) -> Result<()> {
     release_underlay(&mut nl, &mut dp, cfg.underlay_ifindex)
 }
 
-fn show(name: Option<&str>, stats: bool, format: Format) -> Result<()> {
+/// `ip tunnel show`: with a name whose mode is known (given, or implied as
+/// in `gre1`), that tunnel or an error; otherwise every tunnel the words
+/// select (a name, remote, local, key, dev, mode), silently none.
+fn show(args: &[String], stats: bool, format: Format) -> Result<()> {
+    let sel = config::TunnelSelector::parse(args)?;
     let mut nl = Netlink::new()?;
-    let (dp, mut tunnels) = if let Some(name) = name {
-        let (dp, link, cfg) = find_tunnel(&mut nl, name, "get")?;
-        (dp, vec![(link, cfg)])
-    } else {
-        let Some(dp) = Dataplane::find(&mut nl)? else {
-            if format.json {
-                format.print_json(&json!([]));
-            }
-            return Ok(());
-        };
-        let links = nl.links()?;
-        let tunnels = dp
-            .tunnels
-            .iter()
-            .flatten()
-            .filter_map(|(ifindex, cfg)| {
-                links
+    if let Some(dev) = &sel.dev {
+        lookup(&mut nl, dev)?;
+    }
+    let (dp, mut tunnels) = match (&sel.name, sel.mode) {
+        (Some(name), Some(_)) => {
+            let (dp, link, cfg) = find_tunnel(&mut nl, name, "get")?;
+            (Some(dp), vec![(link, cfg)])
+        }
+        _ => match Dataplane::find(&mut nl)? {
+            None => (None, vec![]),
+            Some(dp) => {
+                let links = nl.links()?;
+                let tunnels = dp
+                    .tunnels
                     .iter()
-                    .find(|l| l.index == ifindex)
-                    .map(|l| (l.clone(), cfg))
-            })
-            .collect();
-        (dp, tunnels)
+                    .flatten()
+                    .filter_map(|(ifindex, cfg)| {
+                        let link = links.iter().find(|l| l.index == ifindex)?;
+                        let dev = bound_dev(&links, &cfg);
+                        sel.selects(&link.name, &cfg, dev)
+                            .then(|| (link.clone(), cfg))
+                    })
+                    .collect();
+                (Some(dp), tunnels)
+            }
+        },
     };
-    tunnels.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    // In the kernel's link order, as `ip tunnel show` lists them.
+    tunnels.sort_by_key(|(link, _)| link.index);
     let links = nl.links()?;
     let mut docs = Vec::new();
     for (link, cfg) in &tunnels {
         let underlay = links.iter().find(|l| l.index == cfg.underlay_ifindex);
-        let dev = (cfg.flags & TUNNEL_F_BOUND_DEV != 0)
-            .then(|| underlay.map(|l| l.name.as_str()))
+        let dev = bound_dev(&links, cfg);
+        let counters = stats
+            .then(|| {
+                dp.as_ref()
+                    .map(|dp| dp.tunnel_totals(link.index).unwrap_or_default())
+            })
             .flatten();
-        let counters = stats.then(|| dp.tunnel_totals(link.index).unwrap_or_default());
         if format.json {
             docs.push(tunnel_json(link, cfg, dev, underlay, counters.as_ref()));
             continue;
         }
-        println!(
-            "{}",
-            ShowLine {
-                name: &link.name,
-                cfg,
-                dev
-            }
-        );
-        if let Some(s) = counters {
-            println!("RX: Packets    Bytes        Errors CsumErrs OutOfSeq Mcasts");
-            println!(
-                "    {:<10} {:<12} {:<6} {:<8} {:<8} {:<8}",
-                s.rx_packets,
-                s.rx_bytes,
-                s.rx_errors,
-                s.rx_csum_errors,
-                s.rx_out_of_seq,
-                s.rx_mcasts
-            );
-            println!("TX: Packets    Bytes        Errors DeadLoop NoRoute  NoBufs");
-            println!(
-                "    {:<10} {:<12} {:<6} {:<8} {:<8} {:<6}",
-                s.tx_packets, s.tx_bytes, s.tx_errors, s.tx_dead_loop, s.tx_no_route, s.tx_no_bufs
-            );
+        let mut record = ShowLine {
+            name: &link.name,
+            cfg,
+            dev,
         }
+        .to_string();
+        if let Some(s) = counters {
+            record.push_str(&format!(
+                "\nRX: Packets    Bytes        Errors CsumErrs OutOfSeq Mcasts\n    {:<10} {:<12} {:<6} {:<8} {:<8} {:<8}",
+                s.rx_packets, s.rx_bytes, s.rx_errors, s.rx_csum_errors, s.rx_out_of_seq, s.rx_mcasts
+            ));
+            record.push_str(&format!(
+                "\nTX: Packets    Bytes        Errors DeadLoop NoRoute  NoBufs\n    {:<10} {:<12} {:<6} {:<8} {:<8} {:<6}",
+                s.tx_packets, s.tx_bytes, s.tx_errors, s.tx_dead_loop, s.tx_no_route, s.tx_no_bufs
+            ));
+        }
+        format.print_record(&record);
     }
     if format.json {
-        format.print_json(&Value::Array(docs));
+        format.print_json(&docs);
     }
     Ok(())
 }
 
-/// One tunnel as JSON; the field names are part of xtun's interface.
+/// The `dev` a tunnel was bound to, by name (none when it follows the route).
+fn bound_dev<'a>(links: &'a [Link], cfg: &TunnelConfig) -> Option<&'a str> {
+    if cfg.flags & TUNNEL_F_BOUND_DEV == 0 {
+        return None;
+    }
+    links
+        .iter()
+        .find(|l| l.index == cfg.underlay_ifindex)
+        .map(|l| l.name.as_str())
+}
+
+/// One tunnel as JSON: first every field `ip -j tunnel show` prints, with
+/// its names, types and order; then xtun's own (ifindex, underlay, mtu,
+/// rpfilter, prl_default, and with -s the counters).
 fn tunnel_json(
     link: &Link,
     cfg: &TunnelConfig,
     dev: Option<&str>,
     underlay: Option<&Link>,
     stats: Option<&TunnelStats>,
-) -> Value {
-    let mode = Mode::from_map(cfg.mode).map_or("unknown", Mode::name);
-    let key = |flag: u32, key: u32| (cfg.flags & flag != 0).then(|| u32::from_be(key));
-    let mut doc = json!({
-        "ifname": link.name,
-        "ifindex": link.index,
-        "mode": mode,
-        "remote": any_or_addr(cfg.remote),
-        "local": any_or_addr(cfg.local),
-        "link": dev,
-        "underlay": underlay.map(|l| l.name.clone()),
-        "ttl": if cfg.ttl == 0 { json!("inherit") } else { json!(cfg.ttl) },
-        "tos": match (cfg.flags & TUNNEL_F_TOS_INHERIT != 0, cfg.tos) {
-            (true, 0) => json!("inherit"),
-            (true, t) => json!(format!("inherit/0x{t:x}")),
-            (false, t) => json!(format!("0x{t:x}")),
-        },
-        "pmtudisc": cfg.flags & TUNNEL_F_PMTUDISC != 0,
-        "rpfilter": cfg.flags & TUNNEL_F_RPFILTER != 0,
-        "icsum": cfg.flags & TUNNEL_F_ICSUM != 0,
-        "ocsum": cfg.flags & TUNNEL_F_OCSUM != 0,
-        "iseq": cfg.flags & TUNNEL_F_ISEQ != 0,
-        "oseq": cfg.flags & TUNNEL_F_OSEQ != 0,
-        "prl_default": (cfg.prl_default != 0).then(|| addr_from_wire(cfg.prl_default).to_string()),
-        "ikey": key(TUNNEL_F_IKEY, cfg.ikey),
-        "okey": key(TUNNEL_F_OKEY, cfg.okey),
-        "mtu": cfg.mtu,
-    });
+) -> Ordered {
+    let mode = Mode::from_map(cfg.mode);
+    let mut doc = Ordered::default();
+    doc.push("ifname", link.name.clone());
+    doc.push(
+        "mode",
+        mode.map_or("unknown/ip".to_string(), |m| {
+            format!("{}/ip", m.show_name())
+        }),
+    );
+    doc.push("remote", addr_from_wire(cfg.remote).to_string());
+    doc.push("local", addr_from_wire(cfg.local).to_string());
+    if let Some(dev) = dev {
+        doc.push("dev", dev.to_string());
+    }
+    if cfg.ttl != 0 {
+        doc.push("ttl", cfg.ttl);
+    }
+    // `ip` prints the kernel's TOS byte, where an odd value means inherit;
+    // plain inherit (1) only in text.
+    let tos = cfg.tos | u8::from(cfg.flags & TUNNEL_F_TOS_INHERIT != 0);
+    if tos > 1 {
+        doc.push("tos", grammar::dsfield_name(tos));
+    }
+    if cfg.flags & TUNNEL_F_PMTUDISC == 0 {
+        doc.push("nopmtudisc", Value::Null);
+    }
+    let ikey = (cfg.flags & TUNNEL_F_IKEY != 0).then(|| u32::from_be(cfg.ikey));
+    let okey = (cfg.flags & TUNNEL_F_OKEY != 0).then(|| u32::from_be(cfg.okey));
+    match (ikey, okey) {
+        (Some(i), Some(o)) if i == o => doc.push("key", i),
+        _ => {
+            if let Some(i) = ikey {
+                doc.push("ikey", i);
+            }
+            if let Some(o) = okey {
+                doc.push("okey", o);
+            }
+        }
+    }
+    if mode == Some(Mode::Gre) {
+        let flags: Vec<&str> = [
+            (TUNNEL_F_ISEQ, "rx_drop_ooseq"),
+            (TUNNEL_F_ICSUM, "rx_csum"),
+            (TUNNEL_F_OSEQ, "tx_seq"),
+            (TUNNEL_F_OCSUM, "tx_csum"),
+        ]
+        .into_iter()
+        .filter(|(flag, _)| cfg.flags & flag != 0)
+        .map(|(_, name)| name)
+        .collect();
+        doc.push("flags", json!(flags));
+    }
+    // xtun's own, after everything `ip` prints.
+    doc.push("ifindex", link.index);
+    doc.push("underlay", underlay.map(|l| l.name.clone()));
+    doc.push("mtu", cfg.mtu);
+    doc.push("rpfilter", cfg.flags & TUNNEL_F_RPFILTER != 0);
+    if mode == Some(Mode::Isatap) {
+        doc.push(
+            "prl_default",
+            (cfg.prl_default != 0).then(|| addr_from_wire(cfg.prl_default).to_string()),
+        );
+    }
     if let Some(s) = stats {
-        doc["stats"] = json!({
+        doc.push("stats", json!({
             "rx": {
                 "packets": s.rx_packets, "bytes": s.rx_bytes, "errors": s.rx_errors,
                 "csum_errors": s.rx_csum_errors, "out_of_sequence": s.rx_out_of_seq,
@@ -696,7 +805,7 @@ fn tunnel_json(
                 "packets": s.tx_packets, "bytes": s.tx_bytes, "errors": s.tx_errors,
                 "dead_loop": s.tx_dead_loop, "no_route": s.tx_no_route, "no_buffers": s.tx_no_bufs,
             },
-        });
+        }));
     }
     doc
 }

@@ -69,6 +69,15 @@ pub fn frame(proto: u8, tunnel: &[u8], inner: &[u8], outer_tos: u8) -> Vec<u8> {
 /// Bytes of XDP metadata in front of a decapsulated frame.
 pub const XDP_META_LEN: usize = std::mem::size_of::<XdpMeta>();
 
+/// The XDP metadata of a frame XDP leaves whole for tc to decapsulate (a
+/// GRE checksum that may be pending offload).
+pub fn checksum_in_tc_tag() -> Vec<u8> {
+    [XDP_META_CSUM_IN_TC, 0, 0, 0, 0]
+        .iter()
+        .flat_map(|w: &u32| w.to_ne_bytes())
+        .collect()
+}
+
 /// What a decapsulated frame must look like: the XDP metadata `tag`
 /// (BPF_PROG_TEST_RUN returns it in front of the frame), then the same
 /// MACs, the inner packet's EtherType and the inner packet.
@@ -126,10 +135,16 @@ impl Harness {
             .map(|(_, t)| t)
             .find(|t| t.ifindex == ifindex)
             .expect("no decapsulation entry for the tunnel");
-        [XDP_META_MAGIC, ifindex, target.flags, target.stats_slot]
-            .iter()
-            .flat_map(|w| w.to_ne_bytes())
-            .collect()
+        [
+            XDP_META_MAGIC,
+            ifindex,
+            target.flags,
+            target.stats_slot,
+            target.port,
+        ]
+        .iter()
+        .flat_map(|w| w.to_ne_bytes())
+        .collect()
     }
 
     pub fn xdp(&self, input: &[u8]) -> (u32, Vec<u8>) {

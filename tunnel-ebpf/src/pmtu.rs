@@ -1,0 +1,290 @@
+//! Path MTU, as the kernel's tunnels keep it: ICMP "fragmentation needed"
+//! for an outer packet a tunnel sent lowers that tunnel's path MTU to the
+//! remote (`note_icmp`, on the underlay); an inner packet that then does not
+//! fit and may not be fragmented is answered with ICMP "fragmentation
+//! needed" to its sender (`answer_too_big`, on the port), so that TCP lowers
+//! its segment size instead of black-holing.
+
+use aya_ebpf::{
+    bindings::{
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup as FibParams,
+        BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH,
+        BPF_FIB_LOOKUP_SRC, TC_ACT_REDIRECT,
+    },
+    helpers::generated::{
+        bpf_fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh, bpf_skb_change_tail,
+    },
+    programs::TcContext,
+};
+use network_types::eth::EthHdr;
+use tunnel_common::{
+    maps::{DecapKey, PmtuEntry, PmtuKey, TunnelConfig, MIN_PMTU, PMTU_EXPIRES_NS, TUNNEL_MAC},
+    stats::*,
+    wire::{self, Ipv4Words},
+};
+
+use crate::{
+    csum,
+    decap::find_tunnel,
+    maps::PMTU,
+    parse::{ptr_at_mut, read_at, Frame},
+};
+
+pub const IPPROTO_ICMP: u8 = 1;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_FRAG_NEEDED: u8 = 4;
+const ICMP_HDR_LEN: usize = 8;
+const AF_INET: u8 = 2;
+
+/// Bytes an ICMP error quotes of the packet it answers, beyond its IP
+/// header: enough for the ports and TCP's sequence number (RFC 792).
+const QUOTED_PAYLOAD: usize = 8;
+
+/// Looks at an ICMP message (its header at `l4`) received on an underlay:
+/// a "fragmentation needed" whose quoted header is an outer packet one of
+/// our tunnels sent (local -> remote, the protocol, the GRE key when the
+/// tunnel has one) records the reported MTU for (tunnel, remote). Returns
+/// the counter reason; the message itself always goes on to the kernel.
+#[inline(always)]
+pub fn note_icmp<F: Frame>(ctx: &F, l4: usize) -> u32 {
+    let Ok(head) = read_at::<[u8; 8], F>(ctx, l4) else {
+        return RX_PASS_NOT_TUNNEL;
+    };
+    if head[0] != ICMP_DEST_UNREACH || head[1] != ICMP_FRAG_NEEDED {
+        return RX_PASS_NOT_TUNNEL;
+    }
+    let mtu = u16::from_be_bytes([head[6], head[7]]) as u32;
+    let quoted = l4 + ICMP_HDR_LEN;
+    let Ok(ip) = read_at::<Ipv4Words, F>(ctx, quoted) else {
+        return RX_ICMP_IGNORED;
+    };
+    let ihl = ip.header_len();
+    let proto = ip.proto();
+    if ip.version() != 4 || ihl < wire::IPV4_HDR_LEN {
+        return RX_ICMP_IGNORED;
+    }
+    if proto != wire::IPPROTO_GRE && proto != wire::IPPROTO_IPIP && proto != wire::IPPROTO_IPV6 {
+        return RX_ICMP_IGNORED;
+    }
+    // The GRE key, when the quoted header has one: it must be quoted
+    // whole, as the kernel's ipgre_err requires.
+    let mut key = None;
+    if proto == wire::IPPROTO_GRE {
+        let mut flags = [0u8; 2];
+        if !ctx.load(quoted + ihl, flags.as_mut_ptr(), 2) {
+            return RX_ICMP_IGNORED;
+        }
+        let flags = u16::from_be_bytes(flags);
+        if flags & wire::GRE_KEY != 0 {
+            let mut k = [0u8; 4];
+            if !ctx.load(
+                quoted + ihl + wire::gre_key_offset(flags),
+                k.as_mut_ptr(),
+                4,
+            ) {
+                return RX_ICMP_IGNORED;
+            }
+            key = Some(u32::from_ne_bytes(k));
+        }
+    }
+    // The packet we sent: from our local address to the remote.
+    let lookup = DecapKey {
+        local: ip.src(),
+        remote: ip.dst(),
+        key: key.unwrap_or(0),
+        proto,
+        has_key: key.is_some() as u8,
+        _pad: [0; 2],
+    };
+    let Some(target) = find_tunnel(lookup) else {
+        return RX_ICMP_IGNORED;
+    };
+    // A report below the minimum, or not below the packet it quotes, is
+    // not one a router makes for it.
+    if mtu < MIN_PMTU || mtu >= ip.tot_len() as u32 {
+        return RX_ICMP_IGNORED;
+    }
+    let key = PmtuKey {
+        ifindex: target.ifindex,
+        remote: ip.dst(),
+    };
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // As the kernel's route exceptions: a report only lowers a path MTU
+    // that still holds (or refreshes it); a higher one waits for expiry.
+    // SAFETY: the value is copied out.
+    if let Some(known) = unsafe { PMTU.get(key) } {
+        if known.expires_ns > now && known.mtu < mtu {
+            return RX_ICMP_IGNORED;
+        }
+    }
+    let entry = PmtuEntry {
+        mtu,
+        _pad: 0,
+        expires_ns: now + PMTU_EXPIRES_NS,
+    };
+    if PMTU.insert(key, entry, 0).is_err() {
+        return RX_ICMP_IGNORED;
+    }
+    RX_ICMP_FRAG_NEEDED
+}
+
+/// The path MTU to `remote` for outer packets of tunnel `ifindex`, while a
+/// report holds.
+#[inline(always)]
+pub fn path_mtu(ifindex: u32, remote: u32) -> Option<u32> {
+    let key = PmtuKey { ifindex, remote };
+    // SAFETY: the value is copied out.
+    let known = unsafe { PMTU.get(key) }?;
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    (known.expires_ns > now).then_some(known.mtu)
+}
+
+/// What an inner IPv4 packet is, as far as fragmentation goes.
+pub struct InnerV4 {
+    pub src: u32,
+    pub header_len: usize,
+    /// Not the first fragment: never answered (RFC 1122).
+    pub later_fragment: bool,
+}
+
+/// The IP header and ICMP header of the answer, as halfwords.
+#[repr(C)]
+struct IcmpHeaders {
+    eth_type: u16,
+    ip: [u16; wire::IPV4_HDR_LEN / 2],
+    icmp: [u16; ICMP_HDR_LEN / 2],
+}
+
+/// Turns the inner IPv4 packet behind the Ethernet header into an ICMP
+/// "fragmentation needed" carrying `mtu` (the tunnel's MTU on this path)
+/// and sends it to the inner source: into the tunnel interface when the
+/// sender is this host (its address as source, as the kernel's answers
+/// over loopback have it; `tunnel add` sets `accept_local` on the tunnel
+/// interface so that rp_filter passes it), or out of the interface the
+/// route to a forwarded sender leaves by, from that interface's address.
+#[inline(always)]
+pub fn answer_too_big(
+    ctx: &TcContext,
+    cfg: &TunnelConfig,
+    inner: &InnerV4,
+    mtu: u32,
+) -> Result<i32, u32> {
+    if inner.later_fragment {
+        return Err(TX_TOO_BIG_DROP);
+    }
+    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
+    let mut params: FibParams = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    params.ifindex = cfg.datapath_ifindex();
+    params.__bindgen_anon_4.ipv4_dst = inner.src;
+    // SAFETY: helper call with a request on our stack.
+    let ret = unsafe {
+        bpf_fib_lookup(
+            ctx.skb.skb as *mut _,
+            &mut params,
+            core::mem::size_of::<FibParams>() as i32,
+            BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC,
+        )
+    } as u32;
+    let local_sender = ret == BPF_FIB_LKUP_RET_NOT_FWDED;
+    // SAFETY: the helper filled these in on success.
+    let (src, oif, next_hop) = unsafe {
+        (
+            params.__bindgen_anon_3.ipv4_src,
+            params.ifindex,
+            params.__bindgen_anon_4.ipv4_dst,
+        )
+    };
+    let forwarded = ret == BPF_FIB_LKUP_RET_SUCCESS && src != 0 && oif != cfg.ifindex;
+    if !local_sender && !forwarded {
+        return Err(TX_TOO_BIG_DROP);
+    }
+    let from = if local_sender { inner.src } else { src };
+
+    // The quote: the inner header and the first bytes after it.
+    let quote = (inner.header_len + QUOTED_PAYLOAD).min(ctx.len() as usize - EthHdr::LEN);
+    let head = EthHdr::LEN + quote;
+    // SAFETY: helper calls on our own skb.
+    if unsafe { bpf_skb_change_tail(ctx.skb.skb, head as u32, 0) } != 0 {
+        return Err(TX_TOO_BIG_DROP);
+    }
+    let added = (wire::IPV4_HDR_LEN + ICMP_HDR_LEN) as i32;
+    ctx.adjust_room(added, BPF_ADJ_ROOM_MAC, 0)
+        .map_err(|_| TX_TOO_BIG_DROP)?;
+
+    let total = (wire::IPV4_HDR_LEN + ICMP_HDR_LEN + quote) as u16;
+    let [from_hi, from_lo] = wire::split_words(from);
+    let [to_hi, to_lo] = wire::split_words(inner.src);
+    let mut headers = IcmpHeaders {
+        eth_type: wire::ETH_P_IP.to_be(),
+        ip: [
+            // Internetwork control precedence, as the kernel's ICMP errors.
+            u16::from_be_bytes([0x45, 0xc0]).to_be(),
+            total.to_be(),
+            0,
+            0,
+            u16::from_be_bytes([64, IPPROTO_ICMP]).to_be(),
+            0,
+            from_hi,
+            from_lo,
+            to_hi,
+            to_lo,
+        ],
+        icmp: [
+            u16::from_be_bytes([ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED]).to_be(),
+            0,
+            0,
+            (mtu.min(u16::MAX as u32) as u16).to_be(),
+        ],
+    };
+    headers.ip[5] = wire::ipv4_header_checksum(&headers.ip);
+    let quoted_at = EthHdr::LEN + wire::IPV4_HDR_LEN + ICMP_HDR_LEN;
+    let quoted_sum = csum::sum_bytes(ctx, quoted_at, quote).ok_or(TX_TOO_BIG_DROP)?;
+    let icmp_sum = csum::add(
+        csum::sum_array(&wire::bytes_of::<4, 8>(headers.icmp)),
+        quoted_sum,
+    );
+    headers.icmp[1] = wire::csum_fold(icmp_sum).to_be();
+    let dst_mac: [u16; 3] = wire::words_of(if local_sender {
+        TUNNEL_MAC
+    } else {
+        // Any unicast placeholder: bpf_redirect_neigh writes the real one.
+        [0x02, 0, 0, 0, 0, 0x01]
+    });
+    // Written in place: the headers are linear after adjust_room.
+    let eth_dst: *mut [u16; 3] = ptr_at_mut(ctx, 0).map_err(|_| TX_TOO_BIG_DROP)?;
+    let at: *mut IcmpHeaders = ptr_at_mut(ctx, 12).map_err(|_| TX_TOO_BIG_DROP)?;
+    // SAFETY: both bounds checked after the last change to the packet.
+    unsafe {
+        eth_dst.write(dst_mac);
+        at.write(headers);
+    }
+
+    let action = if local_sender {
+        // Out of the port: received on the tunnel interface.
+        // SAFETY: plain helper call.
+        unsafe { bpf_redirect(cfg.port_ifindex, 0) }
+    } else {
+        let mut nh = aya_ebpf::bindings::bpf_redir_neigh {
+            nh_family: AF_INET as u32,
+            __bindgen_anon_1: aya_ebpf::bindings::bpf_redir_neigh__bindgen_ty_1 {
+                ipv4_nh: next_hop,
+            },
+        };
+        // SAFETY: helper call with parameters on our stack.
+        unsafe {
+            bpf_redirect_neigh(
+                oif,
+                &mut nh,
+                core::mem::size_of::<aya_ebpf::bindings::bpf_redir_neigh>() as i32,
+                0,
+            )
+        }
+    } as i32;
+    if action != TC_ACT_REDIRECT {
+        return Err(TX_TOO_BIG_DROP);
+    }
+    Ok(action)
+}

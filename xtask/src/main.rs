@@ -401,6 +401,11 @@ fn unpack_vm_packages() -> Result<()> {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&debs)?;
     std::fs::create_dir_all(&root)?;
+    // apt fetches as its own user `_apt`, which must be able to write here.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&debs, std::fs::Permissions::from_mode(0o777))?;
+    }
     run(Command::new("apt-get")
         .current_dir(&debs)
         .args(["download", "-qq"])

@@ -145,6 +145,8 @@ pub struct Dataplane {
     pub neigh: LpmTrie<MapData, NeighKey, NeighEntry>,
     pub prl: HashMap<MapData, PrlKey, PrlEntry>,
     pub seq: HashMap<MapData, u32, SeqState>,
+    /// Path MTUs the data plane learnt from ICMP (read-only here).
+    pmtu: HashMap<MapData, PmtuKey, PmtuEntry>,
 }
 
 /// A running instance's map `name`, as this build's type for it. A map that
@@ -294,6 +296,7 @@ impl Dataplane {
             neigh: take_shaped(&mut maps, MAP_NEIGH)?,
             prl: take_shaped(&mut maps, MAP_PRL)?,
             seq: take_shaped(&mut maps, MAP_SEQ)?,
+            pmtu: take_shaped(&mut maps, MAP_PMTU)?,
         })
     }
 
@@ -335,6 +338,7 @@ impl Dataplane {
         let neigh = LpmTrie::try_from(take(MAP_NEIGH)?)?;
         let prl = HashMap::try_from(take(MAP_PRL)?)?;
         let seq = HashMap::try_from(take(MAP_SEQ)?)?;
+        let pmtu = HashMap::try_from(take(MAP_PMTU)?)?;
         let mut settings: Array<MapData, Settings> = Array::try_from(take(MAP_SETTINGS)?)?;
         settings.set(
             0,
@@ -364,6 +368,7 @@ impl Dataplane {
             neigh,
             prl,
             seq,
+            pmtu,
         })
     }
 
@@ -507,6 +512,41 @@ impl Dataplane {
         self.tunnels_by_if
             .as_mut()
             .filter(|_| ifindex < IF_INDEXED_MAX)
+    }
+
+    /// The path MTUs tunnel `ifindex` has learnt that still hold: (remote,
+    /// path MTU of outer packets, seconds left).
+    pub fn path_mtus(&self, ifindex: u32) -> Vec<(u32, u32, u64)> {
+        // bpf_ktime_get_ns() counts CLOCK_MONOTONIC.
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the timespec we pass.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let now = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+        let mut found: Vec<(u32, u32, u64)> = self
+            .pmtu
+            .iter()
+            .flatten()
+            .filter(|(k, e)| k.ifindex == ifindex && e.expires_ns > now)
+            .map(|(k, e)| (k.remote, e.mtu, (e.expires_ns - now) / 1_000_000_000))
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// Forgets the path MTUs of tunnel `ifindex` (it is gone).
+    pub fn forget_path_mtus(&mut self, ifindex: u32) {
+        let keys: Vec<PmtuKey> = self
+            .pmtu
+            .keys()
+            .flatten()
+            .filter(|k| k.ifindex == ifindex)
+            .collect();
+        for key in keys {
+            let _ = self.pmtu.remove(&key);
+        }
     }
 
     /// Starts counting by reason for an interface (zeroed).

@@ -207,6 +207,7 @@ impl Globals {
             json: self.json,
             pretty: self.pretty,
             oneline: self.oneline,
+            details: self.details,
         }
     }
 }

@@ -475,6 +475,14 @@ fn traffic_follows_the_route_to_another_uplink() {
         "lost {} of 800 across the route change",
         800 - got
     );
+    // tunnel show names the underlay in use now.
+    let shown = stdout(
+        topo.ns1
+            .exec(&[XTUN, "-j", "tunnel", "show", "tun1"])
+            .unwrap(),
+    );
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown[0]["underlay"], "v3", "{shown}");
 }
 
 /// Relays frames between a tap device in one namespace and one in

@@ -81,6 +81,7 @@ fn tunnel_show_text_json_and_exact_counters() {
         "ifindex": ifindex(ns1, "tun1"),
         "underlay": "v1",
         "mtu": 1472,
+        "path_mtu": [],
         "rpfilter": false,
         "stats": {
             "rx": {"packets": 100, "bytes": 8400, "errors": 0, "csum_errors": 0, "out_of_sequence": 0, "multicast": 0},
@@ -205,15 +206,15 @@ fn map_list_and_dump_decode_every_entry() {
     // v1 and tun1 have small ifindexes: counted in the indexed array.
     assert_eq!(
         row("XTUN_IF_COUNTER"),
-        ["XTUN_IF_COUNTER", "percpu_hash", "4", "224", "65536", "0"]
+        ["XTUN_IF_COUNTER", "percpu_hash", "4", "264", "65536", "0"]
     );
     assert_eq!(
         row("XTUN_IF_INDEXED"),
-        ["XTUN_IF_INDEXED", "percpu_array", "4", "224", "1024", "2"]
+        ["XTUN_IF_INDEXED", "percpu_array", "4", "264", "1024", "2"]
     );
     assert_eq!(
         row("XTUN_COUNTERS"),
-        ["XTUN_COUNTERS", "percpu_array", "4", "8", "27", "27"]
+        ["XTUN_COUNTERS", "percpu_array", "4", "8", "32", "32"]
     );
     assert_eq!(
         row("XTUN_SETTINGS"),

@@ -10,6 +10,8 @@ pub struct Format {
     pub pretty: bool,
     /// `-o`: each record on one line, its line breaks printed as `\`.
     pub oneline: bool,
+    /// `-d`: xtun's own details after what `ip` prints.
+    pub details: bool,
 }
 
 impl Format {

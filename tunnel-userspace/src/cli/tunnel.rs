@@ -532,6 +532,7 @@ fn forget_tunnel(dp: &mut Dataplane, ifindex: u32, key: Option<&DecapKey>) {
     // Its counter slot is free again once the configuration is gone.
     let _ = dp.remove_tunnel(ifindex);
     let _ = dp.seq.remove(&ifindex);
+    dp.forget_path_mtus(ifindex);
     forget_tunnel_entries(dp, ifindex);
     dp.untrack_interface(ifindex);
 }
@@ -674,8 +675,12 @@ fn show(args: &[String], stats: bool, format: Format) -> Result<()> {
     let links = nl.links()?;
     let mut docs = Vec::new();
     for (link, cfg) in &tunnels {
-        let underlay = links.iter().find(|l| l.index == cfg.underlay_ifindex);
+        let underlay = underlay_in_use(&mut nl, &links, cfg);
         let dev = bound_dev(&links, cfg);
+        let path_mtus = dp
+            .as_ref()
+            .map(|dp| dp.path_mtus(link.index))
+            .unwrap_or_default();
         let counters = stats
             .then(|| {
                 dp.as_ref()
@@ -683,7 +688,14 @@ fn show(args: &[String], stats: bool, format: Format) -> Result<()> {
             })
             .flatten();
         if format.json {
-            docs.push(tunnel_json(link, cfg, dev, underlay, counters.as_ref()));
+            docs.push(tunnel_json(
+                link,
+                cfg,
+                dev,
+                underlay,
+                &path_mtus,
+                counters.as_ref(),
+            ));
             continue;
         }
         let mut record = ShowLine {
@@ -702,12 +714,40 @@ fn show(args: &[String], stats: bool, format: Format) -> Result<()> {
                 s.tx_packets, s.tx_bytes, s.tx_errors, s.tx_dead_loop, s.tx_no_route, s.tx_no_bufs
             ));
         }
+        // `-d`: where the packets leave now, and what the path allows.
+        if format.details {
+            if let Some(underlay) = underlay {
+                record.push_str(&format!("\n    underlay {}", underlay.name));
+            }
+            for (remote, mtu, left) in &path_mtus {
+                record.push_str(&format!(
+                    "\n    path mtu {mtu} to {} expires {left}s",
+                    addr_from_wire(*remote)
+                ));
+            }
+        }
         format.print_record(&record);
     }
     if format.json {
         format.print_json(&docs);
     }
     Ok(())
+}
+
+/// The interface a tunnel's packets leave by now: its `dev`, or where the
+/// route to its remote leads (the data plane routes each packet).
+fn underlay_in_use<'a>(
+    nl: &mut Netlink,
+    links: &'a [Link],
+    cfg: &TunnelConfig,
+) -> Option<&'a Link> {
+    let index = if cfg.flags & TUNNEL_F_BOUND_DEV == 0 && cfg.remote != 0 {
+        nl.route_get(addr_from_wire(cfg.remote))
+            .map_or(cfg.underlay_ifindex, |r| r.oif)
+    } else {
+        cfg.underlay_ifindex
+    };
+    links.iter().find(|l| l.index == index)
 }
 
 /// The `dev` a tunnel was bound to, by name (none when it follows the route).
@@ -729,6 +769,7 @@ fn tunnel_json(
     cfg: &TunnelConfig,
     dev: Option<&str>,
     underlay: Option<&Link>,
+    path_mtus: &[(u32, u32, u64)],
     stats: Option<&TunnelStats>,
 ) -> Ordered {
     let mode = Mode::from_map(cfg.mode);
@@ -787,6 +828,13 @@ fn tunnel_json(
     doc.push("ifindex", link.index);
     doc.push("underlay", underlay.map(|l| l.name.clone()));
     doc.push("mtu", cfg.mtu);
+    let path_mtus: Vec<Value> = path_mtus
+        .iter()
+        .map(|(remote, mtu, left)| {
+            json!({ "remote": addr_from_wire(*remote).to_string(), "mtu": mtu, "expires_in": left })
+        })
+        .collect();
+    doc.push("path_mtu", json!(path_mtus));
     doc.push("rpfilter", cfg.flags & TUNNEL_F_RPFILTER != 0);
     if mode == Some(Mode::Isatap) {
         doc.push(

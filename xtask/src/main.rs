@@ -58,7 +58,18 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("test -x /usr/lib/frr/ospfd", "frr"),
     // Tests craft hostile packets with scapy, for the system python3.
     ("/usr/bin/python3 -c 'import scapy.all'", "python3-scapy"),
+    // The interop suite's VM: busybox and cpio build its initramfs.
+    ("test -x /bin/busybox", "busybox-static"),
+    ("command -v cpio", "cpio"),
 ];
+
+/// What the interop suite (tunnel-userspace/tests/interop.rs) boots: Debian's
+/// kernel (with ip_gre, ipip and sit as modules) under Debian's qemu. They are
+/// not installed but unpacked (`apt-get download` + `dpkg -x`) into
+/// `target/interop-vm/root`: installing linux-image-amd64 runs
+/// update-initramfs and bootloader hooks and upgrades systemd, and
+/// qemu-system-x86 would remove the machine's newer qemu-utils.
+const VM_ROOT: &str = "target/interop-vm/root";
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -333,7 +344,78 @@ fn setup() -> Result<()> {
         ]))?;
     }
     install_bpf_linker()?;
-    install_packages()
+    install_packages()?;
+    unpack_vm_packages()
+}
+
+/// Unpacks the kernel package that `linux-image-amd64` points at, and
+/// qemu-system-x86 with whatever of its dependencies this machine lacks,
+/// into VM_ROOT. Skipped when VM_ROOT holds a kernel and qemu already.
+fn unpack_vm_packages() -> Result<()> {
+    let root = workspace_root().join(VM_ROOT);
+    let done = root.join(".unpacked");
+    if done.exists() {
+        return Ok(());
+    }
+    // Fresh lists: a download names exact versions, which mirrors rotate.
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    let depends = Command::new("apt-cache")
+        .args(["depends", "linux-image-amd64"])
+        .output()
+        .context("apt-cache depends linux-image-amd64")?;
+    let kernel = String::from_utf8_lossy(&depends.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .find(|p| p.starts_with("linux-image-"))
+        .map(str::to_owned)
+        .context("linux-image-amd64 names no kernel package")?;
+    // What installing qemu would bring in, as apt resolves it here.
+    let plan = Command::new("apt-get")
+        .args([
+            "install",
+            "-s",
+            "--no-install-recommends",
+            "qemu-system-x86",
+        ])
+        .output()
+        .context("apt-get install -s qemu-system-x86")?;
+    let mut packages: Vec<String> = String::from_utf8_lossy(&plan.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("Inst "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    // No plan for qemu itself: it is installed, and the tests use that one.
+    if !packages.iter().any(|p| p == "qemu-system-x86")
+        && !succeeds(Command::new("qemu-system-x86_64").arg("--version"))
+    {
+        bail!(
+            "apt-get plans no qemu-system-x86: {}",
+            String::from_utf8_lossy(&plan.stderr)
+        );
+    }
+    packages.push(kernel);
+    println!("xtask: unpacking {} into {VM_ROOT}", packages.join(" "));
+    let debs = root.with_file_name("debs");
+    let _ = std::fs::remove_dir_all(&debs);
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&debs)?;
+    std::fs::create_dir_all(&root)?;
+    // apt fetches as its own user `_apt`, which must be able to write here.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&debs, std::fs::Permissions::from_mode(0o777))?;
+    }
+    run(Command::new("apt-get")
+        .current_dir(&debs)
+        .args(["download", "-qq"])
+        .args(&packages))?;
+    for deb in std::fs::read_dir(&debs)? {
+        run(Command::new("dpkg").arg("-x").arg(deb?.path()).arg(&root))?;
+    }
+    std::fs::remove_dir_all(&debs)?;
+    std::fs::write(done, packages.join("\n"))?;
+    Ok(())
 }
 
 /// bpf-linker must link rustc's own LLVM (22); Debian has no such LLVM, so

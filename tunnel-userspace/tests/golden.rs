@@ -408,13 +408,22 @@ fn tc_ttl_tos_and_ecn_follow_the_kernel() {
     assert_eq!((outer.dscp.value() << 2, outer.ecn.value()), (0x28, 2));
     assert_eq!(outer.time_to_live, 64, "ttl inherit copies the inner TTL");
 
-    // nopmtudisc: no DF outside, even though the inner packet has DF.
-    let (_, out) = encap(
-        "tun1 mode gre remote 10.10.20.2 local 10.10.10.2 nopmtudisc",
-        &inner_packet(0),
-    );
+    // nopmtudisc: the outer DF is the inner packet's, as the kernel's
+    // ip_tunnel_xmit copies it.
+    let nopmtudisc = "tun1 mode gre remote 10.10.20.2 local 10.10.10.2 nopmtudisc";
+    let with_df = inner_packet(0);
+    assert!(Ipv4Header::from_slice(&with_df).unwrap().0.dont_fragment);
+    let (_, out) = encap(nopmtudisc, &with_df);
     let outer = Ipv4Header::from_slice(&out[14..]).unwrap().0;
-    assert!(!outer.dont_fragment);
+    assert!(outer.dont_fragment, "the inner DF is copied");
+    let mut without_df = with_df.clone();
+    let mut hdr = Ipv4Header::from_slice(&without_df).unwrap().0;
+    hdr.dont_fragment = false;
+    hdr.header_checksum = hdr.calc_header_checksum();
+    without_df.splice(0..20, hdr.to_bytes());
+    let (_, out) = encap(nopmtudisc, &without_df);
+    let outer = Ipv4Header::from_slice(&out[14..]).unwrap().0;
+    assert!(!outer.dont_fragment, "no DF inside, none outside");
     assert_ne!(outer.identification, 0, "fragmentable packets carry an ID");
     assert_eq!(outer.header_checksum, outer.calc_header_checksum());
 }

@@ -121,10 +121,15 @@ fn the_lines_of_issue_16_as_iproute2_gives_them() {
         1,
         "delete tunnel \"nosuch\" failed: No such device",
     );
-    // Out of this issue's scope: multipoint without `dev` keeps xtun's error.
-    let (code, _, err) = s.xtun("tunnel add tun7 mode gre remote any local 10.10.10.2 key 7");
+    // Multipoint without `dev`: it receives where its local address is.
+    s.ok("tunnel add tun7 mode gre remote any local 10.10.10.2 key 7");
+    let shown = s.ok("-j tunnel show tun7");
+    let doc: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(doc[0]["underlay"], "v1", "{shown}");
+    // With local any too there is nothing to tell where: `dev` is needed.
+    let (code, _, err) = s.xtun("tunnel add tun8 mode gre remote any key 8");
     assert_eq!(code, 1);
-    assert!(err.starts_with("xtun: a tunnel with remote any"), "{err}");
+    assert!(err.contains("needs `dev PHYS`"), "{err}");
 }
 
 #[test]
@@ -134,7 +139,7 @@ fn json_has_ip_j_tunnel_shows_fields_in_its_order() {
     s.ok("tunnel add tun3 mode gre remote 10.10.20.4 local 10.10.10.2 ttl 64 ikey 11 okey 22 csum seq");
     s.ok("tunnel add tun4 mode ipip remote 10.10.20.5 local 10.10.10.2 ttl 10");
     s.ok("tunnel add tun6 mode gre remote 10.10.20.7 local 10.10.10.2 nopmtudisc key 1.2.3.4");
-    s.ok("tunnel add tun7 mode gre remote any local 10.10.10.2 key 7 dev v1");
+    s.ok("tunnel add tun7 mode gre remote any local 10.10.10.2 key 7");
     let out = s.ok("-j tunnel show");
     // ip -j tunnel show, one record each; xtun's own fields follow.
     let expected = [
@@ -142,8 +147,7 @@ fn json_has_ip_j_tunnel_shows_fields_in_its_order() {
         r#"{"ifname":"tun3","mode":"gre/ip","remote":"10.10.20.4","local":"10.10.10.2","ttl":64,"ikey":11,"okey":22,"flags":["rx_drop_ooseq","rx_csum","tx_seq","tx_csum"]"#,
         r#"{"ifname":"tun4","mode":"ip/ip","remote":"10.10.20.5","local":"10.10.10.2","ttl":10"#,
         r#"{"ifname":"tun6","mode":"gre/ip","remote":"10.10.20.7","local":"10.10.10.2","nopmtudisc":null,"key":16909060,"flags":[]"#,
-        // iproute2 prints "dev" only for a tunnel bound to one, as this is.
-        r#"{"ifname":"tun7","mode":"gre/ip","remote":"0.0.0.0","local":"10.10.10.2","dev":"v1","key":7,"flags":[]"#,
+        r#"{"ifname":"tun7","mode":"gre/ip","remote":"0.0.0.0","local":"10.10.10.2","key":7,"flags":[]"#,
     ];
     let records = records_of(&out);
     assert_eq!(records.len(), expected.len(), "{out}");

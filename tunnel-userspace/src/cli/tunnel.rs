@@ -152,10 +152,17 @@ fn resolve_underlay(nl: &mut Netlink, spec: &TunnelSpec) -> Result<(Link, Ipv4Ad
             nl.link_by_index(route.oif)?
                 .ok_or_else(|| anyhow!("no route to remote {remote}"))?
         }
-        (None, None) => bail!(
-            "a tunnel with remote any ({}) needs `dev PHYS`: the underlay to receive on",
-            spec.mode.name()
-        ),
+        // Multipoint: it receives where its local address is, as the
+        // kernel's tunnel receives whatever arrives for that address.
+        (None, None) => match spec.local {
+            Some(local) => link_with_address(nl, local)?.ok_or_else(|| {
+                anyhow!("local {local} is not an address of this host: a tunnel with remote any receives on the interface that has it")
+            })?,
+            None => bail!(
+                "a tunnel with remote any and local any ({}) needs `dev PHYS`: the underlay to receive on",
+                spec.mode.name()
+            ),
+        },
     };
     // An L3 device (a TUN device, ARPHRD_NONE) has no link-layer header
     // for the data plane to receive behind or the neighbour code to fill.
@@ -168,6 +175,20 @@ fn resolve_underlay(nl: &mut Netlink, spec: &TunnelSpec) -> Result<(Link, Ipv4Ad
         );
     }
     Ok((underlay, spec.local.unwrap_or(Ipv4Addr::UNSPECIFIED)))
+}
+
+/// The interface that has `addr`, if any.
+fn link_with_address(nl: &mut Netlink, addr: Ipv4Addr) -> Result<Option<Link>> {
+    for link in nl.links()? {
+        let has = nl
+            .addresses(link.index)?
+            .iter()
+            .any(|(local, _, _)| *local == std::net::IpAddr::V4(addr));
+        if has {
+            return Ok(Some(link));
+        }
+    }
+    Ok(None)
 }
 
 /// `ARPHRD_ETHER`: Ethernet-like devices (veth, tap, bridge, macvlan,

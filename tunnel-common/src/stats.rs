@@ -79,9 +79,9 @@ counters! {
     TX_TOO_BIG = 29, "tx_icmp_too_big_sent";
     /// Too big for the path, and no ICMP could be sent back: dropped.
     TX_TOO_BIG_DROP = 30, "tx_too_big_dropped";
-    /// Too big for the path but fragmentable (IPv4 without DF): sent
-    /// without DF so that the path fragments it.
-    TX_FRAGMENTABLE = 31, "tx_sent_without_df";
+    /// Too big for the path but fragmentable (IPv4 without DF): sent as
+    /// it is, for the path to fragment if its outer DF allows.
+    TX_FRAGMENTABLE = 31, "tx_too_big_fragmentable";
 }
 
 #[cfg(test)]

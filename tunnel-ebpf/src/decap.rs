@@ -187,7 +187,7 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
     let l4 = EthHdr::LEN + ihl;
     // ICMP about what our tunnels sent: it goes on to the kernel either way.
     if proto == pmtu::IPPROTO_ICMP {
-        return Err(pmtu::note_icmp(ctx, l4));
+        return Err(pmtu::note_icmp(ctx, l4, local));
     }
     let gre = match proto {
         wire::IPPROTO_GRE => Some(parse_gre(ctx, l4)?),

@@ -358,31 +358,33 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     // The outer DF as the kernel sets it: always with `pmtudisc`, else the
     // inner IPv4 packet's own.
     let inner_df = !inner.v6 && inner.frag & wire::IP_DF != 0;
-    let mut df = cfg.flags & TUNNEL_F_PMTUDISC != 0 || inner_df;
-    // A path MTU learnt from ICMP: what does not fit is answered or, where
-    // it may be fragmented, sent without DF so that the path fragments it.
-    if let Some(path) = pmtu::path_mtu(ifindex, remote) {
-        if (segment_len(ctx, l2, &inner, inner_len) + overhead) as u32 > path {
-            let gso = gso_segments(ctx) > 1;
-            let fit = path.saturating_sub(overhead as u32);
-            // IPv6 is never fragmented on the way, but below its minimum
-            // MTU the outer packet may be, as the kernel's sit lets it.
-            let v6_answerable = inner.v6 && fit >= pmtu::IPV6_MIN_MTU;
-            if v6_answerable {
-                let action = pmtu::answer_too_big_v6(ctx, cfg, inner.src6, fit)?;
-                maps::count(ifindex, TX_TOO_BIG);
-                return Ok(action);
-            } else if !inner.v6 && (inner_df || gso) {
-                let v4 = pmtu::InnerV4 {
-                    src: inner.src,
-                    header_len: inner.header_len,
-                    later_fragment: inner.frag & wire::IP_OFFSET != 0,
-                };
-                let action = pmtu::answer_too_big(ctx, cfg, &v4, fit)?;
-                maps::count(ifindex, TX_TOO_BIG);
-                return Ok(action);
-            } else {
-                df = false;
+    let df = cfg.flags & TUNNEL_F_PMTUDISC != 0 || inner_df;
+    // A path MTU learnt from ICMP: what does not fit and may not be
+    // fragmented (IPv4 with DF, IPv6) is answered, as the kernel's
+    // tnl_update_pmtu answers it. Nothing smaller than the least path MTU
+    // a report may set needs the lookup.
+    let segment = segment_len(ctx, l2, &inner, inner_len) + overhead;
+    if segment as u32 > MIN_PMTU {
+        if let Some(path) = pmtu::path_mtu(ifindex, remote) {
+            if segment as u32 > path {
+                let fit = path.saturating_sub(overhead as u32);
+                if inner.v6 && fit >= pmtu::IPV6_MIN_MTU {
+                    let from = inner.dst;
+                    let action = pmtu::answer_too_big_v6(ctx, cfg, inner.src6, from, fit)?;
+                    maps::count(ifindex, TX_TOO_BIG);
+                    return Ok(action);
+                } else if inner_df {
+                    let v4 = pmtu::InnerV4 {
+                        src: inner.src,
+                        dst: wire::join_words(inner.dst[0], inner.dst[1]),
+                        header_len: inner.header_len,
+                        later_fragment: inner.frag & wire::IP_OFFSET != 0,
+                    };
+                    let action = pmtu::answer_too_big(ctx, cfg, &v4, fit)?;
+                    maps::count(ifindex, TX_TOO_BIG);
+                    return Ok(action);
+                }
+                // Sent as it is: the path may fragment it (DF as configured).
                 maps::count(ifindex, TX_FRAGMENTABLE);
             }
         }

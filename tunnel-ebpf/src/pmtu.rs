@@ -46,7 +46,7 @@ const QUOTED_PAYLOAD: usize = 8;
 /// tunnel has one) records the reported MTU for (tunnel, remote). Returns
 /// the counter reason; the message itself always goes on to the kernel.
 #[inline(always)]
-pub fn note_icmp<F: Frame>(ctx: &F, l4: usize) -> u32 {
+pub fn note_icmp<F: Frame>(ctx: &F, l4: usize, icmp_dst: u32) -> u32 {
     let Ok(head) = read_at::<[u8; 8], F>(ctx, l4) else {
         return RX_PASS_NOT_TUNNEL;
     };
@@ -86,6 +86,10 @@ pub fn note_icmp<F: Frame>(ctx: &F, l4: usize) -> u32 {
             }
             key = Some(u32::from_ne_bytes(k));
         }
+    }
+    // Addressed to where the quoted packet came from: this host.
+    if ip.src() != icmp_dst {
+        return RX_ICMP_IGNORED;
     }
     // The packet we sent: from our local address to the remote.
     let lookup = DecapKey {
@@ -144,6 +148,7 @@ pub fn path_mtu(ifindex: u32, remote: u32) -> Option<u32> {
 /// What an inner IPv4 packet is, as far as fragmentation goes.
 pub struct InnerV4 {
     pub src: u32,
+    pub dst: u32,
     pub header_len: usize,
     /// Not the first fragment: never answered (RFC 1122).
     pub later_fragment: bool,
@@ -160,10 +165,10 @@ struct IcmpHeaders {
 /// Turns the inner IPv4 packet behind the Ethernet header into an ICMP
 /// "fragmentation needed" carrying `mtu` (the tunnel's MTU on this path)
 /// and sends it to the inner source: into the tunnel interface when the
-/// sender is this host (its address as source, as the kernel's answers
-/// over loopback have it; `tunnel add` sets `accept_local` on the tunnel
-/// interface so that rp_filter passes it), or out of the interface the
-/// route to a forwarded sender leaves by, from that interface's address.
+/// sender is this host (from the inner destination, which the route back
+/// through the tunnel passes rp_filter for; an address of this host would
+/// be a martian there), or out of the interface the route to a forwarded
+/// sender leaves by, from that interface's address.
 #[inline(always)]
 pub fn answer_too_big(
     ctx: &TcContext,
@@ -171,7 +176,7 @@ pub fn answer_too_big(
     inner: &InnerV4,
     mtu: u32,
 ) -> Result<i32, u32> {
-    if inner.later_fragment {
+    if inner.later_fragment || !answerable_v4(inner.src, inner.dst) {
         return Err(TX_TOO_BIG_DROP);
     }
     // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
@@ -192,7 +197,11 @@ pub fn answer_too_big(
     if !local_sender && !forwarded {
         return Err(TX_TOO_BIG_DROP);
     }
-    let from = if local_sender { inner.src } else { src };
+    let from = if local_sender { inner.dst } else { src };
+    // Never an answer to an ICMP error (RFC 1122).
+    if is_icmp_error_v4(ctx, inner) {
+        return Err(TX_TOO_BIG_DROP);
+    }
 
     // The quote: the inner header and the first bytes after it.
     let quote = (inner.header_len + QUOTED_PAYLOAD).min(ctx.len() as usize - EthHdr::LEN);
@@ -280,6 +289,24 @@ impl RedirNeigh {
     }
 }
 
+/// May an IPv4 packet from `src` to `dst` be answered with an ICMP error?
+/// Not from an unspecified, multicast or broadcast source, nor to a
+/// multicast or broadcast destination (RFC 1122, as `__icmp_send`).
+#[inline(always)]
+fn answerable_v4(src: u32, dst: u32) -> bool {
+    let special = |a: [u8; 4]| a[0] == 0 || a[0] >= 224;
+    !special(src.to_ne_bytes()) && !special(dst.to_ne_bytes())
+}
+
+/// Is the inner IPv4 packet an ICMP error message (destination
+/// unreachable, source quench, redirect, time exceeded, parameter problem)?
+#[inline(always)]
+fn is_icmp_error_v4(ctx: &TcContext, inner: &InnerV4) -> bool {
+    let proto = ctx.load::<u8>(EthHdr::LEN + 9).unwrap_or(0);
+    let icmp_type = ctx.load::<u8>(EthHdr::LEN + inner.header_len).unwrap_or(0);
+    proto == IPPROTO_ICMP && matches!(icmp_type, 3 | 4 | 5 | 11 | 12)
+}
+
 /// Where an answer goes: into the tunnel interface (a sender on this
 /// host), or out of the route to a forwarded sender.
 enum Destination {
@@ -363,8 +390,22 @@ pub fn answer_too_big_v6(
     ctx: &TcContext,
     cfg: &TunnelConfig,
     src: [u16; 8],
+    dst: [u16; 8],
     mtu: u32,
 ) -> Result<i32, u32> {
+    // Not from an unspecified or multicast source, not to a multicast
+    // destination, never to an ICMPv6 error (RFC 4443 2.4).
+    let high = |a: [u16; 8]| u16::from_be(a[0]) >> 8;
+    if src == [0; 8] || high(src) == 0xff || high(dst) == 0xff {
+        return Err(TX_TOO_BIG_DROP);
+    }
+    let next = ctx.load::<u8>(EthHdr::LEN + 6).unwrap_or(0);
+    let icmp_type = ctx
+        .load::<u8>(EthHdr::LEN + wire::IPV6_HDR_LEN)
+        .unwrap_or(0);
+    if next == IPPROTO_ICMPV6 && icmp_type < 128 {
+        return Err(TX_TOO_BIG_DROP);
+    }
     // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     params.family = AF_INET6;
@@ -384,7 +425,7 @@ pub fn answer_too_big_v6(
         return Err(TX_TOO_BIG_DROP);
     }
     let from: [u16; 8] = if local_sender {
-        src
+        dst
     } else {
         u32s_to_words(our)
     };

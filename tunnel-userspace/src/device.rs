@@ -88,21 +88,18 @@ pub fn create(nl: &mut Netlink, mtu: u32) -> Result<NewTunnel, DeviceError> {
             format!("/proc/sys/net/ipv4/conf/{port_name}/forwarding"),
             "1",
         )?;
-        // The data plane answers a local sender whose packet is too big for
-        // the path from the sender's own address, into the interface; the
-        // kernel's tunnels answer it over loopback.
-        sysctl(format!("/proc/sys/net/ipv4/conf/{name}/accept_local"), "1")?;
         // IPv6 route lookups on the port, for answers to IPv6 senders. With
         // IPv6 off on the port first, forwarding does not make it join the
         // all-routers group and send MLD reports into the tunnel interface.
-        sysctl(
-            format!("/proc/sys/net/ipv6/conf/{port_name}/disable_ipv6"),
-            "1",
-        )?;
-        sysctl(
-            format!("/proc/sys/net/ipv6/conf/{port_name}/forwarding"),
-            "1",
-        )?;
+        // A kernel booted without IPv6 has neither file: nothing to do.
+        for (setting, value) in [("disable_ipv6", "1"), ("forwarding", "1")] {
+            let path = format!("/proc/sys/net/ipv6/conf/{port_name}/{setting}");
+            match sysctl(path, value) {
+                Err(DeviceError::Sysctl { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
         let port = nl
             .link_by_index(port.index)?
             .ok_or_else(|| DeviceError::Gone(port_name.clone()))?;

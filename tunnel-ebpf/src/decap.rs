@@ -219,11 +219,14 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
         }
         // A checksum pending offload counts as verified, as in the
         // kernel's skb_checksum_simple_validate; only an skb can tell.
-        if has_csum && !gre_checksum_ok(ctx, l4, EthHdr::LEN + tot_len, g) {
+        // Where the skb's own word is known, it decides; the inner
+        // pseudo-header form is only a guess for where it is not.
+        let known = ctx.offload_known();
+        if has_csum && !gre_checksum_ok(ctx, l4, EthHdr::LEN + tot_len, g, !known) {
             if !ctx.sees_offload() {
                 return Ok(Verdict::DecapInTc);
             }
-            if !ctx.checksum_pending() {
+            if !(known && ctx.checksum_pending()) {
                 return Ok(Verdict::Drop(target, RX_BAD_GRE_CSUM));
             }
         }
@@ -335,12 +338,21 @@ fn parse_gre<F: Frame>(ctx: &F, off: usize) -> Result<Gre, u32> {
 /// kernel's local checksum offload does; that form is accepted only if
 /// everything else adds up.
 #[inline(always)]
-fn gre_checksum_ok<F: Frame>(ctx: &F, l4: usize, ip_end: usize, gre: &Gre) -> bool {
+fn gre_checksum_ok<F: Frame>(
+    ctx: &F,
+    l4: usize,
+    ip_end: usize,
+    gre: &Gre,
+    guess_offload: bool,
+) -> bool {
     let Some(len) = ip_end.checked_sub(l4) else {
         return false;
     };
     if csum::sum_bytes(ctx, l4, len).is_some_and(|s| csum::fold(s) == 0xFFFF) {
         return true;
+    }
+    if !guess_offload {
+        return false;
     }
     let inner_off = l4 + gre.len;
     let Some(expected) = csum::inner_sum(ctx, inner_off, gre.inner == Inner::V6) else {

@@ -252,7 +252,15 @@ fn route_to(ctx: &TcContext, cfg: &TunnelConfig, remote: u32) -> Result<Route, O
     params.family = AF_INET;
     params.ifindex = cfg.datapath_ifindex();
     params.__bindgen_anon_4.ipv4_dst = remote;
-    let flags = BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC;
+    // A configured local address is the flow's source, as the kernel's
+    // tunnels route with it (policy rules `from` match); only `local any`
+    // asks the helper to pick one.
+    params.__bindgen_anon_3.ipv4_src = cfg.local;
+    let flags = if cfg.local != 0 {
+        BPF_FIB_LOOKUP_SKIP_NEIGH
+    } else {
+        BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC
+    };
     // SAFETY: helper call with a request on our stack.
     let ret = unsafe {
         bpf_fib_lookup(

@@ -26,7 +26,7 @@ use tunnel_common::{
 use crate::{
     decap::{self, Inner, Verdict},
     maps, monitor,
-    parse::{ptr_at, read_at},
+    parse::{ptr_at, ptr_at_mut, read_at},
     pmtu,
 };
 
@@ -140,10 +140,13 @@ fn inner_v6_source_allowed(ctx: &TcContext, tunnel: u32) -> bool {
 fn redirect_to_tunnel(ctx: &TcContext, target: &DecapTarget) -> i32 {
     let tunnel = target.ifindex;
     let action = if target.port != 0 {
-        if ctx.store(0, &TUNNEL_MAC, 0).is_err() {
+        // Written in place: the Ethernet header is linear here.
+        let Ok(dst) = ptr_at_mut::<[u16; 3], TcContext>(ctx, 0) else {
             maps::count(ifindex(ctx), RX_DELIVER_FAIL);
             return TC_ACT_SHOT;
-        }
+        };
+        // SAFETY: bounds checked.
+        unsafe { dst.write(wire::words_of(TUNNEL_MAC)) };
         // SAFETY: plain helper call.
         unsafe { bpf_redirect(target.port, 0) as i32 }
     } else {

@@ -26,6 +26,11 @@ pub trait Frame {
     fn sees_offload(&self) -> bool {
         false
     }
+    /// Does `checksum_pending` read the skb's own word (the running
+    /// kernel's layout was found)?
+    fn offload_known(&self) -> bool {
+        false
+    }
 }
 
 impl Frame for XdpContext {
@@ -66,6 +71,12 @@ impl Frame for TcContext {
     #[inline(always)]
     fn sees_offload(&self) -> bool {
         true
+    }
+
+    #[inline(always)]
+    fn offload_known(&self) -> bool {
+        // SAFETY: a read-only global, set before the program was loaded.
+        unsafe { core::ptr::read_volatile(&SKB_IP_SUMMED_BYTE) != 0 }
     }
 
     #[inline(always)]

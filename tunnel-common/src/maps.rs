@@ -72,7 +72,8 @@ pub const TUNNEL_F_TOS_INHERIT: u32 = 1 << 7;
 /// The user named the underlay (`dev PHYS`).
 pub const TUNNEL_F_BOUND_DEV: u32 = 1 << 8;
 /// The tunnel device carries an Ethernet header in front of the inner
-/// packet (L2 devices; TUN devices are L3 and do not).
+/// packet (the tunnel's port, and BPF_PROG_TEST_RUN; a TUN device, as the
+/// previous design used, is L3 and has none).
 pub const TUNNEL_F_ETH_DEV: u32 = 1 << 9;
 /// ISATAP: receive checks the inner source against the outer one or the
 /// potential-router list.

@@ -40,9 +40,10 @@ Examples:
   xtun tunnel add tun1 mode ipip remote 10.10.20.2 local 10.10.10.2 ttl 64
   xtun tunnel add gre5 mode gre remote 192.0.2.2 local 192.0.2.1 key 5 dev eth0
 
-The interface is created down, point-to-point and NOARP, with the underlay
-MTU minus the encapsulation overhead and no automatic IPv6 link-local
-address. Bring it up and address it with ip:
+The interface is created down and NOARP (one end of a veth pair; its port
+xtpN is where the data plane runs), with the underlay MTU minus the
+encapsulation overhead and no automatic IPv6 link-local address. Bring it up
+and address it with ip:
   ip link set tun1 up
   ip addr add 10.10.100.10 peer 10.10.200.10 dev tun1";
 

@@ -92,11 +92,27 @@ mod tests {
     fn counter_slots_are_dense_and_named() {
         assert_eq!(COUNTER_COUNT as usize, COUNTER_NAMES.len());
         assert_eq!(TX_FRAGMENTABLE + 1, COUNTER_COUNT);
-        let mut seen = [false; COUNTER_COUNT as usize];
+        // The names are indexed by position in the list, the constants by
+        // the number written beside them: read both from this file, so a
+        // slot numbered out of order or used twice is caught.
+        let declared = include_str!("stats.rs").lines().filter_map(|line| {
+            let (_, rest) = line.trim().split_once(" = ")?;
+            let (idx, label) = rest.split_once(", \"")?;
+            Some((idx.parse::<usize>().ok()?, label.strip_suffix("\";")?))
+        });
+        let mut count = 0;
+        for (position, (idx, label)) in declared.enumerate() {
+            assert_eq!(idx, position, "{label}");
+            assert_eq!(COUNTER_NAMES[position], label);
+            count += 1;
+        }
+        assert_eq!(count, COUNTER_NAMES.len());
         for (i, name) in COUNTER_NAMES.iter().enumerate() {
             assert!(!name.is_empty());
-            assert!(!seen[i]);
-            seen[i] = true;
+            assert!(
+                !COUNTER_NAMES[..i].contains(name),
+                "{name} is used twice"
+            );
         }
     }
 }

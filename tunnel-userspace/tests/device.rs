@@ -5,7 +5,7 @@
 //! follows the route when it moves to another uplink. Needs root; every
 //! namespace (and process) the tests start is removed on drop.
 
-mod net;
+mod common;
 
 use std::{
     process::{Command, Stdio},
@@ -13,28 +13,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use net::{eventually, received, spawn_in, stdout, Guard, XTUN};
+use common::net::{eventually, ping_with, received, spawn_in, stdout, Guard, XTUN};
 use serde_json::Value;
 use tunnel_userspace::testbed::{Netns, SeedTopology};
 
-/// `ping -c COUNT` at 5 per second; returns how many replies came back.
+/// `ping -c COUNT -s SIZE` at 5 per second; how many replies came back.
 fn ping(ns: &Netns, dst: &str, count: u32, size: u32) -> u32 {
-    let out = stdout(
-        ns.try_exec(&[
-            "ping",
-            "-c",
-            &count.to_string(),
-            "-s",
-            &size.to_string(),
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            dst,
-        ])
-        .unwrap(),
-    );
-    received(&out)
+    received(&ping_with(ns, dst, count, &["-s", &size.to_string()]))
 }
 
 /// `ip -s -j link show DEV`'s stats64 as (rx packets, rx bytes, tx packets,
@@ -146,11 +131,11 @@ fn the_interface_has_carrier_counts_packets_and_sends_no_arp() {
     assert_eq!(ping(&topo.ns1, "10.10.200.10", 1, 56), 1);
     let mut cap = cap;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while cap.0.try_wait().unwrap().is_none() && Instant::now() < deadline {
+    while cap.child().try_wait().unwrap().is_none() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(50));
     }
     let mut pcap = Vec::new();
-    std::io::Read::read_to_end(cap.0.stdout.as_mut().unwrap(), &mut pcap).unwrap();
+    std::io::Read::read_to_end(cap.child().stdout.as_mut().unwrap(), &mut pcap).unwrap();
     let decoded = decode_pcap(&pcap, "ip.src,ip.dst,icmp.type");
     assert_eq!(
         decoded,
@@ -448,9 +433,9 @@ fn traffic_follows_the_route_to_another_uplink() {
         .unwrap();
     let r1_at_move = link_counters(&topo.router, "r1").0;
     let mut flood = flood;
-    let status = flood.0.wait().unwrap();
+    let status = flood.child().wait().unwrap();
     let mut out = String::new();
-    std::io::Read::read_to_string(flood.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    std::io::Read::read_to_string(flood.child().stdout.as_mut().unwrap(), &mut out).unwrap();
     let got = received(&out);
     eprintln!(
         "failover: {got} of 800 replies at 200/s; the route moved {moved_after:?} into the flood"
@@ -524,7 +509,7 @@ while True:
     )
     .unwrap();
     assert_eq!(line.trim(), "ready");
-    Guard(child)
+    Guard::new(child)
 }
 
 /// ns1 reaches the router over an underlay of `kind` (its address

@@ -5,11 +5,13 @@
 //! binary runs with `-n NAME` (iproute2's `-netns`), so that is tested too.
 //! Needs root.
 
+mod common;
+
 use std::{io::Write as _, process::Command};
 
 use tunnel_userspace::testbed::{run, unique_prefix, Netns};
 
-const XTUN: &str = env!("CARGO_BIN_EXE_xtun");
+use common::net::XTUN;
 
 /// A namespace with v1 10.10.10.2/16 on a veth to a peer namespace, and a
 /// route to 10.10.20.0/24 through the peer: every remote below has a route.

@@ -3,6 +3,8 @@
 //! packets are crafted with scapy in ns1 and sent at ns2's tunnel. Needs
 //! root.
 
+mod common;
+
 use std::{
     process::{Child, Command, Stdio},
     thread,
@@ -12,7 +14,7 @@ use std::{
 use serde_json::Value;
 use tunnel_userspace::testbed::{Netns, SeedTopology};
 
-const XTUN: &str = env!("CARGO_BIN_EXE_xtun");
+use common::net::XTUN;
 
 /// A background `xtun` in a namespace, killed (SIGKILL) on drop.
 struct Running {

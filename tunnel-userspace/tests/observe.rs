@@ -2,8 +2,9 @@
 //! text and JSON, and counters that match the traffic sent, to the packet.
 //! Needs root.
 
+mod common;
+
 use std::{
-    process::{Command, Stdio},
     thread,
     time::Duration,
 };
@@ -12,7 +13,7 @@ use serde_json::{json, Value};
 use tunnel_common::maps::CLASSID_TUNNEL;
 use tunnel_userspace::testbed::{Netns, SeedTopology};
 
-const XTUN: &str = env!("CARGO_BIN_EXE_xtun");
+use common::net::{spawn_in, XTUN};
 
 fn out(ns: &Netns, args: &[&str]) -> String {
     let mut full = vec![XTUN];
@@ -422,12 +423,7 @@ fn log_streams_events_at_a_run_time_level_and_restores_it() {
     let topo = topology_after_100_pings("log");
     let ns2 = &topo.ns2;
     let tun2 = ifindex(ns2, "tun2");
-    let child = Command::new("ip")
-        .args(["netns", "exec", &ns2.name, XTUN, "log", "--level", "trace"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_in(ns2, &[XTUN, "log", "--level", "trace"]);
     // Wait until the level is switched, then send exactly 3 pings.
     for _ in 0..50 {
         if out(ns2, &["-j", "status"]).contains("\"log_level\":\"trace\"") {
@@ -440,8 +436,8 @@ fn log_streams_events_at_a_run_time_level_and_restores_it() {
         .unwrap();
     thread::sleep(Duration::from_millis(500));
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let output = child.wait_with_output().unwrap();
+    unsafe { libc::kill(child.child().id() as i32, libc::SIGINT) };
+    let output = child.wait_with_output();
     assert!(
         output.status.success(),
         "{}",

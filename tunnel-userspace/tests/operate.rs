@@ -2,6 +2,8 @@
 //! and a fleet of hosts configured from one inventory. Needs root; every
 //! network test runs in namespaces it creates.
 
+mod common;
+
 use std::{
     collections::BTreeMap,
     io::Read as _,
@@ -11,13 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::net::{ping_with, spawn_in, stdout, XTUN};
 use tunnel_userspace::testbed::{unique_prefix, Lan, Netns, SeedTopology};
-
-const XTUN: &str = env!("CARGO_BIN_EXE_xtun");
-
-fn stdout(out: std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -180,20 +177,9 @@ fn the_debian_package_installs_and_documents_every_command() {
     );
 }
 
+/// `ping -c COUNT -i INTERVAL`; its output.
 fn ping(ns: &Netns, dst: &str, count: u32, interval: &str) -> String {
-    stdout(
-        ns.try_exec(&[
-            "ping",
-            "-c",
-            &count.to_string(),
-            "-i",
-            interval,
-            "-W",
-            "2",
-            dst,
-        ])
-        .unwrap(),
-    )
+    ping_with(ns, dst, count, &["-i", interval])
 }
 
 /// The walkthrough's two sides as apply files, with `extra` TOML lines in
@@ -305,11 +291,9 @@ fn apply_never_disturbs_an_unchanged_tunnel() {
     let (f1, f2) = seed_files(&dir, "");
     topo.ns1.exec(&[XTUN, "apply", "-f", &f1]).unwrap();
     topo.ns2.exec(&[XTUN, "apply", "-f", &f2]).unwrap();
-    let flood = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &topo.ns1.name,
+    let flood = spawn_in(
+        &topo.ns1,
+        &[
             "ping",
             "-c",
             "1000",
@@ -318,10 +302,8 @@ fn apply_never_disturbs_an_unchanged_tunnel() {
             "-W",
             "2",
             "10.10.200.10",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     thread::sleep(Duration::from_millis(200));
     // Other tunnels come, change and go; tun1 is in every file unchanged.
     let base = std::fs::read_to_string(&f1).unwrap();
@@ -334,7 +316,7 @@ fn apply_never_disturbs_an_unchanged_tunnel() {
         topo.ns1.exec(&[XTUN, "apply", "-f", &with]).unwrap();
         topo.ns1.exec(&[XTUN, "apply", "-f", &f1]).unwrap();
     }
-    let out = stdout(flood.wait_with_output().unwrap());
+    let out = stdout(flood.wait_with_output());
     assert!(
         out.contains("1000 packets transmitted, 1000 received, 0% packet loss"),
         "{out}"
@@ -348,27 +330,13 @@ fn metrics_are_scraped_over_http_and_match_the_traffic() {
     assert!(ping(&topo.ns1, "10.10.200.10", 7, "0.1").contains("7 received"));
     let port = 19_000 + (std::process::id() % 1000) as u16;
     let listen = format!("127.0.0.1:{port}");
-    let mut server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &topo.ns1.name,
-            XTUN,
-            "metrics",
-            "--listen",
-            &listen,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let server = spawn_in(&topo.ns1, &[XTUN, "metrics", "--listen", &listen]);
     // A real HTTP client inside the namespace.
     let fetch = format!(
         "import urllib.request,time\nfor i in range(50):\n try:\n  r=urllib.request.urlopen('http://{listen}/metrics',timeout=5);break\n except OSError: time.sleep(0.1)\nassert r.status==200 and r.headers['Content-Type'].startswith('text/plain; version=0.0.4')\nprint(r.read().decode(),end='')"
     );
     let body = topo.ns1.exec(&["/usr/bin/python3", "-c", &fetch]);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let body = stdout(body.unwrap());
     let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
     let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
@@ -489,11 +457,9 @@ fn a_fleet_of_eight_hosts_converges_from_one_inventory() {
 
     // Host 7 leaves the inventory: everyone re-applies, while host 0 pings
     // host 1 over their tunnel without pause.
-    let flood = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lan.hosts[0].name,
+    let flood = spawn_in(
+        &lan.hosts[0],
+        &[
             "ping",
             "-c",
             "400",
@@ -502,14 +468,12 @@ fn a_fleet_of_eight_hosts_converges_from_one_inventory() {
             "-W",
             "2",
             &tunnel_addr(0, 1),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     thread::sleep(Duration::from_millis(200));
     let remaining: Vec<usize> = (0..7).collect();
     let second = apply_all(&remaining);
-    let flood = stdout(flood.wait_with_output().unwrap());
+    let flood = stdout(flood.wait_with_output());
     assert!(
         flood.contains("400 packets transmitted, 400 received, 0% packet loss"),
         "{flood}"

@@ -3,11 +3,11 @@
 //! from ICMP "fragmentation needed" and tell inner senders; so must xtun,
 //! or TCP stalls. Needs root; namespaces are removed on drop.
 
-mod net;
+mod common;
 
-use net::{stdout, transfer, XTUN};
+use common::net::{self as net, stdout, transfer, XTUN};
 use serde_json::Value;
-use tunnel_userspace::testbed::{NarrowPath, Netns};
+use tunnel_userspace::testbed::{NarrowPath, Netns, SeedTopology};
 
 /// The data plane's counter `name` for interface `dev`, from `xtun -j stats`.
 fn stat(ns: &Netns, dev: &str, name: &str) -> u64 {
@@ -247,4 +247,55 @@ fn ipv6_in_gre_over_a_narrower_path() {
 #[test]
 fn sit_over_a_narrower_path() {
     narrow_path_v6("psit", "sit", 1380);
+}
+
+#[test]
+fn path_mtu_discovery_sees_the_tunnel_mtu() {
+    let topo = SeedTopology::new("pmtu").unwrap();
+    topo.add_tunnels(XTUN, "gre", &[]).unwrap();
+    // A 1500-byte packet with DF set does not fit the 1476-byte tunnel: the
+    // sender learns the tunnel MTU instead of losing packets silently.
+    let out = topo
+        .ns1
+        .try_exec(&[
+            "ping",
+            "-c",
+            "1",
+            "-M",
+            "do",
+            "-s",
+            "1472",
+            "-W",
+            "1",
+            "10.10.200.10",
+        ])
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        stdout(out.clone()),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(
+        text.contains("mtu=1476") || text.contains("mtu = 1476"),
+        "{text}"
+    );
+    // What fits the tunnel MTU exactly goes through with DF.
+    let fits = stdout(
+        topo.ns1
+            .try_exec(&[
+                "ping",
+                "-c",
+                "1",
+                "-M",
+                "do",
+                "-s",
+                "1448",
+                "-W",
+                "2",
+                "10.10.200.10",
+            ])
+            .unwrap(),
+    );
+    assert!(fits.contains("1 received"), "{fits}");
 }

@@ -3,6 +3,11 @@
 //! through BPF_PROG_TEST_RUN.
 #![allow(dead_code, reason = "each user takes what it needs")]
 
+/// What the namespace tests share; the bench, an example, has no `xtun`
+/// binary to point at.
+#[cfg(test)]
+pub mod net;
+
 use std::os::fd::AsRawFd;
 
 use etherparse::{IpNumber, Ipv4Header, PacketBuilder};

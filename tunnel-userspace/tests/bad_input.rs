@@ -1,0 +1,178 @@
+//! Mistakes get one clear line, a nonzero exit and nothing half-done:
+//! bad words, missing kernel support, and a batch file that stops at its
+//! first error.
+
+mod common;
+
+use std::process::Command;
+
+use common::net::{attached_program_ids, stdout, XTUN};
+use tunnel_userspace::testbed::SeedTopology;
+
+#[test]
+fn bad_input_gets_one_line_errors_and_changes_nothing() {
+    let topo = SeedTopology::new("bad").unwrap();
+    let base = [
+        "tunnel",
+        "add",
+        "tun1",
+        "mode",
+        "gre",
+        "remote",
+        "10.10.20.2",
+        "local",
+        "10.10.10.2",
+    ];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "10.10.20.300"], "Error: an IP address is expected rather than \"10.10.20.300\"\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "bogus", "remote", "10.10.20.2"], "Unknown tunnel mode \"bogus\"\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "ipip", "remote", "10.10.20.2", "key", "1"], "Keys are not allowed with ipip and sit tunnels\n"),
+        (vec!["tunnel", "add", "a-name-that-is-too-long", "mode", "gre", "remote", "10.10.20.2"], "Error: argument \"a-name-that-is-too-long\" is wrong: \"name\" not a valid ifname\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "10.10.20.2", "ttl", "300"], "Error: argument \"300\" is wrong: invalid TTL\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "10.10.20.2", "dev", "nosuch0"], "Cannot find device \"nosuch0\"\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "192.0.2.1"], ""),
+        (vec!["attach", "nosuch0"], "Cannot find device \"nosuch0\"\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "any", "local", "10.10.10.9"], "xtun: local 10.10.10.9 is not an address of this host: a tunnel with remote any receives on the interface that has it\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "any"], "xtun: a tunnel with remote any and local any (gre) needs `dev PHYS`: the underlay to receive on\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "isatap", "remote", "10.10.20.2"], "xtun: an isatap tunnel has no fixed remote (its remotes come from the inner destinations)\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "ipip", "remote", "10.10.20.2", "csum"], "xtun: \"csum\" is a GRE option (not for ipip, sit or isatap)\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "10.10.20.2", "tos", "inherit/0x1ff"], "Error: argument \"inherit\" is wrong: bad TOS value\n"),
+        (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "10.10.20.2", "prl-default", "10.0.0.1"], "xtun: option \"prl-default (use `xtun tunnel prl prl-default ADDR dev NAME`)\" is not supported by xtun yet\n"),
+        (vec!["neigh", "add", "10.1.0.0/16", "lladdr", "10.10.20.2", "dev", "v1"], "xtun: xtun is not attached in this network namespace\n"),
+        (vec!["neigh", "add", "10.1.0.0/33", "lladdr", "10.10.20.2", "dev", "v1"], "xtun: invalid prefix length in \"10.1.0.0/33\": expected 0..32\n"),
+        (vec!["detach", "v1"], "xtun: xtun is not attached to v1\n"),
+        (vec!["tunnel", "del", "v1"], "xtun: delete tunnel \"v1\" failed: not an xtun tunnel\n"),
+    ];
+    for (args, expected) in cases {
+        let mut full = vec![XTUN];
+        full.extend(&args);
+        let out = topo.ns1.try_exec(&full).unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+        if !expected.is_empty() {
+            assert_eq!(err, expected, "{args:?}");
+        }
+        let links = stdout(topo.ns1.exec(&["ip", "-o", "link", "show"]).unwrap());
+        assert!(
+            !links.contains(": tun1:"),
+            "{args:?} left an interface: {links}"
+        );
+        assert_eq!(
+            attached_program_ids(&topo.ns1),
+            Vec::<String>::new(),
+            "{args:?} left programs"
+        );
+    }
+    // Adding a tunnel that exists fails cleanly and keeps the first one.
+    let mut add = vec![XTUN];
+    add.extend(&base);
+    topo.ns1.exec(&add).unwrap();
+    let out = topo.ns1.try_exec(&add).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "add tunnel \"tun1\" failed: File exists\n"
+    );
+    let mut same = add.clone();
+    same[3] = "tun3";
+    let out = topo.ns1.try_exec(&same).unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("tunnel tun1 already has remote 10.10.20.2 local 10.10.10.2"));
+    let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show"]).unwrap());
+    assert_eq!(
+        shown,
+        "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit\n"
+    );
+    // The interface is as the kernel makes it: down, NOARP, MTU 1476 (a
+    // veth end cannot carry the POINTOPOINT flag; it behaves so: NOARP,
+    // one peer).
+    let link = stdout(
+        topo.ns1
+            .exec(&["ip", "-o", "link", "show", "tun1"])
+            .unwrap(),
+    );
+    assert!(
+        link.contains("NOARP") && link.contains("mtu 1476"),
+        "{link}"
+    );
+    assert!(
+        !link.contains(",UP") && !link.contains("<UP"),
+        "created down: {link}"
+    );
+}
+
+#[test]
+fn batch_runs_many_commands_in_one_process_and_stops_at_the_first_error() {
+    let topo = SeedTopology::new("batch").unwrap();
+    let file = std::env::temp_dir().join(format!("{}-batch.txt", topo.ns1.name));
+    std::fs::write(
+        &file,
+        "# two tunnels to ns2, then a mistake\n\
+         tunnel add ta mode gre remote 10.10.20.2 local 10.10.10.2 key 1\n\
+         \n\
+         tunnel add tb mode ipip remote 10.10.20.2 local 10.10.10.2\n\
+         tunnel add tc mode ipip remote 10.10.20.2 key 3\n\
+         tunnel add td mode gre remote 10.10.20.2 local 10.10.10.2 key 4\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let out = topo.ns1.try_exec(&[XTUN, "-batch", path]).unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("xtun: {path}:5:1: keys are not allowed with ipip and sit tunnels\n")
+    );
+    // The column is that of the word the error is about.
+    std::fs::write(&file, "  tunnel add te mode gre remote 10.10.20.300\n").unwrap();
+    let out = topo.ns1.try_exec(&[XTUN, "-batch", path]).unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("xtun: {path}:1:33: invalid address \"10.10.20.300\"\n")
+    );
+    let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show"]).unwrap());
+    assert_eq!(
+        shown,
+        "ta: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit key 1\n\
+         tb: ip/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit\n"
+    );
+}
+
+#[test]
+fn vti_names_the_missing_kernel_support() {
+    let topo = SeedTopology::new("vti").unwrap();
+    let out = topo
+        .ns1
+        .try_exec(&[
+            XTUN,
+            "tunnel",
+            "add",
+            "vti1",
+            "mode",
+            "vti",
+            "remote",
+            "10.10.20.2",
+            "local",
+            "10.10.10.2",
+        ])
+        .unwrap();
+    assert!(!out.status.success());
+    let config = Command::new("sh")
+        .args([
+            "-c",
+            "zcat /proc/config.gz 2>/dev/null | grep -c '^CONFIG_INET_ESP=[ym]'",
+        ])
+        .output()
+        .unwrap();
+    let has_esp = String::from_utf8_lossy(&config.stdout).trim() != "0";
+    let expected = if has_esp {
+        "xtun: mode vti is not implemented by xtun yet (use `ip tunnel add ... mode vti` with the kernel's IPsec)\n"
+    } else {
+        "xtun: mode vti needs kernel IPsec with ESP (CONFIG_INET_ESP), which this kernel does not have\n"
+    };
+    assert_eq!(String::from_utf8_lossy(&out.stderr), expected);
+    let links = stdout(topo.ns1.exec(&["ip", "-o", "link", "show"]).unwrap());
+    assert!(!links.contains(": vti1:"), "{links}");
+}

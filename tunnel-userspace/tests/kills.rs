@@ -1,0 +1,481 @@
+//! SIGKILL at known points: `xtun` runs under strace, which kills it on
+//! entry to its Nth call of one syscall, for every call that changes
+//! something (a map write, a netlink request, a sysctl or mount). Each kill
+//! must leave the old state or the new one, the next command must repair
+//! exactly what a kill left, and traffic that is not touched keeps flowing.
+//! Also: forwarding across upgrades, changes and kills loses nothing.
+
+mod common;
+
+use std::{os::unix::process::ExitStatusExt as _, thread, time::Duration};
+
+use common::net::{heavy_traffic, ping, spawn_in, stdout, xtun, xtun_json, XTUN};
+use tunnel_userspace::testbed::{unique_prefix, Netns, SeedTopology};
+use serde_json::Value;
+
+/// The syscalls whose calls are kill points.
+const TRACED: &str = "bpf,sendto,sendmsg,write,mkdir,mkdirat,mount,umount2,rmdir,unlinkat";
+
+/// Where a kill lands: on entry to the `nth` call of `syscall`.
+#[derive(Debug, Clone)]
+struct KillPoint {
+    syscall: String,
+    nth: usize,
+    call: String,
+}
+
+/// A scratch file for strace's output, removed on drop.
+struct TraceFile(std::path::PathBuf);
+
+impl TraceFile {
+    fn new() -> Self {
+        Self(std::env::temp_dir().join(format!("{}.strace", unique_prefix("kill"))))
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TraceFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs `args` (an xtun command line, which must succeed) once under strace
+/// and returns every call that changes something, in order.
+fn kill_points(ns: &Netns, args: &[&str]) -> Vec<KillPoint> {
+    let trace = TraceFile::new();
+    let mut full = vec!["strace", "-f", "-qq", "-o", trace.path(), "-e"];
+    let set = format!("trace={TRACED}");
+    full.push(&set);
+    full.extend_from_slice(args);
+    let out = ns.try_exec(&full).unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    let text = std::fs::read_to_string(&trace.0).unwrap();
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    let mut points = Vec::new();
+    for line in text.lines() {
+        // "PID name(args...) = result"; skip resumptions and signals.
+        let Some(call) = line.split_once(' ').map(|(_, c)| c.trim_start()) else {
+            continue;
+        };
+        let Some((name, rest)) = call.split_once('(') else {
+            continue;
+        };
+        if !TRACED.split(',').any(|t| t == name) {
+            continue;
+        }
+        let n = seen.entry(name.to_string()).or_default();
+        *n += 1;
+        let changes = match name {
+            "bpf" => ["UPDATE", "DELETE", "LINK_", "ATTACH", "DETACH", "PIN"]
+                .iter()
+                .any(|w| rest.split(',').next().unwrap_or("").contains(w)),
+            "write" => !rest.starts_with("1,") && !rest.starts_with("2,"),
+            _ => true,
+        };
+        if changes {
+            points.push(KillPoint {
+                syscall: name.to_string(),
+                nth: *n,
+                call: call.chars().take(120).collect(),
+            });
+        }
+    }
+    assert!(
+        points
+            .iter()
+            .any(|p| p.syscall == "sendto" || p.syscall == "sendmsg"),
+        "{args:?}: no netlink request traced:\n{text}"
+    );
+    points
+}
+
+/// Runs `args` in `ns` and SIGKILLs it on entry to `point`; the kill must
+/// land there. Returns the killed process's pid.
+fn kill_at(ns: &Netns, args: &[&str], point: &KillPoint) -> u32 {
+    let trace = TraceFile::new();
+    let set = format!("trace={}", point.syscall);
+    let inject = format!("inject={}:signal=KILL:when={}", point.syscall, point.nth);
+    let mut full = vec![
+        "strace",
+        "-f",
+        "-qq",
+        "-o",
+        trace.path(),
+        "-e",
+        &set,
+        "-e",
+        &inject,
+    ];
+    full.extend_from_slice(args);
+    let out = ns.try_exec(&full).unwrap();
+    assert!(
+        out.status.signal() == Some(libc::SIGKILL) || out.status.code() == Some(128 + 9),
+        "{args:?} was not killed on entry to {}: {out:?}",
+        point.call
+    );
+    let text = std::fs::read_to_string(&trace.0).unwrap();
+    text.split_whitespace()
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .expect("strace names the pid")
+}
+
+/// Whether the maps hold what no tunnel accounts for, or a half-made pair
+/// is left: what the next command must repair.
+fn left_behind(ns: &Netns) -> bool {
+    let links = stdout(ns.exec(&["ip", "-o", "link", "show"]).unwrap());
+    let tunnels = xtun_json(ns, &["tunnel", "show"]).as_array().unwrap().len();
+    let decap = xtun_json(ns, &["map", "dump", "XTUN_DECAP"])["entries"]
+        .as_array()
+        .unwrap()
+        .len();
+    links.contains(": xtnew") || decap != tunnels
+}
+
+/// Runs `args` (an xtun command line, which must succeed) and returns
+/// whether it said it repaired something.
+fn repairs(ns: &Netns, args: &[&str]) -> bool {
+    let out = ns.try_exec(args).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {err}");
+    err.contains("xtun: repaired: ")
+}
+
+/// The command that runs `repair` without changing anything else.
+const TOUCH: [&str; 6] = [XTUN, "tunnel", "change", "tun1", "ttl", "inherit"];
+
+#[test]
+fn a_killed_add_leaves_the_tunnel_whole_or_absent() {
+    let topo = SeedTopology::new("kill").unwrap();
+    topo.add_tunnels(XTUN, "gre", &[]).unwrap();
+    let ns = &topo.ns1;
+    let add = [
+        XTUN,
+        "tunnel",
+        "add",
+        "tk",
+        "mode",
+        "gre",
+        "remote",
+        "10.10.20.2",
+        "local",
+        "10.10.10.2",
+        "key",
+        "7",
+    ];
+    let points = kill_points(ns, &add);
+    xtun(ns, &["tunnel", "del", "tk"]);
+    let mut repaired = 0;
+    for point in &points {
+        kill_at(ns, &add, point);
+        let link = ns.try_exec(&["ip", "link", "show", "tk"]).unwrap();
+        let shown = ns.try_exec(&[XTUN, "tunnel", "show", "tk"]).unwrap();
+        // Whole or absent: the interface exists exactly when xtun knows it
+        // (`show NAME` lists it; as `ip tunnel show`, it prints nothing for
+        // a name it does not know).
+        assert!(shown.status.success(), "{point:?}");
+        assert_eq!(link.status.success(), !shown.stdout.is_empty(), "{point:?}");
+        if !link.status.success() {
+            // Whatever the kill left does not block a retry, which repairs
+            // exactly when something was left.
+            let left = left_behind(ns);
+            assert_eq!(repairs(ns, &add), left, "{point:?}");
+            repaired += usize::from(left);
+        }
+        assert!(!left_behind(ns), "{point:?}");
+        xtun(ns, &["tunnel", "del", "tk"]);
+        assert_eq!(xtun(ns, &["map", "dump", "XTUN_DECAP"]).lines().count(), 1);
+    }
+    // Every map write comes after the pair is created: a kill there leaves
+    // the pair under its provisional name, and the retry removes it.
+    let writes = points.iter().filter(|p| p.syscall == "bpf").count();
+    assert!(writes >= 3, "{points:#?}");
+    assert!(repaired >= writes, "{repaired} repairs: {points:#?}");
+    assert!(ping(ns, "10.10.200.10", 1).contains("1 received"));
+}
+
+/// The decapsulation index holds exactly one entry per tunnel, the one its
+/// configuration implies, and nothing else.
+fn assert_maps_consistent(ns: &Netns, what: &str) {
+    let tunnels: Value =
+        serde_json::from_str(&stdout(ns.exec(&[XTUN, "-j", "tunnel", "show"]).unwrap())).unwrap();
+    let decap: Value = serde_json::from_str(&stdout(
+        ns.exec(&[XTUN, "-j", "map", "dump", "XTUN_DECAP"]).unwrap(),
+    ))
+    .unwrap();
+    let entries = decap["entries"].as_array().unwrap();
+    let tunnels = tunnels.as_array().unwrap();
+    assert_eq!(
+        entries.len(),
+        tunnels.len(),
+        "{what}: {decap} vs {tunnels:?}"
+    );
+    for t in tunnels {
+        // `ip -j` prints one "key" when the receive and send keys are equal.
+        let ikey = t.get("key").unwrap_or(&t["ikey"]);
+        let matching = entries
+            .iter()
+            .filter(|e| {
+                e["ifname"] == t["ifname"] && e["key"] == *ikey && e["remote"] == t["remote"]
+            })
+            .count();
+        assert_eq!(matching, 1, "{what}: {t} in {decap}");
+    }
+}
+
+#[test]
+fn forwarding_loses_nothing_during_upgrades_changes_and_kills() {
+    // A bulk transfer in another test shares the CPUs' receive backlogs;
+    // the exact-loss count is only meaningful without one.
+    let _heavy = heavy_traffic();
+    let topo = SeedTopology::new("flood").unwrap();
+    // ns2 decapsulates in XDP, ns1 in tc: both kinds of attachment get replaced.
+    topo.ns2
+        .exec(&[XTUN, "attach", "v2", "--decap", "xdp"])
+        .unwrap();
+    topo.add_tunnels(XTUN, "gre", &["key", "5"]).unwrap();
+    let status = |ns: &Netns| xtun_json(ns, &["status"]);
+    let ids = |doc: &Value| -> Vec<u64> {
+        doc["programs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_u64().unwrap())
+            .collect()
+    };
+    let before = (ids(&status(&topo.ns1)), ids(&status(&topo.ns2)));
+
+    // 3,000 pings at 1,000 per second through the tunnel while everything happens.
+    let flood = spawn_in(
+        &topo.ns1,
+        &["ping", "-i", "0.001", "-c", "3000", "-q", "10.10.200.10"],
+    );
+    thread::sleep(Duration::from_millis(300));
+    for ns in [&topo.ns1, &topo.ns2] {
+        let out = stdout(ns.exec(&[XTUN, "upgrade"]).unwrap());
+        assert!(out.starts_with("upgraded "), "{out}");
+    }
+    for k in 1..=5 {
+        topo.ns1
+            .exec(&[
+                XTUN,
+                "tunnel",
+                "add",
+                &format!("tx{k}"),
+                "mode",
+                "ipip",
+                "remote",
+                &format!("10.10.20.{}", 10 + k),
+                "local",
+                "10.10.10.2",
+            ])
+            .unwrap();
+    }
+    // An add killed halfway through its map writes, then repaired.
+    let add9 = [
+        XTUN,
+        "tunnel",
+        "add",
+        "tx9",
+        "mode",
+        "gre",
+        "remote",
+        "10.10.20.9",
+        "local",
+        "10.10.10.2",
+    ];
+    let points = kill_points(&topo.ns1, &add9);
+    xtun(&topo.ns1, &["tunnel", "del", "tx9"]);
+    let writes: Vec<&KillPoint> = points.iter().filter(|p| p.syscall == "bpf").collect();
+    kill_at(&topo.ns1, &add9, writes[writes.len() / 2]);
+    let out = topo.ns1.try_exec(&add9).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("xtun: repaired: "),
+        "{out:?}"
+    );
+    xtun(&topo.ns1, &["tunnel", "del", "tx9"]);
+    for k in 1..=5 {
+        topo.ns1
+            .exec(&[XTUN, "tunnel", "del", &format!("tx{k}")])
+            .unwrap();
+    }
+    topo.ns1.exec(&[XTUN, "upgrade"]).unwrap();
+
+    let flood = stdout(flood.wait_with_output());
+    assert!(
+        flood.contains("3000 packets transmitted, 3000 received"),
+        "{flood}"
+    );
+    let after = (status(&topo.ns1), status(&topo.ns2));
+    assert_ne!(ids(&after.0), before.0, "new programs in ns1");
+    assert_ne!(ids(&after.1), before.1, "new programs in ns2");
+    assert_eq!(ids(&after.1).len(), 2, "XDP and tc in ns2: {}", after.1);
+    for doc in [&after.0, &after.1] {
+        assert_eq!(doc["build_matches"], true);
+    }
+    // The tunnel and its counters survived: 3,000+ each way.
+    let shown = stdout(
+        topo.ns1
+            .exec(&[XTUN, "-s", "-j", "tunnel", "show", "tun1"])
+            .unwrap(),
+    );
+    let doc: Value = serde_json::from_str(&shown).unwrap();
+    assert!(
+        doc[0]["stats"]["tx"]["packets"].as_u64().unwrap() >= 3000,
+        "{doc}"
+    );
+}
+
+/// SIGKILL at every point of `change`, `del`, `attach` and `detach`: each
+/// leaves the old state or the new one, the next command repairs exactly
+/// what a kill left in the maps, and the tunnel that is not touched keeps
+/// working.
+#[test]
+fn killed_changes_deletes_and_attachments_leave_a_consistent_state() {
+    let topo = SeedTopology::new("kil2").unwrap();
+    topo.add_tunnels(XTUN, "gre", &[]).unwrap();
+    let ns = &topo.ns1;
+    let add = [
+        XTUN,
+        "tunnel",
+        "add",
+        "tk",
+        "mode",
+        "gre",
+        "remote",
+        "10.10.20.2",
+        "local",
+        "10.10.10.2",
+        "key",
+        "100",
+    ];
+    xtun(ns, &add[1..]);
+    let mut repaired = 0;
+
+    // A second tunnel changed under a kill: old key or new, and a decap
+    // entry the kill left is repaired by the next command.
+    let change = [XTUN, "tunnel", "change", "tk", "key", "200"];
+    let points = kill_points(ns, &change);
+    xtun(ns, &["tunnel", "change", "tk", "key", "100"]);
+    for point in &points {
+        kill_at(ns, &change, point);
+        let shown = xtun(ns, &["tunnel", "show", "tk"]);
+        assert!(
+            shown.ends_with(" key 100\n") || shown.ends_with(" key 200\n"),
+            "old or new key at {point:?}: {shown}"
+        );
+        let left = left_behind(ns);
+        assert_eq!(repairs(ns, &TOUCH), left, "{point:?}");
+        repaired += usize::from(left);
+        assert_maps_consistent(ns, &format!("change killed at {point:?}"));
+        assert!(
+            ping(ns, "10.10.200.10", 1).contains("1 received"),
+            "{point:?}"
+        );
+        xtun(ns, &["tunnel", "change", "tk", "key", "100"]);
+    }
+
+    // Deleted under a kill: the interface goes first, and map entries the
+    // kill left are repaired by the next command.
+    let del = [XTUN, "tunnel", "del", "tk"];
+    let points = kill_points(ns, &del);
+    xtun(ns, &add[1..]);
+    for point in &points {
+        kill_at(ns, &del, point);
+        let gone = !ns
+            .try_exec(&["ip", "link", "show", "tk"])
+            .unwrap()
+            .status
+            .success();
+        let left = left_behind(ns);
+        if gone {
+            assert_eq!(repairs(ns, &TOUCH), left, "{point:?}");
+            repaired += usize::from(left);
+        } else {
+            assert!(!left, "{point:?}");
+            assert!(!repairs(ns, &del), "{point:?}");
+        }
+        assert_maps_consistent(ns, &format!("del killed at {point:?}"));
+        assert!(
+            ping(ns, "10.10.200.10", 1).contains("1 received"),
+            "{point:?}"
+        );
+        assert!(!repairs(ns, &add), "{point:?}");
+    }
+    assert!(repaired > 0, "no kill left anything to repair");
+
+    // Switching where the other side's underlay decapsulates, killed at
+    // every point each way: the next attach always completes it.
+    let ns2 = &topo.ns2;
+    for (from, to) in [("tc", "xdp"), ("xdp", "tc")] {
+        xtun(ns2, &["attach", "v2", "--decap", from]);
+        let switch = [XTUN, "attach", "v2", "--decap", to];
+        let points = kill_points(ns2, &switch);
+        for point in &points {
+            xtun(ns2, &["attach", "v2", "--decap", from]);
+            kill_at(ns2, &switch, point);
+            xtun(ns2, &switch[1..]);
+            let v2 = common::net::status_of(ns2, "v2");
+            assert_eq!(v2["decap"], to, "{point:?}: {v2}");
+            assert!(
+                ping(ns, "10.10.200.10", 1).contains("1 received"),
+                "{point:?}"
+            );
+        }
+    }
+
+    // A spare interface attached and detached under kills: a detach after
+    // either kill leaves nothing of xtun on it.
+    ns2.exec(&[
+        "ip", "link", "add", "sp0", "type", "veth", "peer", "name", "sp1",
+    ])
+    .unwrap();
+    ns2.exec(&["ip", "link", "set", "sp0", "up"]).unwrap();
+    let clean = |what: &str| {
+        let link = stdout(ns2.exec(&["ip", "-d", "link", "show", "sp0"]).unwrap());
+        assert!(!link.contains("prog/xdp"), "{what}: {link}");
+        let filters = stdout(
+            ns2.exec(&["tc", "filter", "show", "dev", "sp0", "ingress"])
+                .unwrap(),
+        );
+        assert!(!filters.contains("xtun"), "{what}: {filters}");
+    };
+    let attach = [XTUN, "attach", "sp0", "--decap", "xdp"];
+    let detach = [XTUN, "detach", "sp0"];
+    let points = kill_points(ns2, &attach);
+    xtun(ns2, &detach[1..]);
+    let mut killed = Vec::new();
+    for point in &points {
+        killed.push(kill_at(ns2, &attach, point));
+        let _ = ns2.try_exec(&detach).unwrap();
+        clean(&format!("attach killed at {point:?}"));
+    }
+    xtun(ns2, &attach[1..]);
+    let points = kill_points(ns2, &detach);
+    for point in &points {
+        xtun(ns2, &attach[1..]);
+        killed.push(kill_at(ns2, &detach, point));
+        let _ = ns2.try_exec(&detach).unwrap();
+        clean(&format!("detach killed at {point:?}"));
+        assert!(
+            ping(ns, "10.10.200.10", 1).contains("1 received"),
+            "{point:?}"
+        );
+    }
+    // A load killed halfway leaves an empty mount-point directory (its
+    // private bpffs died with it); the next load removes it.
+    xtun(ns2, &attach[1..]);
+    let left: Vec<u32> = killed
+        .into_iter()
+        .filter(|pid| {
+            std::env::temp_dir()
+                .join(format!("xtun-bpffs-{pid}"))
+                .exists()
+        })
+        .collect();
+    assert_eq!(left, Vec::<u32>::new());
+}

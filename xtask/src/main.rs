@@ -96,9 +96,12 @@ fn main() -> Result<()> {
         Task::Bench { quick } => {
             setup()?;
             build()?;
-            let bench = build_example("bench")?;
-            let mut cmd = Command::new(bench);
-            cmd.env("XTUN", workspace_root().join("target/release/xtun"));
+            // A bench target (harness = false) outside the xtun library;
+            // cargo builds it with the release settings.
+            let mut cmd = Command::new("cargo");
+            cmd.current_dir(workspace_root())
+                .args(["bench", "-p", "tunnel-userspace", "--bench", "bench", "--"])
+                .env("XTUN", workspace_root().join("target/release/xtun"));
             if quick {
                 cmd.arg("--quick");
             }

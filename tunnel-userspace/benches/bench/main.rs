@@ -7,8 +7,12 @@
 //! 2. Throughput in the seed topology: routing, the kernel's VXLAN, xtun.
 //! 3. Control plane: adding, showing and dumping many tunnels.
 
-#[path = "../tests/common/mod.rs"]
+// The golden tests' harness: the bench measures the programs loaded and
+// registered exactly as those tests do.
+#[path = "../../tests/common/mod.rs"]
 mod common;
+
+mod baselines;
 
 use std::{
     net::Ipv4Addr,
@@ -19,18 +23,19 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
+use baselines::{
+    load_noop, load_tc_decap_calls, load_tc_encap_calls, load_xdp_decap_calls,
+    load_xdp_helper_calls, BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP,
+};
 use common::*;
 use serde_json::{json, Value};
 use tunnel_common::maps::*;
 use tunnel_userspace::{
-    bpf_sys::{
-        self, load_noop, load_tc_decap_calls, load_tc_encap_calls, load_xdp_decap_calls,
-        load_xdp_helper_calls, prog_test_run, BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP,
-    },
+    bpf_sys::prog_test_run,
     config::{decap_key, wire_addr, TunnelSpec},
     dataplane::{Dataplane, FILTER_TUNNEL},
     netlink::{Netlink, TcHook},
-    testbed::{Netns, SeedTopology},
+    testbed::{NarrowPath, Netns, SeedTopology},
 };
 
 /// How long and how often to measure.
@@ -541,26 +546,50 @@ fn cpu_busy_seconds() -> f64 {
     busy / 100.0
 }
 
+/// A child process killed (and reaped) on drop, so that a bench that fails
+/// halfway leaves no server behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// One iperf3 run from ns1 to `dst` in ns2; returns (Gbit/s, packets/s, cpu s per Gbit).
 fn iperf(topo: &SeedTopology, dst: &str, args: &[&str], seconds: u32) -> Result<(f64, f64, f64)> {
-    let mut server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &topo.ns2.name,
-            "iperf3",
-            "-s",
-            "-1",
-            "-B",
-            dst,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    iperf_between(&topo.ns1, &topo.ns2, dst, args, seconds)
+}
+
+/// One iperf3 run from `client` to `dst` in `server_ns`.
+fn iperf_between(
+    client: &Netns,
+    server_ns: &Netns,
+    dst: &str,
+    args: &[&str],
+    seconds: u32,
+) -> Result<(f64, f64, f64)> {
+    let mut server = KillOnDrop(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &server_ns.name,
+                "iperf3",
+                "-s",
+                "-1",
+                "-B",
+                dst,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
     // Start only once the server listens; a loaded machine can be slow.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let listening = topo.ns2.try_exec(&["ss", "-ltnH", "sport", "= :5201"])?;
+        let listening = server_ns.try_exec(&["ss", "-ltnH", "sport", "= :5201"])?;
         if !listening.stdout.is_empty() || Instant::now() > deadline {
             break;
         }
@@ -570,9 +599,15 @@ fn iperf(topo: &SeedTopology, dst: &str, args: &[&str], seconds: u32) -> Result<
     let mut full = vec!["iperf3", "-c", dst, "-t", &secs, "-J"];
     full.extend_from_slice(args);
     let cpu0 = cpu_busy_seconds();
-    let out = topo.ns1.try_exec(&full)?;
+    let out = client.try_exec(&full)?;
     let cpu = cpu_busy_seconds() - cpu0;
-    let _ = server.wait();
+    // A one-off server exits after its client; one whose client never
+    // came is killed after a short grace rather than waited for.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.0.try_wait()?.is_none() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    drop(server);
     let doc: Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
     if let Some(err) = doc["error"].as_str() {
         bail!("iperf3: {err}");
@@ -842,6 +877,38 @@ fn throughput(plan: &Plan, xtun: &str, rows: &mut Vec<(String, String, Value)>) 
     Ok(Value::Object(out))
 }
 
+/// TCP over a path whose middle link has a 1400-byte MTU (ns1 - rt1 - rt2 -
+/// ns2, as in tests/pmtu.rs): plain routing against xtun GRE over the same
+/// kind of path, measured in turns in one run; both learn the path MTU from
+/// the routers' ICMP.
+fn narrow_path(plan: &Plan, xtun: &str, rows: &mut Vec<(String, String, Value)>) -> Result<Value> {
+    const MTU: u32 = 1400;
+    let plain = NarrowPath::new("bnp", MTU)?;
+    let tunnel = NarrowPath::new("bnt", MTU)?;
+    tunnel.add_tunnels(xtun, "gre", &[])?;
+    let paths = [
+        ("routed over a 1400-byte path", &plain, "10.10.20.2"),
+        ("xtun GRE over a 1400-byte path", &tunnel, "10.10.200.10"),
+    ];
+    let mut samples: [Vec<f64>; 2] = Default::default();
+    for _ in 0..plan.iperf_repeats {
+        for ((_, path, dst), s) in paths.iter().zip(samples.iter_mut()) {
+            s.push(iperf_between(&path.ns1, &path.ns2, dst, &[], plan.iperf_seconds)?.0);
+        }
+    }
+    let [routed, gre] = samples.map(summary);
+    let ratio = median(&gre) / median(&routed);
+    for ((name, _, _), doc) in paths.iter().zip([&routed, &gre]) {
+        rows.push((name.to_string(), "TCP 1 stream Gbit/s".into(), doc.clone()));
+    }
+    Ok(json!({
+        "path_mtu": MTU,
+        "routed_tcp_1_stream_gbit": routed,
+        "xtun_gre_tcp_1_stream_gbit": gre,
+        "xtun_gre_over_routed": ratio,
+    }))
+}
+
 fn timed(f: impl FnOnce() -> Result<()>) -> Result<f64> {
     let start = Instant::now();
     f()?;
@@ -988,7 +1055,7 @@ fn map_memory(maps: &Value) -> Result<u64> {
         let Some(id) = m["id"].as_u64() else { continue };
         if let Ok(data) = aya::maps::MapData::from_id(id as u32) {
             use std::os::fd::AsFd as _;
-            total += bpf_sys::memlock(data.fd().as_fd().as_raw_fd()).unwrap_or(0);
+            total += baselines::memlock(data.fd().as_fd().as_raw_fd()).unwrap_or(0);
         }
     }
     Ok(total)
@@ -1150,18 +1217,20 @@ fn main() -> Result<()> {
     } else {
         micro(&plan, &mut rows)?
     };
-    let (tput, control) = if micro_only {
-        (json!({}), json!({}))
+    let (tput, control, narrow) = if micro_only {
+        (json!({}), json!({}), json!({}))
     } else {
         eprintln!("bench: throughput in the seed topology...");
         let tput = throughput(&plan, &xtun, &mut rows)?;
+        eprintln!("bench: TCP over a path with a 1400-byte MTU...");
+        let narrow = narrow_path(&plan, &xtun, &mut rows)?;
         let control = if throughput_only {
             json!({})
         } else {
             eprintln!("bench: control plane...");
             control_plane(&plan, &xtun, &mut rows)?
         };
-        (tput, control)
+        (tput, control, narrow)
     };
     let ratios = ratios(&micro, &tput);
     print_table(&rows);
@@ -1169,7 +1238,13 @@ fn main() -> Result<()> {
     for (k, v) in ratios.as_object().unwrap() {
         println!("  {k:<52} {:.3}", v.as_f64().unwrap_or(f64::NAN));
     }
-    let doc = json!({ "quick": quick, "per_packet_ns": micro, "throughput": tput, "control_plane_seconds": control, "ratios": ratios });
+    if let Some(ratio) = narrow["xtun_gre_over_routed"].as_f64() {
+        println!(
+            "  {:<52} {ratio:.3}",
+            "xtun GRE / routed, TCP over a 1400-byte path"
+        );
+    }
+    let doc = json!({ "quick": quick, "per_packet_ns": micro, "throughput": tput, "narrow_path": narrow, "control_plane_seconds": control, "ratios": ratios });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(

@@ -63,7 +63,9 @@ fn the_debian_package_installs_and_documents_every_command() {
     );
     for path in [
         "./usr/bin/xtun",
-        "./lib/systemd/system/xtun.service",
+        "./usr/lib/systemd/system/xtun.service",
+        "./usr/share/doc/xtun/copyright",
+        "./etc/xtun/xtun.toml",
         "./usr/share/doc/xtun/examples/xtun.toml",
         "./usr/share/bash-completion/completions/xtun",
         "./usr/share/zsh/vendor-completions/_xtun",
@@ -77,6 +79,22 @@ fn the_debian_package_installs_and_documents_every_command() {
             "{path} missing:\n{listing}"
         );
     }
+    // The unit lives where systemd looks for packaged units, and nothing
+    // under the legacy /lib.
+    assert!(!listing.contains(" ./lib/"), "{listing}");
+    // /etc/xtun/xtun.toml is a conffile: upgrades keep local edits.
+    let conffiles = stdout(
+        Command::new("dpkg-deb")
+            .arg("-I")
+            .arg(&deb)
+            .arg("conffiles")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(conffiles, "/etc/xtun/xtun.toml\n");
+    let info = stdout(Command::new("dpkg-deb").arg("-I").arg(&deb).output().unwrap());
+    assert!(info.contains(" Package: xtun\n"), "{info}");
+    assert!(info.contains(" conffiles"), "{info}");
     // Installed into a scratch root, the binary runs.
     let root = Scratch::new("deb");
     let status = Command::new("dpkg")
@@ -89,7 +107,34 @@ fn the_debian_package_installs_and_documents_every_command() {
     let xtun = root.0.join("usr/bin/xtun");
     let version = stdout(Command::new(&xtun).arg("--version").output().unwrap());
     assert_eq!(version, format!("xtun {}\n", env!("CARGO_PKG_VERSION")));
-    let unit = std::fs::read_to_string(root.0.join("lib/systemd/system/xtun.service")).unwrap();
+    // The copyright file names the dual license, carries the MIT text and
+    // points at the system's GPL-2.
+    let copyright = std::fs::read_to_string(root.0.join("usr/share/doc/xtun/copyright")).unwrap();
+    for needed in [
+        "MIT OR GPL-2.0",
+        "/usr/share/common-licenses/GPL-2",
+        "Permission is hereby granted, free of charge",
+    ] {
+        assert!(copyright.contains(needed), "{needed}:\n{copyright}");
+    }
+    // The shipped configuration declares nothing: applying it as it is
+    // plans no change.
+    let shipped = root.0.join("etc/xtun/xtun.toml");
+    let empty_ns = Netns::new(format!("{}-etc", unique_prefix("deb"))).unwrap();
+    let plan = stdout(
+        empty_ns
+            .exec(&[
+                xtun.to_str().unwrap(),
+                "apply",
+                "-f",
+                shipped.to_str().unwrap(),
+                "--dry-run",
+            ])
+            .unwrap(),
+    );
+    assert!(!plan.contains("would:"), "{plan}");
+    let unit =
+        std::fs::read_to_string(root.0.join("usr/lib/systemd/system/xtun.service")).unwrap();
     for line in [
         "After=network-online.target",
         "ExecStart=/usr/bin/xtun apply -f /etc/xtun/xtun.toml",

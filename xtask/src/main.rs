@@ -137,7 +137,10 @@ fn main() -> Result<()> {
     }
 }
 
-/// Stages the package tree and builds it with dpkg-deb.
+/// Stages the package tree and builds it with dpkg-deb (cargo-deb would
+/// need its own build on every fresh machine, CI's included, for what
+/// these few lines do; the generated man pages and completions would still
+/// need staging first).
 fn dist() -> Result<PathBuf> {
     let root = workspace_root();
     let xtun = root.join("target/release/xtun");
@@ -164,15 +167,24 @@ fn dist() -> Result<PathBuf> {
     copy(&xtun, dir("usr/bin")?.join("xtun"))?;
     copy(
         &root.join("dist/xtun.service"),
-        dir("lib/systemd/system")?.join("xtun.service"),
+        dir("usr/lib/systemd/system")?.join("xtun.service"),
     )?;
     let doc = dir("usr/share/doc/xtun")?;
     copy(&root.join("README.md"), doc.join("README.md"))?;
+    // Debian's copyright file: who holds it, the dual license, and the
+    // license text (GPL-2 by reference to the system's copy).
+    let copyright = std::fs::read_to_string(root.join("dist/copyright"))?
+        + &std::fs::read_to_string(root.join("LICENSE"))?;
+    std::fs::write(doc.join("copyright"), copyright)?;
     copy(
         &root.join("dist/xtun.toml"),
         dir("usr/share/doc/xtun/examples")?.join("xtun.toml"),
     )?;
-    dir("etc/xtun")?;
+    // What the unit applies; a conffile, so an upgrade keeps local edits.
+    copy(
+        &root.join("dist/etc-xtun.toml"),
+        dir("etc/xtun")?.join("xtun.toml"),
+    )?;
     for (shell, path) in [
         ("bash", "usr/share/bash-completion/completions/xtun"),
         ("zsh", "usr/share/zsh/vendor-completions/_xtun"),
@@ -196,6 +208,7 @@ fn dist() -> Result<PathBuf> {
         "Package: xtun\nVersion: {version}\nArchitecture: {arch}\nMaintainer: xtun developers <xtun@localhost>\nSection: net\nPriority: optional\nDepends: libc6\nInstalled-Size: {size_kib}\nDescription: IP tunnels (GRE, IPIP, SIT, ISATAP) with an eBPF data path\n xtun creates GRE, IPIP, SIT and ISATAP tunnels whose encapsulation and\n decapsulation run in XDP and tc programs, with the grammar of `ip tunnel`,\n a declarative configuration (`xtun apply`) and Prometheus metrics.\n"
     );
     std::fs::write(dir("DEBIAN")?.join("control"), control)?;
+    std::fs::write(stage.join("DEBIAN/conffiles"), "/etc/xtun/xtun.toml\n")?;
     let deb = out_dir.join(format!("xtun_{version}_{arch}.deb"));
     run(Command::new("dpkg-deb")
         .args(["--root-owner-group", "-Zgzip", "--build"])

@@ -398,6 +398,8 @@ fn tc_ttl_tos_and_ecn_follow_the_kernel() {
     let mut inner = inner_packet(3);
     let mut hdr = Ipv4Header::from_slice(&inner).unwrap().0;
     hdr.dscp = etherparse::Ipv4Dscp::try_new(0x28 >> 2).unwrap();
+    // Not 64, the TTL every other test packet has.
+    hdr.time_to_live = 37;
     hdr.header_checksum = hdr.calc_header_checksum();
     inner.splice(0..20, hdr.to_bytes());
     let (_, out) = encap(
@@ -406,7 +408,27 @@ fn tc_ttl_tos_and_ecn_follow_the_kernel() {
     );
     let outer = Ipv4Header::from_slice(&out[14..]).unwrap().0;
     assert_eq!((outer.dscp.value() << 2, outer.ecn.value()), (0x28, 2));
-    assert_eq!(outer.time_to_live, 64, "ttl inherit copies the inner TTL");
+    assert_eq!(outer.time_to_live, 37, "ttl inherit copies the inner TTL");
+
+    // ttl inherit takes an inner IPv6 packet's hop limit.
+    let mut inner6 = Vec::new();
+    let fd00 = |last: u8| {
+        let mut a = [0u8; 16];
+        (a[0], a[15]) = (0xfd, last);
+        a
+    };
+    PacketBuilder::ipv6(fd00(1), fd00(2), 45)
+        .icmpv6_echo_request(7, 1)
+        .write(&mut inner6, &[0xab; 16])
+        .unwrap();
+    let mut h = Harness::new();
+    h.add("tun1 mode gre remote 10.10.20.2 local 10.10.10.2", 1);
+    let mut input = eth(0x86dd);
+    input.extend_from_slice(&inner6);
+    let (verdict, out) = h.tc(&input);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let outer = Ipv4Header::from_slice(&out[14..]).unwrap().0;
+    assert_eq!(outer.time_to_live, 45, "ttl inherit copies the hop limit");
 
     // nopmtudisc: the outer DF is the inner packet's, as the kernel's
     // ip_tunnel_xmit copies it.

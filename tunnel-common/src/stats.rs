@@ -109,10 +109,7 @@ mod tests {
         assert_eq!(count, COUNTER_NAMES.len());
         for (i, name) in COUNTER_NAMES.iter().enumerate() {
             assert!(!name.is_empty());
-            assert!(
-                !COUNTER_NAMES[..i].contains(name),
-                "{name} is used twice"
-            );
+            assert!(!COUNTER_NAMES[..i].contains(name), "{name} is used twice");
         }
     }
 }

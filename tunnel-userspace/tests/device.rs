@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::net::{eventually, ping_with, received, spawn_in, stdout, Guard, XTUN};
+use common::net::{eventually, ping_with, received, spawn_in, status_of, stdout, Guard, XTUN};
 use serde_json::Value;
 use tunnel_userspace::testbed::{Netns, SeedTopology};
 
@@ -616,6 +616,12 @@ fn underlay_kind(kind: &str) {
         "underlay {dev}: {shown}"
     );
     assert_eq!(ping(ns1, "10.10.200.10", 3, 56), 3, "over {kind}");
+    // `tunnel add` attached with `auto`: on anything but a veth that is XDP,
+    // natively where the driver has XDP (tap) and generic XDP otherwise.
+    let attached = status_of(ns1, dev);
+    assert_eq!(attached["decap"], "xdp", "{kind}: {attached}");
+    let mode = if kind == "tap" { "native" } else { "generic" };
+    assert_eq!(attached["xdp"]["mode"], mode, "{kind}: {attached}");
     // And the decapsulating side of it counted them.
     let (rx, _, tx, _) = link_counters(ns1, "tun1");
     assert!(rx >= 3 && tx >= 3, "{kind}: rx {rx} tx {tx}");

@@ -5,8 +5,8 @@
 mod common;
 
 use common::net::{add_side, ping, ping_with, stdout, Capture, XTUN};
-use tunnel_userspace::testbed::{Lan, SeedTopology};
 use serde_json::Value;
+use tunnel_userspace::testbed::{Lan, SeedTopology};
 
 /// Multipoint GRE: a hub with one `remote any` tunnel reaches three sites,
 /// each on a point-to-point tunnel with `local any`.

@@ -4,10 +4,7 @@
 
 mod common;
 
-use std::{
-    thread,
-    time::Duration,
-};
+use std::{thread, time::Duration};
 
 use serde_json::{json, Value};
 use tunnel_common::maps::CLASSID_TUNNEL;

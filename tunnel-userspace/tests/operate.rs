@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::net::{ping_with, spawn_in, stdout, XTUN};
+use common::net::{ping_with, spawn_in, status_of, stdout, xtun_json, XTUN};
 use tunnel_userspace::testbed::{unique_prefix, Lan, Netns, SeedTopology};
 
 fn workspace() -> PathBuf {
@@ -92,7 +92,13 @@ fn the_debian_package_installs_and_documents_every_command() {
             .unwrap(),
     );
     assert_eq!(conffiles, "/etc/xtun/xtun.toml\n");
-    let info = stdout(Command::new("dpkg-deb").arg("-I").arg(&deb).output().unwrap());
+    let info = stdout(
+        Command::new("dpkg-deb")
+            .arg("-I")
+            .arg(&deb)
+            .output()
+            .unwrap(),
+    );
     assert!(info.contains(" Package: xtun\n"), "{info}");
     assert!(info.contains(" conffiles"), "{info}");
     // Installed into a scratch root, the binary runs.
@@ -133,8 +139,7 @@ fn the_debian_package_installs_and_documents_every_command() {
             .unwrap(),
     );
     assert!(!plan.contains("would:"), "{plan}");
-    let unit =
-        std::fs::read_to_string(root.0.join("usr/lib/systemd/system/xtun.service")).unwrap();
+    let unit = std::fs::read_to_string(root.0.join("usr/lib/systemd/system/xtun.service")).unwrap();
     for line in [
         "After=network-online.target",
         "ExecStart=/usr/bin/xtun apply -f /etc/xtun/xtun.toml",
@@ -537,4 +542,58 @@ fn a_fleet_of_eight_hosts_converges_from_one_inventory() {
         first.as_secs_f64(),
         second.as_secs_f64()
     );
+}
+
+/// `[[attach]]` in an apply file: an attachment changes where it
+/// decapsulates when the file says so, and one the file no longer lists is
+/// detached, unless a tunnel still leaves by it.
+#[test]
+fn apply_changes_and_removes_explicit_attachments() {
+    let topo = SeedTopology::new("apat").unwrap();
+    let dir = Scratch::new("apat");
+    let (f1, f2) = seed_files(&dir, "");
+    topo.ns1.exec(&[XTUN, "apply", "-f", &f1]).unwrap();
+    let ns2 = &topo.ns2;
+    ns2.exec(&[
+        "ip", "link", "add", "sp0", "type", "veth", "peer", "name", "sp1",
+    ])
+    .unwrap();
+    ns2.exec(&["ip", "link", "set", "sp0", "up"]).unwrap();
+    let tunnel = std::fs::read_to_string(&f2).unwrap();
+    let apply = |attach: &[(&str, &str)]| {
+        let mut text = tunnel.clone();
+        for (dev, decap) in attach {
+            text += &format!("\n[[attach]]\ndev = \"{dev}\"\ndecap = \"{decap}\"\n");
+        }
+        let file = write(&dir, "attach.toml", &text);
+        ns2.exec(&[XTUN, "apply", "-f", &file]).unwrap();
+    };
+    let decap = |dev: &str| status_of(ns2, dev)["decap"].clone();
+
+    apply(&[("v2", "xdp"), ("sp0", "xdp")]);
+    assert_eq!((decap("v2"), decap("sp0")), ("xdp".into(), "xdp".into()));
+    assert!(ping(&topo.ns1, "10.10.200.10", 2, "0.2").contains("2 received"));
+    apply(&[("v2", "tc"), ("sp0", "tc")]);
+    assert_eq!((decap("v2"), decap("sp0")), ("tc".into(), "tc".into()));
+    assert!(ping(&topo.ns1, "10.10.200.10", 2, "0.2").contains("2 received"));
+
+    // Neither listed any more: sp0 is detached; v2 stays, tun2 leaves by it.
+    apply(&[]);
+    let interfaces = xtun_json(ns2, &["status"])["interfaces"].clone();
+    let names: Vec<&str> = interfaces
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["ifname"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"sp0"), "{interfaces}");
+    assert!(names.contains(&"v2"), "{interfaces}");
+    let link = stdout(ns2.exec(&["ip", "-d", "link", "show", "sp0"]).unwrap());
+    assert!(!link.contains("prog/xdp"), "{link}");
+    let filters = stdout(
+        ns2.exec(&["tc", "filter", "show", "dev", "sp0", "ingress"])
+            .unwrap(),
+    );
+    assert_eq!(filters, "", "nothing of xtun on sp0");
+    assert!(ping(&topo.ns1, "10.10.200.10", 2, "0.2").contains("2 received"));
 }

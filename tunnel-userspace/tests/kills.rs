@@ -137,7 +137,7 @@ fn kill_at(ns: &Netns, args: &[&str], point: &KillPoint) -> (Option<u32>, bool) 
 /// Kills `args` at each of its kill points in turn. After every run `after`
 /// checks, and repairs, what it left (it gets the point and the killed
 /// pid), then `reset` brings back the state the trace was taken in. A kill
-/// that missed its point is retried on a fresh trace, a few times at most.
+/// that missed its point is retried on a fresh trace, ten times at most.
 /// Returns the points.
 fn kill_at_every_point(
     ns: &Netns,
@@ -157,7 +157,7 @@ fn kill_at_every_point(
             i += 1;
         } else {
             misses += 1;
-            assert!(misses <= 5, "{args:?}: kills keep missing {:?}", points[i]);
+            assert!(misses <= 10, "{args:?}: kills keep missing {:?}", points[i]);
             points = kill_points(ns, args);
             reset();
         }
@@ -165,16 +165,17 @@ fn kill_at_every_point(
     first
 }
 
-/// Whether the maps hold what no tunnel accounts for, or a half-made pair
-/// is left: what the next command must repair.
+/// Whether the maps hold what no tunnel accounts for (the entries of a
+/// deleted interface, a decapsulation entry no configuration implies), or
+/// a half-made pair is left: what the next command must repair.
 fn left_behind(ns: &Netns) -> bool {
     let links = stdout(ns.exec(&["ip", "-o", "link", "show"]).unwrap());
     let tunnels = xtun_json(ns, &["tunnel", "show"]).as_array().unwrap().len();
-    let decap = xtun_json(ns, &["map", "dump", "XTUN_DECAP"])["entries"]
+    let configured = xtun_json(ns, &["map", "dump", "XTUN_TUNNELS"])["entries"]
         .as_array()
         .unwrap()
         .len();
-    links.contains(": xtnew") || decap != tunnels
+    links.contains(": xtnew") || configured != tunnels || inconsistency(ns).is_some()
 }
 
 /// Runs `args` (an xtun command line, which must succeed) and returns
@@ -191,6 +192,9 @@ const TOUCH: [&str; 6] = [XTUN, "tunnel", "change", "tun1", "ttl", "inherit"];
 
 #[test]
 fn a_killed_add_leaves_the_tunnel_whole_or_absent() {
+    // Programs loaded by the other tests here change how many bpf calls
+    // come before a kill point.
+    let _alone = heavy_traffic();
     let topo = SeedTopology::new("kill").unwrap();
     topo.add_tunnels(XTUN, "gre", &[]).unwrap();
     let ns = &topo.ns1;
@@ -244,23 +248,17 @@ fn a_killed_add_leaves_the_tunnel_whole_or_absent() {
     assert!(ping(ns, "10.10.200.10", 1).contains("1 received"));
 }
 
-/// The decapsulation index holds exactly one entry per tunnel, the one its
-/// configuration implies, and nothing else.
-fn assert_maps_consistent(ns: &Netns, what: &str) {
-    let tunnels: Value =
-        serde_json::from_str(&stdout(ns.exec(&[XTUN, "-j", "tunnel", "show"]).unwrap())).unwrap();
-    let decap: Value = serde_json::from_str(&stdout(
-        ns.exec(&[XTUN, "-j", "map", "dump", "XTUN_DECAP"]).unwrap(),
-    ))
-    .unwrap();
+/// Where the decapsulation index differs from holding exactly one entry
+/// per tunnel, the one its configuration implies, and nothing else.
+fn inconsistency(ns: &Netns) -> Option<String> {
+    let tunnels = xtun_json(ns, &["tunnel", "show"]);
+    let decap = xtun_json(ns, &["map", "dump", "XTUN_DECAP"]);
     let entries = decap["entries"].as_array().unwrap();
     let tunnels = tunnels.as_array().unwrap();
-    assert_eq!(
-        entries.len(),
-        tunnels.len(),
-        "{what}: {decap} vs {tunnels:?}"
-    );
-    for t in tunnels {
+    if entries.len() != tunnels.len() {
+        return Some(format!("{decap} vs {tunnels:?}"));
+    }
+    tunnels.iter().find_map(|t| {
         // `ip -j` prints one "key" when the receive and send keys are equal.
         let ikey = t.get("key").unwrap_or(&t["ikey"]);
         let matching = entries
@@ -269,7 +267,13 @@ fn assert_maps_consistent(ns: &Netns, what: &str) {
                 e["ifname"] == t["ifname"] && e["key"] == *ikey && e["remote"] == t["remote"]
             })
             .count();
-        assert_eq!(matching, 1, "{what}: {t} in {decap}");
+        (matching != 1).then(|| format!("{t} in {decap}"))
+    })
+}
+
+fn assert_maps_consistent(ns: &Netns, what: &str) {
+    if let Some(differs) = inconsistency(ns) {
+        panic!("{what}: {differs}");
     }
 }
 
@@ -383,6 +387,7 @@ fn forwarding_loses_nothing_during_upgrades_changes_and_kills() {
 /// working.
 #[test]
 fn killed_changes_deletes_and_attachments_leave_a_consistent_state() {
+    let _alone = heavy_traffic();
     let topo = SeedTopology::new("kil2").unwrap();
     topo.add_tunnels(XTUN, "gre", &[]).unwrap();
     let ns = &topo.ns1;

@@ -12,17 +12,7 @@ use tunnel_userspace::testbed::SeedTopology;
 #[test]
 fn bad_input_gets_one_line_errors_and_changes_nothing() {
     let topo = SeedTopology::new("bad").unwrap();
-    let base = [
-        "tunnel",
-        "add",
-        "tun1",
-        "mode",
-        "gre",
-        "remote",
-        "10.10.20.2",
-        "local",
-        "10.10.10.2",
-    ];
+    let base = "tunnel add tun1 mode gre remote 10.10.20.2 local 10.10.10.2";
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["tunnel", "add", "tun1", "mode", "gre", "remote", "10.10.20.300"], "Error: an IP address is expected rather than \"10.10.20.300\"\n"),
         (vec!["tunnel", "add", "tun1", "mode", "bogus", "remote", "10.10.20.2"], "Unknown tunnel mode \"bogus\"\n"),
@@ -66,7 +56,7 @@ fn bad_input_gets_one_line_errors_and_changes_nothing() {
     }
     // Adding a tunnel that exists fails cleanly and keeps the first one.
     let mut add = vec![XTUN];
-    add.extend(&base);
+    add.extend(base.split(' '));
     topo.ns1.exec(&add).unwrap();
     let out = topo.ns1.try_exec(&add).unwrap();
     assert_eq!(

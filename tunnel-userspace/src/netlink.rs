@@ -75,6 +75,8 @@ const RECV_BUF_LEN: usize = 64 * 1024;
 /// The tc priority of xtun's filters, so they are found and removed without
 /// touching anybody else's ("xt").
 pub const FILTER_PRIO: u16 = 0x7874;
+/// Outer-fragment reassembly runs just before the data plane's filter.
+pub const DEFRAG_PRIO: u16 = FILTER_PRIO - 1;
 const FILTER_HANDLE: u32 = 1;
 const CLSACT_HANDLE: u32 = 0xFFFF_0000;
 const ETH_P_ALL: u16 = 0x0003;
@@ -464,7 +466,22 @@ impl Netlink {
         classid: u32,
         replace: bool,
     ) -> Result<()> {
-        let msg = bpf_filter_message(ifindex, hook, prog_fd, name, classid);
+        self.add_bpf_filter_at(FILTER_PRIO, ifindex, hook, prog_fd, name, classid, replace)
+    }
+
+    /// `add_bpf_filter` at another priority (lower runs first).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_bpf_filter_at(
+        &mut self,
+        prio: u16,
+        ifindex: u32,
+        hook: TcHook,
+        prog_fd: RawFd,
+        name: &str,
+        classid: u32,
+        replace: bool,
+    ) -> Result<()> {
+        let msg = bpf_filter_message(prio, ifindex, hook, prog_fd, name, classid);
         let exclusive = if replace { NLM_F_REPLACE } else { NLM_F_EXCL };
         let body = RouteNetlinkMessage::NewTrafficFilter(msg);
         self.command("attaching the tc program", NLM_F_CREATE | exclusive, body)
@@ -472,7 +489,12 @@ impl Netlink {
 
     /// Removes xtun's classifier from a hook; absent is fine.
     pub fn del_bpf_filter(&mut self, ifindex: u32, hook: TcHook) -> Result<()> {
-        let mut msg = filter_message(ifindex, hook, xtun_filter_info());
+        self.del_bpf_filter_at(FILTER_PRIO, ifindex, hook)
+    }
+
+    /// `del_bpf_filter` at another priority.
+    pub fn del_bpf_filter_at(&mut self, prio: u16, ifindex: u32, hook: TcHook) -> Result<()> {
+        let mut msg = filter_message(ifindex, hook, filter_info(prio));
         msg.attributes
             .push(TcAttribute::Kind(TcFilterBpf::KIND.into()));
         let body = RouteNetlinkMessage::DelTrafficFilter(msg);
@@ -627,8 +649,8 @@ fn clsact_message(ifindex: u32) -> TcMessage {
 
 /// The tcm_info of xtun's filters: priority, and the protocol (all) in
 /// network order.
-fn xtun_filter_info() -> u32 {
-    ((FILTER_PRIO as u32) << 16) | ETH_P_ALL.to_be() as u32
+fn filter_info(prio: u16) -> u32 {
+    ((prio as u32) << 16) | ETH_P_ALL.to_be() as u32
 }
 
 fn filter_message(ifindex: u32, hook: TcHook, info: u32) -> TcMessage {
@@ -639,13 +661,14 @@ fn filter_message(ifindex: u32, hook: TcHook, info: u32) -> TcMessage {
 }
 
 fn bpf_filter_message(
+    prio: u16,
     ifindex: u32,
     hook: TcHook,
     prog_fd: RawFd,
     name: &str,
     classid: u32,
 ) -> TcMessage {
-    let mut msg = filter_message(ifindex, hook, xtun_filter_info());
+    let mut msg = filter_message(ifindex, hook, filter_info(prio));
     msg.header.handle = FILTER_HANDLE.into();
     let mut options = vec![
         TcOption::Bpf(TcFilterBpfOption::ProgFd(prog_fd as u32)),
@@ -838,7 +861,7 @@ mod tests {
 
     #[test]
     fn bpf_filter_is_direct_action_at_xtuns_priority() {
-        let msg = bpf_filter_message(4, TcHook::Egress, 21, "xtun_tc", 0x1_0002);
+        let msg = bpf_filter_message(FILTER_PRIO, 4, TcHook::Egress, 21, "xtun_tc", 0x1_0002);
         let bytes = encode(RouteNetlinkMessage::NewTrafficFilter(msg), NLM_F_ACK, 1);
         let tcm = &bytes[NLMSG_HDR_LEN..];
         assert_eq!(u32_at(tcm, 4), 4, "tcm_ifindex");
@@ -865,9 +888,14 @@ mod tests {
             "TCA_BPF_FLAG_ACT_DIRECT"
         );
 
-        let without_classid = bpf_filter_message(4, TcHook::Ingress, 21, "x", 0);
+        let without_classid = bpf_filter_message(DEFRAG_PRIO, 4, TcHook::Ingress, 21, "x", 0);
         let bytes = encode(RouteNetlinkMessage::NewTrafficFilter(without_classid), 0, 1);
         assert_eq!(u32_at(&bytes, NLMSG_HDR_LEN + 12), 0xFFFF_FFF2);
+        assert_eq!(
+            bytes[NLMSG_HDR_LEN + 16..][..4],
+            [0x00, 0x03, 0x73, 0x78],
+            "prio 0x7873"
+        );
         let options = nla(&bytes[NLMSG_HDR_LEN + TCMSG_LEN..], 2);
         assert!(nlas(&options).iter().all(|(k, _)| *k != 3));
     }
@@ -918,7 +946,7 @@ mod tests {
     fn a_dumped_bpf_filter_gives_its_program_name_classid_and_prio() {
         let mut tcm = vec![0u8; TCMSG_LEN];
         tcm[4..8].copy_from_slice(&4i32.to_ne_bytes());
-        tcm[16..20].copy_from_slice(&xtun_filter_info().to_ne_bytes());
+        tcm[16..20].copy_from_slice(&filter_info(FILTER_PRIO).to_ne_bytes());
         let mut options = attribute(11, &77u32.to_ne_bytes());
         options.extend(attribute(7, b"xtun_tc\0"));
         options.extend(attribute(3, &0x1_0005u32.to_ne_bytes()));

@@ -96,6 +96,10 @@ counters! {
     RX_REASM_REFUSED = 35, "rx_reassembly_refused";
     /// A fragment that repeats bytes already in: dropped, its datagram kept.
     RX_FRAG_DUPLICATE = 36, "rx_fragment_duplicates";
+    /// ICMP "unreachable" or "time exceeded" about an outer packet a tunnel
+    /// sent: counted, not relayed to inner senders (the kernel's tunnels
+    /// answer the next ones "host unreachable" for 30 s).
+    RX_ICMP_NOT_RELAYED = 37, "rx_icmp_errors_not_relayed";
 }
 
 #[cfg(test)]
@@ -105,7 +109,7 @@ mod tests {
     #[test]
     fn counter_slots_are_dense_and_named() {
         assert_eq!(COUNTER_COUNT as usize, COUNTER_NAMES.len());
-        assert_eq!(RX_FRAG_DUPLICATE + 1, COUNTER_COUNT);
+        assert_eq!(RX_ICMP_NOT_RELAYED + 1, COUNTER_COUNT);
         let mut seen = [false; COUNTER_COUNT as usize];
         for (i, name) in COUNTER_NAMES.iter().enumerate() {
             assert!(!name.is_empty());

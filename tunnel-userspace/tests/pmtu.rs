@@ -156,14 +156,45 @@ fn a_host_behind_the_tunnel_is_told_too() {
 /// Sends an ICMP "fragmentation needed" from the first router to ns1,
 /// quoting the packet `quoted` (scapy).
 fn forge_frag_needed(path: &NarrowPath, mtu: u32, quoted: &str) {
+    forge_icmp(path, &format!("type=3, code=4, nexthopmtu={mtu}"), quoted);
+}
+
+/// Sends the ICMP error `icmp` (scapy's ICMP fields) from the first router
+/// to ns1, quoting the packet `quoted`.
+fn forge_icmp(path: &NarrowPath, icmp: &str, quoted: &str) {
     let script = format!(
         r#"
 from scapy.all import IP, ICMP, GRE, UDP, send
 quoted = {quoted}
-send(IP(src="10.10.10.1", dst="10.10.10.2") / ICMP(type=3, code=4, nexthopmtu={mtu}) / quoted, verbose=0)
+send(IP(src="10.10.10.1", dst="10.10.10.2") / ICMP({icmp}) / quoted, verbose=0)
 "#
     );
     path.rt1.exec(&["/usr/bin/python3", "-c", &script]).unwrap();
+}
+
+#[test]
+fn other_icmp_errors_about_tunnel_packets_are_counted() {
+    let path = NarrowPath::new("picmp", 1500).unwrap();
+    path.add_tunnels(XTUN, "gre", &["key", "7"]).unwrap();
+    let ours = r#"IP(src="10.10.10.2", dst="10.10.20.2", len=120) / GRE(key_present=1, key=7, proto=0x0800) / IP(src="10.10.100.10", dst="10.10.200.10")"#;
+    let another_key = r#"IP(src="10.10.10.2", dst="10.10.20.2", len=120) / GRE(key_present=1, key=8, proto=0x0800) / IP(src="10.10.100.10", dst="10.10.200.10")"#;
+    // Host unreachable and TTL exceeded about what tun1 sent: counted.
+    forge_icmp(&path, "type=3, code=1", ours);
+    forge_icmp(&path, "type=11, code=0", ours);
+    // About a packet no tunnel sent: ignored, as a forged frag-needed is.
+    forge_icmp(&path, "type=3, code=1", another_key);
+    assert!(net::eventually(|| stat(
+        &path.ns1,
+        "v1",
+        "rx_icmp_errors_not_relayed"
+    ) == 2));
+    assert!(net::eventually(
+        || stat(&path.ns1, "v1", "rx_icmp_ignored") == 1
+    ));
+    assert_eq!(stat(&path.ns1, "v1", "rx_icmp_frag_needed"), 0);
+    // Nothing changed for the tunnel: pings still pass.
+    let out = ping_fragmentable(&path.ns1, "10.10.200.10", 56, 2);
+    assert!(out.contains("2 received"), "{out}");
 }
 
 #[test]

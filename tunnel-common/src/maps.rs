@@ -137,6 +137,25 @@ pub struct TunnelConfig {
 }
 
 impl TunnelConfig {
+    /// The GRE flags this tunnel sends (key, checksum, sequence number);
+    /// none for a mode without GRE.
+    #[inline(always)]
+    pub const fn gre_output_flags(&self) -> u16 {
+        let mut gre = 0;
+        if self.mode == MODE_GRE {
+            if self.flags & TUNNEL_F_OKEY != 0 {
+                gre |= crate::wire::GRE_KEY;
+            }
+            if self.flags & TUNNEL_F_OCSUM != 0 {
+                gre |= crate::wire::GRE_CSUM;
+            }
+            if self.flags & TUNNEL_F_OSEQ != 0 {
+                gre |= crate::wire::GRE_SEQ;
+            }
+        }
+        gre
+    }
+
     /// The ifindex the data plane finds this configuration by: the
     /// interface its encapsulation runs on.
     pub fn datapath_ifindex(&self) -> u32 {
@@ -496,6 +515,31 @@ mod tests {
             size_of::<IfCounters>(),
             8 * (crate::stats::COUNTER_COUNT as usize + 1)
         );
+    }
+
+    #[test]
+    fn gre_output_flags_follow_the_o_options_and_only_for_gre() {
+        use crate::wire::{GRE_CSUM, GRE_KEY, GRE_SEQ};
+        let cfg = |mode, flags| TunnelConfig {
+            mode,
+            flags,
+            ..Default::default()
+        };
+        assert_eq!(cfg(MODE_GRE, 0).gre_output_flags(), 0);
+        assert_eq!(cfg(MODE_GRE, TUNNEL_F_OKEY).gre_output_flags(), GRE_KEY);
+        assert_eq!(cfg(MODE_GRE, TUNNEL_F_OCSUM).gre_output_flags(), GRE_CSUM);
+        assert_eq!(cfg(MODE_GRE, TUNNEL_F_OSEQ).gre_output_flags(), GRE_SEQ);
+        let all = TUNNEL_F_OKEY | TUNNEL_F_OCSUM | TUNNEL_F_OSEQ;
+        // Input options never show on output.
+        let inputs = TUNNEL_F_IKEY | TUNNEL_F_ICSUM | TUNNEL_F_ISEQ;
+        assert_eq!(
+            cfg(MODE_GRE, all | inputs).gre_output_flags(),
+            GRE_KEY | GRE_CSUM | GRE_SEQ
+        );
+        assert_eq!(cfg(MODE_GRE, inputs).gre_output_flags(), 0);
+        for mode in [MODE_IPIP, MODE_SIT, MODE_ISATAP] {
+            assert_eq!(cfg(mode, all).gre_output_flags(), 0);
+        }
     }
 
     #[test]

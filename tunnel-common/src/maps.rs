@@ -254,6 +254,26 @@ pub struct DecapTarget {
     pub port: u32,
 }
 
+impl DecapKey {
+    /// The key of a packet from `remote` to `local` by outer protocol
+    /// `proto`, with the GRE key `key` (network order) when it has one.
+    #[inline(always)]
+    pub const fn new(local: u32, remote: u32, proto: u8, key: Option<u32>) -> Self {
+        let (key, has_key) = match key {
+            Some(key) => (key, 1),
+            None => (0, 0),
+        };
+        Self {
+            local,
+            remote,
+            key,
+            proto,
+            has_key,
+            _pad: [0; 2],
+        }
+    }
+}
+
 impl DecapTarget {
     /// The index entry that delivers to the tunnel on `ifindex`.
     pub fn for_tunnel(ifindex: u32, cfg: &TunnelConfig) -> Self {
@@ -324,6 +344,31 @@ pub struct XdpMeta {
     pub flags: u32,
     pub stats_slot: u32,
     pub port: u32,
+}
+
+impl XdpMeta {
+    /// The tag `magic` for a frame of the tunnel `target`.
+    #[inline(always)]
+    pub const fn new(magic: u32, target: &DecapTarget) -> Self {
+        Self {
+            magic,
+            ifindex: target.ifindex,
+            flags: target.flags,
+            stats_slot: target.stats_slot,
+            port: target.port,
+        }
+    }
+
+    /// What the decapsulation index said, as the tag carries it.
+    #[inline(always)]
+    pub const fn target(&self) -> DecapTarget {
+        DecapTarget {
+            ifindex: self.ifindex,
+            flags: self.flags,
+            stats_slot: self.stats_slot,
+            port: self.port,
+        }
+    }
 }
 
 /// Per-interface data-plane counters: one slot per `stats` reason.
@@ -540,6 +585,23 @@ mod tests {
         for mode in [MODE_IPIP, MODE_SIT, MODE_ISATAP] {
             assert_eq!(cfg(mode, all).gre_output_flags(), 0);
         }
+    }
+
+    #[test]
+    fn decap_keys_and_xdp_tags_carry_every_field() {
+        let keyed = DecapKey::new(1, 2, 47, Some(9));
+        assert_eq!((keyed.local, keyed.remote, keyed.proto), (1, 2, 47));
+        assert_eq!((keyed.key, keyed.has_key), (9, 1));
+        let plain = DecapKey::new(1, 2, 4, None);
+        assert_eq!((plain.key, plain.has_key, plain._pad), (0, 0, [0; 2]));
+        let target = DecapTarget {
+            ifindex: 3,
+            flags: 4,
+            stats_slot: 5,
+            port: 6,
+        };
+        let tag = XdpMeta::new(7, &target);
+        assert_eq!((tag.magic, tag.target()), (7, target));
     }
 
     #[test]

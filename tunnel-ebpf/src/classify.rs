@@ -112,14 +112,7 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
         None => (0, Family::V6, None),
     };
 
-    let lookup = DecapKey {
-        local,
-        remote,
-        key: key.unwrap_or(0),
-        proto,
-        has_key: key.is_some() as u8,
-        _pad: [0; 2],
-    };
+    let lookup = DecapKey::new(local, remote, proto, key);
     let target = find_tunnel(lookup).ok_or(RX_PASS_NO_TUNNEL)?;
     let inner_off = l4 + tunnel_len;
 

@@ -89,15 +89,7 @@ pub fn note_icmp<F: Frame>(ctx: &F, l4: usize, icmp_dst: u32) -> u32 {
         return RX_ICMP_IGNORED;
     }
     // The packet we sent: from our local address to the remote.
-    let lookup = DecapKey {
-        local: ip.src(),
-        remote: ip.dst(),
-        key: key.unwrap_or(0),
-        proto,
-        has_key: key.is_some() as u8,
-        _pad: [0; 2],
-    };
-    let Some(target) = find_tunnel(lookup) else {
+    let Some(target) = find_tunnel(DecapKey::new(ip.src(), ip.dst(), proto, key)) else {
         return RX_ICMP_IGNORED;
     };
     // A report below the minimum, or not below the packet it quotes, is

@@ -67,15 +67,7 @@ pub fn deliver_tagged(ctx: &TcContext) -> Tagged {
     // SAFETY: bounds checked against data, which ends the metadata area.
     let tag = unsafe { *(meta as *const XdpMeta) };
     match tag.magic {
-        XDP_META_MAGIC => {
-            let target = DecapTarget {
-                ifindex: tag.ifindex,
-                flags: tag.flags,
-                stats_slot: tag.stats_slot,
-                port: tag.port,
-            };
-            Tagged::Delivered(deliver(ctx, &target))
-        }
+        XDP_META_MAGIC => Tagged::Delivered(deliver(ctx, &tag.target())),
         XDP_META_CSUM_IN_TC => Tagged::DecapHere,
         _ => Tagged::No,
     }

@@ -99,14 +99,6 @@ fn tag(ctx: &XdpContext, magic: u32, target: &DecapTarget) -> Result<(), ()> {
         return Err(());
     }
     // SAFETY: bounds checked against data, which ends the metadata area.
-    unsafe {
-        *(meta as *mut XdpMeta) = XdpMeta {
-            magic,
-            ifindex: target.ifindex,
-            flags: target.flags,
-            stats_slot: target.stats_slot,
-            port: target.port,
-        };
-    }
+    unsafe { *(meta as *mut XdpMeta) = XdpMeta::new(magic, target) };
     Ok(())
 }

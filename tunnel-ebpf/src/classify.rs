@@ -41,7 +41,7 @@ pub enum Verdict {
     /// Ours, but to be dropped (counted against the tunnel): the reason.
     Drop(DecapTarget, u32),
     /// Ours, with a GRE checksum that does not add up and may be pending
-    /// offload: for tc to decide (XDP only).
+    /// offload, or a fragment: for tc to decide (XDP only).
     DecapInTc,
 }
 
@@ -84,6 +84,11 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
         return Err(RX_TRUNCATED);
     }
     if ip.frag() & (wire::IP_MF | wire::IP_OFFSET) != 0 {
+        // XDP cannot reassemble: tunnel fragments go to tc, whose
+        // `xtun_defrag` puts them back together and hands the datagram on.
+        if !ctx.sees_offload() && proto != wire::IPPROTO_ICMP {
+            return Ok(Verdict::DecapInTc);
+        }
         return Err(RX_PASS_FRAGMENT);
     }
     let tot_len = ip.tot_len() as usize;

@@ -9,6 +9,9 @@
 //! - `tc_port`: `xtun_tc` on a tunnel port's tc ingress (the other end of
 //!   the tunnel interface's veth pair) encapsulates what the tunnel
 //!   interface sends and sends it to the underlay neighbour.
+//! - `defrag`: `xtun_defrag`, a second tc program on each underlay's
+//!   ingress before `xtun_tc`, reassembles outer IPv4 fragments of tunnel
+//!   packets.
 //! - Shared: `classify` (the outer-header classifier both receive hooks
 //!   use), `gre` (GRE parser, builder, header sum, sequence numbers),
 //!   `csum`, `fib` (routes and next hops), `pmtu`, `parse`, `maps`,
@@ -22,6 +25,7 @@
 
 mod classify;
 mod csum;
+mod defrag;
 mod fib;
 mod gre;
 mod maps;

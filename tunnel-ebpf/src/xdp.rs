@@ -35,8 +35,8 @@ pub fn try_xdp(ctx: &XdpContext) -> Result<u32, u32> {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let m = match classify::classify(ctx)? {
         Verdict::Decap(m) => m,
-        // XDP cannot tell a checksum pending offload from a wrong one:
-        // tc decides.
+        // XDP cannot tell a checksum pending offload from a wrong one, nor
+        // reassemble fragments: tc decides.
         Verdict::DecapInTc => {
             tag(ctx, XDP_META_CSUM_IN_TC, &DecapTarget::default()).map_err(|_| RX_ADJUST_FAIL)?;
             return Ok(xdp_action::XDP_PASS);

@@ -9,7 +9,7 @@
 
 use std::{
     collections::BTreeSet,
-    os::fd::{AsFd, AsRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
 };
 
 use aya::{
@@ -34,6 +34,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub const FILTER_UNDERLAY: &str = "xtun_underlay";
 pub const FILTER_UNDERLAY_AUTO: &str = "xtun_underlay_auto";
 pub const FILTER_TUNNEL: &str = "xtun_tunnel";
+pub const FILTER_DEFRAG: &str = "xtun_defrag";
 
 #[derive(Debug, Error)]
 pub enum DataplaneError {
@@ -126,6 +127,8 @@ pub struct Dataplane {
     xdp_id: Option<u32>,
     tc_fd: OwnedFd,
     tc_id: u32,
+    /// Outer-fragment reassembly; loaded when an underlay needs it.
+    defrag: Option<(OwnedFd, u32)>,
     /// Every tunnel, by ifindex. Written only through `set_tunnel` and
     /// `remove_tunnel`, which keep `tunnels_by_if` in step.
     pub tunnels: HashMap<MapData, u32, TunnelConfig>,
@@ -215,7 +218,7 @@ fn program_name(id: u32) -> Option<String> {
 
 /// Is `name` one of our program names (as the kernel reports them)?
 fn is_ours(name: &str) -> bool {
-    name == PROG_XDP_DECAP || name == PROG_TC
+    name == PROG_XDP_DECAP || name == PROG_TC || name == PROG_DEFRAG
 }
 
 impl Dataplane {
@@ -269,6 +272,7 @@ impl Dataplane {
 
         let mut xdp = None;
         let mut tc = None;
+        let mut defrag = None;
         let mut map_ids = BTreeSet::new();
         for prog in loaded_programs().flatten() {
             let Some(name) = prog.name_as_str().map(str::to_owned) else {
@@ -285,6 +289,8 @@ impl Dataplane {
             let fd: OwnedFd = prog.fd()?.as_fd().try_clone_to_owned()?;
             if name == PROG_XDP_DECAP {
                 xdp = Some((fd, prog.id()));
+            } else if name == PROG_DEFRAG {
+                defrag = Some((fd, prog.id()));
             } else {
                 tc = Some((fd, prog.id()));
             }
@@ -306,6 +312,7 @@ impl Dataplane {
             xdp_id,
             tc_fd,
             tc_id,
+            defrag,
             tunnels: take_shaped(&mut maps, MAP_TUNNELS)?,
             tunnels_by_if: maps
                 .contains_key(MAP_TUNNELS_BY_IF)
@@ -364,6 +371,7 @@ impl Dataplane {
         let mut ebpf = loader.load(OBJECT)?;
         let (xdp_fd, xdp_id) = load_xdp(&mut ebpf)?;
         let (tc_fd, tc_id) = load_tc(&mut ebpf)?;
+        let defrag = Some(load_defrag(&mut ebpf)?);
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::Missing(name));
         let tunnels = HashMap::try_from(take(MAP_TUNNELS)?)?;
@@ -396,6 +404,7 @@ impl Dataplane {
             xdp_id: Some(xdp_id),
             tc_fd,
             tc_id,
+            defrag,
             tunnels,
             tunnels_by_if,
             ports,
@@ -427,6 +436,7 @@ impl Dataplane {
         let mut object = load_object_sharing(&self.shared_map_ids)?;
         let (new_xdp_fd, new_xdp_id) = load_xdp(&mut object)?;
         let (new_tc_fd, new_tc_id) = load_tc(&mut object)?;
+        let new_defrag = load_defrag(&mut object)?;
         // An instance from before `XTUN_TUN_BY_IF` gets the map now: it is
         // filled before any program that reads it is attached.
         let mut by_if: Array<MapData, TunnelConfig> = Array::try_from(
@@ -469,6 +479,18 @@ impl Dataplane {
                     if filter.prio != netlink::FILTER_PRIO || filter.prog_id != Some(self.tc_id) {
                         continue;
                     }
+                    if filter.classid != CLASSID_TUNNEL {
+                        // Underlays get (or keep) reassembly, the new one.
+                        nl.add_bpf_filter_at(
+                            netlink::DEFRAG_PRIO,
+                            link.index,
+                            hook,
+                            new_defrag.0.as_raw_fd(),
+                            FILTER_DEFRAG,
+                            0,
+                            true,
+                        )?;
+                    }
                     let name = filter.name.as_deref().unwrap_or(FILTER_TUNNEL);
                     nl.add_bpf_filter(
                         link.index,
@@ -489,6 +511,7 @@ impl Dataplane {
         self.xdp_id = Some(new_xdp_id);
         self.tc_fd = new_tc_fd;
         self.tc_id = new_tc_id;
+        self.defrag = Some(new_defrag);
         self._ebpf = Some(object);
         Ok(replaced)
     }
@@ -696,6 +719,9 @@ impl Dataplane {
             FILTER_UNDERLAY_AUTO
         };
         if let Some(existing) = self.underlay_filter(nl, link)? {
+            // An underlay attached by a version without reassembly gets it.
+            let defrag_fd = self.defrag_fd()?;
+            attach_defrag(nl, link.index, defrag_fd)?;
             let in_xdp = existing.classid == CLASSID_XDP_UNDERLAY;
             let wanted = match choice {
                 DecapChoice::Auto => None,
@@ -753,17 +779,22 @@ impl Dataplane {
                 CLASSID_XDP_UNDERLAY,
             ),
         };
-        let attach_tc = nl.add_clsact(link.index).and_then(|()| {
-            nl.add_bpf_filter(
-                link.index,
-                TcHook::Ingress,
-                self.tc_fd.as_raw_fd(),
-                name,
-                classid,
-                true,
-            )
-        });
+        let defrag_fd = self.defrag_fd()?;
+        let attach_tc = nl
+            .add_clsact(link.index)
+            .and_then(|()| attach_defrag(nl, link.index, defrag_fd))
+            .and_then(|()| {
+                nl.add_bpf_filter(
+                    link.index,
+                    TcHook::Ingress,
+                    self.tc_fd.as_raw_fd(),
+                    name,
+                    classid,
+                    true,
+                )
+            });
         if let Err(e) = attach_tc {
+            let _ = nl.del_bpf_filter_at(netlink::DEFRAG_PRIO, link.index, TcHook::Ingress);
             if matches!(mode, DecapMode::Xdp(_)) {
                 let _ = nl.set_xdp(link.index, None, 0);
             }
@@ -771,6 +802,21 @@ impl Dataplane {
         }
         self.track_interface(link.index)?;
         Ok(Some(mode))
+    }
+
+    /// The reassembly program, loaded (sharing the instance's maps) if this
+    /// instance has none yet: found again, it has one only where some
+    /// underlay uses it.
+    fn defrag_fd(&mut self) -> Result<RawFd> {
+        if self.defrag.is_none() {
+            let mut object = load_object_sharing(&self.shared_map_ids)?;
+            self.defrag = Some(load_defrag(&mut object)?);
+        }
+        Ok(self
+            .defrag
+            .as_ref()
+            .map(|(fd, _)| fd.as_raw_fd())
+            .unwrap_or(-1))
     }
 
     /// An instance whose underlays all decapsulate in tc has no XDP program
@@ -1148,6 +1194,7 @@ pub fn detach_interface(nl: &mut Netlink, link: &Link, xdp_id: Option<u32>) -> R
     }
     nl.del_bpf_filter(link.index, TcHook::Ingress)?;
     nl.del_bpf_filter(link.index, TcHook::Egress)?;
+    nl.del_bpf_filter_at(netlink::DEFRAG_PRIO, link.index, TcHook::Ingress)?;
     if nl.bpf_filters(link.index, TcHook::Ingress)?.is_empty()
         && nl.bpf_filters(link.index, TcHook::Egress)?.is_empty()
     {
@@ -1165,6 +1212,30 @@ fn load_xdp(ebpf: &mut Ebpf) -> Result<(OwnedFd, u32)> {
     let prog: &mut Xdp = ebpf
         .program_mut(PROG_XDP_DECAP)
         .ok_or(DataplaneError::Missing(PROG_XDP_DECAP))?
+        .try_into()?;
+    prog.load()?;
+    Ok((prog.fd()?.as_fd().try_clone_to_owned()?, prog.info()?.id()))
+}
+
+/// Attaches outer-fragment reassembly to an underlay's ingress, before
+/// the data plane's own filter.
+fn attach_defrag(nl: &mut Netlink, ifindex: u32, fd: RawFd) -> netlink::Result<()> {
+    nl.add_bpf_filter_at(
+        netlink::DEFRAG_PRIO,
+        ifindex,
+        TcHook::Ingress,
+        fd,
+        FILTER_DEFRAG,
+        0,
+        true,
+    )
+}
+
+/// Loads the object's reassembly program into the kernel: its fd and id.
+fn load_defrag(ebpf: &mut Ebpf) -> Result<(OwnedFd, u32)> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(PROG_DEFRAG)
+        .ok_or(DataplaneError::Missing(PROG_DEFRAG))?
         .try_into()?;
     prog.load()?;
     Ok((prog.fd()?.as_fd().try_clone_to_owned()?, prog.info()?.id()))

@@ -178,21 +178,16 @@ pub fn answer_too_big(
     }
     let mut params = fib::request(AF_INET, cfg.datapath_ifindex());
     params.__bindgen_anon_4.ipv4_dst = inner.src;
-    let ret = route_back(ctx, &mut params);
-    let local_sender = ret == BPF_FIB_LKUP_RET_NOT_FWDED;
-    // SAFETY: the helper filled these in on success.
-    let (src, oif, next_hop) = unsafe {
-        (
-            params.__bindgen_anon_3.ipv4_src,
-            params.ifindex,
-            params.__bindgen_anon_4.ipv4_dst,
-        )
+    // SAFETY (the reads of `params`): union fields, zeroed by the request,
+    // that the helper fills in.
+    let has_source = |p: &FibParams| unsafe { p.__bindgen_anon_3.ipv4_src } != 0;
+    let local_sender = route_back(ctx, cfg, &mut params, has_source)?;
+    let next_hop = fib::next_hop_v4(unsafe { params.__bindgen_anon_4.ipv4_dst });
+    let from = if local_sender {
+        inner.dst
+    } else {
+        unsafe { params.__bindgen_anon_3.ipv4_src }
     };
-    let forwarded = ret == BPF_FIB_LKUP_RET_SUCCESS && src != 0 && oif != cfg.ifindex;
-    if !local_sender && !forwarded {
-        return Err(TX_TOO_BIG_DROP);
-    }
-    let from = if local_sender { inner.dst } else { src };
     // Never an answer to an ICMP error (RFC 1122).
     if is_icmp_error_v4(ctx, inner) {
         return Err(TX_TOO_BIG_DROP);
@@ -229,24 +224,34 @@ pub fn answer_too_big(
         quoted_sum,
     );
     headers.icmp[1] = wire::fold_and_complement(icmp_sum).to_be();
-    let to = if local_sender {
-        Destination::Local
-    } else {
-        Destination::Forwarded {
-            oif,
-            next_hop: fib::next_hop_v4(next_hop),
-        }
-    };
-    send(ctx, cfg, to, headers)
+    send(
+        ctx,
+        cfg,
+        Destination::back(local_sender, &params, next_hop),
+        headers,
+    )
 }
 
-/// Looks the route back to an inner sender up (`params` made by
-/// `fib::request` from the port, destination set) as if from the port:
-/// NOT_FWDED for a sender on this host, SUCCESS with the way out and our
-/// source for a forwarded one.
+/// Looks the route back to an inner sender up as if from the port
+/// (`params` made by `fib::request` from the port, the sender's address
+/// set): Ok(true) for a sender on this host, Ok(false) for a forwarded one,
+/// `params` then holding the way out, our source (`has_source` tells
+/// whether the helper found one) and the next hop.
 #[inline(always)]
-fn route_back(ctx: &TcContext, params: &mut FibParams) -> u32 {
-    fib::lookup(ctx, params, BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC) as u32
+fn route_back(
+    ctx: &TcContext,
+    cfg: &TunnelConfig,
+    params: &mut FibParams,
+    has_source: impl Fn(&FibParams) -> bool,
+) -> Result<bool, u32> {
+    let ret = fib::lookup(ctx, params, BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC) as u32;
+    if ret == BPF_FIB_LKUP_RET_NOT_FWDED {
+        return Ok(true);
+    }
+    if ret == BPF_FIB_LKUP_RET_SUCCESS && has_source(params) && params.ifindex != cfg.ifindex {
+        return Ok(false);
+    }
+    Err(TX_TOO_BIG_DROP)
 }
 
 /// May an IPv4 packet from `src` to `dst` be answered with an ICMP error?
@@ -272,6 +277,21 @@ fn is_icmp_error_v4(ctx: &TcContext, inner: &InnerV4) -> bool {
 enum Destination {
     Local,
     Forwarded { oif: u32, next_hop: bpf_redir_neigh },
+}
+
+impl Destination {
+    /// Where `route_back` said the answer goes (`params` from it).
+    #[inline(always)]
+    fn back(local_sender: bool, params: &FibParams, next_hop: bpf_redir_neigh) -> Self {
+        if local_sender {
+            Destination::Local
+        } else {
+            Destination::Forwarded {
+                oif: params.ifindex,
+                next_hop,
+            }
+        }
+    }
 }
 
 /// Cuts the packet down to the Ethernet header and the first `quote`
@@ -348,24 +368,15 @@ pub fn answer_too_big_v6(
     }
     let mut params = fib::request(AF_INET6, cfg.datapath_ifindex());
     params.__bindgen_anon_4.ipv6_dst = words_to_u32s(src);
-    let ret = route_back(ctx, &mut params);
-    let local_sender = ret == BPF_FIB_LKUP_RET_NOT_FWDED;
-    // SAFETY: the helper filled these in on success.
-    let (our, oif, next_hop) = unsafe {
-        (
-            params.__bindgen_anon_3.ipv6_src,
-            params.ifindex,
-            params.__bindgen_anon_4.ipv6_dst,
-        )
-    };
-    let forwarded = ret == BPF_FIB_LKUP_RET_SUCCESS && our != [0; 4] && oif != cfg.ifindex;
-    if !local_sender && !forwarded {
-        return Err(TX_TOO_BIG_DROP);
-    }
+    // SAFETY (the reads of `params`): union fields, zeroed by the request,
+    // that the helper fills in.
+    let has_source = |p: &FibParams| unsafe { p.__bindgen_anon_3.ipv6_src } != [0; 4];
+    let local_sender = route_back(ctx, cfg, &mut params, has_source)?;
+    let next_hop = fib::next_hop_v6(unsafe { params.__bindgen_anon_4.ipv6_dst });
     let from: [u16; 8] = if local_sender {
         dst
     } else {
-        u32s_to_words(our)
+        u32s_to_words(unsafe { params.__bindgen_anon_3.ipv6_src })
     };
 
     let quote = (wire::IPV6_HDR_LEN + QUOTED_PAYLOAD).min(ctx.len() as usize - EthHdr::LEN);
@@ -402,15 +413,12 @@ pub fn answer_too_big_v6(
         ip,
         icmp,
     };
-    let to = if local_sender {
-        Destination::Local
-    } else {
-        Destination::Forwarded {
-            oif,
-            next_hop: fib::next_hop_v6(next_hop),
-        }
-    };
-    send(ctx, cfg, to, headers)
+    send(
+        ctx,
+        cfg,
+        Destination::back(local_sender, &params, next_hop),
+        headers,
+    )
 }
 
 /// An IPv6 address as halfwords in memory order, as the FIB helper's

@@ -47,8 +47,7 @@ pub fn render(nl: &mut Netlink) -> Result<String> {
     };
 
     let mut tunnels: Vec<(String, String, String, TunnelStats)> = Vec::new();
-    for entry in dp.tunnels.iter() {
-        let (ifindex, cfg) = entry?;
+    for (ifindex, cfg) in dp.tunnels() {
         let mode = Mode::from_map(cfg.mode).map_or("unknown", Mode::name);
         let stats = dp.tunnel_totals(ifindex).unwrap_or_default();
         tunnels.push((

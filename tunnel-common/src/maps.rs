@@ -40,6 +40,8 @@ pub const MAP_MON_RINGS: [&str; MONITOR_SLOTS as usize] = [
 /// Program names, as the kernel reports them (at most 15 bytes).
 pub const PROG_XDP_DECAP: &str = "xtun_decap";
 pub const PROG_TC: &str = "xtun_tc";
+/// Outer-fragment reassembly, a tc filter on each underlay before `PROG_TC`.
+pub const PROG_DEFRAG: &str = "xtun_defrag";
 
 pub const MAX_TUNNELS: u32 = 65536;
 /// Interfaces whose ifindex is below this keep their counters in an array

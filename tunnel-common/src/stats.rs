@@ -82,6 +82,24 @@ counters! {
     /// Too big for the path but fragmentable (IPv4 without DF): sent as
     /// it is, for the path to fragment if its outer DF allows.
     TX_FRAGMENTABLE = 31, "tx_too_big_fragmentable";
+    /// An outer fragment of a tunnel packet, kept until its datagram is
+    /// complete (`xtun_defrag`).
+    RX_FRAG_QUEUED = 32, "rx_fragments_queued";
+    /// A tunnel packet put back together from its outer fragments and
+    /// handed on to decapsulation.
+    RX_REASSEMBLED = 33, "rx_reassembled";
+    /// An incomplete datagram given up after 30 s (`ipfrag_time`), or
+    /// one no first fragment had vouched for, displaced by one that had.
+    RX_REASM_TIMEOUT = 34, "rx_reassembly_timeouts";
+    /// Fragments refused: overlapping, lengths that disagree, a datagram
+    /// over 16,000 bytes, or no slot free. An overlap discards its datagram.
+    RX_REASM_REFUSED = 35, "rx_reassembly_refused";
+    /// A fragment that repeats bytes already in: dropped, its datagram kept.
+    RX_FRAG_DUPLICATE = 36, "rx_fragment_duplicates";
+    /// ICMP "unreachable" or "time exceeded" about an outer packet a tunnel
+    /// sent: counted, not relayed to inner senders (the kernel's tunnels
+    /// answer the next ones "host unreachable" for 30 s).
+    RX_ICMP_NOT_RELAYED = 37, "rx_icmp_errors_not_relayed";
 }
 
 #[cfg(test)]
@@ -91,7 +109,7 @@ mod tests {
     #[test]
     fn counter_slots_are_dense_and_named() {
         assert_eq!(COUNTER_COUNT as usize, COUNTER_NAMES.len());
-        assert_eq!(TX_FRAGMENTABLE + 1, COUNTER_COUNT);
+        assert_eq!(RX_ICMP_NOT_RELAYED + 1, COUNTER_COUNT);
         let mut seen = [false; COUNTER_COUNT as usize];
         for (i, name) in COUNTER_NAMES.iter().enumerate() {
             assert!(!name.is_empty());

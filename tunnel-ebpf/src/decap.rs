@@ -38,12 +38,12 @@ struct EthWords {
 }
 
 /// A parsed GRE header.
-struct Gre {
+pub(crate) struct Gre {
     len: usize,
     inner: Inner,
     flags: u16,
     protocol: u16,
-    key: Option<u32>,
+    pub(crate) key: Option<u32>,
     seq: Option<u32>,
 }
 
@@ -171,6 +171,11 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
         return Err(RX_TRUNCATED);
     }
     if ip.frag() & (wire::IP_MF | wire::IP_OFFSET) != 0 {
+        // XDP cannot reassemble: tunnel fragments go to tc, whose
+        // `xtun_defrag` puts them back together and hands the datagram on.
+        if !ctx.sees_offload() && proto != pmtu::IPPROTO_ICMP {
+            return Ok(Verdict::DecapInTc);
+        }
         return Err(RX_PASS_FRAGMENT);
     }
     let tot_len = ip.tot_len() as usize;
@@ -293,7 +298,7 @@ pub fn find_tunnel(mut key: DecapKey) -> Option<DecapTarget> {
 
 /// Validates a GRE header at `off`.
 #[inline(always)]
-fn parse_gre<F: Frame>(ctx: &F, off: usize) -> Result<Gre, u32> {
+pub(crate) fn parse_gre<F: Frame>(ctx: &F, off: usize) -> Result<Gre, u32> {
     let gre: GreHdr = read_at(ctx, off).map_err(|_| RX_TRUNCATED)?;
     let flags = gre.flags();
     let len = wire::gre_parse_flags(flags).map_err(|e| match e {

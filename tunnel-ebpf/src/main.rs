@@ -17,6 +17,7 @@
 
 mod csum;
 mod decap;
+mod defrag;
 mod encap;
 mod ingress;
 mod maps;

@@ -33,6 +33,7 @@ use crate::{
 pub const IPPROTO_ICMP: u8 = 1;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
+const ICMP_TIME_EXCEEDED: u8 = 11;
 const ICMP_HDR_LEN: usize = 8;
 const AF_INET: u8 = 2;
 
@@ -50,7 +51,11 @@ pub fn note_icmp<F: Frame>(ctx: &F, l4: usize, icmp_dst: u32) -> u32 {
     let Ok(head) = read_at::<[u8; 8], F>(ctx, l4) else {
         return RX_PASS_NOT_TUNNEL;
     };
-    if head[0] != ICMP_DEST_UNREACH || head[1] != ICMP_FRAG_NEEDED {
+    // Other errors about what a tunnel sent are only counted: the kernel's
+    // tunnels would tell the next inner senders "host unreachable" for a
+    // while (`err_count`); xtun does not.
+    let frag_needed = head[0] == ICMP_DEST_UNREACH && head[1] == ICMP_FRAG_NEEDED;
+    if !frag_needed && head[0] != ICMP_DEST_UNREACH && head[0] != ICMP_TIME_EXCEEDED {
         return RX_PASS_NOT_TUNNEL;
     }
     let mtu = u16::from_be_bytes([head[6], head[7]]) as u32;
@@ -103,6 +108,9 @@ pub fn note_icmp<F: Frame>(ctx: &F, l4: usize, icmp_dst: u32) -> u32 {
     let Some(target) = find_tunnel(lookup) else {
         return RX_ICMP_IGNORED;
     };
+    if !frag_needed {
+        return RX_ICMP_NOT_RELAYED;
+    }
     // A report below the minimum, or not below the packet it quotes, is
     // not one a router makes for it.
     if mtu < MIN_PMTU || mtu >= ip.tot_len() as u32 {

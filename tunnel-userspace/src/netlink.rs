@@ -115,6 +115,8 @@ const ETH_P_ALL: u16 = 0x0003;
 /// The tc priority of xtun's filters, so they are found and removed without
 /// touching anybody else's ("xt").
 pub const FILTER_PRIO: u16 = 0x7874;
+/// Outer-fragment reassembly runs just before the data plane's filter.
+pub const DEFRAG_PRIO: u16 = FILTER_PRIO - 1;
 const FILTER_HANDLE: u32 = 1;
 
 /// Which clsact hook.
@@ -677,7 +679,22 @@ impl Netlink {
         classid: u32,
         replace: bool,
     ) -> Result<()> {
-        let info = ((FILTER_PRIO as u32) << 16) | ETH_P_ALL.to_be() as u32;
+        self.add_bpf_filter_at(FILTER_PRIO, ifindex, hook, prog_fd, name, classid, replace)
+    }
+
+    /// `add_bpf_filter` at another priority (lower runs first).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_bpf_filter_at(
+        &mut self,
+        prio: u16,
+        ifindex: u32,
+        hook: TcHook,
+        prog_fd: RawFd,
+        name: &str,
+        classid: u32,
+        replace: bool,
+    ) -> Result<()> {
+        let info = ((prio as u32) << 16) | ETH_P_ALL.to_be() as u32;
         let exclusive = if replace { NLM_F_REPLACE } else { NLM_F_EXCL };
         let mut msg = Msg::new(
             RTM_NEWTFILTER,
@@ -698,7 +715,12 @@ impl Netlink {
 
     /// Removes xtun's classifier from a hook; absent is fine.
     pub fn del_bpf_filter(&mut self, ifindex: u32, hook: TcHook) -> Result<()> {
-        let info = ((FILTER_PRIO as u32) << 16) | ETH_P_ALL.to_be() as u32;
+        self.del_bpf_filter_at(FILTER_PRIO, ifindex, hook)
+    }
+
+    /// `del_bpf_filter` at another priority.
+    pub fn del_bpf_filter_at(&mut self, prio: u16, ifindex: u32, hook: TcHook) -> Result<()> {
+        let info = ((prio as u32) << 16) | ETH_P_ALL.to_be() as u32;
         let mut msg = Msg::new(
             RTM_DELTFILTER,
             NLM_F_ACK,

@@ -448,19 +448,13 @@ body=r.read()
 took=time.monotonic()-t
 assert r.status==200 and b'xtun_up 1' in body and took<1.5,(r.status,took)
 h=socket.create_connection(('127.0.0.1',{port}),timeout=3)
-h.sendall(b'HEAD /metrics?x=1 HTTP/1.1
-Host: x
-Connection: close
-
-')
+h.sendall(b'HEAD /metrics?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
 got=b''
 while True:
  c=h.recv(65536)
  if not c: break
  got+=c
-head,_,rest=got.partition(b'
-
-')
+head,_,rest=got.partition(b'\r\n\r\n')
 assert head.startswith(b'HTTP/1.1 200'),got
 assert b'text/plain; version=0.0.4' in head,head
 assert rest==b'',rest

@@ -156,14 +156,45 @@ fn a_host_behind_the_tunnel_is_told_too() {
 /// Sends an ICMP "fragmentation needed" from the first router to ns1,
 /// quoting the packet `quoted` (scapy).
 fn forge_frag_needed(path: &NarrowPath, mtu: u32, quoted: &str) {
+    forge_icmp(path, &format!("type=3, code=4, nexthopmtu={mtu}"), quoted);
+}
+
+/// Sends the ICMP error `icmp` (scapy's ICMP fields) from the first router
+/// to ns1, quoting the packet `quoted`.
+fn forge_icmp(path: &NarrowPath, icmp: &str, quoted: &str) {
     let script = format!(
         r#"
 from scapy.all import IP, ICMP, GRE, UDP, send
 quoted = {quoted}
-send(IP(src="10.10.10.1", dst="10.10.10.2") / ICMP(type=3, code=4, nexthopmtu={mtu}) / quoted, verbose=0)
+send(IP(src="10.10.10.1", dst="10.10.10.2") / ICMP({icmp}) / quoted, verbose=0)
 "#
     );
     path.rt1.exec(&["/usr/bin/python3", "-c", &script]).unwrap();
+}
+
+#[test]
+fn other_icmp_errors_about_tunnel_packets_are_counted() {
+    let path = NarrowPath::new("picmp", 1500).unwrap();
+    path.add_tunnels(XTUN, "gre", &["key", "7"]).unwrap();
+    let ours = r#"IP(src="10.10.10.2", dst="10.10.20.2", len=120) / GRE(key_present=1, key=7, proto=0x0800) / IP(src="10.10.100.10", dst="10.10.200.10")"#;
+    let another_key = r#"IP(src="10.10.10.2", dst="10.10.20.2", len=120) / GRE(key_present=1, key=8, proto=0x0800) / IP(src="10.10.100.10", dst="10.10.200.10")"#;
+    // Host unreachable and TTL exceeded about what tun1 sent: counted.
+    forge_icmp(&path, "type=3, code=1", ours);
+    forge_icmp(&path, "type=11, code=0", ours);
+    // About a packet no tunnel sent: ignored, as a forged frag-needed is.
+    forge_icmp(&path, "type=3, code=1", another_key);
+    assert!(net::eventually(|| stat(
+        &path.ns1,
+        "v1",
+        "rx_icmp_errors_not_relayed"
+    ) == 2));
+    assert!(net::eventually(
+        || stat(&path.ns1, "v1", "rx_icmp_ignored") == 1
+    ));
+    assert_eq!(stat(&path.ns1, "v1", "rx_icmp_frag_needed"), 0);
+    // Nothing changed for the tunnel: pings still pass.
+    let out = ping_fragmentable(&path.ns1, "10.10.200.10", 56, 2);
+    assert!(out.contains("2 received"), "{out}");
 }
 
 #[test]
@@ -247,4 +278,217 @@ fn ipv6_in_gre_over_a_narrower_path() {
 #[test]
 fn sit_over_a_narrower_path() {
     narrow_path_v6("psit", "sit", 1380);
+}
+
+/// Packets `dev` in `ns` has received, from the kernel's own counters.
+fn rx_packets(ns: &Netns, dev: &str) -> u64 {
+    let out = stdout(ns.exec(&["ip", "-j", "-s", "link", "show", dev]).unwrap());
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v[0]["stats64"]["rx"]["packets"].as_u64().unwrap()
+}
+
+/// `ping` without DF through the tunnel: answered, `count` of `count`.
+fn ping_fragmentable(ns: &Netns, dst: &str, size: u32, count: u32) -> String {
+    let mut args = vec!["ping", "-s"];
+    let size = size.to_string();
+    let count_text = count.to_string();
+    args.push(&size);
+    if !dst.contains(':') {
+        args.extend(["-M", "dont"]);
+    }
+    args.extend(["-c", &count_text, "-i", "0.3", "-W", "2", dst]);
+    stdout(ns.try_exec(&args).unwrap())
+}
+
+/// With `nopmtudisc`, an inner packet without DF leaves without DF and rt1
+/// fragments it; the far end puts the outer packet back together before
+/// decapsulating, as the kernel does before `ip_gre`, in either hook.
+fn fragmented_on_the_path(tag: &str, mode: &str, key: bool, decap: &str) {
+    let path = NarrowPath::new(tag, 1400).unwrap();
+    let mut extra = vec!["nopmtudisc"];
+    if key {
+        extra.extend(["key", "7"]);
+    }
+    path.add_tunnels(XTUN, mode, &extra).unwrap();
+    for (ns, dev) in [(&path.ns1, "v1"), (&path.ns2, "v2")] {
+        ns.exec(&[XTUN, "attach", dev, "--decap", decap]).unwrap();
+    }
+    let (dst, size) = if mode == "sit" {
+        net::address_ipv6([
+            (&path.ns1, "tun1", "fd00:100::10"),
+            (&path.ns2, "tun2", "fd00:200::10"),
+        ]);
+        ("fd00:200::10", 1400)
+    } else {
+        ("10.10.200.10", 1440)
+    };
+    // Each request and each reply crosses the narrow link in two pieces.
+    let out = ping_fragmentable(&path.ns1, dst, size, 3);
+    assert!(out.contains("3 received"), "{mode} {decap}: {out}");
+    for (ns, dev) in [(&path.ns2, "v2"), (&path.ns1, "v1")] {
+        assert_eq!(stat(ns, dev, "rx_reassembled"), 3, "{mode} {decap} {dev}");
+        assert_eq!(
+            stat(ns, dev, "rx_fragments_queued"),
+            3,
+            "{mode} {decap} {dev}"
+        );
+        assert_eq!(stat(ns, dev, "rx_reassembly_refused"), 0);
+    }
+    // Bigger than the tunnel: the sender fragments the inner packet, and
+    // the path fragments each outer one again.
+    let out = ping_fragmentable(&path.ns1, dst, 4000, 2);
+    assert!(out.contains("2 received"), "{mode} {decap}: {out}");
+}
+
+#[test]
+fn gre_fragmented_on_the_path_is_reassembled_in_tc() {
+    fragmented_on_the_path("fgre", "gre", false, "tc");
+}
+
+#[test]
+fn gre_key_fragmented_on_the_path_is_reassembled_after_xdp() {
+    fragmented_on_the_path("fkey", "gre", true, "xdp");
+}
+
+#[test]
+fn ipip_fragmented_on_the_path_is_reassembled() {
+    fragmented_on_the_path("fipip", "ipip", false, "xdp");
+}
+
+#[test]
+fn sit_fragmented_on_the_path_is_reassembled() {
+    fragmented_on_the_path("fsit", "sit", false, "tc");
+}
+
+/// Runs scapy in rt2 with `frags(id)`: the fragments of a GRE (key 7)
+/// packet from ns1's address to ns2 carrying an echo request to tun2's
+/// address, 1,200 bytes of payload in 400-byte pieces.
+fn send_fragments(path: &NarrowPath, body: &str) {
+    let script = format!(
+        r#"
+from scapy.all import IP, GRE, ICMP, Raw, send, fragment
+def frags(ident):
+    inner = IP(src="10.10.100.10", dst="10.10.200.10") / ICMP(id=0x4242, seq=ident) / Raw(b"x" * 1200)
+    outer = IP(src="10.10.10.2", dst="10.10.20.2", id=ident) / GRE(key_present=1, key=7, proto=0x0800) / inner
+    return fragment(outer, fragsize=400)
+{body}
+"#
+    );
+    let out = path
+        .rt2
+        .try_exec(&["/usr/bin/python3", "-c", &script])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn hostile_outer_fragments() {
+    let path = NarrowPath::new("fhost", 1500).unwrap();
+    path.add_tunnels(XTUN, "gre", &["key", "7"]).unwrap();
+    path.ns2
+        .exec(&[XTUN, "attach", "v2", "--decap", "tc"])
+        .unwrap();
+    let delivered = || rx_packets(&path.ns2, "tun2");
+    let counter = |name: &str| stat(&path.ns2, "v2", name);
+    let before = delivered();
+
+    // Out of order, one piece twice: one datagram, one duplicate dropped.
+    send_fragments(
+        &path,
+        "f = frags(1001)\nfor p in [f[3], f[1], f[0], f[1], f[2]]: send(p, verbose=0)",
+    );
+    assert!(net::eventually(|| delivered() == before + 1));
+    assert_eq!(counter("rx_reassembled"), 1);
+    assert_eq!(counter("rx_fragment_duplicates"), 1);
+
+    // Overlapping pieces: the whole datagram is refused, and what comes
+    // after its first piece never completes another.
+    send_fragments(
+        &path,
+        "f = frags(1002)\nover = f[1].copy()\nover.frag = 25\ndel over.chksum\nfor p in [f[0], over, f[1], f[2], f[3]]: send(p, verbose=0)",
+    );
+    assert!(net::eventually(|| counter("rx_reassembly_refused") == 1));
+    // One piece missing: kept, never delivered.
+    send_fragments(
+        &path,
+        "f = frags(1003)\nfor p in [f[0], f[1], f[3]]: send(p, verbose=0)",
+    );
+    assert!(net::eventually(
+        || counter("rx_fragments_queued") == 3 + 4 + 3
+    ));
+    assert_eq!(delivered(), before + 1);
+    assert_eq!(counter("rx_reassembled"), 1);
+
+    // A flood from random sources: 100,000 first fragments (no tunnel's:
+    // left to the kernel's own reassembly) and 20,000 later ones, which
+    // take the free slots and are then refused. Memory is the fixed slot
+    // array; a datagram a first fragment vouches for still gets through.
+    let queued = counter("rx_fragments_queued");
+    let flood = r#"
+import random, socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+gre = struct.pack("!HHI", 0x2000, 0x0800, 7) + b"y" * 400
+def packet(src, ident, frag):
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(gre), ident, frag, 64, 47, 0,
+                       src, socket.inet_aton("10.10.20.2")) + gre
+random.seed(7)
+for n, frag in [(100000, 0x2000), (20000, 0x2000 | 100)]:
+    for i in range(n):
+        src = struct.pack("!I", random.randrange(1 << 32) & 0x0AFFFFFF | 0x0A000000)
+        s.sendto(packet(src, i & 0xFFFF, frag), ("10.10.20.2", 0))
+"#;
+    let out = path
+        .rt2
+        .try_exec(&["/usr/bin/python3", "-c", flood])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let taken = counter("rx_fragments_queued") - queued;
+    let refused = counter("rx_reassembly_refused") - 1;
+    assert!(taken <= 64, "{taken}");
+    assert_eq!(taken + refused, 20_000, "{taken} + {refused}");
+    // Unfragmented and fragmented traffic alike still pass.
+    send_fragments(&path, "for p in frags(1004): send(p, verbose=0)");
+    assert!(net::eventually(|| counter("rx_reassembled") == 2));
+    let out = path
+        .ns1
+        .try_exec(&["ping", "-c", "2", "-i", "0.3", "-W", "2", "10.10.200.10"])
+        .unwrap();
+    assert!(
+        stdout(out.clone()).contains("2 received"),
+        "{}",
+        stdout(out)
+    );
+}
+
+#[test]
+fn an_incomplete_datagram_times_out_after_30_seconds() {
+    let path = NarrowPath::new("ftime", 1500).unwrap();
+    path.add_tunnels(XTUN, "gre", &["key", "7"]).unwrap();
+    path.ns2
+        .exec(&[XTUN, "attach", "v2", "--decap", "tc"])
+        .unwrap();
+    send_fragments(&path, "f = frags(2001)\nfor p in f[:3]: send(p, verbose=0)");
+    assert!(net::eventually(|| stat(
+        &path.ns2,
+        "v2",
+        "rx_fragments_queued"
+    ) == 3));
+    // The kernel's ipfrag_time: before it, the last piece completes the
+    // datagram; after it, the set is given up and the piece starts anew.
+    std::thread::sleep(std::time::Duration::from_secs(31));
+    send_fragments(&path, "send(frags(2001)[3], verbose=0)");
+    assert!(net::eventually(|| stat(
+        &path.ns2,
+        "v2",
+        "rx_reassembly_timeouts"
+    ) == 1));
+    assert_eq!(stat(&path.ns2, "v2", "rx_reassembled"), 0);
 }

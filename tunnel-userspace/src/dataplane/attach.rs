@@ -2,7 +2,7 @@
 //! ingress filter (decapsulation and delivery), a tunnel port's tc ingress
 //! filter (encapsulation), and taking them off again.
 
-use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd, RawFd};
 
 use aya::{
     programs::{SchedClassifier, Xdp},
@@ -12,7 +12,7 @@ use tunnel_common::maps::*;
 
 use super::{
     bpffs::load_object_sharing, program_name, Dataplane, DataplaneError, DecapChoice, DecapMode,
-    Result, XdpMode, FILTER_TUNNEL, FILTER_UNDERLAY, FILTER_UNDERLAY_AUTO,
+    Result, XdpMode, FILTER_DEFRAG, FILTER_TUNNEL, FILTER_UNDERLAY, FILTER_UNDERLAY_AUTO,
 };
 use crate::netlink::{self, BpfFilter, Link, Netlink, TcHook, XDP_ATTACHED_SKB};
 
@@ -41,6 +41,9 @@ impl Dataplane {
             FILTER_UNDERLAY_AUTO
         };
         if let Some(existing) = self.underlay_filter(nl, link)? {
+            // An underlay attached by a version without reassembly gets it.
+            let defrag_fd = self.defrag_fd()?;
+            attach_defrag(nl, link.index, defrag_fd)?;
             let in_xdp = existing.classid == CLASSID_XDP_UNDERLAY;
             let wanted = match choice {
                 DecapChoice::Auto => None,
@@ -98,17 +101,22 @@ impl Dataplane {
                 CLASSID_XDP_UNDERLAY,
             ),
         };
-        let attach_tc = nl.add_clsact(link.index).and_then(|()| {
-            nl.add_bpf_filter(
-                link.index,
-                TcHook::Ingress,
-                self.tc_fd.as_raw_fd(),
-                name,
-                classid,
-                true,
-            )
-        });
+        let defrag_fd = self.defrag_fd()?;
+        let attach_tc = nl
+            .add_clsact(link.index)
+            .and_then(|()| attach_defrag(nl, link.index, defrag_fd))
+            .and_then(|()| {
+                nl.add_bpf_filter(
+                    link.index,
+                    TcHook::Ingress,
+                    self.tc_fd.as_raw_fd(),
+                    name,
+                    classid,
+                    true,
+                )
+            });
         if let Err(e) = attach_tc {
+            let _ = nl.del_bpf_filter_at(netlink::DEFRAG_PRIO, link.index, TcHook::Ingress);
             if matches!(mode, DecapMode::Xdp(_)) {
                 let _ = nl.set_xdp(link.index, None, 0);
             }
@@ -116,6 +124,21 @@ impl Dataplane {
         }
         self.track_interface(link.index)?;
         Ok(Some(mode))
+    }
+
+    /// The reassembly program, loaded (sharing the instance's maps) if this
+    /// instance has none yet: found again, it has one only where some
+    /// underlay uses it.
+    fn defrag_fd(&mut self) -> Result<RawFd> {
+        if self.defrag.is_none() {
+            let mut object = load_object_sharing(&self.shared_map_ids)?;
+            self.defrag = Some(load_defrag(&mut object)?);
+        }
+        Ok(self
+            .defrag
+            .as_ref()
+            .map(|(fd, _)| fd.as_raw_fd())
+            .unwrap_or(-1))
     }
 
     /// An instance whose underlays all decapsulate in tc has no XDP program
@@ -220,6 +243,7 @@ pub fn detach_interface(nl: &mut Netlink, link: &Link, xdp_id: Option<u32>) -> R
     }
     nl.del_bpf_filter(link.index, TcHook::Ingress)?;
     nl.del_bpf_filter(link.index, TcHook::Egress)?;
+    nl.del_bpf_filter_at(netlink::DEFRAG_PRIO, link.index, TcHook::Ingress)?;
     if nl.bpf_filters(link.index, TcHook::Ingress)?.is_empty()
         && nl.bpf_filters(link.index, TcHook::Egress)?.is_empty()
     {
@@ -237,6 +261,30 @@ pub(super) fn load_xdp(ebpf: &mut Ebpf) -> Result<(OwnedFd, u32)> {
     let prog: &mut Xdp = ebpf
         .program_mut(PROG_XDP_DECAP)
         .ok_or(DataplaneError::Missing(PROG_XDP_DECAP))?
+        .try_into()?;
+    prog.load()?;
+    Ok((prog.fd()?.as_fd().try_clone_to_owned()?, prog.info()?.id()))
+}
+
+/// Attaches outer-fragment reassembly to an underlay's ingress, before
+/// the data plane's own filter.
+fn attach_defrag(nl: &mut Netlink, ifindex: u32, fd: RawFd) -> netlink::Result<()> {
+    nl.add_bpf_filter_at(
+        netlink::DEFRAG_PRIO,
+        ifindex,
+        TcHook::Ingress,
+        fd,
+        FILTER_DEFRAG,
+        0,
+        true,
+    )
+}
+
+/// Loads the object's reassembly program into the kernel: its fd and id.
+pub(super) fn load_defrag(ebpf: &mut Ebpf) -> Result<(OwnedFd, u32)> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(PROG_DEFRAG)
+        .ok_or(DataplaneError::Missing(PROG_DEFRAG))?
         .try_into()?;
     prog.load()?;
     Ok((prog.fd()?.as_fd().try_clone_to_owned()?, prog.info()?.id()))

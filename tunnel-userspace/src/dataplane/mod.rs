@@ -49,7 +49,7 @@ pub use self::{
     tunnels::{PrlEdit, Repaired, TunnelDevice},
 };
 use self::{
-    attach::{load_tc, load_xdp},
+    attach::{load_defrag, load_tc, load_xdp},
     bpffs::{raise_memlock_limit, KernelLayout},
     monitor::MonitorMaps,
 };
@@ -64,6 +64,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub const FILTER_UNDERLAY: &str = "xtun_underlay";
 pub const FILTER_UNDERLAY_AUTO: &str = "xtun_underlay_auto";
 pub const FILTER_TUNNEL: &str = "xtun_tunnel";
+pub const FILTER_DEFRAG: &str = "xtun_defrag";
 
 #[derive(Debug, Error)]
 pub enum DataplaneError {
@@ -164,6 +165,8 @@ pub struct Dataplane {
     xdp_id: Option<u32>,
     tc_fd: OwnedFd,
     tc_id: u32,
+    /// Outer-fragment reassembly; loaded when an underlay needs it.
+    defrag: Option<(OwnedFd, u32)>,
     /// Every tunnel, by ifindex. Written only through `set_tunnel` and
     /// `remove_tunnel`, which keep `tunnels_by_if` in step.
     tunnels: HashMap<MapData, u32, TunnelConfig>,
@@ -230,7 +233,7 @@ pub(crate) fn program_name(id: u32) -> Option<String> {
 
 /// Is `name` one of our program names (as the kernel reports them)?
 fn is_ours(name: &str) -> bool {
-    name == PROG_XDP_DECAP || name == PROG_TC
+    name == PROG_XDP_DECAP || name == PROG_TC || name == PROG_DEFRAG
 }
 
 impl Dataplane {
@@ -284,6 +287,7 @@ impl Dataplane {
 
         let mut xdp = None;
         let mut tc = None;
+        let mut defrag = None;
         let mut map_ids = BTreeSet::new();
         for prog in loaded_programs().flatten() {
             let Some(name) = prog.name_as_str().map(str::to_owned) else {
@@ -300,6 +304,8 @@ impl Dataplane {
             let fd: OwnedFd = prog.fd()?.as_fd().try_clone_to_owned()?;
             if name == PROG_XDP_DECAP {
                 xdp = Some((fd, prog.id()));
+            } else if name == PROG_DEFRAG {
+                defrag = Some((fd, prog.id()));
             } else {
                 tc = Some((fd, prog.id()));
             }
@@ -321,6 +327,7 @@ impl Dataplane {
             xdp_id,
             tc_fd,
             tc_id,
+            defrag,
             tunnels: take_shaped(&mut maps, MAP_TUNNELS)?,
             tunnels_by_if: maps
                 .contains_key(MAP_TUNNELS_BY_IF)
@@ -382,6 +389,7 @@ impl Dataplane {
         let mut ebpf = loader.load(OBJECT)?;
         let (xdp_fd, xdp_id) = load_xdp(&mut ebpf)?;
         let (tc_fd, tc_id) = load_tc(&mut ebpf)?;
+        let defrag = Some(load_defrag(&mut ebpf)?);
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::Missing(name));
         let tunnels = HashMap::try_from(take(MAP_TUNNELS)?)?;
@@ -414,6 +422,7 @@ impl Dataplane {
             xdp_id: Some(xdp_id),
             tc_fd,
             tc_id,
+            defrag,
             tunnels,
             tunnels_by_if,
             ports,

@@ -7,11 +7,11 @@ use aya::maps::{Array, HashMap, MapData};
 use tunnel_common::maps::*;
 
 use super::{
-    attach::{attached_xdp_mode, load_tc, load_xdp},
+    attach::{attached_xdp_mode, load_defrag, load_tc, load_xdp},
     bpffs::load_object_sharing,
     build_id,
     monitor::MonitorMaps,
-    Dataplane, DataplaneError, Result, FILTER_TUNNEL, OBJECT,
+    Dataplane, DataplaneError, Result, FILTER_DEFRAG, FILTER_TUNNEL, OBJECT,
 };
 use crate::netlink::{self, Netlink, TcHook};
 
@@ -30,6 +30,7 @@ impl Dataplane {
         let mut object = load_object_sharing(&self.shared_map_ids)?;
         let (new_xdp_fd, new_xdp_id) = load_xdp(&mut object)?;
         let (new_tc_fd, new_tc_id) = load_tc(&mut object)?;
+        let new_defrag = load_defrag(&mut object)?;
         // An instance from before `XTUN_TUN_BY_IF` gets the map now: it is
         // filled before any program that reads it is attached.
         let mut by_if: Array<MapData, TunnelConfig> = Array::try_from(
@@ -72,6 +73,18 @@ impl Dataplane {
                     if filter.prio != netlink::FILTER_PRIO || filter.prog_id != Some(self.tc_id) {
                         continue;
                     }
+                    if filter.classid != CLASSID_TUNNEL {
+                        // Underlays get (or keep) reassembly, the new one.
+                        nl.add_bpf_filter_at(
+                            netlink::DEFRAG_PRIO,
+                            link.index,
+                            hook,
+                            new_defrag.0.as_raw_fd(),
+                            FILTER_DEFRAG,
+                            0,
+                            true,
+                        )?;
+                    }
                     let name = filter.name.as_deref().unwrap_or(FILTER_TUNNEL);
                     nl.add_bpf_filter(
                         link.index,
@@ -92,6 +105,7 @@ impl Dataplane {
         self.xdp_id = Some(new_xdp_id);
         self.tc_fd = new_tc_fd;
         self.tc_id = new_tc_id;
+        self.defrag = Some(new_defrag);
         self._ebpf = Some(object);
         Ok(replaced)
     }

@@ -352,6 +352,9 @@ fn decode_per_cpu(name: &str, value: &[u8]) -> (Value, String) {
     }
 }
 
+/// A key and its value, or its value on each CPU.
+type KeyValues<'a> = (&'a [u8], Vec<&'a [u8]>);
+
 fn print_dump(nl: &mut Netlink, dump: &MapDump, raw: bool, format: Format) -> Result<()> {
     let name = dump.summary.name.as_str();
     let slots = &dump.slot_owners;
@@ -363,7 +366,7 @@ fn print_dump(nl: &mut Netlink, dump: &MapDump, raw: bool, format: Format) -> Re
             .map_or_else(|| "?".to_string(), |l| l.name.clone())
     };
     // One shape for both kinds: a key and its value (per CPU or not).
-    let (per_cpu, entries): (bool, Vec<(&[u8], Vec<&[u8]>)>) = match &dump.entries {
+    let (per_cpu, entries): (bool, Vec<KeyValues>) = match &dump.entries {
         MapEntries::Plain(entries) => (
             false,
             entries

@@ -85,6 +85,15 @@ fn narrow_path(tag: &str, mode: &str, extra: &[&str], expected_mtu: u32) {
         details.contains("\n    underlay v1\n    path mtu 1400 to 10.10.20.2 expires "),
         "{details}"
     );
+    let with_stats = stdout(
+        path.ns1
+            .exec(&[XTUN, "-s", "tunnel", "show", "tun1"])
+            .unwrap(),
+    );
+    assert!(
+        with_stats.contains("\n    path mtu 1400 to 10.10.20.2 expires "),
+        "{with_stats}"
+    );
     eprintln!("{mode} {extra:?}: {answer}");
     // TCP both ways: the senders lower their segment size and finish.
     transfer(&path.ns1, &path.ns2, "10.10.200.10", 16 << 20);

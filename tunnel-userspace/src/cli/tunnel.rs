@@ -621,11 +621,14 @@ fn show(args: &[String], stats: bool, format: Format) -> Result<()> {
                 s.tx_packets, s.tx_bytes, s.tx_errors, s.tx_dead_loop, s.tx_no_route, s.tx_no_bufs
             ));
         }
-        // `-d`: where the packets leave now, and what the path allows.
+        // `-d`: where the packets leave now; `-d` or `-s`: what the path
+        // allows, as learnt from ICMP.
         if format.details {
             if let Some(underlay) = underlay {
                 record.push_str(&format!("\n    underlay {}", underlay.name));
             }
+        }
+        if format.details || counters.is_some() {
             for (remote, mtu, left) in &path_mtus {
                 record.push_str(&format!(
                     "\n    path mtu {mtu} to {} expires {left}s",

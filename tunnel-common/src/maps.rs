@@ -139,6 +139,25 @@ pub struct TunnelConfig {
 }
 
 impl TunnelConfig {
+    /// The GRE flags this tunnel sends (key, checksum, sequence number);
+    /// none for a mode without GRE.
+    #[inline(always)]
+    pub const fn gre_output_flags(&self) -> u16 {
+        let mut gre = 0;
+        if self.mode == MODE_GRE {
+            if self.flags & TUNNEL_F_OKEY != 0 {
+                gre |= crate::wire::GRE_KEY;
+            }
+            if self.flags & TUNNEL_F_OCSUM != 0 {
+                gre |= crate::wire::GRE_CSUM;
+            }
+            if self.flags & TUNNEL_F_OSEQ != 0 {
+                gre |= crate::wire::GRE_SEQ;
+            }
+        }
+        gre
+    }
+
     /// The ifindex the data plane finds this configuration by: the
     /// interface its encapsulation runs on.
     pub fn datapath_ifindex(&self) -> u32 {
@@ -237,6 +256,26 @@ pub struct DecapTarget {
     pub port: u32,
 }
 
+impl DecapKey {
+    /// The key of a packet from `remote` to `local` by outer protocol
+    /// `proto`, with the GRE key `key` (network order) when it has one.
+    #[inline(always)]
+    pub const fn new(local: u32, remote: u32, proto: u8, key: Option<u32>) -> Self {
+        let (key, has_key) = match key {
+            Some(key) => (key, 1),
+            None => (0, 0),
+        };
+        Self {
+            local,
+            remote,
+            key,
+            proto,
+            has_key,
+            _pad: [0; 2],
+        }
+    }
+}
+
 impl DecapTarget {
     /// The index entry that delivers to the tunnel on `ifindex`.
     pub fn for_tunnel(ifindex: u32, cfg: &TunnelConfig) -> Self {
@@ -307,6 +346,31 @@ pub struct XdpMeta {
     pub flags: u32,
     pub stats_slot: u32,
     pub port: u32,
+}
+
+impl XdpMeta {
+    /// The tag `magic` for a frame of the tunnel `target`.
+    #[inline(always)]
+    pub const fn new(magic: u32, target: &DecapTarget) -> Self {
+        Self {
+            magic,
+            ifindex: target.ifindex,
+            flags: target.flags,
+            stats_slot: target.stats_slot,
+            port: target.port,
+        }
+    }
+
+    /// What the decapsulation index said, as the tag carries it.
+    #[inline(always)]
+    pub const fn target(&self) -> DecapTarget {
+        DecapTarget {
+            ifindex: self.ifindex,
+            flags: self.flags,
+            stats_slot: self.stats_slot,
+            port: self.port,
+        }
+    }
 }
 
 /// Per-interface data-plane counters: one slot per `stats` reason.
@@ -498,6 +562,48 @@ mod tests {
             size_of::<IfCounters>(),
             8 * (crate::stats::COUNTER_COUNT as usize + 1)
         );
+    }
+
+    #[test]
+    fn gre_output_flags_follow_the_o_options_and_only_for_gre() {
+        use crate::wire::{GRE_CSUM, GRE_KEY, GRE_SEQ};
+        let cfg = |mode, flags| TunnelConfig {
+            mode,
+            flags,
+            ..Default::default()
+        };
+        assert_eq!(cfg(MODE_GRE, 0).gre_output_flags(), 0);
+        assert_eq!(cfg(MODE_GRE, TUNNEL_F_OKEY).gre_output_flags(), GRE_KEY);
+        assert_eq!(cfg(MODE_GRE, TUNNEL_F_OCSUM).gre_output_flags(), GRE_CSUM);
+        assert_eq!(cfg(MODE_GRE, TUNNEL_F_OSEQ).gre_output_flags(), GRE_SEQ);
+        let all = TUNNEL_F_OKEY | TUNNEL_F_OCSUM | TUNNEL_F_OSEQ;
+        // Input options never show on output.
+        let inputs = TUNNEL_F_IKEY | TUNNEL_F_ICSUM | TUNNEL_F_ISEQ;
+        assert_eq!(
+            cfg(MODE_GRE, all | inputs).gre_output_flags(),
+            GRE_KEY | GRE_CSUM | GRE_SEQ
+        );
+        assert_eq!(cfg(MODE_GRE, inputs).gre_output_flags(), 0);
+        for mode in [MODE_IPIP, MODE_SIT, MODE_ISATAP] {
+            assert_eq!(cfg(mode, all).gre_output_flags(), 0);
+        }
+    }
+
+    #[test]
+    fn decap_keys_and_xdp_tags_carry_every_field() {
+        let keyed = DecapKey::new(1, 2, 47, Some(9));
+        assert_eq!((keyed.local, keyed.remote, keyed.proto), (1, 2, 47));
+        assert_eq!((keyed.key, keyed.has_key), (9, 1));
+        let plain = DecapKey::new(1, 2, 4, None);
+        assert_eq!((plain.key, plain.has_key, plain._pad), (0, 0, [0; 2]));
+        let target = DecapTarget {
+            ifindex: 3,
+            flags: 4,
+            stats_slot: 5,
+            port: 6,
+        };
+        let tag = XdpMeta::new(7, &target);
+        assert_eq!((tag.magic, tag.target()), (7, target));
     }
 
     #[test]

@@ -4,9 +4,43 @@
 pub const IPPROTO_IPIP: u8 = 4;
 pub const IPPROTO_GRE: u8 = 47;
 pub const IPPROTO_IPV6: u8 = 41;
+/// IP protocol numbers of what tunnels carry or answer with.
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86DD;
+
+/// The family of a tunnel's inner packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The EtherType that announces a packet of this family (in an
+    /// Ethernet header, or a GRE header's protocol type).
+    #[inline(always)]
+    pub const fn ether_type(self) -> u16 {
+        match self {
+            Family::V4 => ETH_P_IP,
+            Family::V6 => ETH_P_IPV6,
+        }
+    }
+
+    /// The family an EtherType announces, if it is one a tunnel carries.
+    #[inline(always)]
+    pub const fn from_ether_type(ether_type: u16) -> Option<Self> {
+        match ether_type {
+            ETH_P_IP => Some(Family::V4),
+            ETH_P_IPV6 => Some(Family::V6),
+            _ => None,
+        }
+    }
+}
 
 pub const ETH_HDR_LEN: usize = 14;
 pub const IPV4_HDR_LEN: usize = 20;
@@ -146,6 +180,47 @@ impl Ipv4Words {
     }
 }
 
+/// What a sender chooses in an IPv4 header without options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Ipv4Fields {
+    pub tos: u8,
+    pub tot_len: u16,
+    pub id: u16,
+    /// Flags and fragment offset.
+    pub frag: u16,
+    pub ttl: u8,
+    pub proto: u8,
+    /// Source address, network order.
+    pub src: u32,
+    /// Destination address, network order.
+    pub dst: u32,
+}
+
+impl Ipv4Words {
+    /// The header without options that carries `f`, its checksum filled in.
+    #[inline(always)]
+    pub fn from_fields(f: &Ipv4Fields) -> Self {
+        let [src_hi, src_lo] = split_words(f.src);
+        let [dst_hi, dst_lo] = split_words(f.dst);
+        let mut words = [
+            u16::from_be_bytes([0x45, f.tos]).to_be(),
+            f.tot_len.to_be(),
+            f.id.to_be(),
+            f.frag.to_be(),
+            u16::from_be_bytes([f.ttl, f.proto]).to_be(),
+            0,
+            src_hi,
+            src_lo,
+            dst_hi,
+            dst_lo,
+        ];
+        // The sum is byte-order independent: computed over the words as
+        // they will sit in memory, it is stored as it came out.
+        words[5] = ipv4_header_checksum(&words);
+        Ipv4Words(words)
+    }
+}
+
 /// The `u32` whose memory image is halfword `a` followed by halfword `b`.
 #[inline(always)]
 pub const fn join_words(a: u16, b: u16) -> u32 {
@@ -269,9 +344,10 @@ pub const fn encap_overhead(mode: u8, gre_flags: u16) -> usize {
     }
 }
 
-/// Folds a 32-bit one's complement sum into 16 bits.
+/// Folds a 32-bit one's complement sum into 16 bits and complements it:
+/// the value a checksum field holds (zero for data that checks out).
 #[inline(always)]
-pub const fn csum_fold(mut sum: u32) -> u16 {
+pub const fn fold_and_complement(mut sum: u32) -> u16 {
     sum = (sum & 0xFFFF) + (sum >> 16);
     sum = (sum & 0xFFFF) + (sum >> 16);
     !(sum as u16)
@@ -281,7 +357,7 @@ pub const fn csum_fold(mut sum: u32) -> u16 {
 /// `words` are the header's 16-bit words in host order.
 #[inline(always)]
 pub fn ipv4_header_checksum(words: &[u16; IPV4_HDR_LEN / 2]) -> u16 {
-    csum_fold(Ipv4Words(*words).sum())
+    fold_and_complement(Ipv4Words(*words).sum())
 }
 
 /// The outer TOS for an inner TOS, following the kernel's
@@ -398,8 +474,8 @@ mod tests {
         assert_eq!(ip.dst(), u32::from_ne_bytes([10, 10, 20, 2]));
         let mut with_sum = ip;
         with_sum.0[5] = ipv4_header_checksum(&ip.0);
-        assert_eq!(csum_fold(with_sum.sum()), 0);
-        assert_ne!(csum_fold(ip.sum()), 0);
+        assert_eq!(fold_and_complement(with_sum.sum()), 0);
+        assert_ne!(fold_and_complement(ip.sum()), 0);
     }
 
     #[test]
@@ -426,6 +502,43 @@ mod tests {
             0x4500, 0x0073, 0x0000, 0x4000, 0x4011, 0x0000, 0xc0a8, 0x0001, 0xc0a8, 0x00c7,
         ];
         assert_eq!(ipv4_header_checksum(&words), 0xb861);
+    }
+
+    #[test]
+    fn ipv4_header_from_fields_is_the_known_header() {
+        // 45 00 00 73 00 00 40 00 40 11 [b8 61] c0 a8 00 01 c0 a8 00 c7
+        let bytes: [u8; 20] = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        let ip = Ipv4Words::from_fields(&Ipv4Fields {
+            tos: 0,
+            tot_len: 0x73,
+            id: 0,
+            frag: IP_DF,
+            ttl: 64,
+            proto: IPPROTO_UDP,
+            src: u32::from_ne_bytes([0xc0, 0xa8, 0x00, 0x01]),
+            dst: u32::from_ne_bytes([0xc0, 0xa8, 0x00, 0xc7]),
+        });
+        assert_eq!(bytes_of::<10, 20>(ip.0), bytes);
+        let with_id = Ipv4Words::from_fields(&Ipv4Fields {
+            tos: 0xb8,
+            id: 0x1234,
+            ..Default::default()
+        });
+        assert_eq!((with_id.tos(), u16::from_be(with_id.0[2])), (0xb8, 0x1234));
+        assert_eq!(fold_and_complement(with_id.sum()), 0);
+    }
+
+    #[test]
+    fn families_map_to_their_ether_types_and_back() {
+        for family in [Family::V4, Family::V6] {
+            assert_eq!(Family::from_ether_type(family.ether_type()), Some(family));
+        }
+        assert_eq!(Family::V4.ether_type(), 0x0800);
+        assert_eq!(Family::V6.ether_type(), 0x86DD);
+        assert_eq!(Family::from_ether_type(0x0806), None);
     }
 
     #[test]

@@ -20,10 +20,11 @@ pub fn add(a: u32, b: u32) -> u32 {
     sum + carry as u32
 }
 
-/// Folds an accumulator to 16 bits, without complementing it.
+/// Folds an accumulator to 16 bits, without complementing it (0xffff for
+/// data that checks out).
 #[inline(always)]
-pub fn fold(sum: u32) -> u16 {
-    !wire::csum_fold(sum)
+pub fn fold_without_complement(sum: u32) -> u16 {
+    !wire::fold_and_complement(sum)
 }
 
 /// Sum of `len` packet bytes from `off`, or None when they are not all there
@@ -75,7 +76,10 @@ pub fn sum_bytes<F: Frame>(ctx: &F, off: usize, len: usize) -> Option<u32> {
         }
         tail_sum = sum_array(&last);
     }
-    Some(add(fold(acc).swap_bytes() as u32, tail_sum))
+    Some(add(
+        fold_without_complement(acc).swap_bytes() as u32,
+        tail_sum,
+    ))
 }
 
 /// Adds `len` bytes of `buf` to the host-order accumulator `acc`. `buf`
@@ -161,9 +165,9 @@ pub fn inner_sum<F: Frame>(ctx: &F, off: usize, v6: bool) -> Option<InnerSum> {
         )
     };
     let check_off = match proto {
-        6 => l4_off + 16,
-        17 | 58 => l4_off + 6,
-        1 if !v6 => {
+        wire::IPPROTO_TCP => l4_off + 16,
+        wire::IPPROTO_UDP | wire::IPPROTO_ICMPV6 => l4_off + 6,
+        wire::IPPROTO_ICMP if !v6 => {
             return Some(InnerSum {
                 sum: add(hdr_sum, 0xFFFF),
                 check_off: l4_off + 2,
@@ -172,13 +176,13 @@ pub fn inner_sum<F: Frame>(ctx: &F, off: usize, v6: bool) -> Option<InnerSum> {
         }
         _ => return None,
     };
-    if proto == 17 {
+    if proto == wire::IPPROTO_UDP {
         let mut check = [0u8; 2];
         if !ctx.load(off + check_off, check.as_mut_ptr(), 2) || check == [0, 0] {
             return None;
         }
     }
-    let partial = fold(pseudo);
+    let partial = fold_without_complement(pseudo);
     Some(InnerSum {
         sum: add(hdr_sum, !partial as u32),
         check_off,

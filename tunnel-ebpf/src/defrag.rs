@@ -42,7 +42,7 @@ use tunnel_common::{
     wire::{self, Ipv4Words},
 };
 
-use crate::{decap, maps, parse::read_at};
+use crate::{classify, gre, maps, parse::read_at};
 
 /// Datagrams being reassembled at once, across all underlays.
 const FRAG_SLOTS: u32 = 64;
@@ -211,7 +211,7 @@ fn tunnel_fragment(ctx: &TcContext) -> Option<Fragment> {
     if header.version() != 4 || header.header_len() != wire::IPV4_HDR_LEN {
         return None;
     }
-    if wire::csum_fold(header.sum()) != 0 {
+    if wire::fold_and_complement(header.sum()) != 0 {
         return None;
     }
     let tot_len = header.tot_len() as usize;
@@ -245,22 +245,14 @@ fn first_fragment_is_ours(ctx: &TcContext, frag: &Fragment) -> bool {
         if ctx.pull_data(headers as u32).is_err() {
             return false;
         }
-        match decap::parse_gre(ctx, l4) {
-            Ok(gre) => gre.key,
+        match gre::parse(ctx, l4) {
+            Ok(gre) => gre.key(),
             Err(_) => return false,
         }
     } else {
         None
     };
-    decap::find_tunnel(DecapKey {
-        local: ip.dst(),
-        remote: ip.src(),
-        key: key.unwrap_or(0),
-        proto,
-        has_key: key.is_some() as u8,
-        _pad: [0; 2],
-    })
-    .is_some()
+    classify::find_tunnel(DecapKey::new(ip.dst(), ip.src(), proto, key)).is_some()
 }
 
 /// The slot of the fragment's datagram: its own, or a new one taken from a

@@ -1,13 +1,21 @@
-//! xtun data plane.
+//! xtun data plane. One module per hook, over shared protocol modules:
 //!
-//! - `xtun_decap` (XDP, on underlay NICs): strips the outer IPv4 (+GRE)
-//!   header of packets that match a configured tunnel and tags the frame with
-//!   the tunnel's ifindex in XDP metadata.
-//! - `xtun_tc` (TC, on underlay ingress and tunnel port ingress): delivers
-//!   tagged frames to their tunnel interface (or decapsulates itself on
-//!   underlays without XDP), and encapsulates what a tunnel interface sends
-//!   (seen arriving on its port, the other end of its veth pair) before
-//!   sending it to the underlay neighbour.
+//! - `xdp`: `xtun_decap` (XDP, on underlay NICs) strips the outer IPv4
+//!   (+GRE) header of packets that match a configured tunnel and tags the
+//!   frame with its tunnel in XDP metadata.
+//! - `tc_ingress`: `xtun_tc` on an underlay's tc ingress delivers tagged
+//!   frames to their tunnel interface, or decapsulates itself on underlays
+//!   without XDP.
+//! - `tc_port`: `xtun_tc` on a tunnel port's tc ingress (the other end of
+//!   the tunnel interface's veth pair) encapsulates what the tunnel
+//!   interface sends and sends it to the underlay neighbour.
+//! - `defrag`: `xtun_defrag`, a second tc program on each underlay's
+//!   ingress before `xtun_tc`, reassembles outer IPv4 fragments of tunnel
+//!   packets.
+//! - Shared: `classify` (the outer-header classifier both receive hooks
+//!   use), `gre` (GRE parser, builder, header sum, sequence numbers),
+//!   `csum`, `fib` (routes and next hops), `pmtu`, `parse`, `maps`,
+//!   `monitor`.
 #![no_std]
 #![no_main]
 // Atomic read-modify-write on map memory: the BPF target declares no CAS,
@@ -15,15 +23,18 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod classify;
 mod csum;
-mod decap;
 mod defrag;
-mod encap;
-mod ingress;
+mod fib;
+mod gre;
 mod maps;
 mod monitor;
 mod parse;
 mod pmtu;
+mod tc_ingress;
+mod tc_port;
+mod xdp;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_SHOT, TC_ACT_UNSPEC},
@@ -35,7 +46,7 @@ use tunnel_common::maps::{CLASSID_TC_UNDERLAY, CLASSID_TUNNEL, CLASSID_XDP_UNDER
 
 #[xdp]
 pub fn xtun_decap(ctx: XdpContext) -> u32 {
-    match decap::try_decap(&ctx) {
+    match xdp::try_xdp(&ctx) {
         Ok(action) => action,
         Err(reason) => {
             // SAFETY: reading a field of the context the kernel gave us.
@@ -54,26 +65,33 @@ pub fn xtun_decap(ctx: XdpContext) -> u32 {
 /// plane again. The filter's classid says where it runs.
 #[classifier]
 pub fn xtun_tc(ctx: TcContext) -> i32 {
+    try_tc(&ctx)
+}
+
+/// Picks the hook's path: underlay delivery or decapsulation
+/// (`tc_ingress`), or a port's encapsulation (`tc_port`). Each path is
+/// reached from one place only, so the verifier walks it once.
+#[inline(always)]
+fn try_tc(ctx: &TcContext) -> i32 {
     // SAFETY: reading fields of the context the kernel gave us.
     let (classid, ifindex) = unsafe { ((*ctx.skb.skb).tc_classid, (*ctx.skb.skb).ifindex) };
     let mut decap_here = false;
     if classid != CLASSID_TUNNEL {
         // Underlays deliver what XDP decapsulated whatever their classid:
         // it changes while an underlay switches between XDP and tc.
-        match ingress::deliver_tagged(&ctx) {
-            ingress::Tagged::Delivered(action) => return action,
-            ingress::Tagged::DecapHere => decap_here = true,
+        match tc_ingress::deliver_tagged(ctx) {
+            tc_ingress::Tagged::Delivered(action) => return action,
+            tc_ingress::Tagged::DecapHere => decap_here = true,
             // XDP has seen (and counted) this packet already.
-            ingress::Tagged::No if classid == CLASSID_XDP_UNDERLAY => return TC_ACT_UNSPEC,
-            ingress::Tagged::No => {}
+            tc_ingress::Tagged::No if classid == CLASSID_XDP_UNDERLAY => return TC_ACT_UNSPEC,
+            tc_ingress::Tagged::No => {}
         }
     }
     // A filter attached without a role (earlier versions, and
     // BPF_PROG_TEST_RUN) is a tunnel's if the device has a configuration.
-    // Each path is reached from one place only, so the verifier walks it once.
     if classid != CLASSID_TC_UNDERLAY && !decap_here {
-        if let Some(cfg) = encap::tunnel_config(ifindex) {
-            return encap::encap(&ctx, cfg);
+        if let Some(cfg) = tc_port::tunnel_config(ifindex) {
+            return tc_port::encap(ctx, cfg);
         }
         // A port whose tunnel is not configured (yet): what its tunnel
         // interface sends goes nowhere, as on a tunnel without a route.
@@ -81,7 +99,7 @@ pub fn xtun_tc(ctx: TcContext) -> i32 {
             return TC_ACT_SHOT;
         }
     }
-    ingress::tc_decap(&ctx)
+    tc_ingress::decap(ctx)
 }
 
 #[cfg(not(test))]

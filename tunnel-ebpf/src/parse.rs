@@ -159,3 +159,14 @@ pub fn read_at<T: Copy, F: Frame>(frame: &F, offset: usize) -> Result<T, ()> {
     // SAFETY: bounds checked; aligned as said above.
     Ok(unsafe { at.read() })
 }
+
+/// Writes `value` at `offset` (linear bytes, such as headers just pushed)
+/// with stores of `T`'s alignment: halfwords at even offsets, as `read_at`
+/// reads them.
+#[inline(always)]
+pub fn write_at<T, F: Frame>(frame: &F, offset: usize, value: T) -> Result<(), ()> {
+    let at = ptr_at_mut::<T, F>(frame, offset)?;
+    // SAFETY: bounds checked after the last change to the packet.
+    unsafe { at.write(value) };
+    Ok(())
+}

@@ -7,35 +7,32 @@
 
 use aya_ebpf::{
     bindings::{
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup as FibParams,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup as FibParams, bpf_redir_neigh,
         BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH,
         BPF_FIB_LOOKUP_SRC, TC_ACT_REDIRECT,
     },
-    helpers::generated::{
-        bpf_fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh, bpf_skb_change_tail,
-    },
+    helpers::generated::{bpf_ktime_get_ns, bpf_redirect, bpf_skb_change_tail},
     programs::TcContext,
 };
 use network_types::eth::EthHdr;
 use tunnel_common::{
     maps::{DecapKey, PmtuEntry, PmtuKey, TunnelConfig, MIN_PMTU, PMTU_EXPIRES_NS, TUNNEL_MAC},
     stats::*,
-    wire::{self, Ipv4Words},
+    wire::{self, Ipv4Fields, Ipv4Words, IPPROTO_ICMP, IPPROTO_ICMPV6},
 };
 
 use crate::{
+    classify::find_tunnel,
     csum,
-    decap::find_tunnel,
+    fib::{self, AF_INET, AF_INET6},
     maps::PMTU,
-    parse::{ptr_at_mut, read_at, Frame},
+    parse::{read_at, write_at, Frame},
 };
 
-pub const IPPROTO_ICMP: u8 = 1;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
 const ICMP_TIME_EXCEEDED: u8 = 11;
 const ICMP_HDR_LEN: usize = 8;
-const AF_INET: u8 = 2;
 
 /// Bytes an ICMP error quotes of the packet it answers, beyond its IP
 /// header: enough for the ports and TCP's sequence number (RFC 792).
@@ -97,15 +94,7 @@ pub fn note_icmp<F: Frame>(ctx: &F, l4: usize, icmp_dst: u32) -> u32 {
         return RX_ICMP_IGNORED;
     }
     // The packet we sent: from our local address to the remote.
-    let lookup = DecapKey {
-        local: ip.src(),
-        remote: ip.dst(),
-        key: key.unwrap_or(0),
-        proto,
-        has_key: key.is_some() as u8,
-        _pad: [0; 2],
-    };
-    let Some(target) = find_tunnel(lookup) else {
+    let Some(target) = find_tunnel(DecapKey::new(ip.src(), ip.dst(), proto, key)) else {
         return RX_ICMP_IGNORED;
     };
     if !frag_needed {
@@ -166,7 +155,7 @@ pub struct InnerV4 {
 #[repr(C)]
 struct IcmpHeaders {
     eth_type: u16,
-    ip: [u16; wire::IPV4_HDR_LEN / 2],
+    ip: Ipv4Words,
     icmp: [u16; ICMP_HDR_LEN / 2],
 }
 
@@ -187,25 +176,18 @@ pub fn answer_too_big(
     if inner.later_fragment || !answerable_v4(inner.src, inner.dst) {
         return Err(TX_TOO_BIG_DROP);
     }
-    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
-    let mut params: FibParams = unsafe { core::mem::zeroed() };
-    params.family = AF_INET;
+    let mut params = fib::request(AF_INET, cfg.datapath_ifindex());
     params.__bindgen_anon_4.ipv4_dst = inner.src;
-    let ret = route_back(ctx, cfg, &mut params);
-    let local_sender = ret == BPF_FIB_LKUP_RET_NOT_FWDED;
-    // SAFETY: the helper filled these in on success.
-    let (src, oif, next_hop) = unsafe {
-        (
-            params.__bindgen_anon_3.ipv4_src,
-            params.ifindex,
-            params.__bindgen_anon_4.ipv4_dst,
-        )
+    // SAFETY (the reads of `params`): union fields, zeroed by the request,
+    // that the helper fills in.
+    let has_source = |p: &FibParams| unsafe { p.__bindgen_anon_3.ipv4_src } != 0;
+    let local_sender = route_back(ctx, cfg, &mut params, has_source)?;
+    let next_hop = fib::next_hop_v4(unsafe { params.__bindgen_anon_4.ipv4_dst });
+    let from = if local_sender {
+        inner.dst
+    } else {
+        unsafe { params.__bindgen_anon_3.ipv4_src }
     };
-    let forwarded = ret == BPF_FIB_LKUP_RET_SUCCESS && src != 0 && oif != cfg.ifindex;
-    if !local_sender && !forwarded {
-        return Err(TX_TOO_BIG_DROP);
-    }
-    let from = if local_sender { inner.dst } else { src };
     // Never an answer to an ICMP error (RFC 1122).
     if is_icmp_error_v4(ctx, inner) {
         return Err(TX_TOO_BIG_DROP);
@@ -216,23 +198,18 @@ pub fn answer_too_big(
     quote_behind(ctx, quote, wire::IPV4_HDR_LEN + ICMP_HDR_LEN)?;
 
     let total = (wire::IPV4_HDR_LEN + ICMP_HDR_LEN + quote) as u16;
-    let [from_hi, from_lo] = wire::split_words(from);
-    let [to_hi, to_lo] = wire::split_words(inner.src);
     let mut headers = IcmpHeaders {
         eth_type: wire::ETH_P_IP.to_be(),
-        ip: [
+        ip: Ipv4Words::from_fields(&Ipv4Fields {
             // Internetwork control precedence, as the kernel's ICMP errors.
-            u16::from_be_bytes([0x45, 0xc0]).to_be(),
-            total.to_be(),
-            0,
-            0,
-            u16::from_be_bytes([64, IPPROTO_ICMP]).to_be(),
-            0,
-            from_hi,
-            from_lo,
-            to_hi,
-            to_lo,
-        ],
+            tos: 0xc0,
+            tot_len: total,
+            ttl: 64,
+            proto: IPPROTO_ICMP,
+            src: from,
+            dst: inner.src,
+            ..Default::default()
+        }),
         icmp: [
             u16::from_be_bytes([ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED]).to_be(),
             0,
@@ -240,61 +217,41 @@ pub fn answer_too_big(
             (mtu.min(u16::MAX as u32) as u16).to_be(),
         ],
     };
-    headers.ip[5] = wire::ipv4_header_checksum(&headers.ip);
     let quoted_at = EthHdr::LEN + wire::IPV4_HDR_LEN + ICMP_HDR_LEN;
     let quoted_sum = csum::sum_bytes(ctx, quoted_at, quote).ok_or(TX_TOO_BIG_DROP)?;
     let icmp_sum = csum::add(
         csum::sum_array(&wire::bytes_of::<4, 8>(headers.icmp)),
         quoted_sum,
     );
-    headers.icmp[1] = wire::csum_fold(icmp_sum).to_be();
-    let to = if local_sender {
-        Destination::Local
-    } else {
-        Destination::Forwarded {
-            oif,
-            next_hop: RedirNeigh::v4(next_hop),
-        }
-    };
-    send(ctx, cfg, to, headers)
+    headers.icmp[1] = wire::fold_and_complement(icmp_sum).to_be();
+    send(
+        ctx,
+        cfg,
+        Destination::back(local_sender, &params, next_hop),
+        headers,
+    )
 }
 
-/// Looks the route back to an inner sender up (family and destination
-/// set in `params`) as if from the port: NOT_FWDED for a sender on this
-/// host, SUCCESS with the way out and our source for a forwarded one.
+/// Looks the route back to an inner sender up as if from the port
+/// (`params` made by `fib::request` from the port, the sender's address
+/// set): Ok(true) for a sender on this host, Ok(false) for a forwarded one,
+/// `params` then holding the way out, our source (`has_source` tells
+/// whether the helper found one) and the next hop.
 #[inline(always)]
-fn route_back(ctx: &TcContext, cfg: &TunnelConfig, params: &mut FibParams) -> u32 {
-    params.ifindex = cfg.datapath_ifindex();
-    // SAFETY: helper call with a request on our stack.
-    (unsafe {
-        bpf_fib_lookup(
-            ctx.skb.skb as *mut _,
-            params,
-            core::mem::size_of::<FibParams>() as i32,
-            BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC,
-        )
-    }) as u32
-}
-
-/// A next hop for bpf_redirect_neigh.
-struct RedirNeigh;
-
-impl RedirNeigh {
-    #[inline(always)]
-    fn v4(addr: u32) -> aya_ebpf::bindings::bpf_redir_neigh {
-        aya_ebpf::bindings::bpf_redir_neigh {
-            nh_family: AF_INET as u32,
-            __bindgen_anon_1: aya_ebpf::bindings::bpf_redir_neigh__bindgen_ty_1 { ipv4_nh: addr },
-        }
+fn route_back(
+    ctx: &TcContext,
+    cfg: &TunnelConfig,
+    params: &mut FibParams,
+    has_source: impl Fn(&FibParams) -> bool,
+) -> Result<bool, u32> {
+    let ret = fib::lookup(ctx, params, BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC) as u32;
+    if ret == BPF_FIB_LKUP_RET_NOT_FWDED {
+        return Ok(true);
     }
-
-    #[inline(always)]
-    fn v6(addr: [u32; 4]) -> aya_ebpf::bindings::bpf_redir_neigh {
-        aya_ebpf::bindings::bpf_redir_neigh {
-            nh_family: AF_INET6 as u32,
-            __bindgen_anon_1: aya_ebpf::bindings::bpf_redir_neigh__bindgen_ty_1 { ipv6_nh: addr },
-        }
+    if ret == BPF_FIB_LKUP_RET_SUCCESS && has_source(params) && params.ifindex != cfg.ifindex {
+        return Ok(false);
     }
+    Err(TX_TOO_BIG_DROP)
 }
 
 /// May an IPv4 packet from `src` to `dst` be answered with an ICMP error?
@@ -319,10 +276,22 @@ fn is_icmp_error_v4(ctx: &TcContext, inner: &InnerV4) -> bool {
 /// host), or out of the route to a forwarded sender.
 enum Destination {
     Local,
-    Forwarded {
-        oif: u32,
-        next_hop: aya_ebpf::bindings::bpf_redir_neigh,
-    },
+    Forwarded { oif: u32, next_hop: bpf_redir_neigh },
+}
+
+impl Destination {
+    /// Where `route_back` said the answer goes (`params` from it).
+    #[inline(always)]
+    fn back(local_sender: bool, params: &FibParams, next_hop: bpf_redir_neigh) -> Self {
+        if local_sender {
+            Destination::Local
+        } else {
+            Destination::Forwarded {
+                oif: params.ifindex,
+                next_hop,
+            }
+        }
+    }
 }
 
 /// Cuts the packet down to the Ethernet header and the first `quote`
@@ -348,37 +317,20 @@ fn send<H>(ctx: &TcContext, cfg: &TunnelConfig, to: Destination, headers: H) -> 
         Destination::Forwarded { .. } => [0x02, 0, 0, 0, 0, 0x01],
     });
     // Written in place: the headers are linear after adjust_room.
-    let eth_dst: *mut [u16; 3] = ptr_at_mut(ctx, 0).map_err(|_| TX_TOO_BIG_DROP)?;
-    let at: *mut H = ptr_at_mut(ctx, 12).map_err(|_| TX_TOO_BIG_DROP)?;
-    // SAFETY: both bounds checked after the last change to the packet.
-    unsafe {
-        eth_dst.write(dst_mac);
-        at.write(headers);
-    }
+    write_at(ctx, 0, dst_mac).map_err(|_| TX_TOO_BIG_DROP)?;
+    write_at(ctx, 12, headers).map_err(|_| TX_TOO_BIG_DROP)?;
     let action = match to {
         // Out of the port: received on the tunnel interface.
         // SAFETY: plain helper call.
-        Destination::Local => unsafe { bpf_redirect(cfg.port_ifindex, 0) },
-        Destination::Forwarded { oif, mut next_hop } => {
-            // SAFETY: helper call with parameters on our stack.
-            unsafe {
-                bpf_redirect_neigh(
-                    oif,
-                    &mut next_hop,
-                    core::mem::size_of::<aya_ebpf::bindings::bpf_redir_neigh>() as i32,
-                    0,
-                )
-            }
-        }
-    } as i32;
+        Destination::Local => unsafe { bpf_redirect(cfg.port_ifindex, 0) as i32 },
+        Destination::Forwarded { oif, next_hop } => fib::redirect_neigh(oif, next_hop),
+    };
     if action != TC_ACT_REDIRECT {
         return Err(TX_TOO_BIG_DROP);
     }
     Ok(action)
 }
 
-const AF_INET6: u8 = 10;
-const IPPROTO_ICMPV6: u8 = 58;
 const ICMPV6_PKT_TOOBIG: u8 = 2;
 /// The smallest MTU IPv6 allows: below it, no "packet too big" is sent.
 pub const IPV6_MIN_MTU: u32 = 1280;
@@ -414,28 +366,17 @@ pub fn answer_too_big_v6(
     if next == IPPROTO_ICMPV6 && icmp_type < 128 {
         return Err(TX_TOO_BIG_DROP);
     }
-    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
-    let mut params: FibParams = unsafe { core::mem::zeroed() };
-    params.family = AF_INET6;
+    let mut params = fib::request(AF_INET6, cfg.datapath_ifindex());
     params.__bindgen_anon_4.ipv6_dst = words_to_u32s(src);
-    let ret = route_back(ctx, cfg, &mut params);
-    let local_sender = ret == BPF_FIB_LKUP_RET_NOT_FWDED;
-    // SAFETY: the helper filled these in on success.
-    let (our, oif, next_hop) = unsafe {
-        (
-            params.__bindgen_anon_3.ipv6_src,
-            params.ifindex,
-            params.__bindgen_anon_4.ipv6_dst,
-        )
-    };
-    let forwarded = ret == BPF_FIB_LKUP_RET_SUCCESS && our != [0; 4] && oif != cfg.ifindex;
-    if !local_sender && !forwarded {
-        return Err(TX_TOO_BIG_DROP);
-    }
+    // SAFETY (the reads of `params`): union fields, zeroed by the request,
+    // that the helper fills in.
+    let has_source = |p: &FibParams| unsafe { p.__bindgen_anon_3.ipv6_src } != [0; 4];
+    let local_sender = route_back(ctx, cfg, &mut params, has_source)?;
+    let next_hop = fib::next_hop_v6(unsafe { params.__bindgen_anon_4.ipv6_dst });
     let from: [u16; 8] = if local_sender {
         dst
     } else {
-        u32s_to_words(our)
+        u32s_to_words(unsafe { params.__bindgen_anon_3.ipv6_src })
     };
 
     let quote = (wire::IPV6_HDR_LEN + QUOTED_PAYLOAD).min(ctx.len() as usize - EthHdr::LEN);
@@ -466,21 +407,18 @@ pub fn answer_too_big_v6(
         csum::add(pseudo, csum::sum_array(&wire::bytes_of::<4, 8>(icmp))),
         quoted_sum,
     );
-    icmp[1] = wire::csum_fold(sum).to_be();
+    icmp[1] = wire::fold_and_complement(sum).to_be();
     let headers = Icmpv6Headers {
         eth_type: wire::ETH_P_IPV6.to_be(),
         ip,
         icmp,
     };
-    let to = if local_sender {
-        Destination::Local
-    } else {
-        Destination::Forwarded {
-            oif,
-            next_hop: RedirNeigh::v6(next_hop),
-        }
-    };
-    send(ctx, cfg, to, headers)
+    send(
+        ctx,
+        cfg,
+        Destination::back(local_sender, &params, next_hop),
+        headers,
+    )
 }
 
 /// An IPv6 address as halfwords in memory order, as the FIB helper's

@@ -489,19 +489,10 @@ impl TunnelSpec {
         })
     }
 
-    /// Outer GRE flags this tunnel sends.
+    /// Outer GRE flags this tunnel sends: the data plane's own derivation.
     pub fn gre_flags(&self) -> u16 {
-        let mut flags = 0;
-        if self.okey.is_some() {
-            flags |= wire::GRE_KEY;
-        }
-        if self.ocsum {
-            flags |= wire::GRE_CSUM;
-        }
-        if self.oseq {
-            flags |= wire::GRE_SEQ;
-        }
-        flags
+        self.to_config(Ipv4Addr::UNSPECIFIED, 0, 0)
+            .gre_output_flags()
     }
 
     /// Words that give exactly this spec to `tunnel add`, or to `tunnel

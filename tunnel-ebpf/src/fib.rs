@@ -1,0 +1,78 @@
+//! The kernel's routing table and neighbours, as the tc hooks ask them:
+//! `bpf_fib_lookup` for a route, `bpf_redirect_neigh` to send to a next hop.
+
+use aya_ebpf::{
+    bindings::{bpf_fib_lookup as FibParams, bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1},
+    helpers::generated::{bpf_fib_lookup, bpf_redirect_neigh},
+    programs::TcContext,
+};
+
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
+
+/// An empty route request for `family`, asked as if the packet arrived on
+/// `ifindex`; the caller sets the addresses.
+#[inline(always)]
+pub fn request(family: u8, ifindex: u32) -> FibParams {
+    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
+    let mut params: FibParams = unsafe { core::mem::zeroed() };
+    params.family = family;
+    params.ifindex = ifindex;
+    params
+}
+
+/// Looks `params` up with `flags` (`BPF_FIB_LOOKUP_*`); the helper's
+/// `BPF_FIB_LKUP_RET_*` answer, with `params` filled in on success.
+#[inline(always)]
+pub fn lookup(ctx: &TcContext, params: &mut FibParams, flags: u32) -> i64 {
+    // SAFETY: helper call with a request on our stack.
+    unsafe {
+        bpf_fib_lookup(
+            ctx.skb.skb as *mut _,
+            params,
+            core::mem::size_of::<FibParams>() as i32,
+            flags,
+        )
+    }
+}
+
+/// An IPv4 next hop for `redirect_neigh`.
+#[inline(always)]
+pub fn next_hop_v4(addr: u32) -> bpf_redir_neigh {
+    bpf_redir_neigh {
+        nh_family: AF_INET as u32,
+        __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 { ipv4_nh: addr },
+    }
+}
+
+/// An IPv6 next hop for `redirect_neigh`.
+#[inline(always)]
+pub fn next_hop_v6(addr: [u32; 4]) -> bpf_redir_neigh {
+    bpf_redir_neigh {
+        nh_family: AF_INET6 as u32,
+        __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 { ipv6_nh: addr },
+    }
+}
+
+/// Sends the packet out of `oif` to `next_hop`, whose neighbour the kernel
+/// resolves. The helper's tc action.
+#[inline(always)]
+pub fn redirect_neigh(oif: u32, mut next_hop: bpf_redir_neigh) -> i32 {
+    // SAFETY: helper call with parameters on our stack.
+    (unsafe {
+        bpf_redirect_neigh(
+            oif,
+            &mut next_hop,
+            core::mem::size_of::<bpf_redir_neigh>() as i32,
+            0,
+        )
+    }) as i32
+}
+
+/// Sends the packet out of `oif`, routing it through `oif` to find the
+/// next hop. The helper's tc action.
+#[inline(always)]
+pub fn redirect_routed(oif: u32) -> i32 {
+    // SAFETY: plain helper call.
+    (unsafe { bpf_redirect_neigh(oif, core::ptr::null_mut(), 0, 0) }) as i32
+}

@@ -1,0 +1,104 @@
+//! XDP on an underlay: recognise our tunnels' packets, strip their outer
+//! headers and tag each frame with its tunnel for `tc_ingress` to deliver.
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
+    programs::XdpContext,
+};
+use aya_log_ebpf::debug;
+use network_types::eth::EthHdr;
+use tunnel_common::{
+    maps::{DecapTarget, XdpMeta, LOG_DEBUG, XDP_META_CSUM_IN_TC, XDP_META_MAGIC},
+    stats::*,
+    wire::Family,
+};
+
+use crate::{
+    classify::{self, Verdict},
+    maps, monitor,
+    parse::{ptr_at_mut, read_at},
+};
+
+/// An Ethernet header as halfwords.
+#[repr(C)]
+struct EthWords {
+    addresses: [u16; 6],
+    ether_type: u16,
+}
+
+/// Ok(action) for packets we handled (decapsulated or dropped, already
+/// counted); Err(reason) for packets passed to the kernel untouched.
+#[inline(always)]
+pub fn try_xdp(ctx: &XdpContext) -> Result<u32, u32> {
+    // SAFETY: reading a field of the context the kernel gave us.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let m = match classify::classify(ctx)? {
+        Verdict::Decap(m) => m,
+        // XDP cannot tell a checksum pending offload from a wrong one, nor
+        // reassemble fragments: tc decides.
+        Verdict::DecapInTc => {
+            tag(ctx, XDP_META_CSUM_IN_TC, &DecapTarget::default()).map_err(|_| RX_ADJUST_FAIL)?;
+            return Ok(xdp_action::XDP_PASS);
+        }
+        Verdict::Drop(tunnel, reason) => {
+            classify::tunnel_drop(ctx, monitor::MON_HOOK_XDP, ifindex, &tunnel, reason);
+            if maps::log_enabled(LOG_DEBUG) {
+                debug!(
+                    ctx,
+                    "drop for tunnel ifindex={} reason={}", tunnel.ifindex, reason
+                );
+            }
+            return Ok(xdp_action::XDP_DROP);
+        }
+    };
+    strip_outer(ctx, m.strip, m.inner, &m.target).map_err(|_| RX_ADJUST_FAIL)?;
+    let inner_len = (ctx.data_end() - ctx.data()).saturating_sub(EthHdr::LEN) as u64;
+    classify::decapsulated(ctx, ifindex, &m, inner_len);
+    Ok(xdp_action::XDP_PASS)
+}
+
+/// Removes `strip` bytes after the Ethernet header, rewrites the Ethernet
+/// header for the inner protocol and tags the frame for delivery.
+#[inline(always)]
+fn strip_outer(
+    ctx: &XdpContext,
+    strip: usize,
+    inner: Family,
+    target: &DecapTarget,
+) -> Result<(), ()> {
+    // Both MAC addresses, as halfwords.
+    let addresses: [u16; 6] = read_at(ctx, 0)?;
+    // SAFETY: helper call on our own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, strip as i32) } != 0 {
+        return Err(());
+    }
+    let eth: *mut EthWords = ptr_at_mut(ctx, 0)?;
+    // SAFETY: bounds re-checked after adjust_head; aligned as read_at says.
+    unsafe {
+        eth.write(EthWords {
+            addresses,
+            ether_type: inner.ether_type().to_be(),
+        })
+    };
+
+    tag(ctx, XDP_META_MAGIC, target)
+}
+
+/// Puts `magic` and what the decapsulation index said for the frame in
+/// front of it, for the tc program.
+#[inline(always)]
+fn tag(ctx: &XdpContext, magic: u32, target: &DecapTarget) -> Result<(), ()> {
+    let meta_len = core::mem::size_of::<XdpMeta>() as i32;
+    // SAFETY: helper call on our own context.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -meta_len) } != 0 {
+        return Err(());
+    }
+    let meta = ctx.metadata();
+    if meta + meta_len as usize > ctx.data() {
+        return Err(());
+    }
+    // SAFETY: bounds checked against data, which ends the metadata area.
+    unsafe { *(meta as *mut XdpMeta) = XdpMeta::new(magic, target) };
+    Ok(())
+}

@@ -1,4 +1,6 @@
-//! The few bpf(2) commands aya 0.14 does not wrap: BPF_PROG_TEST_RUN.
+//! The few bpf(2) calls xtun makes itself, each where aya 0.14 has no
+//! way to make it. The data plane's own programs run through aya's
+//! `TestRun` (`Dataplane::test_run_xdp`/`test_run_tc`).
 
 use std::{io, os::fd::RawFd};
 
@@ -38,6 +40,7 @@ pub struct TestRun {
 
 /// Runs a loaded program over `data` (`repeat` times), optionally with a
 /// context (`xdp_md` or `__sk_buff`) as input.
+/// Raw: aya runs only programs it loaded, not a bare descriptor.
 pub fn prog_test_run(
     prog_fd: RawFd,
     data: &[u8],
@@ -122,6 +125,7 @@ struct BatchAttr {
 
 /// BPF_MAP_UPDATE_BATCH: inserts `count` packed keys and values in one
 /// call. On error, returns how many went in before it.
+/// Raw: aya has no batch map operations.
 pub fn map_update_batch(
     map_fd: RawFd,
     keys: &[u8],
@@ -154,6 +158,7 @@ pub fn map_update_batch(
 }
 
 /// Every key of a map, as raw bytes, in the kernel's iteration order.
+/// Raw: aya's maps are typed, and `xtun map` walks any map as bytes.
 pub fn map_keys(map_fd: RawFd, key_size: usize) -> io::Result<Vec<Vec<u8>>> {
     let mut keys = Vec::new();
     let mut next = vec![0u8; key_size];

@@ -4,7 +4,6 @@
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
-const CAP_BPF: u32 = 39;
 
 #[repr(C)]
 struct CapHeader {
@@ -34,8 +33,11 @@ fn effective() -> u64 {
     data[0].effective as u64 | ((data[1].effective as u64) << 32)
 }
 
-/// The capabilities this process lacks: CAP_BPF (or CAP_SYS_ADMIN) to
-/// read the data plane, and CAP_NET_ADMIN too to change it.
+/// The capabilities this process lacks, as the kernel checks them. Every
+/// command finds the data plane by walking the loaded programs and opening
+/// them and their maps by id (BPF_PROG_GET_NEXT_ID, BPF_*_GET_FD_BY_ID),
+/// which the kernel allows only with CAP_SYS_ADMIN: CAP_BPF is not enough.
+/// Changing it also takes CAP_NET_ADMIN (netlink: links, XDP, tc).
 pub fn missing(change: bool) -> Vec<&'static str> {
     let caps = effective();
     let has = |cap: u32| caps & (1 << cap) != 0;
@@ -43,8 +45,8 @@ pub fn missing(change: bool) -> Vec<&'static str> {
     if change && !has(CAP_NET_ADMIN) {
         missing.push("CAP_NET_ADMIN");
     }
-    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
-        missing.push("CAP_BPF");
+    if !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_SYS_ADMIN");
     }
     missing
 }

@@ -1,17 +1,15 @@
 //! One `xtun` at a time changes a network namespace's data plane.
 //!
 //! Two concurrent first `tunnel add`s would otherwise each load a data plane
-//! of their own. The lock is an flock on a file named after the namespace's
-//! inode, under /run/xtun (shared by every namespace, readable only by root);
-//! the kernel releases it when the process exits, even on SIGKILL.
+//! of their own. The lock is an flock (std's `File::lock`) on a file named
+//! after the namespace's inode, under /run/xtun (shared by every namespace,
+//! readable only by root); the kernel releases it when the process exits,
+//! even on SIGKILL.
 
 use std::{
     fs::{self, File, OpenOptions},
     io,
-    os::{
-        fd::AsRawFd,
-        unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _},
-    },
+    os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _},
     path::PathBuf,
 };
 
@@ -44,14 +42,13 @@ impl NamespaceLock {
             .write(true)
             .mode(0o600)
             .open(path)?;
+        // Held until the file is closed: when this value is dropped, or the
+        // process exits.
         loop {
-            // SAFETY: valid descriptor.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(Self { _file: file });
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
+            match file.lock() {
+                Ok(()) => return Ok(Self { _file: file }),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
         }
     }

@@ -565,6 +565,9 @@ fn run_batch(file: &str, globals: &Globals) -> anyhow::Result<()> {
     let _lock = tunnel_userspace::lock::NamespaceLock::acquire()
         .context("locking the namespace's data plane")?;
     let mut failed = false;
+    // Kept across consecutive `neigh` lines only: other commands may
+    // change the tunnels it has looked up.
+    let mut neighbours: Option<cli::neigh::Session> = None;
     for (n, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
@@ -577,11 +580,16 @@ fn run_batch(file: &str, globals: &Globals) -> anyhow::Result<()> {
             Ok(_) => Err(anyhow::anyhow!("each line must be one command")),
             Err(e) => Err(e.into()),
         };
-        let is_add =
-            matches!(&parsed, Ok((_, w)) if w.len() > 1 && w[0] == "neigh" && w[1] == "add");
-        if !is_add {
+        let verb = match &parsed {
+            Ok((_, w)) if w.len() > 1 && w[0] == "neigh" => Some(w[1].as_str()),
+            _ => None,
+        };
+        if verb != Some("add") {
             // Queued neighbour adds go in before anything that may depend on them.
-            flush_neighbours(file)?;
+            flush_neighbours(file, &mut neighbours)?;
+        }
+        if !matches!(verb, Some("add" | "del")) {
+            neighbours = None;
         }
         let result = parsed.and_then(|(line_globals, words)| {
             let mut g = globals.clone();
@@ -592,8 +600,15 @@ fn run_batch(file: &str, globals: &Globals) -> anyhow::Result<()> {
             let words: Vec<&str> = words.iter().map(String::as_str).collect();
             match words.as_slice() {
                 [] => Err(anyhow::anyhow!("each line must be one command")),
-                ["neigh", "add", rest @ ..] => cli::neigh::queue_add(rest, n + 1),
-                ["neigh", verb @ "del", rest @ ..] => cli::neigh::run_words(verb, rest),
+                ["neigh", "add", rest @ ..] => {
+                    neighbour_session(&mut neighbours).and_then(|s| s.queue_add(rest, n + 1))
+                }
+                ["neigh", "del", rest @ ..] => {
+                    let args = rest.iter().map(|w| w.to_string()).collect();
+                    neighbour_session(&mut neighbours).and_then(|s| {
+                        s.run(cli::neigh::NeighCommand::Del { args }, Default::default())
+                    })
+                }
                 _ => {
                     let owned: Vec<String> = words.iter().map(|w| w.to_string()).collect();
                     parse_command(&owned)
@@ -603,7 +618,7 @@ fn run_batch(file: &str, globals: &Globals) -> anyhow::Result<()> {
         });
         if let Err(err) = result {
             // The lines before this one take effect, as with `ip -batch`.
-            flush_neighbours(file)?;
+            flush_neighbours(file, &mut neighbours)?;
             let column = error_column(raw, &err);
             let err = err.context(format!("{file}:{}:{column}", n + 1));
             if !globals.force {
@@ -614,16 +629,31 @@ fn run_batch(file: &str, globals: &Globals) -> anyhow::Result<()> {
             failed = true;
         }
     }
-    flush_neighbours(file)?;
+    flush_neighbours(file, &mut neighbours)?;
     if failed {
         std::process::exit(1);
     }
     Ok(())
 }
 
+/// The batch's neighbour session, opened at its first `neigh` line.
+fn neighbour_session(
+    session: &mut Option<cli::neigh::Session>,
+) -> anyhow::Result<&mut cli::neigh::Session> {
+    if session.is_none() {
+        *session = Some(cli::neigh::Session::open()?);
+    }
+    Ok(session.as_mut().expect("just opened"))
+}
+
 /// Writes the neighbour adds a batch has queued; an error names the line.
-fn flush_neighbours(file: &str) -> anyhow::Result<()> {
-    cli::neigh::flush().map_err(|(line, err)| err.context(format!("{file}:{line}:1")))
+fn flush_neighbours(file: &str, session: &mut Option<cli::neigh::Session>) -> anyhow::Result<()> {
+    match session {
+        Some(s) => s
+            .flush()
+            .map_err(|(line, err)| err.context(format!("{file}:{line}:1"))),
+        None => Ok(()),
+    }
 }
 
 fn run(command: Command, globals: &Globals) -> anyhow::Result<()> {
@@ -704,11 +734,7 @@ fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<()> {
     let format = globals.format();
     let stats = globals.stats > 0;
     match command {
-        Command::Tunnel { action } => {
-            // Neighbour commands later in a batch must see this change.
-            cli::neigh::invalidate();
-            cli::tunnel::run(action, stats, format)
-        }
+        Command::Tunnel { action } => cli::tunnel::run(action, stats, format),
         Command::Neigh { action } => cli::neigh::run(action, format),
         Command::Apply { file, dry_run } => cli::apply::apply(&file, dry_run),
         Command::Completion { .. } | Command::Manpages { .. } => unreachable!("handled in run"),

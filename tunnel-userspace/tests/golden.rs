@@ -366,8 +366,8 @@ fn encap_finds_tunnels_on_either_side_of_the_indexed_range() {
 
     // Removed tunnels are gone from both: the device's traffic passes
     // untouched.
-    h.dp.remove_tunnel(high).unwrap();
-    h.dp.remove_tunnel(1).unwrap();
+    h.remove(high);
+    h.remove(1);
     for ifindex in [high, 1] {
         let run = run_on(ifindex);
         assert_eq!(run.retval, TC_ACT_UNSPEC, "ifindex {ifindex}");
@@ -486,9 +486,7 @@ fn each_tunnel_counts_at_its_own_slot_and_a_freed_slot_starts_from_zero() {
     assert_eq!(h.dp.tunnel_totals(12).unwrap().rx_packets, 0);
 
     // The plain tunnel goes; a new one takes its slot, with nothing counted.
-    let key = tunnel_userspace::config::decap_key(&plain);
-    h.dp.decap_mut().unwrap().remove(&key).unwrap();
-    h.dp.remove_tunnel(11).unwrap();
+    h.remove(11);
     let next = h.add("n mode ipip remote 10.10.10.2 local 10.10.20.2", 13);
     assert_eq!(next.stats_slot, plain.stats_slot);
     assert_eq!(h.dp.tunnel_totals(13).unwrap().rx_packets, 0);

@@ -204,15 +204,15 @@ fn map_list_and_dump_decode_every_entry() {
     // v1 and tun1 have small ifindexes: counted in the indexed array.
     assert_eq!(
         row("XTUN_IF_COUNTER"),
-        ["XTUN_IF_COUNTER", "percpu_hash", "4", "264", "65536", "0"]
+        ["XTUN_IF_COUNTER", "percpu_hash", "4", "312", "65536", "0"]
     );
     assert_eq!(
         row("XTUN_IF_INDEXED"),
-        ["XTUN_IF_INDEXED", "percpu_array", "4", "264", "1024", "2"]
+        ["XTUN_IF_INDEXED", "percpu_array", "4", "312", "1024", "2"]
     );
     assert_eq!(
         row("XTUN_COUNTERS"),
-        ["XTUN_COUNTERS", "percpu_array", "4", "8", "32", "32"]
+        ["XTUN_COUNTERS", "percpu_array", "4", "8", "38", "38"]
     );
     assert_eq!(
         row("XTUN_SETTINGS"),
@@ -477,4 +477,108 @@ fn commands_fail_cleanly_where_xtun_is_not_attached() {
     assert_eq!(out(&ns, &["tunnel", "show", "nope"]), "");
     assert_eq!(out(&ns, &["tunnel", "show"]), "");
     assert_eq!(out(&ns, &["-j", "tunnel", "show"]), "[]\n");
+}
+
+#[test]
+fn map_dump_names_each_flag_of_a_tunnel_once() {
+    let topo = SeedTopology::new("flags").unwrap();
+    let ns1 = &topo.ns1;
+    ns1.exec(&[
+        XTUN,
+        "tunnel",
+        "add",
+        "tunf",
+        "mode",
+        "gre",
+        "remote",
+        "10.10.20.2",
+        "local",
+        "10.10.10.2",
+        "key",
+        "7",
+        "csum",
+        "seq",
+        "nopmtudisc",
+        "tos",
+        "inherit",
+        "rpfilter",
+        "dev",
+        "v1",
+    ])
+    .unwrap();
+    // Every flag a GRE tunnel can have, in the table's order, each once.
+    let words = [
+        "ikey",
+        "okey",
+        "icsum",
+        "ocsum",
+        "iseq",
+        "oseq",
+        "tos-inherit",
+        "bound-dev",
+        "eth-dev",
+        "rpfilter",
+    ];
+    let text = out(ns1, &["map", "dump", "XTUN_TUNNELS"]);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let (_, flags) = text.trim_end().rsplit_once(" flags ").unwrap();
+    assert_eq!(flags, words.join(","), "{text}");
+    let doc = json_of(ns1, &["-j", "map", "dump", "XTUN_TUNNELS"]);
+    assert_eq!(doc["entries"][0]["flags"], json!(words), "{doc}");
+    // The decapsulation entry carries the same flags.
+    let decap = json_of(ns1, &["-j", "map", "dump", "XTUN_DECAP"]);
+    assert_eq!(decap["entries"][0]["flags"], json!(words), "{decap}");
+}
+
+/// Runs xtun in `ns` under `setpriv` with `cap` out of every set.
+fn without_cap(ns: &Netns, cap: &str, args: &[&str]) -> std::process::Output {
+    let inh = format!("--inh-caps=-{cap}");
+    let bounding = format!("--bounding-set=-{cap}");
+    let mut full = vec!["setpriv", inh.as_str(), bounding.as_str(), XTUN];
+    full.extend_from_slice(args);
+    ns.try_exec(&full).unwrap()
+}
+
+#[test]
+fn without_cap_sys_admin_read_only_commands_say_so_in_one_line() {
+    let topo = SeedTopology::new("rocap").unwrap();
+    topo.add_tunnels(XTUN, "gre", &[]).unwrap();
+    let ns1 = &topo.ns1;
+    // Root less CAP_SYS_ADMIN still has CAP_BPF and CAP_NET_ADMIN, which do
+    // not let the kernel open programs and maps by id.
+    let read_only: [&[&str]; 6] = [
+        &["stats"],
+        &["stats", "--prometheus"],
+        &["status"],
+        &["map", "dump", "XTUN_TUNNELS"],
+        &["-s", "tunnel", "show"],
+        &["metrics", "--listen", "127.0.0.1:1"],
+    ];
+    for args in read_only {
+        let o = without_cap(ns1, "sys_admin", args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr),
+            "xtun: permission denied: this needs CAP_SYS_ADMIN (run xtun as root)\n",
+            "{args:?}"
+        );
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
+    // CAP_SYS_ADMIN is all they need.
+    for args in read_only.iter().take(5) {
+        let o = without_cap(ns1, "net_admin", args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // A change names only what is missing.
+    let o = without_cap(ns1, "net_admin", &["tunnel", "del", "tun1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "xtun: permission denied: this needs CAP_NET_ADMIN (run xtun as root)\n"
+    );
+    assert!(out(ns1, &["tunnel", "show"]).contains("tun1"));
 }

@@ -428,6 +428,65 @@ fn metrics_are_scraped_over_http_and_match_the_traffic() {
     ));
 }
 
+#[test]
+fn metrics_serve_a_scrape_while_another_client_idles_and_answer_head_and_queries() {
+    let topo = SeedTopology::new("metc").unwrap();
+    topo.add_tunnels(XTUN, "gre", &[]).unwrap();
+    let port = 20_000 + (std::process::id() % 1000) as u16;
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topo.ns1.name,
+            XTUN,
+            "metrics",
+            "--listen",
+            &listen,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Once it answers: one client connects and sends half a request, another
+    // only connects; a scrape with a query string must still come back at
+    // once. Then HEAD by hand, to see that no body follows the headers.
+    let script = format!(
+        r#"import socket,time,urllib.request,urllib.error
+url='http://{listen}'
+for i in range(100):
+ try:
+  urllib.request.urlopen(url+'/metrics',timeout=5).read();break
+ except OSError: time.sleep(0.1)
+half=socket.create_connection(('127.0.0.1',{port}));half.sendall(b'GET /metr')
+silent=socket.create_connection(('127.0.0.1',{port}))
+t=time.monotonic()
+r=urllib.request.urlopen(url+'/metrics?x=1',timeout=3)
+body=r.read()
+took=time.monotonic()-t
+assert r.status==200 and b'xtun_up 1' in body and took<1.5,(r.status,took)
+h=socket.create_connection(('127.0.0.1',{port}),timeout=3)
+h.sendall(b'HEAD /metrics?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+got=b''
+while True:
+ c=h.recv(65536)
+ if not c: break
+ got+=c
+head,_,rest=got.partition(b'\r\n\r\n')
+assert head.startswith(b'HTTP/1.1 200'),got
+assert b'text/plain; version=0.0.4' in head,head
+assert rest==b'',rest
+try:
+ urllib.request.urlopen(url+'/nope',timeout=3);assert False
+except urllib.error.HTTPError as e: assert e.code==404
+print('ok',end='')"#
+    );
+    let result = topo.ns1.exec(&["/usr/bin/python3", "-c", &script]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(stdout(result.unwrap()), "ok");
+}
+
 /// One inventory, eight hosts on one segment, a full mesh of keyed GRE.
 fn host_file(hosts: &[usize], me: usize, lan: &Lan) -> String {
     let mut out = String::from("# generated from the fleet inventory\n");

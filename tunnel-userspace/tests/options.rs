@@ -9,8 +9,8 @@ use std::net::Ipv4Addr;
 
 use common::*;
 use etherparse::{checksum::Sum16BitWords, PacketBuilder, SlicedPacket, TransportSlice};
-use tunnel_common::{maps::*, stats::*};
-use tunnel_userspace::config::wire_addr;
+use tunnel_common::stats::*;
+use tunnel_userspace::{config::Prefix, dataplane::PrlEdit};
 
 /// Offset of the GRE header in an encapsulated test frame.
 const GRE_OFF: usize = 14 + 20;
@@ -125,7 +125,7 @@ fn oseq_numbers_packets_from_zero_after_key_and_checksum() {
         assert_eq!(&gre[12..16], &n.to_be_bytes(), "sequence number");
         assert!(sum_is_valid(&out[GRE_OFF..]));
     }
-    let seq = h.dp.seq.get(&LO, 0).unwrap();
+    let seq = h.dp.sequence(LO).unwrap();
     assert_eq!(seq.o_seq, 3);
 }
 
@@ -211,25 +211,17 @@ fn iseq_drops_missing_and_older_sequence_numbers() {
     }
     let stats = h.dp.tunnel_totals(71).unwrap();
     assert_eq!((stats.rx_packets, stats.rx_out_of_seq), (3, 4));
-    assert_eq!(h.dp.seq.get(&71, 0).unwrap().i_seq, 101);
+    assert_eq!(h.dp.sequence(71).unwrap().i_seq, 101);
     assert_eq!(h.dp.counter_totals().unwrap()[RX_OUT_OF_SEQ as usize], 4);
 }
 
 fn add_neigh(h: &mut Harness, ifindex: u32, prefix: [u8; 4], len: u32, remote: [u8; 4]) {
-    let mut addr = [0u8; 16];
-    addr[..4].copy_from_slice(&prefix);
-    let key = aya::maps::lpm_trie::Key::new(
-        NEIGH_KEY_FIXED_BITS + len,
-        NeighKey {
-            ifindex,
-            family: 4,
-            addr,
-        },
-    );
-    let entry = NeighEntry {
-        remote: u32::from_ne_bytes(remote),
+    let prefix = Prefix {
+        addr: Ipv4Addr::from(prefix).into(),
+        len: len as u8,
     };
-    h.dp.neigh.insert(&key, entry, 0).unwrap();
+    h.dp.add_neighbour(ifindex, &prefix, Ipv4Addr::from(remote))
+        .unwrap();
 }
 
 #[test]
@@ -302,21 +294,9 @@ fn isatap_addr(v4: [u8; 4]) -> [u8; 16] {
 #[test]
 fn isatap_takes_remotes_from_addresses_and_the_router_list() {
     let mut h = Harness::new();
-    let mut cfg = h.add("is0 mode isatap local 10.10.20.2 dev lo", LO);
+    h.add("is0 mode isatap local 10.10.20.2 dev lo", LO);
     let router = Ipv4Addr::new(10, 10, 10, 1);
-    h.dp.prl
-        .insert(
-            PrlKey {
-                ifindex: LO,
-                addr: wire_addr(router),
-            },
-            PrlEntry { flags: PRL_DEFAULT },
-            0,
-        )
-        .unwrap();
-    cfg.prl_default = wire_addr(router);
-    cfg.flags |= TUNNEL_F_ETH_DEV;
-    h.dp.set_tunnel(LO, cfg).unwrap();
+    h.dp.edit_prl(LO, &[PrlEdit::Default(router)]).unwrap();
 
     let me = isatap_addr([10, 10, 20, 2]);
     let outer_dst = |out: &[u8]| -> [u8; 4] { out[14 + 16..14 + 20].try_into().unwrap() };

@@ -33,15 +33,15 @@ fn without_privileges_the_error_names_the_capabilities() {
     let cases: [(&[&str], &str); 3] = [
         (
             &["tunnel", "add", "t9", "mode", "gre", "remote", "10.10.20.2"],
-            "xtun: permission denied: this needs CAP_NET_ADMIN and CAP_BPF (run xtun as root)\n",
+            "xtun: permission denied: this needs CAP_NET_ADMIN and CAP_SYS_ADMIN (run xtun as root)\n",
         ),
         (
             &["tunnel", "del", "tun1"],
-            "xtun: permission denied: this needs CAP_NET_ADMIN and CAP_BPF (run xtun as root)\n",
+            "xtun: permission denied: this needs CAP_NET_ADMIN and CAP_SYS_ADMIN (run xtun as root)\n",
         ),
         (
             &["tunnel", "show"],
-            "xtun: permission denied: this needs CAP_BPF (run xtun as root)\n",
+            "xtun: permission denied: this needs CAP_SYS_ADMIN (run xtun as root)\n",
         ),
     ];
     for (args, expected) in cases {

@@ -32,8 +32,8 @@ use serde_json::{json, Value};
 use tunnel_common::maps::*;
 use tunnel_userspace::{
     bpf_sys::prog_test_run,
-    config::{decap_key, wire_addr, TunnelSpec},
-    dataplane::{Dataplane, FILTER_TUNNEL},
+    config::{Prefix, TunnelSpec},
+    dataplane::{Dataplane, TunnelDevice, FILTER_TUNNEL},
     netlink::{Netlink, TcHook},
     testbed::{NarrowPath, Netns, SeedTopology},
 };
@@ -168,40 +168,19 @@ fn fill(h: &mut Harness, n: u32) -> Result<()> {
             "local",
             "10.10.20.2",
         ])?;
-        let mut cfg = spec.to_config(Ipv4Addr::new(10, 10, 20, 2), 1, 1476);
-        // Distinct counter slots, as `tunnel add` gives them (without the
-        // free-slot scan, which is quadratic over a fill of this size).
-        cfg.stats_slot = i;
-        let ifindex = 100_000 + i;
-        h.dp.set_tunnel(ifindex, cfg)?;
-        let mut key = tunnel_userspace::config::decap_key(&cfg);
-        key.remote = wire_addr(remote);
-        h.dp.decap_mut()?
-            .insert(key, DecapTarget::for_tunnel(ifindex, &cfg), 0)?;
+        let cfg = spec.to_config(Ipv4Addr::new(10, 10, 20, 2), 1, 1476);
+        h.dp.add_tunnel(100_000 + i, TunnelDevice::Ethernet, cfg)?;
     }
     Ok(())
 }
 
 /// A multipoint neighbour of the tunnel on ifindex 1.
 fn add_neighbour(h: &mut Harness, prefix: Ipv4Addr, len: u32, remote: Ipv4Addr) -> Result<()> {
-    let mut addr = [0u8; 16];
-    addr[..4].copy_from_slice(&prefix.octets());
-    let key = aya::maps::lpm_trie::Key::new(
-        NEIGH_KEY_FIXED_BITS + len,
-        NeighKey {
-            ifindex: 1,
-            family: 4,
-            addr,
-        },
-    );
-    h.dp.neigh.insert(
-        &key,
-        NeighEntry {
-            remote: wire_addr(remote),
-        },
-        0,
-    )?;
-    Ok(())
+    let prefix = Prefix {
+        addr: prefix.into(),
+        len: len as u8,
+    };
+    Ok(h.dp.add_neighbour(1, &prefix, remote)?)
 }
 
 fn micro(plan: &Plan, rows: &mut Vec<(String, String, Value)>) -> Result<Value> {
@@ -759,12 +738,8 @@ fn xtun_gre_on_tun(topo: &SeedTopology, xtun: &str) -> Result<&'static str> {
             let underlay = nl.link_by_name(dev)?.context("underlay")?;
             let spec =
                 TunnelSpec::parse(&["tun1", "mode", "gre", "remote", remote, "local", local])?;
-            let mut cfg = spec.to_config(local.parse()?, underlay.index, 1476);
-            cfg.stats_slot = dp.allocate_stats_slot()?;
-            dp.seq.insert(tun.index, SeqState::default(), 0)?;
-            dp.set_tunnel(tun.index, cfg)?;
-            dp.decap_mut()?
-                .insert(decap_key(&cfg), DecapTarget::for_tunnel(tun.index, &cfg), 0)?;
+            let cfg = spec.to_config(local.parse()?, underlay.index, 1476);
+            dp.add_tunnel(tun.index, TunnelDevice::Tun, cfg)?;
             dp.track_interface(tun.index)?;
             nl.add_clsact(tun.index)?;
             nl.add_bpf_filter(

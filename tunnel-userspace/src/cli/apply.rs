@@ -9,7 +9,7 @@ use std::{
 use anyhow::{anyhow, Context as _, Result};
 use tunnel_common::maps::*;
 use tunnel_userspace::{
-    config::{addr_from_wire, Prefix, TunnelSpec},
+    config::{Prefix, TunnelSpec},
     dataplane::{Dataplane, FILTER_UNDERLAY},
     desired::{self, Address, DecapPref, Desired, TunnelEntry},
     netlink::{Link, Netlink},
@@ -78,31 +78,17 @@ pub fn current(nl: &mut Netlink) -> Result<Desired> {
         }
     }
     let mut neighbours: BTreeMap<u32, BTreeMap<Prefix, Ipv4Addr>> = BTreeMap::new();
-    for entry in dp.neigh.iter() {
-        let (key, value) = entry?;
-        let k = key.data();
-        let bits = key.prefix_len().saturating_sub(NEIGH_KEY_FIXED_BITS) as u8;
-        let addr = if k.family == 6 {
-            std::net::IpAddr::from(k.addr)
-        } else {
-            std::net::IpAddr::from([k.addr[0], k.addr[1], k.addr[2], k.addr[3]])
-        };
-        let prefix = Prefix { addr, len: bits };
+    for n in dp.neighbours()? {
         neighbours
-            .entry(k.ifindex)
+            .entry(n.ifindex)
             .or_default()
-            .insert(prefix, addr_from_wire(value.remote));
+            .insert(n.prefix, n.remote);
     }
     let mut routers: BTreeMap<u32, BTreeMap<Ipv4Addr, bool>> = BTreeMap::new();
-    for entry in dp.prl.iter() {
-        let (k, e) = entry?;
-        routers
-            .entry(k.ifindex)
-            .or_default()
-            .insert(addr_from_wire(k.addr), e.flags & PRL_DEFAULT != 0);
+    for (ifindex, router, default) in dp.routers() {
+        routers.entry(ifindex).or_default().insert(router, default);
     }
-    for entry in dp.tunnels.iter() {
-        let (ifindex, cfg) = entry?;
+    for (ifindex, cfg) in dp.tunnels() {
         let (Some(link), dev) = (
             links.iter().find(|l| l.index == ifindex),
             (cfg.flags & TUNNEL_F_BOUND_DEV != 0)
@@ -283,12 +269,7 @@ fn run_step(nl: &mut Netlink, step: &Step) -> Result<()> {
             // Only once no tunnel leaves by it.
             let link: Link = attach::lookup(nl, dev)?;
             if let Some(dp) = Dataplane::find(nl)? {
-                let used = dp
-                    .tunnels
-                    .iter()
-                    .flatten()
-                    .any(|(_, c)| c.underlay_ifindex == link.index);
-                if used {
+                if !dp.tunnels_on_underlay(link.index).is_empty() {
                     println!("kept {dev} attached: tunnels leave by it");
                     return Ok(());
                 }
@@ -324,7 +305,6 @@ pub fn apply(file: &str, dry_run: bool) -> Result<()> {
             continue;
         }
         run_step(&mut nl, step).with_context(|| format!("{step}"))?;
-        neigh::invalidate();
         println!("done: {step}");
     }
     if !dry_run {

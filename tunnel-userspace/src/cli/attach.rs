@@ -31,7 +31,7 @@ pub fn attach(dev: &str, decap: Decap) -> Result<()> {
     if link.kind.as_deref() == Some("tun") {
         let dp = Dataplane::find(&mut nl)?;
         if let Some(dp) = dp {
-            if dp.tunnels.get(&link.index, 0).is_ok() {
+            if dp.is_tunnel(link.index) {
                 bail!("{dev} is an xtun tunnel, not an underlay");
             }
         }
@@ -65,7 +65,7 @@ pub fn detach(dev: &str) -> Result<()> {
     if dp.underlay_filter(&mut nl, &link)?.is_none() && link.xdp_prog_id.is_none() {
         bail!("xtun is not attached to {dev}");
     }
-    if dp.tunnels.get(&link.index, 0).is_ok() {
+    if dp.is_tunnel(link.index) {
         bail!("{dev} is an xtun tunnel: delete it with `xtun tunnel del {dev}`");
     }
     dp.detach_underlay(&mut nl, &link)

@@ -1,20 +1,15 @@
 //! `xtun map list` and `xtun map dump NAME [--raw]`: every map of the data
 //! plane, with entries decoded (addresses as addresses, flags as words).
 
-use std::{
-    collections::BTreeMap,
-    os::fd::{AsFd as _, AsRawFd as _},
-};
+use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail, Result};
-use aya::maps::{MapData, MapInfo, MapType};
 use clap::Subcommand;
 use serde_json::{json, Value};
 use tunnel_common::{maps::*, stats::COUNTER_NAMES};
 use tunnel_userspace::{
-    bpf_sys,
     config::{addr_from_wire, Mode},
-    dataplane::Dataplane,
+    dataplane::{Dataplane, MapDump, MapEntries, MapSummary},
     netlink::Netlink,
 };
 
@@ -46,99 +41,29 @@ pub fn run(cmd: MapCommand, format: Format) -> Result<()> {
     let Some(dp) = Dataplane::find(&mut nl)? else {
         bail!("xtun is not attached in this network namespace");
     };
-    let maps = dp.map_infos()?;
-    // The tunnel (ifindex) using each `XTUN_TUN_STATS` slot.
-    let slots: BTreeMap<u32, u32> = dp
-        .tunnels
-        .iter()
-        .flatten()
-        .map(|(ifindex, cfg)| (cfg.stats_slot, ifindex))
-        .collect();
     match cmd {
-        MapCommand::List => list(&maps, &slots, format),
+        MapCommand::List => list(&dp.map_list()?, format),
         MapCommand::Dump { name, raw } => {
-            let info = maps
-                .into_iter()
-                .find(|m| m.name_as_str() == Some(name.as_str()))
+            let dump = dp
+                .map_dump(&name)?
                 .ok_or_else(|| anyhow!("no map named \"{name}\" (see `xtun map list`)"))?;
-            dump(&mut nl, &info, &slots, raw, format)
+            print_dump(&mut nl, &dump, raw, format)
         }
     }
 }
 
-fn type_name(info: &MapInfo) -> &'static str {
-    match info.map_type() {
-        Ok(MapType::Hash) => "hash",
-        Ok(MapType::PerCpuHash) => "percpu_hash",
-        Ok(MapType::Array) => "array",
-        Ok(MapType::PerCpuArray) => "percpu_array",
-        Ok(MapType::RingBuf) => "ringbuf",
-        Ok(MapType::LpmTrie) => "lpm_trie",
-        _ => "other",
-    }
-}
-
-/// Whether an entry of an array indexed by tunnel slot or ifindex is in
-/// use: a configured tunnel's slot, or a tracked interface (whose entry is
-/// never all zero). Entries of other maps always are.
-fn index_in_use(name: &str, slots: &BTreeMap<u32, u32>, key: &[u8], values: &[Vec<u8>]) -> bool {
-    match name {
-        MAP_TUNNEL_STATS => slots.contains_key(&read::<u32>(key)),
-        MAP_IF_INDEXED | MAP_TUNNELS_BY_IF => values.iter().flatten().any(|b| *b != 0),
-        _ => true,
-    }
-}
-
-/// Entries in use. The arrays indexed by tunnel slot or ifindex have every
-/// index: what counts there is the slots of configured tunnels, the
-/// interfaces tracked, and the ifindexes with a tunnel.
-fn entries_in_use(info: &MapInfo, slots: &BTreeMap<u32, u32>) -> Option<usize> {
-    match info.name_as_str() {
-        Some(MAP_TUNNEL_STATS) => return Some(slots.len()),
-        Some(name @ (MAP_IF_INDEXED | MAP_TUNNELS_BY_IF)) => {
-            let data = MapData::from_id(info.id()).ok()?;
-            let cpus = aya::util::nr_cpus().ok()?;
-            let entries = bpf_sys::map_entries(
-                data.fd().as_fd().as_raw_fd(),
-                info.key_size() as usize,
-                info.value_size() as usize,
-                name == MAP_IF_INDEXED,
-                cpus,
-            )
-            .ok()?;
-            return Some(
-                entries
-                    .iter()
-                    .filter(|(key, values)| index_in_use(name, slots, key, values))
-                    .count(),
-            );
-        }
-        _ => {}
-    }
-    match info.map_type() {
-        Ok(MapType::Hash) | Ok(MapType::PerCpuHash) | Ok(MapType::LpmTrie) => {
-            let data = MapData::from_id(info.id()).ok()?;
-            bpf_sys::map_keys(data.fd().as_fd().as_raw_fd(), info.key_size() as usize)
-                .ok()
-                .map(|k| k.len())
-        }
-        Ok(MapType::Array) | Ok(MapType::PerCpuArray) => Some(info.max_entries() as usize),
-        _ => None,
-    }
-}
-
-fn list(maps: &[MapInfo], slots: &BTreeMap<u32, u32>, format: Format) -> Result<()> {
+fn list(maps: &[MapSummary], format: Format) -> Result<()> {
     let rows: Vec<Value> = maps
         .iter()
         .map(|m| {
             json!({
-                "id": m.id(),
-                "name": m.name_as_str().unwrap_or(""),
-                "type": type_name(m),
-                "key_size": m.key_size(),
-                "value_size": m.value_size(),
-                "max_entries": m.max_entries(),
-                "entries": entries_in_use(m, slots),
+                "id": m.id,
+                "name": m.name,
+                "type": m.kind,
+                "key_size": m.key_size,
+                "value_size": m.value_size,
+                "max_entries": m.max_entries,
+                "entries": m.in_use,
             })
         })
         .collect();
@@ -151,16 +76,10 @@ fn list(maps: &[MapInfo], slots: &BTreeMap<u32, u32>, format: Format) -> Result<
         "NAME", "TYPE", "KEY", "VALUE", "MAX", "ENTRIES", "ID"
     );
     for m in maps {
-        let entries = entries_in_use(m, slots).map_or_else(|| "-".to_string(), |n| n.to_string());
+        let entries = m.in_use.map_or_else(|| "-".to_string(), |n| n.to_string());
         println!(
             "{:<16} {:<13} {:>4} {:>6} {:>8} {:>8} {:>6}",
-            m.name_as_str().unwrap_or(""),
-            type_name(m),
-            m.key_size(),
-            m.value_size(),
-            m.max_entries(),
-            entries,
-            m.id()
+            m.name, m.kind, m.key_size, m.value_size, m.max_entries, entries, m.id
         );
     }
     Ok(())
@@ -433,15 +352,12 @@ fn decode_per_cpu(name: &str, value: &[u8]) -> (Value, String) {
     }
 }
 
-/// `slots`: the tunnel (ifindex) using each `XTUN_TUN_STATS` slot.
-fn dump(
-    nl: &mut Netlink,
-    info: &MapInfo,
-    slots: &BTreeMap<u32, u32>,
-    raw: bool,
-    format: Format,
-) -> Result<()> {
-    let name = info.name_as_str().unwrap_or("").to_string();
+/// A key and its value, or its value on each CPU.
+type KeyValues<'a> = (&'a [u8], Vec<&'a [u8]>);
+
+fn print_dump(nl: &mut Netlink, dump: &MapDump, raw: bool, format: Format) -> Result<()> {
+    let name = dump.summary.name.as_str();
+    let slots = &dump.slot_owners;
     let links = nl.links()?;
     let ifname = |ifindex: u32| {
         links
@@ -449,40 +365,30 @@ fn dump(
             .find(|l| l.index == ifindex)
             .map_or_else(|| "?".to_string(), |l| l.name.clone())
     };
-    let key_size = info.key_size() as usize;
-    let value_size = info.value_size() as usize;
-    let per_cpu = matches!(
-        info.map_type(),
-        Ok(MapType::PerCpuHash) | Ok(MapType::PerCpuArray)
-    );
-    if matches!(info.map_type(), Ok(MapType::RingBuf)) {
-        if name.starts_with("XTUN_MON_RING") {
-            bail!("{name} is a ring buffer of monitor events: stream it with `xtun monitor`");
-        }
-        bail!("{name} is a ring buffer of log records: stream it with `xtun log`");
-    }
-    let data = MapData::from_id(info.id())?;
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-    let entries = bpf_sys::map_entries(
-        data.fd().as_fd().as_raw_fd(),
-        key_size,
-        value_size,
-        per_cpu,
-        cpus,
-    )?;
-
+    // One shape for both kinds: a key and its value (per CPU or not).
+    let (per_cpu, entries): (bool, Vec<KeyValues>) = match &dump.entries {
+        MapEntries::Plain(entries) => (
+            false,
+            entries
+                .iter()
+                .map(|(k, v)| (k.as_slice(), vec![v.as_slice()]))
+                .collect(),
+        ),
+        MapEntries::PerCpu(entries) => (
+            true,
+            entries
+                .iter()
+                .map(|(k, vs)| (k.as_slice(), vs.iter().map(Vec::as_slice).collect()))
+                .collect(),
+        ),
+    };
     let mut docs = Vec::new();
-    // Arrays indexed by tunnel slot or ifindex have an entry for every
-    // index: only the ones in use are worth printing.
-    let entries: Vec<_> = entries
-        .into_iter()
-        .filter(|(key, values)| index_in_use(&name, slots, key, values))
-        .collect();
     for (key, values) in &entries {
+        let key = *key;
         let mut doc;
         let mut lines = Vec::new();
         if per_cpu {
-            let key_doc = match name.as_str() {
+            let key_doc = match name {
                 MAP_COUNTERS => {
                     let slot: u32 = read(key);
                     json!(COUNTER_NAMES.get(slot as usize).copied().unwrap_or("?"))
@@ -508,7 +414,7 @@ fn dump(
             lines.push(format!("{key_text}:"));
             let mut cpus = Vec::new();
             for (cpu, value) in values.iter().enumerate() {
-                let (vdoc, text) = decode_per_cpu(&name, value);
+                let (vdoc, text) = decode_per_cpu(name, value);
                 let mut line = format!("    cpu{cpu}: {text}");
                 if raw {
                     line.push_str(&format!("  [{}]", hex(value)));
@@ -518,12 +424,12 @@ fn dump(
             }
             doc = json!({ "key": key_doc, "per_cpu": cpus });
         } else {
-            let (d, text) = decode(&name, key, &values[0], &ifname);
+            let (d, text) = decode(name, key, values[0], &ifname);
             doc = d;
             lines.push(text);
             if raw {
                 lines.push(format!("    key: {}", hex(key)));
-                lines.push(format!("    value: {}", hex(&values[0])));
+                lines.push(format!("    value: {}", hex(values[0])));
             }
         }
         if raw {
@@ -538,7 +444,7 @@ fn dump(
         }
     }
     if format.json {
-        format.print_json(&json!({ "map": name, "id": info.id(), "entries": docs }));
+        format.print_json(&json!({ "map": name, "id": dump.summary.id, "entries": docs }));
     } else if entries.is_empty() {
         println!("(empty)");
     }

@@ -2,14 +2,10 @@
 //! textfile collector) and `xtun metrics --listen ADDR` (an HTTP endpoint),
 //! both in the Prometheus text format.
 
-use std::{
-    fmt::Write as _,
-    io::{Read as _, Write as _},
-    net::TcpListener,
-    time::Duration,
-};
+use std::fmt::Write as _;
 
-use anyhow::{Context as _, Result};
+use anyhow::{anyhow, Result};
+use tiny_http::{Method, Response};
 use tunnel_common::{maps::*, stats::COUNTER_NAMES};
 use tunnel_userspace::{config::Mode, dataplane::Dataplane, netlink::Netlink};
 
@@ -47,8 +43,7 @@ pub fn render(nl: &mut Netlink) -> Result<String> {
     };
 
     let mut tunnels: Vec<(String, String, String, TunnelStats)> = Vec::new();
-    for entry in dp.tunnels.iter() {
-        let (ifindex, cfg) = entry?;
+    for (ifindex, cfg) in dp.tunnels() {
         let mode = Mode::from_map(cfg.mode).map_or("unknown", Mode::name);
         let stats = dp.tunnel_totals(ifindex).unwrap_or_default();
         tunnels.push((
@@ -157,45 +152,39 @@ pub fn print() -> Result<()> {
     Ok(())
 }
 
-/// `xtun metrics --listen ADDR`: serves GET /metrics until killed.
+/// `xtun metrics --listen ADDR`: serves GET and HEAD of /metrics (and /)
+/// until killed. tiny_http reads each connection on a thread of its own,
+/// so a client that holds a connection open without asking anything does
+/// not keep the next scrape waiting; the answers are written here, one at
+/// a time, each read from the data plane as it is asked for.
 pub fn serve(listen: &str) -> Result<()> {
-    let listener = TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
+    let server =
+        tiny_http::Server::http(listen).map_err(|e| anyhow!("listening on {listen}: {e}"))?;
     eprintln!("xtun: serving metrics on http://{listen}/metrics");
     let mut nl = Netlink::new()?;
-    for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut request = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => request.extend_from_slice(&buf[..n]),
-            }
-        }
-        let first = String::from_utf8_lossy(&request);
-        let path = first.split_whitespace().nth(1).unwrap_or("");
-        let response = if !first.starts_with("GET ") {
-            "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                .to_string()
-        } else if path == "/metrics" || path == "/" {
-            match render(&mut nl) {
-                Ok(body) => format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                ),
-                Err(e) => {
-                    let body = format!("{e:#}\n");
-                    format!(
-                        "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
+    for request in server.incoming_requests() {
+        let path = request.url().split('?').next().unwrap_or("");
+        let response = match request.method() {
+            Method::Get | Method::Head if path == "/metrics" || path == "/" => {
+                match render(&mut nl) {
+                    Ok(body) => Response::from_string(body).with_header(header(
+                        "Content-Type",
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )),
+                    Err(e) => Response::from_string(format!("{e:#}\n")).with_status_code(500),
                 }
             }
-        } else {
-            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+            Method::Get | Method::Head => Response::from_string("").with_status_code(404),
+            _ => Response::from_string("")
+                .with_status_code(405)
+                .with_header(header("Allow", "GET, HEAD")),
         };
-        let _ = stream.write_all(response.as_bytes());
+        // A client that went away takes nothing else with it.
+        let _ = request.respond(response);
     }
     Ok(())
+}
+
+fn header(name: &str, value: &str) -> tiny_http::Header {
+    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
 }

@@ -2,19 +2,19 @@
 //! (`remote any`) and ISATAP tunnels, as `ip neigh` drives the kernel's NBMA
 //! GRE: an inner prefix maps to the outer (IPv4) address of its remote.
 
-use std::{cell::RefCell, collections::HashMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
 use tunnel_common::maps::*;
 use tunnel_userspace::{
-    config::{addr_from_wire, validate_ifname, wire_addr, Prefix},
-    dataplane::Dataplane,
+    config::{addr_from_wire, validate_ifname, Prefix},
+    dataplane::{Dataplane, NeighbourBatch},
     netlink::Netlink,
 };
 
-use super::{map::neigh_prefix, output::Format};
+use super::output::Format;
 
 const NEIGH_HELP: &str = "\
 Examples:
@@ -106,215 +106,133 @@ fn parse_args<S: AsRef<str>>(args: &[S], want_remote: bool) -> Result<NeighArgs>
     })
 }
 
-/// What consecutive commands in one process (`-batch`) share: the data
-/// plane's maps and the tunnels looked up so far.
-struct Session {
+/// What consecutive neighbour commands in one process (`-batch`) share:
+/// the data plane, the tunnels looked up so far, and the adds not yet
+/// written with the batch line of each. A batch drops it at any other
+/// command, which may change the tunnels.
+pub struct Session {
     nl: Netlink,
     dp: Dataplane,
-    tunnels: HashMap<String, u32>,
-    /// `-batch` neighbour adds not yet written: packed keys and values, and
-    /// the batch line of each.
-    pending: Pending,
-}
-
-#[derive(Default)]
-struct Pending {
-    keys: Vec<u8>,
-    values: Vec<u8>,
+    tunnels: BTreeMap<String, u32>,
+    pending: NeighbourBatch,
     lines: Vec<usize>,
 }
 
-/// Neighbour adds written per BPF_MAP_UPDATE_BATCH call.
+/// Neighbour adds written per batch update.
 const BATCH: usize = 8192;
 
-thread_local! {
-    static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
-}
+impl Session {
+    pub fn open() -> Result<Self> {
+        let mut nl = Netlink::new()?;
+        let dp = Dataplane::find(&mut nl)?
+            .ok_or_else(|| anyhow!("xtun is not attached in this network namespace"))?;
+        Ok(Self {
+            nl,
+            dp,
+            tunnels: BTreeMap::new(),
+            pending: NeighbourBatch::default(),
+            lines: Vec::new(),
+        })
+    }
 
-fn with_session<T>(f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
-    SESSION.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            let mut nl = Netlink::new()?;
-            let dp = Dataplane::find(&mut nl)?
-                .ok_or_else(|| anyhow!("xtun is not attached in this network namespace"))?;
-            *slot = Some(Session {
-                nl,
-                dp,
-                tunnels: HashMap::new(),
-                pending: Pending::default(),
-            });
+    /// The ifindex of multipoint tunnel `dev`.
+    fn tunnel_index(&mut self, dev: &str) -> Result<u32> {
+        if let Some(&ifindex) = self.tunnels.get(dev) {
+            return Ok(ifindex);
         }
-        f(slot.as_mut().expect("just filled"))
-    })
-}
-
-/// Forgets the cached state (after tunnels are added or deleted).
-pub fn invalidate() {
-    SESSION.with(|cell| cell.borrow_mut().take());
-}
-
-/// The ifindex of multipoint tunnel `dev`.
-fn tunnel_index(session: &mut Session, dev: &str) -> Result<u32> {
-    if let Some(&ifindex) = session.tunnels.get(dev) {
-        return Ok(ifindex);
-    }
-    let link = session
-        .nl
-        .link_by_name(dev)?
-        .ok_or_else(|| anyhow!("Cannot find device \"{dev}\""))?;
-    let cfg = session
-        .dp
-        .tunnels
-        .get(&link.index, 0)
-        .map_err(|_| anyhow!("{dev} is not an xtun tunnel"))?;
-    if cfg.remote != 0 && cfg.mode != MODE_ISATAP {
-        bail!(
-            "{dev} has a fixed remote ({}); neighbours are for `remote any` tunnels",
-            addr_from_wire(cfg.remote)
-        );
-    }
-    session.tunnels.insert(dev.to_string(), link.index);
-    Ok(link.index)
-}
-
-/// `neigh add` on batch line `line`: checked now, written to the trie with
-/// others in one BPF_MAP_UPDATE_BATCH call (see `flush`).
-pub fn queue_add(words: &[&str], line: usize) -> Result<()> {
-    let a = parse_args(words, true)?;
-    let full = with_session(|s| {
-        let ifindex = match s.tunnels.get(&a.dev) {
-            Some(&i) => i,
-            None => tunnel_index(s, &a.dev)?,
-        };
-        let key = a.prefix.key(ifindex);
-        let data = key.data();
-        let p = &mut s.pending;
-        p.keys.extend_from_slice(&key.prefix_len().to_ne_bytes());
-        p.keys.extend_from_slice(&data.ifindex.to_ne_bytes());
-        p.keys.extend_from_slice(&data.family.to_ne_bytes());
-        p.keys.extend_from_slice(&data.addr);
-        let remote = wire_addr(a.remote.expect("checked by parse_args"));
-        p.values.extend_from_slice(&remote.to_ne_bytes());
-        p.lines.push(line);
-        Ok(p.lines.len() >= BATCH)
-    })?;
-    if full {
-        flush().map_err(|(_, e)| e)?;
-    }
-    Ok(())
-}
-
-/// Writes the queued neighbour adds. On failure: the batch line of the
-/// first that did not go in, and why.
-pub fn flush() -> Result<(), (usize, anyhow::Error)> {
-    SESSION.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let Some(s) = slot.as_mut() else {
-            return Ok(());
-        };
-        if s.pending.lines.is_empty() {
-            return Ok(());
+        let link = self
+            .nl
+            .link_by_name(dev)?
+            .ok_or_else(|| anyhow!("Cannot find device \"{dev}\""))?;
+        let cfg = self
+            .dp
+            .tunnel(link.index)
+            .ok_or_else(|| anyhow!("{dev} is not an xtun tunnel"))?;
+        if cfg.remote != 0 && cfg.mode != MODE_ISATAP {
+            bail!(
+                "{dev} has a fixed remote ({}); neighbours are for `remote any` tunnels",
+                addr_from_wire(cfg.remote)
+            );
         }
-        let pending = std::mem::take(&mut s.pending);
-        let first = pending.lines[0];
-        let fd =
-            s.dp.map_infos()
-                .map_err(|e| (first, e.into()))?
-                .into_iter()
-                .find(|m| m.name_as_str() == Some(MAP_NEIGH))
-                .ok_or_else(|| (first, anyhow!("the neighbour map is missing")))
-                .and_then(|m| aya::maps::MapData::from_id(m.id()).map_err(|e| (first, e.into())))?;
-        use std::os::fd::{AsFd as _, AsRawFd as _};
-        tunnel_userspace::bpf_sys::map_update_batch(
-            fd.fd().as_fd().as_raw_fd(),
-            &pending.keys,
-            &pending.values,
-            pending.lines.len(),
-        )
-        .map_err(|(done, e)| {
-            let line = pending.lines.get(done).copied().unwrap_or(first);
+        self.tunnels.insert(dev.to_string(), link.index);
+        Ok(link.index)
+    }
+
+    /// `neigh add` on batch line `line`: checked now, written with others
+    /// in one batch update (see `flush`).
+    pub fn queue_add(&mut self, words: &[&str], line: usize) -> Result<()> {
+        let a = parse_args(words, true)?;
+        let ifindex = self.tunnel_index(&a.dev)?;
+        let remote = a.remote.expect("checked by parse_args");
+        self.pending.push(ifindex, &a.prefix, remote);
+        self.lines.push(line);
+        if self.lines.len() >= BATCH {
+            self.flush().map_err(|(_, e)| e)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the queued neighbour adds. On failure: the batch line of the
+    /// first that did not go in, and why.
+    pub fn flush(&mut self) -> Result<(), (usize, anyhow::Error)> {
+        let pending = std::mem::take(&mut self.pending);
+        let lines = std::mem::take(&mut self.lines);
+        self.dp.add_neighbours(&pending).map_err(|(done, e)| {
+            let line = lines.get(done).or(lines.first()).copied().unwrap_or(0);
             (line, anyhow!("adding the neighbour: {e}"))
         })
-    })
-}
-
-/// `neigh add|del` from already split words (the `-batch` fast path).
-pub fn run_words(verb: &str, words: &[&str]) -> Result<()> {
-    let args: Vec<String> = words.iter().map(|w| w.to_string()).collect();
-    match verb {
-        "add" => run(NeighCommand::Add { args }, Format::default()),
-        _ => run(NeighCommand::Del { args }, Format::default()),
     }
-}
 
-pub fn run(cmd: NeighCommand, format: Format) -> Result<()> {
-    match cmd {
-        NeighCommand::Add { args } => {
-            let a = parse_args(&args, true)?;
-            with_session(|s| {
-                let ifindex = tunnel_index(s, &a.dev)?;
+    pub fn run(&mut self, cmd: NeighCommand, format: Format) -> Result<()> {
+        match cmd {
+            NeighCommand::Add { args } => {
+                let a = parse_args(&args, true)?;
+                let ifindex = self.tunnel_index(&a.dev)?;
                 let remote = a.remote.expect("checked by parse_args");
-                s.dp.neigh
-                    .insert(
-                        &a.prefix.key(ifindex),
-                        NeighEntry {
-                            remote: wire_addr(remote),
-                        },
-                        0,
-                    )
-                    .with_context(|| format!("adding {}/{}", a.prefix.addr, a.prefix.len))?;
-                Ok(())
-            })
-        }
-        NeighCommand::Del { args } => {
-            let a = parse_args(&args, false)?;
-            with_session(|s| {
-                let ifindex = tunnel_index(s, &a.dev)?;
-                s.dp.neigh.remove(&a.prefix.key(ifindex)).map_err(|_| {
-                    anyhow!(
+                self.dp
+                    .add_neighbour(ifindex, &a.prefix, remote)
+                    .with_context(|| format!("adding {}/{}", a.prefix.addr, a.prefix.len))
+            }
+            NeighCommand::Del { args } => {
+                let a = parse_args(&args, false)?;
+                let ifindex = self.tunnel_index(&a.dev)?;
+                if !self.dp.remove_neighbour(ifindex, &a.prefix) {
+                    bail!(
                         "no neighbour {}/{} on {}",
                         a.prefix.addr,
                         a.prefix.len,
                         a.dev
-                    )
-                })
-            })
+                    );
+                }
+                Ok(())
+            }
+            NeighCommand::Show { args } => self.show(&args, format),
         }
-        NeighCommand::Show { args } => show(&args, format),
     }
-}
 
-fn show(args: &[String], format: Format) -> Result<()> {
-    let dev = match args {
-        [] => None,
-        [word, dev] if word == "dev" => Some(dev.as_str()),
-        _ => bail!("usage: xtun neigh show [dev NAME]"),
-    };
-    with_session(|s| {
-        let only = dev.map(|d| tunnel_index(s, d)).transpose()?;
-        let names: HashMap<u32, String> =
-            s.nl.links()?
-                .into_iter()
-                .map(|l| (l.index, l.name))
-                .collect();
+    fn show(&mut self, args: &[String], format: Format) -> Result<()> {
+        let dev = match args {
+            [] => None,
+            [word, dev] if word == "dev" => Some(dev.as_str()),
+            _ => bail!("usage: xtun neigh show [dev NAME]"),
+        };
+        let only = dev.map(|d| self.tunnel_index(d)).transpose()?;
+        let names: BTreeMap<u32, String> = self
+            .nl
+            .links()?
+            .into_iter()
+            .map(|l| (l.index, l.name))
+            .collect();
         let mut rows: Vec<(String, String, u32, String)> = Vec::new();
-        for entry in s.dp.neigh.iter() {
-            let (key, value) = entry?;
-            let k = key.data();
-            if only.is_some_and(|i| i != k.ifindex) {
+        for n in self.dp.neighbours()? {
+            if only.is_some_and(|i| i != n.ifindex) {
                 continue;
             }
             let name = names
-                .get(&k.ifindex)
+                .get(&n.ifindex)
                 .cloned()
-                .unwrap_or_else(|| k.ifindex.to_string());
-            rows.push((
-                name,
-                neigh_prefix(&k, key.prefix_len()),
-                k.ifindex,
-                addr_from_wire(value.remote).to_string(),
-            ));
+                .unwrap_or_else(|| n.ifindex.to_string());
+            rows.push((name, n.prefix.to_string(), n.ifindex, n.remote.to_string()));
         }
         rows.sort();
         if format.json {
@@ -331,7 +249,20 @@ fn show(args: &[String], format: Format) -> Result<()> {
             }
         }
         Ok(())
-    })
+    }
+}
+
+/// `neigh add|del` from already split words (`apply`).
+pub fn run_words(verb: &str, words: &[&str]) -> Result<()> {
+    let args: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    match verb {
+        "add" => run(NeighCommand::Add { args }, Format::default()),
+        _ => run(NeighCommand::Del { args }, Format::default()),
+    }
+}
+
+pub fn run(cmd: NeighCommand, format: Format) -> Result<()> {
+    Session::open()?.run(cmd, format)
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ pub fn show(format: Format) -> Result<()> {
                 .iter()
                 .find(|l| l.index == ifindex)
                 .map(|l| l.name.clone());
-            let role = if dp.tunnels.get(&ifindex, 0).is_ok() {
+            let role = if dp.is_tunnel(ifindex) {
                 "tunnel"
             } else {
                 "underlay"

@@ -41,10 +41,9 @@ pub fn show(format: Format) -> Result<()> {
     let mut interfaces = Vec::new();
     let links = nl.links()?;
     // Tunnel interfaces, by their ports: a port is shown with its tunnel.
-    let ports: std::collections::HashMap<u32, u32> = dp
-        .tunnels
-        .iter()
-        .flatten()
+    let ports: std::collections::BTreeMap<u32, u32> = dp
+        .tunnels()
+        .into_iter()
         .filter(|(_, cfg)| cfg.port_ifindex != 0)
         .map(|(ifindex, cfg)| (cfg.port_ifindex, ifindex))
         .collect();
@@ -81,7 +80,7 @@ pub fn show(format: Format) -> Result<()> {
             json!({ "id": id, "mode": mode })
         });
         let hooks = hooks_of(link.index)?;
-        let tunnel = dp.tunnels.get(&link.index, 0).ok();
+        let tunnel = dp.tunnel(link.index);
         // A tunnel's port: the other end of its pair, where it encapsulates.
         let port = match tunnel.filter(|cfg| cfg.port_ifindex != 0) {
             Some(cfg) => {
@@ -130,9 +129,9 @@ pub fn show(format: Format) -> Result<()> {
         })
         .collect();
     let maps: Vec<Value> = dp
-        .map_infos()?
+        .map_names()?
         .iter()
-        .map(|m| json!({ "id": m.id(), "name": m.name_as_str() }))
+        .map(|(id, name)| json!({ "id": id, "name": name }))
         .collect();
     let settings = dp.current_settings()?;
     let running = format!("{:016x}", settings.build_id);

@@ -8,7 +8,10 @@ use serde_json::{json, Value};
 use tunnel_common::maps::*;
 use tunnel_userspace::{
     config::{self, addr_from_wire, decap_key, Mode, ShowLine, TunnelSpec},
-    dataplane::{Dataplane, DecapChoice, FILTER_UNDERLAY_AUTO},
+    dataplane::{
+        Dataplane, DataplaneError, DecapChoice, PrlEdit, Repaired, TunnelDevice,
+        FILTER_UNDERLAY_AUTO,
+    },
     device, grammar,
     netlink::{Link, Netlink},
 };
@@ -198,12 +201,7 @@ const ARPHRD_ETHER: u16 = 1;
 
 /// Refuses an underlay that is one of our own tunnel interfaces or ports.
 fn check_not_ours(dp: &Dataplane, underlay: &Link) -> Result<()> {
-    let ours = dp
-        .tunnels
-        .iter()
-        .flatten()
-        .any(|(ifindex, cfg)| ifindex == underlay.index || cfg.port_ifindex == underlay.index);
-    if ours {
+    if dp.is_tunnel_or_port(underlay.index) {
         bail!(
             "the tunnel would leave by {}, an xtun tunnel; xtun does not nest tunnels",
             underlay.name
@@ -266,15 +264,14 @@ fn check_decap_free(
     name: &str,
     cfg: &TunnelConfig,
 ) -> Result<()> {
-    let key = decap_key(cfg);
-    if let Ok(holder) = dp.decap_mut()?.get(&key, 0) {
-        let Some(other) = nl.link_by_index(holder.ifindex)?.map(|l| l.name) else {
+    if let Some(holder) = dp.decap_holder(cfg) {
+        let Some(other) = nl.link_by_index(holder)?.map(|l| l.name) else {
             // Left by an xtun killed halfway: its interface is gone.
-            forget_tunnel(dp, holder.ifindex, Some(&key));
+            dp.forget_tunnel(holder);
             return Ok(());
         };
         if other != name {
-            let same_key = if key.has_key != 0 {
+            let same_key = if decap_key(cfg).has_key != 0 {
                 " and the same key"
             } else {
                 ""
@@ -333,7 +330,6 @@ pub(crate) fn add(args: &[String]) -> Result<()> {
     let mtu = spec.mtu(underlay.mtu);
     let mut cfg = spec.to_config(local, underlay.index, mtu);
     cfg.default_src = default_source(&mut nl, &spec);
-    let key = decap_key(&cfg);
     check_decap_free(&mut nl, &mut dp, "add", &spec.name, &cfg)?;
 
     // The pair carries a provisional name until everything is in place: if
@@ -343,15 +339,15 @@ pub(crate) fn add(args: &[String]) -> Result<()> {
     let new = device::create(&mut nl, mtu).map_err(|e| failed(e.into()))?;
     let link = new.link.clone();
     let result = (|| -> Result<()> {
-        cfg.flags |= TUNNEL_F_ETH_DEV;
-        cfg.port_ifindex = new.port.index;
         set_segmentation(&mut nl, link.index, &spec)?;
         set_rpfilter(&link.name, &spec)?;
-        cfg.stats_slot = dp.allocate_stats_slot()?;
-        dp.seq.insert(link.index, SeqState::default(), 0)?;
-        dp.set_tunnel(link.index, cfg)?;
-        let target = DecapTarget::for_tunnel(link.index, &cfg);
-        dp.decap_mut()?.insert(key, target, 0)?;
+        dp.add_tunnel(
+            link.index,
+            TunnelDevice::Veth {
+                port: new.port.index,
+            },
+            cfg,
+        )?;
         dp.attach_tunnel(&mut nl, link.index, new.port.index)
             .context("attaching encapsulation")?;
         dp.attach_underlay(&mut nl, &underlay, false, DecapChoice::Auto)
@@ -361,7 +357,7 @@ pub(crate) fn add(args: &[String]) -> Result<()> {
     if let Err(err) = result {
         // Leave nothing half-created.
         let _ = nl.del_link(link.index);
-        forget_tunnel(&mut dp, link.index, Some(&key));
+        dp.forget_tunnel(link.index);
         return Err(failed(err));
     }
     Ok(())
@@ -383,31 +379,18 @@ fn repair(nl: &mut Netlink, dp: &mut Dataplane) -> Result<()> {
             );
         }
     }
-    let links: std::collections::HashSet<u32> = nl.links()?.iter().map(|l| l.index).collect();
-    let tunnels: Vec<(u32, TunnelConfig)> = dp.tunnels.iter().flatten().collect();
-    for (ifindex, _) in tunnels.iter().filter(|(i, _)| !links.contains(i)) {
-        forget_tunnel(dp, *ifindex, None);
-        eprintln!("xtun: repaired: removed the map entries of deleted interface {ifindex}");
-    }
-    let live: std::collections::HashMap<u32, DecapKey> = tunnels
-        .iter()
-        .filter(|(i, _)| links.contains(i))
-        .map(|(i, c)| (*i, decap_key(c)))
-        .collect();
-    let stale: Vec<(DecapKey, u32)> = dp
-        .decap_mut()?
-        .iter()
-        .flatten()
-        .filter(|(k, t)| live.get(&t.ifindex) != Some(k))
-        .map(|(k, t)| (k, t.ifindex))
-        .collect();
-    for (key, ifindex) in stale {
-        let _ = dp.decap_mut()?.remove(&key);
-        eprintln!(
-            "xtun: repaired: removed a stale decapsulation entry (remote {} local {}) of interface {ifindex}",
-            any_or_addr(key.remote),
-            any_or_addr(key.local)
-        );
+    let live: std::collections::HashSet<u32> = nl.links()?.iter().map(|l| l.index).collect();
+    for repaired in dp.repair(&live)? {
+        match repaired {
+            Repaired::Interface(ifindex) => eprintln!(
+                "xtun: repaired: removed the map entries of deleted interface {ifindex}"
+            ),
+            Repaired::Decap(key, ifindex) => eprintln!(
+                "xtun: repaired: removed a stale decapsulation entry (remote {} local {}) of interface {ifindex}",
+                any_or_addr(key.remote),
+                any_or_addr(key.local)
+            ),
+        }
     }
     Ok(())
 }
@@ -425,9 +408,8 @@ fn find_tunnel(
     let dp = Dataplane::find(nl)?
         .ok_or_else(|| anyhow!("{verb} tunnel \"{name}\" failed: not an xtun tunnel"))?;
     let cfg = dp
-        .tunnels
-        .get(&link.index, 0)
-        .map_err(|_| anyhow!("{verb} tunnel \"{name}\" failed: not an xtun tunnel"))?;
+        .tunnel(link.index)
+        .ok_or_else(|| anyhow!("{verb} tunnel \"{name}\" failed: not an xtun tunnel"))?;
     Ok((dp, link, cfg))
 }
 
@@ -456,10 +438,6 @@ pub(crate) fn change(args: &[String]) -> Result<()> {
     let mtu = spec.mtu(underlay.mtu);
     check_not_ours(&dp, &underlay)?;
     let mut cfg = spec.to_config(local, underlay.index, mtu);
-    cfg.prl_default = old.prl_default;
-    cfg.stats_slot = old.stats_slot;
-    cfg.port_ifindex = old.port_ifindex;
-    cfg.flags |= old.flags & TUNNEL_F_ETH_DEV;
     cfg.default_src = default_source(&mut nl, &spec);
     check_decap_free(&mut nl, &mut dp, "change", name, &cfg)?;
     if spec.needs_per_packet_header() != base.needs_per_packet_header() {
@@ -473,16 +451,7 @@ pub(crate) fn change(args: &[String]) -> Result<()> {
             .with_context(|| format!("attaching to {}", underlay.name))?;
     }
 
-    // New index entry first, then the configuration, then the old entry
-    // goes: every packet finds its tunnel throughout, and no other
-    // tunnel's entries are touched.
-    let (old_key, new_key) = (decap_key(&old), decap_key(&cfg));
-    let target = DecapTarget::for_tunnel(link.index, &cfg);
-    dp.decap_mut()?.insert(new_key, target, 0)?;
-    dp.set_tunnel(link.index, cfg)?;
-    if old_key != new_key {
-        dp.decap_mut()?.remove(&old_key)?;
-    }
+    let cfg = dp.change_tunnel(link.index, cfg)?;
     if link.mtu != mtu {
         device::set_mtu(&mut nl, link.index, cfg.port_ifindex, mtu).context("setting the MTU")?;
     }
@@ -495,12 +464,7 @@ pub(crate) fn change(args: &[String]) -> Result<()> {
 /// Detaches an underlay that `tunnel add` attached implicitly, once no
 /// tunnel uses it any more.
 fn release_underlay(nl: &mut Netlink, dp: &mut Dataplane, ifindex: u32) -> Result<()> {
-    let still_used = dp
-        .tunnels
-        .iter()
-        .flatten()
-        .any(|(_, c)| c.underlay_ifindex == ifindex);
-    if still_used {
+    if !dp.tunnels_on_underlay(ifindex).is_empty() {
         return Ok(());
     }
     if let Some(underlay) = nl.link_by_index(ifindex)? {
@@ -522,46 +486,9 @@ pub fn any_or_addr(addr: u32) -> String {
     }
 }
 
-/// Removes a tunnel's neighbours and potential routers.
-fn forget_tunnel_entries(dp: &mut Dataplane, ifindex: u32) {
-    let neighbours: Vec<_> = dp
-        .neigh
-        .keys()
-        .flatten()
-        .filter(|k| k.data().ifindex == ifindex)
-        .collect();
-    for key in neighbours {
-        let _ = dp.neigh.remove(&key);
-    }
-    let routers: Vec<_> = dp
-        .prl
-        .keys()
-        .flatten()
-        .filter(|k| k.ifindex == ifindex)
-        .collect();
-    for key in routers {
-        let _ = dp.prl.remove(&key);
-    }
-}
-
-/// Removes a tunnel's entries from the maps (its interface is gone).
-fn forget_tunnel(dp: &mut Dataplane, ifindex: u32, key: Option<&DecapKey>) {
-    if let (Some(key), Ok(decap)) = (key, dp.decap_mut()) {
-        if decap.get(key, 0).is_ok_and(|t| t.ifindex == ifindex) {
-            let _ = decap.remove(key);
-        }
-    }
-    // Its counter slot is free again once the configuration is gone.
-    let _ = dp.remove_tunnel(ifindex);
-    let _ = dp.seq.remove(&ifindex);
-    dp.forget_path_mtus(ifindex);
-    forget_tunnel_entries(dp, ifindex);
-    dp.untrack_interface(ifindex);
-}
-
 /// `ip tunnel prl`: edits the potential-router list of an ISATAP tunnel.
 pub(crate) fn prl(args: &[String]) -> Result<()> {
-    let mut edits: Vec<(&str, Ipv4Addr)> = Vec::new();
+    let mut edits: Vec<PrlEdit> = Vec::new();
     let mut dev = None;
     let mut it = args.iter();
     while let Some(word) = it.next() {
@@ -576,7 +503,11 @@ pub(crate) fn prl(args: &[String]) -> Result<()> {
                 if addr.is_unspecified() {
                     bail!("invalid router address {addr}");
                 }
-                edits.push((word.as_str(), addr));
+                edits.push(match word.as_str() {
+                    "prl-default" => PrlEdit::Default(addr),
+                    "prl-nodefault" => PrlEdit::NoDefault(addr),
+                    _ => PrlEdit::Delete(addr),
+                });
             }
             "dev" => dev = Some(value.as_str()),
             other => bail!("unknown argument \"{other}\""),
@@ -587,62 +518,17 @@ pub(crate) fn prl(args: &[String]) -> Result<()> {
         bail!("nothing to do: give prl-default, prl-nodefault or prl-delete ADDR");
     }
     let mut nl = Netlink::new()?;
-    let (mut dp, link, mut cfg) = find_tunnel(&mut nl, dev, "prl")?;
+    let (mut dp, link, cfg) = find_tunnel(&mut nl, dev, "prl")?;
     if cfg.mode != MODE_ISATAP {
         bail!("{dev} is not an isatap tunnel");
     }
-    // Check every deletion first, so a bad line changes nothing.
-    for (verb, addr) in &edits {
-        let key = PrlKey {
-            ifindex: link.index,
-            addr: config::wire_addr(*addr),
-        };
-        if *verb == "prl-delete" && dp.prl.get(&key, 0).is_err() {
-            bail!("{addr} is not in {dev}'s potential-router list");
-        }
-    }
-    for (verb, addr) in edits {
-        let key = PrlKey {
-            ifindex: link.index,
-            addr: config::wire_addr(addr),
-        };
-        match verb {
-            "prl-delete" => dp.prl.remove(&key)?,
-            _ => {
-                let flags = if verb == "prl-default" {
-                    PRL_DEFAULT
-                } else {
-                    0
-                };
-                dp.prl.insert(key, PrlEntry { flags }, 0)?;
-                if flags != 0 {
-                    cfg.prl_default = key.addr;
-                }
-            }
-        }
-    }
-    // Keep the default router one that is still listed as default.
-    let still_default = cfg.prl_default != 0
-        && dp
-            .prl
-            .get(
-                &PrlKey {
-                    ifindex: link.index,
-                    addr: cfg.prl_default,
-                },
-                0,
-            )
-            .is_ok_and(|e| e.flags & PRL_DEFAULT != 0);
-    if !still_default {
-        cfg.prl_default = dp
-            .prl
-            .iter()
-            .flatten()
-            .find(|(k, e)| k.ifindex == link.index && e.flags & PRL_DEFAULT != 0)
-            .map_or(0, |(k, _)| k.addr);
-    }
-    dp.set_tunnel(link.index, cfg)?;
-    Ok(())
+    dp.edit_prl(link.index, &edits).map_err(|e| match e {
+        DataplaneError::NotInPrl(addr) => anyhow!(
+            "{} is not in {dev}'s potential-router list",
+            addr_from_wire(addr)
+        ),
+        other => other.into(),
+    })
 }
 
 pub(crate) fn del(name: &str) -> Result<()> {
@@ -653,7 +539,7 @@ pub(crate) fn del(name: &str) -> Result<()> {
     // Map entries left by a kill after this point are repaired later.
     nl.del_link(link.index)
         .with_context(|| format!("delete tunnel \"{name}\" failed"))?;
-    forget_tunnel(&mut dp, link.index, Some(&decap_key(&cfg)));
+    dp.forget_tunnel(link.index);
 
     // An underlay that `tunnel add` attached implicitly goes with its last tunnel.
     release_underlay(&mut nl, &mut dp, cfg.underlay_ifindex)
@@ -678,9 +564,8 @@ fn show(args: &[String], stats: bool, format: Format) -> Result<()> {
             Some(dp) => {
                 let links = nl.links()?;
                 let tunnels = dp
-                    .tunnels
-                    .iter()
-                    .flatten()
+                    .tunnels()
+                    .into_iter()
                     .filter_map(|(ifindex, cfg)| {
                         let link = links.iter().find(|l| l.index == ifindex)?;
                         let dev = bound_dev(&links, &cfg);

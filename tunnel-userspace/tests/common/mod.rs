@@ -3,19 +3,16 @@
 //! through BPF_PROG_TEST_RUN.
 #![allow(dead_code, reason = "each user takes what it needs")]
 
-/// What the namespace tests share; the bench, an example, has no `xtun`
-/// binary to point at.
+/// What the namespace tests share; the bench has no `xtun` binary to
+/// point at.
 #[cfg(test)]
 pub mod net;
-
-use std::os::fd::AsRawFd;
 
 use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
 use tunnel_common::maps::*;
 use tunnel_userspace::{
-    bpf_sys::prog_test_run,
-    config::{decap_key, TunnelSpec},
-    dataplane::Dataplane,
+    config::TunnelSpec,
+    dataplane::{Dataplane, TunnelDevice},
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -95,6 +92,9 @@ pub fn decapsulated_as(tag: Vec<u8>, ether_type: u16, inner: &[u8]) -> Vec<u8> {
 
 pub struct Harness {
     pub dp: Dataplane,
+    /// What each registered tunnel's XDP tag must say, worked out here
+    /// rather than read back from the maps: (ifindex, flags, counter slot).
+    expected: Vec<(u32, u32, u32)>,
 }
 
 impl Harness {
@@ -107,60 +107,63 @@ impl Harness {
         Self {
             dp: Dataplane::load_with_capacity(tunnels)
                 .expect("loading the data plane (run as root)"),
+            expected: Vec::new(),
         }
     }
 
+    /// Registers a tunnel as `xtun tunnel add` does (`Dataplane::add_tunnel`),
+    /// on `ifindex` with no port: a test run has no veth pair, so the data
+    /// plane delivers to the interface itself.
     pub fn add(&mut self, args: &str, ifindex: u32) -> TunnelConfig {
         let words: Vec<&str> = args.split_whitespace().collect();
         let spec = TunnelSpec::parse(&words).unwrap();
         let local = spec.local.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
-        let mut cfg = spec.to_config(local, 1, 1476);
-        cfg.flags |= TUNNEL_F_ETH_DEV;
-        cfg.stats_slot = self.dp.allocate_stats_slot().unwrap();
-        self.dp.seq.insert(ifindex, SeqState::default(), 0).unwrap();
-        self.dp.set_tunnel(ifindex, cfg).unwrap();
-        self.dp
-            .decap_mut()
-            .unwrap()
-            .insert(decap_key(&cfg), DecapTarget::for_tunnel(ifindex, &cfg), 0)
+        let cfg = spec.to_config(local, 1, 1476);
+        // Every tunnel interface carries an Ethernet header; counter slots
+        // are handed out lowest free first.
+        let flags = cfg.flags | TUNNEL_F_ETH_DEV;
+        let slot = (0..)
+            .find(|s| !self.expected.iter().any(|(_, _, used)| used == s))
             .unwrap();
-        cfg
+        self.expected.push((ifindex, flags, slot));
+        self.dp
+            .add_tunnel(ifindex, TunnelDevice::Ethernet, cfg)
+            .unwrap()
     }
 
-    /// The XDP metadata tag naming the tunnel on `ifindex`, as the
-    /// decapsulation index describes it.
+    /// Deletes a tunnel as `xtun tunnel del` does.
+    pub fn remove(&mut self, ifindex: u32) {
+        self.dp.forget_tunnel(ifindex);
+        self.expected.retain(|(i, _, _)| *i != ifindex);
+    }
+
+    /// The XDP metadata tag naming the tunnel on `ifindex`: its ifindex,
+    /// flags and counter slot, and no port.
     pub fn tag(&self, ifindex: u32) -> Vec<u8> {
-        let target = self
-            .dp
-            .decap
-            .as_ref()
-            .unwrap()
+        let &(_, flags, slot) = self
+            .expected
             .iter()
-            .flatten()
-            .map(|(_, t)| t)
-            .find(|t| t.ifindex == ifindex)
-            .expect("no decapsulation entry for the tunnel");
-        [
-            XDP_META_MAGIC,
-            ifindex,
-            target.flags,
-            target.stats_slot,
-            target.port,
-        ]
-        .iter()
-        .flat_map(|w| w.to_ne_bytes())
-        .collect()
+            .find(|(i, _, _)| *i == ifindex)
+            .expect("no tunnel registered on that ifindex");
+        [XDP_META_MAGIC, ifindex, flags, slot, 0]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect()
     }
 
     pub fn xdp(&self, input: &[u8]) -> (u32, Vec<u8>) {
-        let fd = self.dp.xdp_fd().unwrap().as_raw_fd();
-        let run = prog_test_run(fd, input, None, 1).expect("BPF_PROG_TEST_RUN (xdp)");
+        let run = self
+            .dp
+            .test_run_xdp(input, 1)
+            .expect("BPF_PROG_TEST_RUN (xdp)");
         (run.retval, run.data)
     }
 
     pub fn tc(&self, input: &[u8]) -> (u32, Vec<u8>) {
-        let fd = self.dp.tc_fd().as_raw_fd();
-        let run = prog_test_run(fd, input, None, 1).expect("BPF_PROG_TEST_RUN (tc)");
+        let run = self
+            .dp
+            .test_run_tc(input, 1)
+            .expect("BPF_PROG_TEST_RUN (tc)");
         (run.retval, run.data)
     }
 }

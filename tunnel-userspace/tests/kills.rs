@@ -563,8 +563,6 @@ fn assert_spare_clean(ns: &Netns, what: &str) {
 /// A detach killed at each of its points, then run again, leaves nothing of
 /// xtun on the interface.
 #[test]
-#[ignore = "fails: a detach killed between its tc filter deletions leaves xtun_defrag on \
-            the interface, and the next detach says xtun is not attached there"]
 fn a_killed_detach_run_again_leaves_nothing_on_the_interface() {
     let _alone = heavy_traffic();
     let topo = SeedTopology::new("kil3").unwrap();

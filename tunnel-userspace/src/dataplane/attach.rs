@@ -236,6 +236,9 @@ impl Dataplane {
 /// clsact qdisc if nothing else uses it.
 pub fn detach_interface(nl: &mut Netlink, link: &Link, xdp_id: Option<u32>) -> Result<()> {
     let ours = |id: u32| xdp_id == Some(id) || program_name(id).as_deref() == Some(PROG_XDP_DECAP);
+    // Reassembly first: killed after any step, what is left still shows
+    // the data plane's filter, so that the next detach finds and finishes it.
+    nl.del_bpf_filter_at(netlink::DEFRAG_PRIO, link.index, TcHook::Ingress)?;
     if let Some(id) = link.xdp_prog_id {
         if ours(id) {
             nl.set_xdp(link.index, None, attached_xdp_mode(link))?;
@@ -243,7 +246,6 @@ pub fn detach_interface(nl: &mut Netlink, link: &Link, xdp_id: Option<u32>) -> R
     }
     nl.del_bpf_filter(link.index, TcHook::Ingress)?;
     nl.del_bpf_filter(link.index, TcHook::Egress)?;
-    nl.del_bpf_filter_at(netlink::DEFRAG_PRIO, link.index, TcHook::Ingress)?;
     if nl.bpf_filters(link.index, TcHook::Ingress)?.is_empty()
         && nl.bpf_filters(link.index, TcHook::Egress)?.is_empty()
     {

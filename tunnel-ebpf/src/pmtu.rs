@@ -36,7 +36,13 @@ const ICMP_HDR_LEN: usize = 8;
 
 /// Bytes an ICMP error quotes of the packet it answers, beyond its IP
 /// header: enough for the ports and TCP's sequence number (RFC 792).
-const QUOTED_PAYLOAD: usize = 8;
+/// As much of the packet as fits in a 576-byte answer (the kernel's
+/// `icmp_send`); at least the header and 8 bytes (RFC 792) whenever the
+/// packet has them. More than 8 matters too: a TCP packet whose checksum
+/// is left to offload cannot be cut before its checksum field.
+const QUOTE_MAX_V4: usize = 576 - wire::IPV4_HDR_LEN - ICMP_HDR_LEN;
+/// As much as fits in the IPv6 minimum MTU (RFC 4443 2.4).
+const QUOTE_MAX_V6: usize = IPV6_MIN_MTU as usize - wire::IPV6_HDR_LEN - ICMP_HDR_LEN;
 
 /// Looks at an ICMP message (its header at `l4`) received on an underlay:
 /// a "fragmentation needed" whose quoted header is an outer packet one of
@@ -194,7 +200,7 @@ pub fn answer_too_big(
     }
 
     // The quote: the inner header and the first bytes after it.
-    let quote = (inner.header_len + QUOTED_PAYLOAD).min(ctx.len() as usize - EthHdr::LEN);
+    let quote = QUOTE_MAX_V4.min(ctx.len() as usize - EthHdr::LEN);
     quote_behind(ctx, quote, wire::IPV4_HDR_LEN + ICMP_HDR_LEN)?;
 
     let total = (wire::IPV4_HDR_LEN + ICMP_HDR_LEN + quote) as u16;
@@ -379,7 +385,7 @@ pub fn answer_too_big_v6(
         u32s_to_words(unsafe { params.__bindgen_anon_3.ipv6_src })
     };
 
-    let quote = (wire::IPV6_HDR_LEN + QUOTED_PAYLOAD).min(ctx.len() as usize - EthHdr::LEN);
+    let quote = QUOTE_MAX_V6.min(ctx.len() as usize - EthHdr::LEN);
     quote_behind(ctx, quote, wire::IPV6_HDR_LEN + ICMP_HDR_LEN)?;
 
     let payload = (ICMP_HDR_LEN + quote) as u16;

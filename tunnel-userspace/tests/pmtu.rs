@@ -55,6 +55,10 @@ fn frag_needed_answer(ns: &Netns, size: u32) -> String {
 fn narrow_path(tag: &str, mode: &str, extra: &[&str], expected_mtu: u32) {
     let path = NarrowPath::new(tag, 1400).unwrap();
     path.add_tunnels(XTUN, mode, extra).unwrap();
+    // TCP first, both ways, before anything else has taught a sender the
+    // path: its own first segments must draw the answers it learns from.
+    transfer(&path.ns1, &path.ns2, "10.10.200.10", 16 << 20);
+    transfer(&path.ns2, &path.ns1, "10.10.100.10", 16 << 20);
     let answer = frag_needed_answer(&path.ns1, 1440);
     assert!(
         answer.contains(&format!("mtu = {expected_mtu}"))
@@ -75,7 +79,8 @@ fn narrow_path(tag: &str, mode: &str, extra: &[&str], expected_mtu: u32) {
         "{shown}"
     );
     let left = learnt["expires_in"].as_u64().unwrap();
-    assert!((590..=600).contains(&left), "{left}");
+    // Learnt during the transfers, a few seconds ago at most.
+    assert!((540..=600).contains(&left), "{left}");
     let details = stdout(
         path.ns1
             .exec(&[XTUN, "-d", "tunnel", "show", "tun1"])
@@ -95,9 +100,6 @@ fn narrow_path(tag: &str, mode: &str, extra: &[&str], expected_mtu: u32) {
         "{with_stats}"
     );
     eprintln!("{mode} {extra:?}: {answer}");
-    // TCP both ways: the senders lower their segment size and finish.
-    transfer(&path.ns1, &path.ns2, "10.10.200.10", 16 << 20);
-    transfer(&path.ns2, &path.ns1, "10.10.100.10", 16 << 20);
 }
 
 #[test]
@@ -268,15 +270,19 @@ fn narrow_path_v6(tag: &str, mode: &str, expected_mtu: u32) {
         (&path.ns1, "tun1", "fd00:100::10"),
         (&path.ns2, "tun2", "fd00:200::10"),
     ]);
+    // TCP first, as over IPv4.
+    transfer(&path.ns1, &path.ns2, "fd00:200::10", 16 << 20);
+    transfer(&path.ns2, &path.ns1, "fd00:100::10", 16 << 20);
     let answer = frag_needed_answer_to(&path.ns1, "fd00:200::10", 1400);
+    // The tunnel's answer, or (once TCP has taught this host the path)
+    // the kernel's own local error carrying the same MTU.
     assert!(
         answer.contains(&format!("mtu={expected_mtu}"))
-            || answer.contains(&format!("mtu = {expected_mtu}")),
+            || answer.contains(&format!("mtu = {expected_mtu}"))
+            || answer.contains(&format!("mtu: {expected_mtu}")),
         "{mode}: {answer}"
     );
     eprintln!("{mode} over IPv6: {answer}");
-    transfer(&path.ns1, &path.ns2, "fd00:200::10", 16 << 20);
-    transfer(&path.ns2, &path.ns1, "fd00:100::10", 16 << 20);
 }
 
 #[test]

@@ -179,14 +179,6 @@ fn icsum_accepts_good_checksums_and_drops_bad_or_missing_ones() {
     assert_eq!(h.dp.tunnel_totals(62).unwrap().rx_csum_errors, 1);
 }
 
-fn fix_outer_checksum(frame: &mut [u8]) {
-    frame[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
-    let check = Sum16BitWords::new()
-        .add_slice(&frame[14..34])
-        .ones_complement();
-    frame[14 + 10..14 + 12].copy_from_slice(&check.to_ne_bytes());
-}
-
 #[test]
 fn iseq_drops_missing_and_older_sequence_numbers() {
     let mut h = Harness::new();

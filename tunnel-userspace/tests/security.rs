@@ -5,19 +5,9 @@
 mod common;
 
 use common::net::{
-    address_ipv6, ping, ping_with, scapy, settles_at, snmp, stdout, xtun, xtun_json, XTUN,
+    address_ipv6, counter, ping, ping_with, scapy, settles_at, snmp, stdout, xtun, xtun_json, XTUN,
 };
-use tunnel_userspace::testbed::{Netns, SeedTopology};
-
-/// A data-plane counter summed over every interface of `xtun -j stats`.
-fn counter(ns: &Netns, name: &str) -> u64 {
-    xtun_json(ns, &["stats"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| row["counters"][name].as_u64().unwrap_or(0))
-        .sum()
-}
+use tunnel_userspace::testbed::SeedTopology;
 
 #[test]
 fn without_privileges_the_error_names_the_capabilities() {

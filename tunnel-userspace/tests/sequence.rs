@@ -4,8 +4,8 @@
 mod common;
 
 use common::net::{
-    assert_shown_with_mtu, ping, scapy, settles_at, spawn_in, stdout, transfer_16mib, xtun_json,
-    Capture, XTUN,
+    assert_shown_with_mtu, counter, eventually, ping, scapy, settles_at, spawn_in, stdout,
+    transfer_16mib, xtun_json, Capture, XTUN,
 };
 use serde_json::Value;
 use tunnel_userspace::testbed::{Netns, SeedTopology};
@@ -172,4 +172,45 @@ fn sequence_numbers_drawn_by_two_cpus_at_once_are_unique_and_dense() {
         numbers,
         (first..first + numbers.len() as u32).collect::<Vec<u32>>()
     );
+}
+
+/// One GRE header per packet: a GSO packet that reaches a `seq` tunnel
+/// (tun1's `gso_max_segs 1` raised again, as forwarded GRO traffic would
+/// bring one) cannot be sent as it is, so it is dropped and counted.
+#[test]
+fn gso_packets_on_a_seq_tunnel_are_dropped_and_counted() {
+    let topo = SeedTopology::new("gso").unwrap();
+    topo.add_tunnels(XTUN, "gre", &["seq"]).unwrap();
+    topo.ns1
+        .exec(&["ip", "link", "set", "tun1", "gso_max_segs", "65535"])
+        .unwrap();
+    let _server = spawn_in(
+        &topo.ns2,
+        &[
+            "python3",
+            "-c",
+            "import socket, time\ns = socket.socket()\ns.bind(('10.10.200.10', 5900))\ns.listen()\nc, _ = s.accept()\ntime.sleep(20)",
+        ],
+    );
+    let client = r#"
+import socket, time
+for _ in range(50):
+    try:
+        s = socket.create_connection(("10.10.200.10", 5900), timeout=2)
+        break
+    except OSError:
+        time.sleep(0.1)
+s.settimeout(3)
+try:
+    s.sendall(b"x" * (4 << 20))
+except OSError:
+    pass
+"#;
+    topo.ns1.try_exec(&["python3", "-c", client]).unwrap();
+    assert!(
+        eventually(|| counter(&topo.ns1, "tx_gso_unsupported") > 0),
+        "{}",
+        stdout(topo.ns1.exec(&[XTUN, "stats"]).unwrap())
+    );
+    assert!(counter(&topo.ns1, "tx_encapsulated") > 0);
 }

@@ -167,3 +167,25 @@ impl Harness {
         (run.retval, run.data)
     }
 }
+
+/// Rewrites the outer IPv4 header checksum of an Ethernet frame after a
+/// test has edited the header (options included).
+pub fn fix_outer_checksum(f: &mut [u8]) {
+    if f.len() < 34 {
+        return;
+    }
+    let ihl = (((f[14] & 0x0f) as usize) * 4).max(20);
+    if f.len() < 14 + ihl {
+        return;
+    }
+    f[24] = 0;
+    f[25] = 0;
+    let mut sum: u32 = f[14..14 + ihl]
+        .chunks(2)
+        .map(|w| u16::from_be_bytes([w[0], w[1]]) as u32)
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    f[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}

@@ -27,6 +27,16 @@ pub fn xtun(ns: &Netns, args: &[&str]) -> String {
     stdout(ns.exec(&full).unwrap())
 }
 
+/// A data-plane counter summed over every interface of `xtun -j stats`.
+pub fn counter(ns: &Netns, name: &str) -> u64 {
+    xtun_json(ns, &["stats"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["counters"][name].as_u64().unwrap_or(0))
+        .sum()
+}
+
 /// `xtun -j ARGS` in `ns`, parsed.
 pub fn xtun_json(ns: &Netns, args: &[&str]) -> Value {
     let mut full = vec!["-j"];

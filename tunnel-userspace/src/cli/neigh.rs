@@ -262,6 +262,16 @@ pub fn run_words(verb: &str, words: &[&str]) -> Result<()> {
 }
 
 pub fn run(cmd: NeighCommand, format: Format) -> Result<()> {
+    // Bad words are reported before anything is looked up, as before.
+    match &cmd {
+        NeighCommand::Add { args } => {
+            parse_args(args, true)?;
+        }
+        NeighCommand::Del { args } => {
+            parse_args(args, false)?;
+        }
+        NeighCommand::Show { .. } => {}
+    }
     Session::open()?.run(cmd, format)
 }
 

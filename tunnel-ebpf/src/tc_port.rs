@@ -151,13 +151,15 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     let path = path_to(ctx, cfg, remote)?;
     let overhead = wire::encap_overhead(cfg.mode, gre_flags);
     let segment = segment_len(ctx, l2, &inner, inner_len) + overhead;
-    if let Some(answered) = enforce_path_mtu(ctx, cfg, ifindex, remote, &inner, segment, overhead)?
+    let fragmentable = match enforce_path_mtu(ctx, cfg, ifindex, remote, &inner, segment, overhead)?
     {
-        return Ok(answered);
-    }
+        PathFit::Answered(action) => return Ok(action),
+        PathFit::Fits => false,
+        PathFit::Fragmentable => true,
+    };
     let (gre, inner_sum) = gre_header(ctx, cfg, gre_flags, &inner, l2, inner_len)?;
     let tot_len = (inner_len as usize + overhead).min(u16::MAX as usize) as u16;
-    let outer = outer_ipv4(cfg, &inner, path.local, remote, tot_len);
+    let outer = outer_ipv4(cfg, &inner, path.local, remote, tot_len, fragmentable);
     push_headers(ctx, cfg, overhead, &outer, &gre, inner_sum)?;
     // With the next hop the route lookup found, the kernel only resolves
     // its neighbour; without, it routes through the underlay itself.
@@ -403,15 +405,15 @@ fn enforce_path_mtu(
     inner: &InnerInfo,
     segment: usize,
     overhead: usize,
-) -> Result<Option<i32>, u32> {
+) -> Result<PathFit, u32> {
     if segment as u32 <= MIN_PMTU {
-        return Ok(None);
+        return Ok(PathFit::Fits);
     }
     let Some(path) = pmtu::path_mtu(ifindex, remote) else {
-        return Ok(None);
+        return Ok(PathFit::Fits);
     };
     if segment as u32 <= path {
-        return Ok(None);
+        return Ok(PathFit::Fits);
     }
     let fit = path.saturating_sub(overhead as u32);
     let answered = if inner.v6() && fit >= pmtu::IPV6_MIN_MTU {
@@ -436,7 +438,23 @@ fn enforce_path_mtu(
         TX_FRAGMENTABLE
     };
     maps::count(ifindex, reason);
-    Ok(answered)
+    Ok(match answered {
+        Some(action) => PathFit::Answered(action),
+        // IPv6 below its minimum MTU on this path can only get through in
+        // outer fragments, as sit sends it; the far end reassembles them.
+        None if inner.v6() => PathFit::Fragmentable,
+        None => PathFit::Fits,
+    })
+}
+
+/// What the path MTU makes of a packet.
+enum PathFit {
+    /// It fits (or no path MTU is known): sent with DF as configured.
+    Fits,
+    /// Too big and answered with an ICMP error: the answer's verdict.
+    Answered(i32),
+    /// Too big, and may only go in outer fragments: sent without DF.
+    Fragmentable,
 }
 
 /// The GRE header a `mode gre` tunnel sends (`flags` are none for other
@@ -481,6 +499,7 @@ fn outer_ipv4(
     local: u32,
     remote: u32,
     tot_len: u16,
+    fragmentable: bool,
 ) -> Ipv4Fields {
     let proto = match cfg.mode {
         MODE_GRE => wire::IPPROTO_GRE,
@@ -493,8 +512,9 @@ fn outer_ipv4(
     } else {
         cfg.tos
     };
-    // DF always with `pmtudisc`, else the inner IPv4 packet's own.
-    let df = cfg.flags & TUNNEL_F_PMTUDISC != 0 || inner.df();
+    // DF always with `pmtudisc`, else the inner IPv4 packet's own; never
+    // on IPv6 that the path can carry only in fragments.
+    let df = !fragmentable && (cfg.flags & TUNNEL_F_PMTUDISC != 0 || inner.df());
     // Like the kernel: DF packets carry ID 0, others a random one.
     let id = if df {
         0

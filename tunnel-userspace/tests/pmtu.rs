@@ -558,3 +558,31 @@ fn an_incomplete_datagram_times_out_after_30_seconds() {
     ) == 1));
     assert_eq!(stat(&path.ns2, "v2", "rx_reassembled"), 0);
 }
+
+/// IPv6 over a path below its minimum MTU once the tunnel's overhead is
+/// taken (a 1280-byte link): no "packet too big" can go below 1280, so
+/// the packets go in outer fragments without DF, as sit sends them, and
+/// the far end reassembles them. TCP completes both ways.
+fn ipv6_below_its_minimum_mtu(tag: &str, mode: &str) {
+    let path = NarrowPath::new(tag, 1280).unwrap();
+    path.add_tunnels(XTUN, mode, &[]).unwrap();
+    net::address_ipv6([
+        (&path.ns1, "tun1", "fd00:100::10"),
+        (&path.ns2, "tun2", "fd00:200::10"),
+    ]);
+    transfer(&path.ns1, &path.ns2, "fd00:200::10", 16 << 20);
+    transfer(&path.ns2, &path.ns1, "fd00:100::10", 16 << 20);
+    for (ns, dev) in [(&path.ns2, "v2"), (&path.ns1, "v1")] {
+        assert!(stat(ns, dev, "rx_reassembled") > 0, "{mode} {dev}");
+    }
+}
+
+#[test]
+fn ipv6_in_gre_over_a_1280_byte_link() {
+    ipv6_below_its_minimum_mtu("p6min", "gre");
+}
+
+#[test]
+fn sit_over_a_1280_byte_link() {
+    ipv6_below_its_minimum_mtu("psmin", "sit");
+}

@@ -264,15 +264,8 @@ fn forged_frag_needed_changes_nothing() {
 /// IPv6 inside the tunnel: ICMPv6 "packet too big" from the tunnel, then
 /// TCP over IPv6 both ways.
 fn narrow_path_v6(tag: &str, mode: &str, expected_mtu: u32) {
-    let path = NarrowPath::new(tag, 1400).unwrap();
-    path.add_tunnels(XTUN, mode, &[]).unwrap();
-    net::address_ipv6([
-        (&path.ns1, "tun1", "fd00:100::10"),
-        (&path.ns2, "tun2", "fd00:200::10"),
-    ]);
     // TCP first, as over IPv4.
-    transfer(&path.ns1, &path.ns2, "fd00:200::10", 16 << 20);
-    transfer(&path.ns2, &path.ns1, "fd00:100::10", 16 << 20);
+    let path = ipv6_transfers(tag, mode, 1400);
     let answer = frag_needed_answer_to(&path.ns1, "fd00:200::10", 1400);
     // The tunnel's answer, or (once TCP has taught this host the path)
     // the kernel's own local error carrying the same MTU.
@@ -564,14 +557,7 @@ fn an_incomplete_datagram_times_out_after_30_seconds() {
 /// the packets go in outer fragments without DF, as sit sends them, and
 /// the far end reassembles them. TCP completes both ways.
 fn ipv6_below_its_minimum_mtu(tag: &str, mode: &str) {
-    let path = NarrowPath::new(tag, 1280).unwrap();
-    path.add_tunnels(XTUN, mode, &[]).unwrap();
-    net::address_ipv6([
-        (&path.ns1, "tun1", "fd00:100::10"),
-        (&path.ns2, "tun2", "fd00:200::10"),
-    ]);
-    transfer(&path.ns1, &path.ns2, "fd00:200::10", 16 << 20);
-    transfer(&path.ns2, &path.ns1, "fd00:100::10", 16 << 20);
+    let path = ipv6_transfers(tag, mode, 1280);
     for (ns, dev) in [(&path.ns2, "v2"), (&path.ns1, "v1")] {
         assert!(stat(ns, dev, "rx_reassembled") > 0, "{mode} {dev}");
     }
@@ -585,4 +571,18 @@ fn ipv6_in_gre_over_a_1280_byte_link() {
 #[test]
 fn sit_over_a_1280_byte_link() {
     ipv6_below_its_minimum_mtu("psmin", "sit");
+}
+
+/// A narrow path (`mtu` between the routers) with `mode` tunnels carrying
+/// IPv6, and 16 MiB of TCP each way through them.
+fn ipv6_transfers(tag: &str, mode: &str, mtu: u32) -> NarrowPath {
+    let path = NarrowPath::new(tag, mtu).unwrap();
+    path.add_tunnels(XTUN, mode, &[]).unwrap();
+    net::address_ipv6([
+        (&path.ns1, "tun1", "fd00:100::10"),
+        (&path.ns2, "tun2", "fd00:200::10"),
+    ]);
+    transfer(&path.ns1, &path.ns2, "fd00:200::10", 16 << 20);
+    transfer(&path.ns2, &path.ns1, "fd00:100::10", 16 << 20);
+    path
 }

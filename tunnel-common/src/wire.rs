@@ -551,7 +551,10 @@ mod tests {
         assert_eq!(1500 - encap_overhead(crate::maps::MODE_GRE, GRE_KEY), 1472);
         assert_eq!(1500 - encap_overhead(crate::maps::MODE_IPIP, 0), 1480);
         assert_eq!(1500 - encap_overhead(crate::maps::MODE_GRETAP, 0), 1462);
-        assert_eq!(1500 - encap_overhead(crate::maps::MODE_GRETAP, GRE_KEY), 1458);
+        assert_eq!(
+            1500 - encap_overhead(crate::maps::MODE_GRETAP, GRE_KEY),
+            1458
+        );
     }
 
     #[test]

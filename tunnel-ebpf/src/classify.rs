@@ -173,7 +173,15 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
         // kernel's gretap does; other frames have nothing to mark.
         match Family::from_ether_type(u16::from_be(ether_type)) {
             Some(family) => inner = family,
-            None => return Ok(Verdict::Decap(Matched { target, strip, inner, teb, remote })),
+            None => {
+                return Ok(Verdict::Decap(Matched {
+                    target,
+                    strip,
+                    inner,
+                    teb,
+                    remote,
+                }))
+            }
         }
     }
     if let Err(reason) = check_inner_and_ecn(ctx, inner_off, inner, outer_tos) {

@@ -61,6 +61,8 @@ struct InnerInfo {
     /// Destination address as halfwords in memory order (IPv4 in the
     /// first two).
     dst: [u16; 8],
+    /// The whole Ethernet frame travels (gretap).
+    ethernet: bool,
 }
 
 impl InnerInfo {
@@ -77,6 +79,7 @@ impl InnerInfo {
             header_len: 0,
             frag: 0,
             dst: [0; 8],
+            ethernet: true,
         }
     }
 
@@ -150,7 +153,11 @@ pub fn encap(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
 
 #[inline(always)]
 fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u32> {
-    if cfg.mode == MODE_GRETAP && teb::is_reentry(ctx) {
+    // Read once: each read of map memory is a new unknown to the
+    // verifier, and every test of one doubles the paths it walks.
+    // SAFETY: a plain read of the configuration the caller holds.
+    let ethernet = unsafe { core::ptr::read_volatile(&cfg.mode) } == MODE_GRETAP;
+    if ethernet && teb::is_reentry(ctx) {
         let path = path_to(ctx, cfg, cfg.remote)?;
         return send(path);
     }
@@ -161,14 +168,15 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     } else {
         0
     };
-    let inner = inner_info(ctx, cfg.mode, l2)?;
+    let inner = inner_info(ctx, cfg.mode, ethernet, l2)?;
     let inner_len = ctx.len().saturating_sub(l2 as u32);
     let gre_flags = cfg.gre_output_flags();
     // A checksum or sequence number is per packet: GSO cannot repeat them.
     if gre_flags & (wire::GRE_CSUM | wire::GRE_SEQ) != 0 && gso_segments(ctx) > 1 {
         return Err(TX_GSO_UNSUPPORTED);
     }
-    let remote = if cfg.remote != 0 {
+    // A gretap link always has its remote.
+    let remote = if inner.ethernet || cfg.remote != 0 {
         cfg.remote
     } else {
         remote_for(cfg, ifindex, &inner)?
@@ -185,7 +193,9 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     let (gre, inner_sum) = gre_header(ctx, cfg, gre_flags, &inner, l2, inner_len)?;
     let tot_len = (inner_len as usize + overhead).min(u16::MAX as usize) as u16;
     let outer = outer_ipv4(cfg, &inner, path.local, remote, tot_len, fragmentable);
-    let room = push_headers(ctx, cfg, overhead, &outer, &gre, inner_sum)?;
+    // inner_info found an IP header where skb->protocol is IP.
+    let ip = inner.header_len != 0;
+    let room = push_headers(ctx, cfg, overhead, &outer, &gre, ip, inner_sum)?;
     let action = if room == Room::Prepended {
         teb::send_prepended(ctx, cfg.datapath_ifindex())
     } else {
@@ -215,10 +225,10 @@ fn send(path: Path) -> Result<i32, u32> {
 
 /// The inner packet's headers, at `l2`; Err when the mode cannot carry it.
 #[inline(always)]
-fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
+fn inner_info(ctx: &TcContext, mode: u8, ethernet: bool, l2: usize) -> Result<InnerInfo, u32> {
     // SAFETY: reading a field of the context the kernel gave us.
     let protocol = unsafe { (*ctx.skb.skb).protocol } as u16;
-    let carries_v4 = mode == MODE_GRE || mode == MODE_IPIP || mode == MODE_GRETAP;
+    let carries_v4 = ethernet || mode == MODE_GRE || mode == MODE_IPIP;
     let carries_v6 = mode != MODE_IPIP;
     if protocol == wire::ETH_P_IP.to_be() && carries_v4 {
         let ip: Ipv4Words = read_head(ctx, l2)?;
@@ -234,6 +244,7 @@ fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
             header_len: ip.header_len(),
             frag: ip.frag(),
             dst: [ip.0[8], ip.0[9], 0, 0, 0, 0, 0, 0],
+            ethernet,
         })
     } else if protocol == wire::ETH_P_IPV6.to_be() && carries_v6 {
         let head: [u16; wire::IPV6_HDR_LEN / 2] = read_head(ctx, l2)?;
@@ -254,8 +265,9 @@ fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
             header_len: wire::IPV6_HDR_LEN,
             frag: 0,
             dst,
+            ethernet,
         })
-    } else if mode == MODE_GRETAP {
+    } else if ethernet {
         Ok(InnerInfo::opaque())
     } else {
         Err(TX_BAD_INNER)
@@ -458,7 +470,7 @@ fn enforce_path_mtu(
     }
     // A bridged frame is not the tunnel's to answer, as with the
     // kernel's gretap: too big, it is dropped.
-    if cfg.mode == MODE_GRETAP {
+    if inner.ethernet {
         return Err(TX_TOO_BIG_DROP);
     }
     let fit = path.saturating_sub(overhead as u32);
@@ -515,22 +527,24 @@ fn gre_header(
     l2: usize,
     inner_len: u32,
 ) -> Result<(Gre, u32), u32> {
-    let teb = cfg.mode == MODE_GRETAP;
     let inner_sum = if flags & wire::GRE_CSUM != 0 {
-        // A gretap frame's Ethernet header is part of the GRE payload.
-        let (from, frame_header) = if teb { (0, l2) } else { (l2, 0) };
+        // A frame that is not IP has no inner header to sum from.
         let known = match inner.header_len {
             0 => None,
             _ => csum::inner_sum(ctx, l2, inner.v6()),
         };
-        match known {
-            Some(s) if teb => csum::add(
-                s.sum,
-                csum::sum_array(&read_head::<[u8; wire::ETH_HDR_LEN]>(ctx, 0)?),
-            ),
+        let sum = match known {
             Some(s) => s.sum,
-            None => csum::sum_bytes(ctx, from, inner_len as usize + frame_header)
-                .ok_or(TX_BAD_INNER)?,
+            None => csum::sum_bytes(ctx, l2, inner_len as usize).ok_or(TX_BAD_INNER)?,
+        };
+        // A gretap frame's Ethernet header is part of the GRE payload.
+        if inner.ethernet {
+            csum::add(
+                sum,
+                csum::sum_array(&read_head::<[u8; wire::ETH_HDR_LEN]>(ctx, 0)?),
+            )
+        } else {
+            sum
         }
     } else {
         0
@@ -543,7 +557,7 @@ fn gre_header(
     let gre = Gre {
         flags,
         family: inner.family,
-        teb,
+        teb: inner.ethernet,
         key: cfg.okey,
         seq,
     };
@@ -561,6 +575,7 @@ fn outer_ipv4(
     fragmentable: bool,
 ) -> Ipv4Fields {
     let proto = match cfg.mode {
+        _ if inner.ethernet => wire::IPPROTO_GRE,
         MODE_GRE => wire::IPPROTO_GRE,
         MODE_IPIP => wire::IPPROTO_IPIP,
         _ => wire::IPPROTO_IPV6,
@@ -602,11 +617,12 @@ fn push_headers(
     overhead: usize,
     outer: &Ipv4Fields,
     gre: &Gre,
+    ip: bool,
     inner_sum: u32,
 ) -> Result<Room, u32> {
-    let is_gre = cfg.mode == MODE_GRE || cfg.mode == MODE_GRETAP;
-    let room = if cfg.mode == MODE_GRETAP {
-        teb::make_room(ctx, overhead)?
+    let is_gre = gre.teb || cfg.mode == MODE_GRE;
+    let room = if gre.teb {
+        teb::make_room(ctx, overhead, ip)?
     } else {
         let mut flags = (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) as u64;
         if is_gre {

@@ -32,8 +32,17 @@ pub struct EthWords {
 #[inline(always)]
 pub fn decapsulated_header<F: Frame>(ctx: &F, m: &Matched) -> Result<EthWords, ()> {
     if m.teb {
-        // `strip` ends with the inner Ethernet header.
-        return read_at(ctx, m.strip);
+        // `strip` ends with the inner Ethernet header. Copied by the load
+        // helper: the offset is the packet's, unbounded for the verifier.
+        let mut header = EthWords {
+            addresses: [0; 6],
+            ether_type: 0,
+        };
+        let dst = &raw mut header as *mut u8;
+        if !ctx.load(m.strip, dst, wire::ETH_HDR_LEN) {
+            return Err(());
+        }
+        return Ok(header);
     }
     let addresses: [u16; 6] = read_at(ctx, 0)?;
     Ok(EthWords {
@@ -61,13 +70,11 @@ pub enum Room {
 }
 
 /// Makes `overhead` bytes of room for the outer Ethernet, IPv4 and GRE
-/// headers in front of the frame.
+/// headers in front of the frame, `ip` or not (as skb->protocol says:
+/// what adjust_room goes by).
 #[inline(always)]
-pub fn make_room(ctx: &TcContext, overhead: usize) -> Result<Room, u32> {
-    // SAFETY: reading fields of the context the kernel gave us.
-    let (protocol, gso_segs) =
-        unsafe { ((*ctx.skb.skb).protocol as u16, (*ctx.skb.skb).gso_segs) };
-    if protocol == wire::ETH_P_IP.to_be() || protocol == wire::ETH_P_IPV6.to_be() {
+pub fn make_room(ctx: &TcContext, overhead: usize, ip: bool) -> Result<Room, u32> {
+    if ip {
         let frame_header: EthWords = read_at(ctx, 0).map_err(|_| TX_BAD_INNER)?;
         let inner_l2 = ((wire::ETH_HDR_LEN as u64) & BPF_ADJ_ROOM_ENCAP_L2_MASK as u64)
             << BPF_ADJ_ROOM_ENCAP_L2_SHIFT;
@@ -82,9 +89,8 @@ pub fn make_room(ctx: &TcContext, overhead: usize) -> Result<Room, u32> {
         write_at(ctx, overhead, frame_header).map_err(|_| TX_NO_BUFS)?;
         return Ok(Room::Adjusted);
     }
-    if gso_segs > 1 {
-        return Err(TX_GSO_UNSUPPORTED);
-    }
+    // Never a GSO packet: the kernel segments only TCP, UDP and SCTP
+    // over IP.
     // SAFETY: helper call on our own skb.
     if unsafe { bpf_skb_change_head(ctx.skb.skb, overhead as u32, 0) } != 0 {
         return Err(TX_NO_BUFS);
@@ -110,8 +116,7 @@ pub fn is_reentry(ctx: &TcContext) -> bool {
     // SAFETY: reading and writing fields tc programs may access.
     unsafe {
         let skb = ctx.skb.skb;
-        if (*skb).tc_index != REENTRY_TC_INDEX || (*skb).protocol != wire::ETH_P_IP.to_be() as u32
-        {
+        if (*skb).tc_index != REENTRY_TC_INDEX || (*skb).protocol != wire::ETH_P_IP.to_be() as u32 {
             return false;
         }
         (*skb).tc_index = 0;

@@ -230,13 +230,19 @@ fn bad_input_is_one_line_and_creates_nothing() {
     let base = "bad type gretap remote 10.10.20.2 local 10.10.10.2";
     for (extra, says) in [
         ("key", "Command line is not complete"),
-        ("key 1.2.3", "an IP address is expected rather than \"1.2.3\""),
+        (
+            "key 1.2.3",
+            "an IP address is expected rather than \"1.2.3\"",
+        ),
         ("ikey x", "invalid value for \"ikey\": \"x\""),
         ("okey 99999999999", "invalid value for \"okey\""),
         ("ttl 256", "argument \"256\" is wrong: invalid TTL"),
         ("ttl 0x1ff", "invalid TTL"),
         ("tos 0x100", "argument \"0x100\" is wrong: bad TOS value"),
-        ("ttl 64 nopmtudisc", "ttl != 0 and nopmtudisc are incompatible"),
+        (
+            "ttl 64 nopmtudisc",
+            "ttl != 0 and nopmtudisc are incompatible",
+        ),
         ("dev nosuchdev0", "Cannot find device \"nosuchdev0\""),
         ("local 10.10.10.300", "rather than \"10.10.10.300\""),
         ("bogus", "\"bogus\" is a garbage"),
@@ -422,8 +428,8 @@ fn mtus_show_lines_and_tunnel_show_as_iproute2() {
     );
 }
 
-/// A host namespace with `eth0` (`addr`/24) whose peer `port` is enslaved to
-/// `br0` in `ns`.
+/// A host namespace with `eth0` (`addr`/24, the gretap link's MTU) whose
+/// peer `port` is enslaved to `br0` in `ns`.
 fn host_on_bridge(ns: &Netns, host: &Netns, port: &str, addr: &str) {
     run(&[
         "ip", "link", "add", "eth0", "netns", &host.name, "type", "veth", "peer", "name", port,
@@ -434,7 +440,10 @@ fn host_on_bridge(ns: &Netns, host: &Netns, port: &str, addr: &str) {
         .unwrap();
     host.exec(&["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"])
         .unwrap();
-    host.exec(&["ip", "link", "set", "eth0", "up"]).unwrap();
+    // A bridge forwards no frame larger than a port's MTU: the hosts'
+    // must fit the gretap link's, as with the kernel's gretap.
+    host.exec(&["ip", "link", "set", "eth0", "mtu", "1458", "up"])
+        .unwrap();
 }
 
 fn mac_of(ns: &Netns, dev: &str) -> String {
@@ -511,7 +520,8 @@ fn two_bridges_joined_by_gretap() {
         .iter()
         .find(|l| l.ends_with(";8"))
         .unwrap_or_else(|| panic!("no echo request in {lines:?}"));
-    assert_eq!(echo, "47;0x6558;0x00000009;0x0800,0x0800;;8");
+    // Outer then inner IP protocol: GRE, then ICMP.
+    assert_eq!(echo, "47,1;0x6558;0x00000009;0x0800,0x0800;;8");
 
     // Each bridge learnt the other side's host on its gretap port.
     for (ns, far) in [(&topo.ns1, &host_b), (&topo.ns2, &host_a)] {

@@ -129,10 +129,12 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
 
     if let Some(g) = &gre {
         // A frame never goes to an IP tunnel, nor an IP packet to a gretap
-        // one (the kernel keeps them in separate tables).
+        // one (the kernel keeps them in separate tables, and rejects what
+        // neither takes): left to the kernel, untouched, as before a
+        // gretap existed.
         teb = target.flags & TUNNEL_F_TEB != 0;
         if g.teb != teb {
-            return Ok(Verdict::Drop(target, RX_BAD_PAYLOAD));
+            return Err(RX_BAD_PAYLOAD);
         }
         // As the kernel's ip_tunnel_rcv: the C bit must be what the tunnel
         // expects, and the sequence number must not go backwards.

@@ -420,13 +420,11 @@ fn mtus_show_lines_and_tunnel_show_as_iproute2() {
         xtun(ns, &["link", "del", name]);
     }
     assert_eq!(xtun(ns, &["link", "show"]), "");
-    assert!(
-        ns.try_exec(&["ip", "link", "show", "gkey"])
-            .unwrap()
-            .stderr
-            .len()
-            > 0
-    );
+    assert!(!ns
+        .try_exec(&["ip", "link", "show", "gkey"])
+        .unwrap()
+        .status
+        .success());
 }
 
 /// A host namespace with `eth0` (`addr`/24, the gretap link's MTU) whose

@@ -4,9 +4,9 @@
 
 use std::{
     io::{BufRead as _, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::{mpsc, Mutex, MutexGuard},
+    sync::{mpsc, Mutex, MutexGuard, OnceLock},
     thread,
     time::{Duration, Instant},
 };
@@ -14,7 +14,29 @@ use std::{
 use serde_json::Value;
 use tunnel_userspace::testbed::{Netns, SeedTopology};
 
-pub const XTUN: &str = env!("CARGO_BIN_EXE_xtun");
+/// The `xtun` binary cargo builds beside the test and bench executables:
+/// `target/<profile>/xtun` for `target/<profile>/deps/<test>`, the file a
+/// test's `env!("CARGO_BIN_EXE_xtun")` names (a library has no such
+/// variable).
+pub fn xtun_binary() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("a test executable under target/<profile>/deps")
+            .join("xtun");
+        assert!(
+            bin.is_file(),
+            "no xtun binary at {} (cargo builds it for integration tests and benches)",
+            bin.display()
+        );
+        bin.into_os_string()
+            .into_string()
+            .expect("a UTF-8 target directory")
+    })
+}
 
 pub fn stdout(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -22,7 +44,7 @@ pub fn stdout(out: Output) -> String {
 
 /// `xtun ARGS` in `ns`, which must succeed; its standard output.
 pub fn xtun(ns: &Netns, args: &[&str]) -> String {
-    let mut full = vec![XTUN];
+    let mut full = vec![xtun_binary()];
     full.extend_from_slice(args);
     stdout(ns.exec(&full).unwrap())
 }
@@ -395,7 +417,16 @@ pub fn address_ipv6(sides: [(&Netns, &str, &str); 2]) {
 /// up and addressed like the seed's (tun1 10.10.100.10, tun2 10.10.200.10).
 pub fn add_side(ns: &Netns, name: &str, remote: &str, local: &str, extra: &[&str]) {
     let mut args = vec![
-        XTUN, "tunnel", "add", name, "mode", "gre", "remote", remote, "local", local,
+        xtun_binary(),
+        "tunnel",
+        "add",
+        name,
+        "mode",
+        "gre",
+        "remote",
+        remote,
+        "local",
+        local,
     ];
     args.extend_from_slice(extra);
     ns.exec(&args).unwrap();
@@ -409,7 +440,7 @@ pub fn add_side(ns: &Netns, name: &str, remote: &str, local: &str, extra: &[&str
 
 /// `xtun tunnel show NAME` prints `shown`, and the interface has `mtu`.
 pub fn assert_shown_with_mtu(ns: &Netns, name: &str, shown: &str, mtu: u32) {
-    let out = stdout(ns.exec(&[XTUN, "tunnel", "show", name]).unwrap());
+    let out = stdout(ns.exec(&[xtun_binary(), "tunnel", "show", name]).unwrap());
     assert_eq!(out, shown);
     let link = stdout(ns.exec(&["ip", "-o", "link", "show", name]).unwrap());
     assert!(link.contains(&format!("mtu {mtu} ")), "{link}");

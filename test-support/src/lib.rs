@@ -1,9 +1,12 @@
 //! The harness shared by xtun's tests and its bench: frames built with
 //! etherparse, a harness that loads the real programs and runs them through
-//! BPF_PROG_TEST_RUN, and (`net`) the helpers of the tests that drive the
-//! `xtun` binary in namespaces.
+//! BPF_PROG_TEST_RUN, (`net`) the helpers of the tests that drive the `xtun`
+//! binary in namespaces, and (`raw_bpf`, `other_version`) programs and maps
+//! made by hand.
 
 pub mod net;
+pub mod other_version;
+pub mod raw_bpf;
 
 use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
 use tunnel_common::maps::*;

@@ -42,11 +42,46 @@ pub fn stdout(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The words of `line`: an argument list written as one string.
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// The standard output of a process that must have exited 0 (its
+/// standard error says why not).
+pub fn succeeded(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(out)
+}
+
+/// The words of `line` run in `ns`, which must succeed; its standard
+/// output.
+pub fn exec_line(ns: &Netns, line: &str) -> String {
+    stdout(ns.exec(&words(line)).unwrap())
+}
+
 /// `xtun ARGS` in `ns`, which must succeed; its standard output.
 pub fn xtun(ns: &Netns, args: &[&str]) -> String {
     let mut full = vec![xtun_binary()];
     full.extend_from_slice(args);
     stdout(ns.exec(&full).unwrap())
+}
+
+/// `xtun` with the words of `line` in `ns`, which must succeed; its
+/// standard output.
+pub fn xtun_line(ns: &Netns, line: &str) -> String {
+    xtun(ns, &words(line))
+}
+
+/// `xtun` with the words of `line` in `ns`, whatever happens.
+pub fn try_xtun_line(ns: &Netns, line: &str) -> Output {
+    let mut full = vec![xtun_binary()];
+    full.extend(words(line));
+    ns.try_exec(&full).unwrap()
 }
 
 /// A data-plane counter summed over every interface of `xtun -j stats`.
@@ -142,6 +177,18 @@ pub fn ping(ns: &Netns, dst: &str, count: u32) -> String {
     ping_with(ns, dst, count, &[])
 }
 
+/// Waits for a ping of `count` echoes started with `spawn_in`, and checks
+/// that every one was answered.
+pub fn assert_all_answered(ping: Guard, count: u32) {
+    let out = stdout(ping.wait_with_output());
+    assert!(
+        out.contains(&format!(
+            "{count} packets transmitted, {count} received, 0% packet loss"
+        )),
+        "{out}"
+    );
+}
+
 /// "N received" from ping's summary.
 pub fn received(out: &str) -> u32 {
     out.split(", ")
@@ -198,20 +245,14 @@ pub fn snmp(ns: &Netns, table: &str, name: &str) -> u64 {
     values[i].parse().unwrap()
 }
 
+/// Runs a Python script in `ns`, which must succeed; its standard output.
+pub fn python(ns: &Netns, script: &str) -> String {
+    succeeded(ns.try_exec(&["/usr/bin/python3", "-c", script]).unwrap())
+}
+
 /// Runs a scapy script in `ns`, which must succeed.
 pub fn scapy(ns: &Netns, script: &str) {
-    let out = ns
-        .try_exec(&[
-            "/usr/bin/python3",
-            "-c",
-            &format!("from scapy.all import *\n{script}"),
-        ])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "scapy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python(ns, &format!("from scapy.all import *\n{script}"));
 }
 
 /// Ids of the xtun programs attached in a namespace.
@@ -411,6 +452,12 @@ pub fn address_ipv6(sides: [(&Netns, &str, &str); 2]) {
         ])
         .unwrap();
     }
+}
+
+/// The seed's IPv6 addresses inside its tunnels: fd00:100::10 on tun1 in
+/// `ns1`, fd00:200::10 on tun2 in `ns2`, each routed to the other.
+pub fn address_tunnels_ipv6(ns1: &Netns, ns2: &Netns) {
+    address_ipv6([(ns1, "tun1", "fd00:100::10"), (ns2, "tun2", "fd00:200::10")]);
 }
 
 /// One side of the walkthrough: a GRE tunnel `name` with `extra` options,

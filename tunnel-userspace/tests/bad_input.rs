@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 
 use common::{
-    net::{attached_program_ids, stdout, XTUN},
+    net::{attached_program_ids, exec_line, stdout, try_xtun_line, XTUN},
     other_version::OtherVersionDataplane,
 };
 use tunnel_userspace::testbed::SeedTopology;
@@ -136,21 +136,10 @@ fn batch_runs_many_commands_in_one_process_and_stops_at_the_first_error() {
 #[test]
 fn vti_names_the_missing_kernel_support() {
     let topo = SeedTopology::new("vti").unwrap();
-    let out = topo
-        .ns1
-        .try_exec(&[
-            XTUN,
-            "tunnel",
-            "add",
-            "vti1",
-            "mode",
-            "vti",
-            "remote",
-            "10.10.20.2",
-            "local",
-            "10.10.10.2",
-        ])
-        .unwrap();
+    let out = try_xtun_line(
+        &topo.ns1,
+        "tunnel add vti1 mode vti remote 10.10.20.2 local 10.10.10.2",
+    );
     assert!(!out.status.success());
     let config = Command::new("sh")
         .args([
@@ -176,10 +165,7 @@ fn a_data_plane_of_another_version_stops_every_command_with_one_line() {
     let ns = &topo.ns1;
     let older = OtherVersionDataplane::load().unwrap();
     older.attach_xdp(ns, "v1").unwrap();
-    ns.exec(&[
-        "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1",
-    ])
-    .unwrap();
+    exec_line(ns, "ip link add d0 type veth peer name d1");
     let links = || stdout(ns.exec(&["ip", "-o", "link", "show"]).unwrap());
     let (links_before, programs_before) = (links(), attached_program_ids(ns));
     assert_eq!(programs_before.len(), 1, "the older XDP program on v1");

@@ -8,11 +8,25 @@ pub mod net;
 pub mod other_version;
 pub mod raw_bpf;
 
+/// `#[test]` functions that each run `$run` with their own arguments: a
+/// table of cases, one a line.
+#[macro_export]
+macro_rules! test_cases {
+    ($run:ident: $($name:ident($($arg:expr),* $(,)?);)+) => {
+        $(
+            #[test]
+            fn $name() {
+                $run($($arg),*);
+            }
+        )+
+    };
+}
+
 use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
 use tunnel_common::maps::*;
 use tunnel_userspace::{
     config::TunnelSpec,
-    dataplane::{Dataplane, TunnelDevice},
+    dataplane::{Dataplane, TestRun, TunnelDevice},
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -151,21 +165,23 @@ impl Harness {
             .collect()
     }
 
+    /// The XDP program's verdict on `input`, and its output bytes.
     pub fn xdp(&self, input: &[u8]) -> (u32, Vec<u8>) {
-        let run = self
-            .dp
-            .test_run_xdp(input, 1)
-            .expect("BPF_PROG_TEST_RUN (xdp)");
-        (run.retval, run.data)
+        verdict_and_bytes(self.dp.test_run_xdp(input, 1), "xdp")
     }
 
+    /// The tc program's verdict on `input`, and its output bytes.
     pub fn tc(&self, input: &[u8]) -> (u32, Vec<u8>) {
-        let run = self
-            .dp
-            .test_run_tc(input, 1)
-            .expect("BPF_PROG_TEST_RUN (tc)");
-        (run.retval, run.data)
+        verdict_and_bytes(self.dp.test_run_tc(input, 1), "tc")
     }
+}
+
+fn verdict_and_bytes(
+    run: tunnel_userspace::dataplane::Result<TestRun>,
+    hook: &str,
+) -> (u32, Vec<u8>) {
+    let run = run.unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN ({hook}): {e:?}"));
+    (run.retval, run.data)
 }
 
 /// Rewrites the outer IPv4 header checksum of an Ethernet frame after a

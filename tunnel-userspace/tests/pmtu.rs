@@ -90,24 +90,11 @@ fn narrow_path(tag: &str, mode: &str, extra: &[&str], expected_mtu: u32) {
     eprintln!("{mode} {extra:?}: {answer}");
 }
 
-#[test]
-fn gre_over_a_narrower_path_with_pmtudisc() {
-    narrow_path("pgre", "gre", &[], 1376);
-}
-
-#[test]
-fn gre_over_a_narrower_path_with_nopmtudisc() {
-    narrow_path("pgrn", "gre", &["nopmtudisc"], 1376);
-}
-
-#[test]
-fn gre_key_over_a_narrower_path() {
-    narrow_path("pkey", "gre", &["key", "7"], 1372);
-}
-
-#[test]
-fn ipip_over_a_narrower_path() {
-    narrow_path("pipip", "ipip", &[], 1380);
+xtun_test_support::test_cases! { narrow_path:
+    gre_over_a_narrower_path_with_pmtudisc("pgre", "gre", &[], 1376);
+    gre_over_a_narrower_path_with_nopmtudisc("pgrn", "gre", &["nopmtudisc"], 1376);
+    gre_key_over_a_narrower_path("pkey", "gre", &["key", "7"], 1372);
+    ipip_over_a_narrower_path("pipip", "ipip", &[], 1380);
 }
 
 #[test]
@@ -278,21 +265,8 @@ fn path_mtu_discovery_sees_the_tunnel_mtu() {
     topo.add_tunnels(XTUN, "gre", &[]).unwrap();
     // A 1500-byte packet with DF set does not fit the 1476-byte tunnel: the
     // sender learns the tunnel MTU instead of losing packets silently.
-    let out = topo
-        .ns1
-        .try_exec(&[
-            "ping",
-            "-c",
-            "1",
-            "-M",
-            "do",
-            "-s",
-            "1472",
-            "-W",
-            "1",
-            "10.10.200.10",
-        ])
-        .unwrap();
+    let ping_df = |line: &str| topo.ns1.try_exec(&net::words(line)).unwrap();
+    let out = ping_df("ping -c 1 -M do -s 1472 -W 1 10.10.200.10");
     let text = format!(
         "{}{}",
         stdout(out.clone()),
@@ -304,22 +278,7 @@ fn path_mtu_discovery_sees_the_tunnel_mtu() {
         "{text}"
     );
     // What fits the tunnel MTU exactly goes through with DF.
-    let fits = stdout(
-        topo.ns1
-            .try_exec(&[
-                "ping",
-                "-c",
-                "1",
-                "-M",
-                "do",
-                "-s",
-                "1448",
-                "-W",
-                "2",
-                "10.10.200.10",
-            ])
-            .unwrap(),
-    );
+    let fits = stdout(ping_df("ping -c 1 -M do -s 1448 -W 2 10.10.200.10"));
     assert!(fits.contains("1 received"), "{fits}");
 }
 
@@ -380,24 +339,11 @@ fn fragmented_on_the_path(tag: &str, mode: &str, key: bool, decap: &str) {
     assert!(out.contains("2 received"), "{mode} {decap}: {out}");
 }
 
-#[test]
-fn gre_fragmented_on_the_path_is_reassembled_in_tc() {
-    fragmented_on_the_path("fgre", "gre", false, "tc");
-}
-
-#[test]
-fn gre_key_fragmented_on_the_path_is_reassembled_after_xdp() {
-    fragmented_on_the_path("fkey", "gre", true, "xdp");
-}
-
-#[test]
-fn ipip_fragmented_on_the_path_is_reassembled() {
-    fragmented_on_the_path("fipip", "ipip", false, "xdp");
-}
-
-#[test]
-fn sit_fragmented_on_the_path_is_reassembled() {
-    fragmented_on_the_path("fsit", "sit", false, "tc");
+xtun_test_support::test_cases! { fragmented_on_the_path:
+    gre_fragmented_on_the_path_is_reassembled_in_tc("fgre", "gre", false, "tc");
+    gre_key_fragmented_on_the_path_is_reassembled_after_xdp("fkey", "gre", true, "xdp");
+    ipip_fragmented_on_the_path_is_reassembled("fipip", "ipip", false, "xdp");
+    sit_fragmented_on_the_path_is_reassembled("fsit", "sit", false, "tc");
 }
 
 /// Runs scapy in rt2 with `frags(id)`: the fragments of a GRE (key 7)

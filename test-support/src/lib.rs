@@ -111,7 +111,14 @@ pub struct Harness {
     expected: Vec<(u32, u32, u32)>,
 }
 
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Harness {
+    /// A freshly loaded data plane with the default capacity.
     pub fn new() -> Self {
         Self::with_capacity(None)
     }

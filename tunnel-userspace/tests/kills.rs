@@ -236,12 +236,15 @@ fn alone_with_gre(tag: &str) -> (MutexGuard<'static, ()>, SeedTopology) {
     (alone, topo)
 }
 
+/// The `xtun tunnel add` of the tunnel a kill test adds, with GRE key `key`.
+fn add_tk(key: u32) -> String {
+    format!("{XTUN} tunnel add tk mode gre remote 10.10.20.2 local 10.10.10.2 key {key}")
+}
+
 #[test]
 fn a_killed_add_leaves_the_tunnel_whole_or_absent() {
     let (_alone, topo) = alone_with_gre("kill");
-    let ns = &topo.ns1;
-    let add_line =
-        format!("{XTUN} tunnel add tk mode gre remote 10.10.20.2 local 10.10.10.2 key 7");
+    let (ns, add_line) = (&topo.ns1, add_tk(7));
     let add = words(&add_line);
     let mut repaired = 0;
     let points = kill_at_every_point(
@@ -407,9 +410,7 @@ fn forwarding_loses_nothing_during_upgrades_changes_and_kills() {
 #[test]
 fn killed_changes_deletes_and_attachments_leave_a_consistent_state() {
     let (_alone, topo) = alone_with_gre("kil2");
-    let ns = &topo.ns1;
-    let add_line =
-        format!("{XTUN} tunnel add tk mode gre remote 10.10.20.2 local 10.10.10.2 key 100");
+    let (ns, add_line) = (&topo.ns1, add_tk(100));
     let add = words(&add_line);
     xtun(ns, &add[1..]);
     let mut repaired = 0;

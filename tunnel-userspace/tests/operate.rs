@@ -248,11 +248,18 @@ fn seed_files(dir: &Scratch, extra: &str) -> (String, String) {
     )
 }
 
+/// The seed topology, and in a scratch directory the apply files of its
+/// GRE tunnels (`seed_files` with `extra`).
+fn seed_with_files(tag: &str, extra: &str) -> (SeedTopology, Scratch, String, String) {
+    let topo = SeedTopology::new(tag).unwrap();
+    let dir = Scratch::new(tag);
+    let (f1, f2) = seed_files(&dir, extra);
+    (topo, dir, f1, f2)
+}
+
 #[test]
 fn apply_converges_touches_only_differences_and_export_round_trips() {
-    let topo = SeedTopology::new("apl").unwrap();
-    let dir = Scratch::new("apl");
-    let (f1, f2) = seed_files(&dir, "key = 5");
+    let (topo, dir, f1, f2) = seed_with_files("apl", "key = 5");
     // Dry run: the plan, and nothing done.
     let plan = stdout(
         topo.ns1
@@ -318,9 +325,7 @@ fn apply_converges_touches_only_differences_and_export_round_trips() {
 
 #[test]
 fn apply_never_disturbs_an_unchanged_tunnel() {
-    let topo = SeedTopology::new("apq").unwrap();
-    let dir = Scratch::new("apq");
-    let (f1, f2) = seed_files(&dir, "");
+    let (topo, dir, f1, f2) = seed_with_files("apq", "");
     topo.ns1.exec(&[XTUN, "apply", "-f", &f1]).unwrap();
     topo.ns2.exec(&[XTUN, "apply", "-f", &f2]).unwrap();
     let flood = spawn_in(
@@ -590,9 +595,7 @@ fn a_fleet_of_eight_hosts_converges_from_one_inventory() {
 /// detached, unless a tunnel still leaves by it.
 #[test]
 fn apply_changes_and_removes_explicit_attachments() {
-    let topo = SeedTopology::new("apat").unwrap();
-    let dir = Scratch::new("apat");
-    let (f1, f2) = seed_files(&dir, "");
+    let (topo, dir, f1, f2) = seed_with_files("apat", "");
     topo.ns1.exec(&[XTUN, "apply", "-f", &f1]).unwrap();
     let ns2 = &topo.ns2;
     exec_line(ns2, "ip link add sp0 type veth peer name sp1");

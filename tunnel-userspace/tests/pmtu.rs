@@ -442,21 +442,14 @@ fn an_incomplete_datagram_times_out_after_30_seconds() {
     path.add_tunnels(XTUN, "gre", &["key", "7"]).unwrap();
     net::xtun_line(&path.ns2, "attach v2 --decap tc");
     send_fragments(&path, "f = frags(2001)\nfor p in f[:3]: send(p, verbose=0)");
-    assert!(net::eventually(|| stat(
-        &path.ns2,
-        "v2",
-        "rx_fragments_queued"
-    ) == 3));
+    let v2 = |name: &str| stat(&path.ns2, "v2", name);
+    assert!(net::eventually(|| v2("rx_fragments_queued") == 3));
     // The kernel's ipfrag_time: before it, the last piece completes the
     // datagram; after it, the set is given up and the piece starts anew.
     std::thread::sleep(std::time::Duration::from_secs(31));
     send_fragments(&path, "send(frags(2001)[3], verbose=0)");
-    assert!(net::eventually(|| stat(
-        &path.ns2,
-        "v2",
-        "rx_reassembly_timeouts"
-    ) == 1));
-    assert_eq!(stat(&path.ns2, "v2", "rx_reassembled"), 0);
+    assert!(net::eventually(|| v2("rx_reassembly_timeouts") == 1));
+    assert_eq!(v2("rx_reassembled"), 0);
 }
 
 /// IPv6 over a path below its minimum MTU once the tunnel's overhead is

@@ -386,7 +386,13 @@ impl TunnelSpec {
                 }
                 // `ip` takes any abbreviation of dsfield (`d`, `ds`), after `dev`.
                 w if w == "tos" || w == "tclass" || grammar::matches(w, "dsfield") => {
-                    tos = parse_tos(value()?)?
+                    let v = value()?;
+                    // `ip link`'s gre options know `inherit` alone, no
+                    // `inherit/T` nor anything after a value.
+                    if mode == Some(Mode::Gretap) && v.contains('/') {
+                        return Err(ConfigError::BadTos(v.to_string()));
+                    }
+                    tos = parse_tos(v)?
                 }
                 "pmtudisc" => pmtudisc = true,
                 "rpfilter" => rpfilter = true,
@@ -402,6 +408,15 @@ impl TunnelSpec {
                         _ => oseq = true,
                     }
                     gre_words.push(word.to_string());
+                }
+                // Only `ip link`'s gre options have the one-sided words.
+                "noicsum" | "noocsum" | "noiseq" | "nooseq" if mode == Some(Mode::Gretap) => {
+                    match word {
+                        "noicsum" => icsum = false,
+                        "noocsum" => ocsum = false,
+                        "noiseq" => iseq = false,
+                        _ => oseq = false,
+                    }
                 }
                 "nocsum" => (icsum, ocsum) = (false, false),
                 "noseq" => (iseq, oseq) = (false, false),
@@ -446,7 +461,8 @@ impl TunnelSpec {
         if !mode.is_some_and(Mode::is_gre) && (ikey.is_some() || okey.is_some()) {
             return Err(ConfigError::KeyWithoutGre);
         }
-        if ttl != 0 && !pmtudisc {
+        // `ip tunnel`'s rule; `ip link` and the kernel allow both.
+        if ttl != 0 && !pmtudisc && mode != Some(Mode::Gretap) {
             return Err(ConfigError::TtlWithNoPmtudisc);
         }
         let mode = mode.ok_or(ConfigError::MissingMode)?;
@@ -675,10 +691,6 @@ pub const GRETAP_WORDS: &[&str] = &[
 
 /// Keywords of iproute2's gre links that xtun does not implement.
 const GRETAP_UNSUPPORTED: &[&str] = &[
-    "noiseq",
-    "nooseq",
-    "noicsum",
-    "noocsum",
     "ignore-df",
     "noignore-df",
     "external",

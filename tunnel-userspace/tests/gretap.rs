@@ -9,7 +9,7 @@ use common::{net::*, *};
 use etherparse::{IpNumber, Ipv4Header, NetSlice, SlicedPacket};
 use tunnel_common::{maps::*, stats::*};
 use tunnel_userspace::{
-    config::TunnelSpec,
+    config::{Tos, TunnelSpec},
     dataplane::TunnelDevice,
     testbed::{run, unique_prefix, Netns, SeedTopology},
 };
@@ -53,11 +53,11 @@ const KEYED: &str = "gtap type gretap remote 10.10.20.2 local 10.10.10.2 key 9";
 const TEB_KEYED: [u8; 8] = [0x20, 0x00, 0x65, 0x58, 0, 0, 0, 9];
 
 /// The outer headers the encapsulation must write around `payload_len`
-/// bytes of GRE payload, as etherparse builds them.
-fn outer_header(payload_len: usize) -> Ipv4Header {
+/// bytes of GRE payload with outer TTL `ttl`, as etherparse builds them.
+fn outer_header(payload_len: usize, ttl: u8) -> Ipv4Header {
     let mut hdr = Ipv4Header::new(
         (TEB_KEYED.len() + payload_len) as u16,
-        64,
+        ttl,
         IpNumber(47),
         [10, 10, 10, 2],
         [10, 10, 20, 2],
@@ -87,13 +87,20 @@ fn golden_encapsulation_of_ip_and_arp_frames() {
     let mut h = Harness::new();
     // BPF_PROG_TEST_RUN runs on the loopback device, ifindex 1.
     add_link(&mut h, KEYED, 1);
-    let ip_frame = host_frame(0x0800, &inner_packet(0));
+    // TTL 33, not the default 64: the outer TTL must be inherited.
+    let mut packet = inner_packet(0);
+    let mut inner = Ipv4Header::from_slice(&packet).unwrap().0;
+    inner.time_to_live = 33;
+    inner.header_checksum = inner.calc_header_checksum();
+    packet.splice(0..20, inner.to_bytes());
+    let ip_frame = host_frame(0x0800, &packet);
     let (verdict, out) = h.tc(&ip_frame);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let (outer, gre, carried) = unwrap_outer(&out);
     // The frame travels whole, its own Ethernet header first; the outer
     // TTL is the inner packet's (ttl inherit), DF from pmtudisc.
-    assert_eq!(outer, outer_header(ip_frame.len()));
+    assert_eq!(outer.time_to_live, 33);
+    assert_eq!(outer, outer_header(ip_frame.len(), 33));
     assert_eq!(gre, TEB_KEYED);
     assert_eq!(carried, ip_frame);
     assert_eq!(
@@ -108,7 +115,7 @@ fn golden_encapsulation_of_ip_and_arp_frames() {
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let (outer, gre, carried) = unwrap_outer(&out);
     // No IP header to inherit from: TTL 64, as the kernel's default.
-    assert_eq!(outer, outer_header(arp.len()));
+    assert_eq!(outer, outer_header(arp.len(), 64));
     assert_eq!(gre, TEB_KEYED);
     assert_eq!(carried, arp);
     let inner = etherparse::Ethernet2Header::from_slice(carried).unwrap().0;
@@ -240,10 +247,8 @@ fn bad_input_is_one_line_and_creates_nothing() {
         ("ttl 256", "argument \"256\" is wrong: invalid TTL"),
         ("ttl 0x1ff", "invalid TTL"),
         ("tos 0x100", "argument \"0x100\" is wrong: bad TOS value"),
-        (
-            "ttl 64 nopmtudisc",
-            "ttl != 0 and nopmtudisc are incompatible",
-        ),
+        ("tos inherit/0x10", "bad TOS value"),
+        ("tos 0x10/0x20", "bad TOS value"),
         ("dev nosuchdev0", "Cannot find device \"nosuchdev0\""),
         ("local 10.10.10.300", "rather than \"10.10.10.300\""),
         ("bogus", "\"bogus\" is a garbage"),
@@ -284,6 +289,46 @@ fn bad_input_is_one_line_and_creates_nothing() {
         ])
         .unwrap();
     assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err, "Unknown tunnel mode \"gretap\"\n");
+    let links = stdout(ns.exec(&["ip", "-o", "link", "show"]).unwrap());
+    assert_eq!(links.lines().count(), 2, "left {links}");
+}
+
+/// What `ip link`'s gre options take that `ip tunnel` does not, and the
+/// reverse.
+#[test]
+fn link_grammar_differs_from_ip_tunnel_as_iproute2s() {
+    let parse = |extra: &str| {
+        let line = format!("g type gretap remote 10.10.20.2 {extra}");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        TunnelSpec::parse_link(&words)
+    };
+    // The ttl/nopmtudisc conflict is `ip tunnel`'s rule alone.
+    let spec = parse("ttl 64 nopmtudisc").unwrap();
+    assert_eq!((spec.ttl, spec.pmtudisc), (64, false));
+    // One-sided words clear one direction's flag.
+    let spec = parse("csum seq noicsum nooseq").unwrap();
+    assert_eq!(
+        (spec.icsum, spec.ocsum, spec.iseq, spec.oseq),
+        (false, true, true, false)
+    );
+    let spec = parse("csum seq noocsum noiseq").unwrap();
+    assert_eq!(
+        (spec.icsum, spec.ocsum, spec.iseq, spec.oseq),
+        (true, false, false, true)
+    );
+    assert_eq!(parse("tos inherit").unwrap().tos, Tos::Inherit(0));
+    assert!(parse("tos inherit/0x10").is_err());
+    // `ip tunnel` keeps its own rules.
+    let tunnel = |extra: &str| {
+        let line = format!("t mode gre remote 10.10.20.2 {extra}");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        TunnelSpec::parse(&words)
+    };
+    assert!(tunnel("ttl 64 nopmtudisc").is_err());
+    assert!(tunnel("csum noicsum").is_err());
+    assert!(tunnel("tos inherit/0x10").is_ok());
 }
 
 #[test]
@@ -373,6 +418,10 @@ fn mtus_show_lines_and_tunnel_show_as_iproute2() {
         assert!(flags.contains("BROADCAST") && flags.contains("MULTICAST"), "{flags}");
         assert!(!flags.contains("NOARP"), "{flags}");
     }
+    // The map dump names the flag that makes each of them a gretap link.
+    let dump = xtun(ns, &["map", "dump", "XTUN_TUNNELS"]);
+    assert_eq!(dump.lines().count(), 3, "{dump}");
+    assert!(dump.lines().all(|l| l.ends_with(",teb")), "{dump}");
     let json = xtun_json(ns, &["link", "show", "gkey"]);
     let data = &json[0]["linkinfo"]["info_data"];
     assert_eq!(json[0]["linkinfo"]["info_kind"], "gretap");
@@ -545,7 +594,7 @@ fn two_bridges_joined_by_gretap() {
 /// ICMP "fragmentation needed" from a router on the way to 10.10.20.2,
 /// quoting a gretap packet this host sent (key 9), reporting `mtu`.
 fn frag_needed(mtu: u16) -> Vec<u8> {
-    let mut quoted = outer_header(1400);
+    let mut quoted = outer_header(1400, 64);
     quoted.total_len = 1500;
     quoted.header_checksum = quoted.calc_header_checksum();
     let mut payload = quoted.to_bytes().to_vec();

@@ -110,6 +110,7 @@ fn flag_words(flags: u32) -> Vec<&'static str> {
         (TUNNEL_F_ETH_DEV, "eth-dev"),
         (TUNNEL_F_ISATAP, "isatap"),
         (TUNNEL_F_RPFILTER, "rpfilter"),
+        (TUNNEL_F_TEB, "teb"),
     ];
     names
         .iter()

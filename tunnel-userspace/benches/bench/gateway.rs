@@ -378,6 +378,9 @@ struct Snapshot {
     device_drops: BTreeMap<String, u64>,
     /// "role/ifname counter" → packets.
     xtun_drops: BTreeMap<String, u64>,
+    /// "role counter" → packets, summed over interfaces: what the fast
+    /// path forwarded, and what it handed to the kernel and why.
+    fast_path: BTreeMap<String, u64>,
     cpu: f64,
     at: Instant,
 }
@@ -433,6 +436,7 @@ impl Snapshot {
             }
         }
         let mut xtun_drops = BTreeMap::new();
+        let mut fast_path = BTreeMap::new();
         if let Some(xtun) = xtun {
             for (role, role_name) in [(Role::Gw1, "gw1"), (Role::Gw2, "gw2")] {
                 let out = sites.ns(role).exec(&[xtun, "-j", "stats"])?;
@@ -444,6 +448,12 @@ impl Snapshot {
                         let n = entry["counters"][counter].as_u64().unwrap_or(0);
                         xtun_drops.insert(format!("{role_name}/{ifname} {counter}"), n);
                     }
+                    let counters = entry["counters"].as_object().into_iter().flatten();
+                    for (counter, n) in counters.filter(|(c, _)| is_fast_path_counter(c)) {
+                        *fast_path
+                            .entry(format!("{role_name} {counter}"))
+                            .or_default() += n.as_u64().unwrap_or(0);
+                    }
                 }
             }
         }
@@ -451,10 +461,18 @@ impl Snapshot {
             server_rx,
             device_drops,
             xtun_drops,
+            fast_path,
             cpu: kernel_cpu_seconds(),
             at: Instant::now(),
         })
     }
+}
+
+const FORWARDED_TO_TUNNEL: &str = "tx_forwarded_xdp";
+const FORWARDED_FROM_TUNNEL: &str = "rx_forwarded_xdp";
+
+fn is_fast_path_counter(name: &str) -> bool {
+    name == FORWARDED_TO_TUNNEL || name == FORWARDED_FROM_TUNNEL || name.starts_with("fwd_pass_")
 }
 
 /// The IP layer's discard counters from /proc/net/snmp: its `Ip:` line of
@@ -503,6 +521,7 @@ struct Sample {
     pps: f64,
     cpu_seconds_per_mpkt: f64,
     drops: BTreeMap<String, u64>,
+    fast_path: BTreeMap<String, u64>,
 }
 
 /// Increases from `before` to `after`, the nonzero ones only.
@@ -522,7 +541,17 @@ fn grown(
 /// rings and caches warm.
 const WARM_UP: Duration = Duration::from_millis(500);
 
-fn measure(sites: &Sites, xtun: Option<&str>, config: &str, seconds: u32) -> Result<Sample> {
+/// One measurement of a built path. With `fast_path`, fails unless the
+/// gateways forwarded (nearly) every packet counted at the server in XDP:
+/// otherwise the figure would be the kernel's path under the fast path's
+/// name.
+fn measure(
+    sites: &Sites,
+    xtun: Option<&str>,
+    fast_path: bool,
+    config: &str,
+    seconds: u32,
+) -> Result<Sample> {
     let mut generator = Generator::start(sites.ns(Role::Client), config)?;
     thread::sleep(WARM_UP);
     generator.check_running()?;
@@ -536,10 +565,25 @@ fn measure(sites: &Sites, xtun: Option<&str>, config: &str, seconds: u32) -> Res
     let mut drops: BTreeMap<String, u64> =
         grown(&before.device_drops, &after.device_drops).collect();
     drops.extend(grown(&before.xtun_drops, &after.xtun_drops));
+    let fast: BTreeMap<String, u64> = grown(&before.fast_path, &after.fast_path).collect();
+    if fast_path {
+        for key in [
+            format!("gw1 {FORWARDED_TO_TUNNEL}"),
+            format!("gw2 {FORWARDED_FROM_TUNNEL}"),
+        ] {
+            let forwarded = fast.get(&key).copied().unwrap_or(0) as f64;
+            if forwarded < 0.9 * packets {
+                bail!(
+                    "{key} is {forwarded} for {packets} packets at the server: the fast path is not taken (its counters: {fast:?})"
+                );
+            }
+        }
+    }
     Ok(Sample {
         pps: packets / elapsed,
         cpu_seconds_per_mpkt: (after.cpu - before.cpu) / (packets / 1e6),
         drops,
+        fast_path: fast,
     })
 }
 
@@ -572,14 +616,24 @@ pub fn run(quick: bool, xtun: &str, rows: &mut Vec<(String, String, Value)>) -> 
     let mut pps: Vec<Vec<f64>> = vec![Vec::new(); built.len()];
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); built.len()];
     let mut drops: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); built.len()];
+    let mut fast: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); built.len()];
     for _ in 0..rounds {
         for (i, (name, sites, config, uses_xtun)) in built.iter().enumerate() {
-            let sample = measure(sites, uses_xtun.then_some(xtun), config, seconds)
-                .with_context(|| format!("measuring {name}"))?;
+            let sample = measure(
+                sites,
+                uses_xtun.then_some(xtun),
+                *name == FAST,
+                config,
+                seconds,
+            )
+            .with_context(|| format!("measuring {name}"))?;
             pps[i].push(sample.pps);
             cpu[i].push(sample.cpu_seconds_per_mpkt);
             for (k, v) in sample.drops {
                 *drops[i].entry(k).or_default() += v;
+            }
+            for (k, v) in sample.fast_path {
+                *fast[i].entry(k).or_default() += v;
             }
         }
     }
@@ -589,6 +643,7 @@ pub fn run(quick: bool, xtun: &str, rows: &mut Vec<(String, String, Value)>) -> 
             "udp_64b_pps": summary(pps[i].clone()),
             "kernel_cpu_seconds_per_million_packets": summary(cpu[i].clone()),
             "drops": drops[i],
+            "xtun_fast_path_counters": fast[i],
         });
         rows.push((
             name.to_string(),

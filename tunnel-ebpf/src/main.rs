@@ -15,7 +15,7 @@
 //! - Shared: `classify` (the outer-header classifier both receive hooks
 //!   use), `gre` (GRE parser, builder, header sum, sequence numbers),
 //!   `csum`, `fib` (routes and next hops), `pmtu`, `parse`, `maps`,
-//!   `monitor`.
+//!   `monitor`, `teb` (Ethernet over GRE).
 #![no_std]
 #![no_main]
 // Atomic read-modify-write on map memory: the BPF target declares no CAS,
@@ -34,6 +34,7 @@ mod parse;
 mod pmtu;
 mod tc_ingress;
 mod tc_port;
+mod teb;
 mod xdp;
 
 use aya_ebpf::{

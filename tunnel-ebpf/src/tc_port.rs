@@ -27,12 +27,17 @@ use crate::{
     monitor,
     parse::{read_at, write_at},
     pmtu,
+    teb::{self, Room},
 };
 
 /// The Ethernet header's destination: a placeholder (`bpf_redirect_neigh`
 /// writes the real addresses, but it refuses an skb without a MAC header,
 /// or with a multicast destination). The source is left as it is.
 const PLACEHOLDER_DST: [u16; 3] = wire::words_of([0x02, 0, 0, 0, 0, 0x01]);
+
+/// The outer TTL for a frame without an IP header to inherit it from, as
+/// the kernel's route gives it (`net.ipv4.ip_default_ttl`).
+const DEFAULT_TTL: u8 = 64;
 
 /// EtherType and IPv4 header, as written after the Ethernet addresses.
 /// Halfwords throughout, so that each is one store.
@@ -56,9 +61,28 @@ struct InnerInfo {
     /// Destination address as halfwords in memory order (IPv4 in the
     /// first two).
     dst: [u16; 8],
+    /// The whole Ethernet frame travels (gretap).
+    ethernet: bool,
 }
 
 impl InnerInfo {
+    /// A gretap frame that is not IP (ARP...): nothing to inherit; the
+    /// outer TTL defaults as the kernel's route does (`ip_default_ttl`).
+    #[inline(always)]
+    fn opaque() -> Self {
+        InnerInfo {
+            family: Family::V4,
+            tos: 0,
+            ttl: DEFAULT_TTL,
+            src: 0,
+            src6: [0; 8],
+            header_len: 0,
+            frag: 0,
+            dst: [0; 8],
+            ethernet: true,
+        }
+    }
+
     #[inline(always)]
     fn v6(&self) -> bool {
         self.family == Family::V6
@@ -129,6 +153,14 @@ pub fn encap(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
 
 #[inline(always)]
 fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u32> {
+    // Read once: each read of map memory is a new unknown to the
+    // verifier, and every test of one doubles the paths it walks.
+    // SAFETY: a plain read of the configuration the caller holds.
+    let ethernet = unsafe { core::ptr::read_volatile(&cfg.mode) } == MODE_GRETAP;
+    if ethernet && teb::is_reentry(ctx) {
+        let path = path_to(ctx, cfg, cfg.remote)?;
+        return send(path);
+    }
     // The port sees the tunnel interface's Ethernet frames (as does
     // BPF_PROG_TEST_RUN); an L3 device would have no link-layer header.
     let l2 = if cfg.flags & TUNNEL_F_ETH_DEV != 0 {
@@ -136,14 +168,15 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     } else {
         0
     };
-    let inner = inner_info(ctx, cfg.mode, l2)?;
+    let inner = inner_info(ctx, cfg.mode, ethernet, l2)?;
     let inner_len = ctx.len().saturating_sub(l2 as u32);
     let gre_flags = cfg.gre_output_flags();
     // A checksum or sequence number is per packet: GSO cannot repeat them.
     if gre_flags & (wire::GRE_CSUM | wire::GRE_SEQ) != 0 && gso_segments(ctx) > 1 {
         return Err(TX_GSO_UNSUPPORTED);
     }
-    let remote = if cfg.remote != 0 {
+    // A gretap link always has its remote.
+    let remote = if inner.ethernet || cfg.remote != 0 {
         cfg.remote
     } else {
         remote_for(cfg, ifindex, &inner)?
@@ -160,12 +193,13 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     let (gre, inner_sum) = gre_header(ctx, cfg, gre_flags, &inner, l2, inner_len)?;
     let tot_len = (inner_len as usize + overhead).min(u16::MAX as usize) as u16;
     let outer = outer_ipv4(cfg, &inner, path.local, remote, tot_len, fragmentable);
-    push_headers(ctx, cfg, overhead, &outer, &gre, inner_sum)?;
-    // With the next hop the route lookup found, the kernel only resolves
-    // its neighbour; without, it routes through the underlay itself.
-    let action = match path.next_hop {
-        Some(next_hop) => fib::redirect_neigh(path.underlay, fib::next_hop_v4(next_hop)),
-        None => fib::redirect_routed(path.underlay),
+    // inner_info found an IP header where skb->protocol is IP.
+    let ip = inner.header_len != 0;
+    let room = push_headers(ctx, cfg, overhead, &outer, &gre, ip, inner_sum)?;
+    let action = if room == Room::Prepended {
+        teb::send_prepended(ctx, cfg.datapath_ifindex())
+    } else {
+        send(path)?
     };
     if action != TC_ACT_REDIRECT {
         return Err(TX_NO_ROUTE);
@@ -174,12 +208,27 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     Ok(action)
 }
 
+/// Sends the encapsulated packet on its way along `path`. With the next hop
+/// the route lookup found, the kernel only resolves its neighbour; without,
+/// it routes through the underlay itself.
+#[inline(always)]
+fn send(path: Path) -> Result<i32, u32> {
+    let action = match path.next_hop {
+        Some(next_hop) => fib::redirect_neigh(path.underlay, fib::next_hop_v4(next_hop)),
+        None => fib::redirect_routed(path.underlay),
+    };
+    if action != TC_ACT_REDIRECT {
+        return Err(TX_NO_ROUTE);
+    }
+    Ok(action)
+}
+
 /// The inner packet's headers, at `l2`; Err when the mode cannot carry it.
 #[inline(always)]
-fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
+fn inner_info(ctx: &TcContext, mode: u8, ethernet: bool, l2: usize) -> Result<InnerInfo, u32> {
     // SAFETY: reading a field of the context the kernel gave us.
     let protocol = unsafe { (*ctx.skb.skb).protocol } as u16;
-    let carries_v4 = mode == MODE_GRE || mode == MODE_IPIP;
+    let carries_v4 = ethernet || mode == MODE_GRE || mode == MODE_IPIP;
     let carries_v6 = mode != MODE_IPIP;
     if protocol == wire::ETH_P_IP.to_be() && carries_v4 {
         let ip: Ipv4Words = read_head(ctx, l2)?;
@@ -195,6 +244,7 @@ fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
             header_len: ip.header_len(),
             frag: ip.frag(),
             dst: [ip.0[8], ip.0[9], 0, 0, 0, 0, 0, 0],
+            ethernet,
         })
     } else if protocol == wire::ETH_P_IPV6.to_be() && carries_v6 {
         let head: [u16; wire::IPV6_HDR_LEN / 2] = read_head(ctx, l2)?;
@@ -215,7 +265,10 @@ fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
             header_len: wire::IPV6_HDR_LEN,
             frag: 0,
             dst,
+            ethernet,
         })
+    } else if ethernet {
+        Ok(InnerInfo::opaque())
     } else {
         Err(TX_BAD_INNER)
     }
@@ -415,6 +468,11 @@ fn enforce_path_mtu(
     if segment as u32 <= path {
         return Ok(PathFit::Fits);
     }
+    // A bridged frame is not the tunnel's to answer, as with the
+    // kernel's gretap: too big, it is dropped.
+    if inner.ethernet {
+        return Err(TX_TOO_BIG_DROP);
+    }
     let fit = path.saturating_sub(overhead as u32);
     let answered = if inner.v6() && fit >= pmtu::IPV6_MIN_MTU {
         Some(pmtu::answer_too_big_v6(
@@ -470,9 +528,23 @@ fn gre_header(
     inner_len: u32,
 ) -> Result<(Gre, u32), u32> {
     let inner_sum = if flags & wire::GRE_CSUM != 0 {
-        match csum::inner_sum(ctx, l2, inner.v6()) {
+        // A frame that is not IP has no inner header to sum from.
+        let known = match inner.header_len {
+            0 => None,
+            _ => csum::inner_sum(ctx, l2, inner.v6()),
+        };
+        let sum = match known {
             Some(s) => s.sum,
             None => csum::sum_bytes(ctx, l2, inner_len as usize).ok_or(TX_BAD_INNER)?,
+        };
+        // A gretap frame's Ethernet header is part of the GRE payload.
+        if inner.ethernet {
+            csum::add(
+                sum,
+                csum::sum_array(&read_head::<[u8; wire::ETH_HDR_LEN]>(ctx, 0)?),
+            )
+        } else {
+            sum
         }
     } else {
         0
@@ -485,6 +557,7 @@ fn gre_header(
     let gre = Gre {
         flags,
         family: inner.family,
+        teb: inner.ethernet,
         key: cfg.okey,
         seq,
     };
@@ -502,6 +575,7 @@ fn outer_ipv4(
     fragmentable: bool,
 ) -> Ipv4Fields {
     let proto = match cfg.mode {
+        _ if inner.ethernet => wire::IPPROTO_GRE,
         MODE_GRE => wire::IPPROTO_GRE,
         MODE_IPIP => wire::IPPROTO_IPIP,
         _ => wire::IPPROTO_IPV6,
@@ -543,15 +617,21 @@ fn push_headers(
     overhead: usize,
     outer: &Ipv4Fields,
     gre: &Gre,
+    ip: bool,
     inner_sum: u32,
-) -> Result<(), u32> {
-    let is_gre = cfg.mode == MODE_GRE;
-    let mut flags = (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) as u64;
-    if is_gre {
-        flags |= BPF_F_ADJ_ROOM_ENCAP_L4_GRE as u64;
-    }
-    ctx.adjust_room(overhead as i32, BPF_ADJ_ROOM_MAC, flags)
-        .map_err(|_| TX_NO_BUFS)?;
+) -> Result<Room, u32> {
+    let is_gre = gre.teb || cfg.mode == MODE_GRE;
+    let room = if gre.teb {
+        teb::make_room(ctx, overhead, ip)?
+    } else {
+        let mut flags = (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) as u64;
+        if is_gre {
+            flags |= BPF_F_ADJ_ROOM_ENCAP_L4_GRE as u64;
+        }
+        ctx.adjust_room(overhead as i32, BPF_ADJ_ROOM_MAC, flags)
+            .map_err(|_| TX_NO_BUFS)?;
+        Room::Adjusted
+    };
     let eth_dev = cfg.flags & TUNNEL_F_ETH_DEV != 0;
     // SAFETY: helper call on our own skb.
     if !eth_dev && unsafe { bpf_skb_change_head(ctx.skb.skb, wire::ETH_HDR_LEN as u32, 0) } != 0 {
@@ -568,7 +648,7 @@ fn push_headers(
         let off = wire::ETH_HDR_LEN + wire::IPV4_HDR_LEN;
         gre::write(ctx, off, gre, inner_sum).map_err(|_| TX_NO_BUFS)?;
     }
-    Ok(())
+    Ok(room)
 }
 
 /// Counts (and at trace level logs) an encapsulated packet.

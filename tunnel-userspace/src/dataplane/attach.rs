@@ -41,6 +41,9 @@ impl Dataplane {
             FILTER_UNDERLAY_AUTO
         };
         if let Some(existing) = self.underlay_filter(nl, link)? {
+            // An underlay attached by a version without the fast path
+            // becomes one of its redirect targets.
+            self.add_forward_port(link.index)?;
             // An underlay attached by a version without reassembly gets it.
             let defrag_fd = self.defrag_fd()?;
             attach_defrag(nl, link.index, defrag_fd)?;
@@ -123,6 +126,7 @@ impl Dataplane {
             return Err(e.into());
         }
         self.track_interface(link.index)?;
+        self.add_forward_port(link.index)?;
         Ok(Some(mode))
     }
 
@@ -211,6 +215,7 @@ impl Dataplane {
                 tunnels: names.join(", "),
             });
         }
+        self.remove_forward_port(link.index)?;
         detach_interface(nl, link, self.xdp_id)?;
         self.untrack_interface(link.index);
         Ok(())

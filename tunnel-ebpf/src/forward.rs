@@ -149,13 +149,13 @@ pub fn from_tunnel(ctx: &XdpContext, target: &DecapTarget) -> Option<u32> {
         return None;
     }
     // The kernel's rp_filter on the tunnel interface: `rpfilter` sets it
-    // strict there (and tc checks IPv6 the same way); otherwise `all`'s.
-    let rp_filter = if target.flags & TUNNEL_F_RPFILTER != 0 {
-        1
-    } else {
-        state.rp_filter_all
+    // strict there (and tc checks IPv6 sources the same way); otherwise
+    // `all`'s holds, for IPv4 only.
+    let rp = ReversePath {
+        strict_tunnel: target.flags & TUNNEL_F_RPFILTER != 0,
+        ipv4_all: state.rp_filter_all,
     };
-    match try_from_tunnel(ctx, target.ifindex, rp_filter) {
+    match try_from_tunnel(ctx, target.ifindex, rp) {
         Ok(action) => Some(action),
         Err(pass) => {
             if let Some(reason) = pass {
@@ -167,13 +167,12 @@ pub fn from_tunnel(ctx: &XdpContext, target: &DecapTarget) -> Option<u32> {
 }
 
 #[inline(always)]
-fn try_from_tunnel(ctx: &XdpContext, tunnel: u32, rp_filter: u32) -> Result<u32, Pass> {
+fn try_from_tunnel(ctx: &XdpContext, tunnel: u32, rp: ReversePath) -> Result<u32, Pass> {
     let (inner, len) = forwardable(ctx)?;
-    // rp_filter is IPv4's; `rpfilter` tunnels check IPv6 sources too.
-    let rp_filter = if inner.is_v6() && rp_filter != 1 {
-        0
-    } else {
-        rp_filter
+    let rp_filter = match (rp.strict_tunnel, inner.is_v6()) {
+        (true, _) => 1,
+        (false, false) => rp.ipv4_all,
+        (false, true) => 0,
     };
     if !source_allowed(ctx, &inner, tunnel, rp_filter) {
         return Err(Some(FWD_PASS_RPFILTER));
@@ -193,6 +192,15 @@ fn try_from_tunnel(ctx: &XdpContext, tunnel: u32, rp_filter: u32) -> Result<u32,
         .unwrap_or(xdp_action::XDP_DROP);
     maps::count(tunnel, RX_FORWARD_XDP);
     Ok(action)
+}
+
+/// The reverse-path check a tunnel's decapsulated packets get.
+#[derive(Clone, Copy)]
+struct ReversePath {
+    /// `rpfilter`: strict, for both families.
+    strict_tunnel: bool,
+    /// `net.ipv4.conf.all.rp_filter`, for IPv4 otherwise.
+    ipv4_all: u32,
 }
 
 /// The IP packet after the Ethernet header, if it is one the fast path may

@@ -187,9 +187,14 @@ fn tcp_takes_the_fast_path(g: &Gateways, server: &str, rx_in_xdp: bool) {
     }
     let after = forwarded(g);
     let rose: Vec<bool> = before.iter().zip(&after).map(|(b, a)| a > b).collect();
-    assert!(rose[0] && rose[2], "tx fast path, {before:?} -> {after:?}");
+    let stats = || {
+        let gw1 = xtun(&g.gw1, &["stats"]);
+        let gw2 = xtun(&g.gw2, &["stats"]);
+        format!("{before:?} -> {after:?}\ngw1:\n{gw1}\ngw2:\n{gw2}")
+    };
+    assert!(rose[0] && rose[2], "tx fast path, {}", stats());
     if rx_in_xdp {
-        assert!(rose[1] && rose[3], "rx fast path, {before:?} -> {after:?}");
+        assert!(rose[1] && rose[3], "rx fast path, {}", stats());
     }
     // The tunnel's own counters count the fast path's packets too.
     let shown = stdout(g.gw1.exec(&[XTUN, "-s", "tunnel", "show", "xt1"]).unwrap());

@@ -54,6 +54,12 @@ impl Gateways {
     /// The topology with a `mode` tunnel (`extra` options on both ends)
     /// carrying the LANs' IPv4 (IPv6 for sit) subnets.
     fn new(tag: &str, mode: &str, extra: &str) -> Self {
+        Self::with_gw1_remote(tag, mode, extra, "10.31.2.2")
+    }
+
+    /// The same, with gw1's tunnel sending to `gw1_remote` (`any`: the
+    /// caller adds its neighbours).
+    fn with_gw1_remote(tag: &str, mode: &str, extra: &str, gw1_remote: &str) -> Self {
         let prefix = unique_prefix(tag);
         let ns = |n: &str| Netns::new(format!("{prefix}-{n}")).unwrap();
         let g = Self {
@@ -257,6 +263,24 @@ fn gre_checksums_are_sent_from_xdp_and_checked_in_tc() {
 #[test]
 fn ipip_forwards_tcp_in_xdp() {
     let g = Gateways::new("fwipip", "ipip", "");
+    tcp_takes_the_fast_path(&g, SERVER, true);
+}
+
+#[test]
+fn multipoint_gre_finds_its_neighbour_in_xdp() {
+    let g = Gateways::with_gw1_remote("fwmp", "gre", "", "any");
+    xtun(
+        &g.gw1,
+        &[
+            "neigh",
+            "add",
+            "10.30.2.0/24",
+            "lladdr",
+            "10.31.2.2",
+            "dev",
+            "xt1",
+        ],
+    );
     tcp_takes_the_fast_path(&g, SERVER, true);
 }
 

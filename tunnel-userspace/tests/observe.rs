@@ -204,15 +204,15 @@ fn map_list_and_dump_decode_every_entry() {
     // v1 and tun1 have small ifindexes: counted in the indexed array.
     assert_eq!(
         row("XTUN_IF_COUNTER"),
-        ["XTUN_IF_COUNTER", "percpu_hash", "4", "312", "65536", "0"]
+        ["XTUN_IF_COUNTER", "percpu_hash", "4", "384", "65536", "0"]
     );
     assert_eq!(
         row("XTUN_IF_INDEXED"),
-        ["XTUN_IF_INDEXED", "percpu_array", "4", "312", "1024", "2"]
+        ["XTUN_IF_INDEXED", "percpu_array", "4", "384", "1024", "2"]
     );
     assert_eq!(
         row("XTUN_COUNTERS"),
-        ["XTUN_COUNTERS", "percpu_array", "4", "8", "38", "38"]
+        ["XTUN_COUNTERS", "percpu_array", "4", "8", "47", "47"]
     );
     assert_eq!(
         row("XTUN_SETTINGS"),

@@ -33,16 +33,24 @@ pub trait Frame {
     }
 }
 
-impl Frame for XdpContext {
-    #[inline(always)]
-    fn start(&self) -> usize {
-        self.data()
-    }
+/// `Frame::start` and `Frame::end` of a context whose linear bytes are
+/// `data()..data_end()`, as both XDP's and tc's are.
+macro_rules! linear_bytes_from_data {
+    () => {
+        #[inline(always)]
+        fn start(&self) -> usize {
+            self.data()
+        }
 
-    #[inline(always)]
-    fn end(&self) -> usize {
-        self.data_end()
-    }
+        #[inline(always)]
+        fn end(&self) -> usize {
+            self.data_end()
+        }
+    };
+}
+
+impl Frame for XdpContext {
+    linear_bytes_from_data!();
 
     #[inline(always)]
     fn total_len(&self) -> usize {
@@ -104,15 +112,7 @@ impl Frame for TcContext {
         ok && (value >> shift) & 3 == CHECKSUM_PARTIAL
     }
 
-    #[inline(always)]
-    fn start(&self) -> usize {
-        self.data()
-    }
-
-    #[inline(always)]
-    fn end(&self) -> usize {
-        self.data_end()
-    }
+    linear_bytes_from_data!();
 
     #[inline(always)]
     fn total_len(&self) -> usize {

@@ -223,19 +223,27 @@ pub fn answer_too_big(
             (mtu.min(u16::MAX as u32) as u16).to_be(),
         ],
     };
-    let quoted_at = EthHdr::LEN + wire::IPV4_HDR_LEN + ICMP_HDR_LEN;
-    let quoted_sum = csum::sum_bytes(ctx, quoted_at, quote).ok_or(TX_TOO_BIG_DROP)?;
-    let icmp_sum = csum::add(
-        csum::sum_array(&wire::bytes_of::<4, 8>(headers.icmp)),
-        quoted_sum,
-    );
-    headers.icmp[1] = wire::fold_and_complement(icmp_sum).to_be();
-    send(
-        ctx,
-        cfg,
-        Destination::back(local_sender, &params, next_hop),
-        headers,
-    )
+    headers.icmp[1] = icmp_checksum(ctx, headers.icmp, wire::IPV4_HDR_LEN, quote, 0)?;
+    let back = Destination::back(local_sender, &params, next_hop);
+    send(ctx, cfg, back, headers)
+}
+
+/// The checksum of an ICMP or ICMPv6 answer whose checksum word is still
+/// 0: over its header `icmp`, the `quote` bytes behind the headers (an
+/// `ip_len`-byte IP header, then the ICMP header) and `pseudo` (ICMPv6's
+/// pseudo-header sum; 0 for ICMP, which has none).
+#[inline(always)]
+fn icmp_checksum(
+    ctx: &TcContext,
+    icmp: [u16; ICMP_HDR_LEN / 2],
+    ip_len: usize,
+    quote: usize,
+    pseudo: u32,
+) -> Result<u16, u32> {
+    let quoted_at = EthHdr::LEN + ip_len + ICMP_HDR_LEN;
+    let quoted = csum::sum_bytes(ctx, quoted_at, quote).ok_or(TX_TOO_BIG_DROP)?;
+    let header = csum::sum_array(&wire::bytes_of::<4, 8>(icmp));
+    Ok(wire::fold_and_complement(csum::add(csum::add(pseudo, header), quoted)).to_be())
 }
 
 /// Looks the route back to an inner sender up as if from the port
@@ -407,24 +415,14 @@ pub fn answer_too_big_v6(
         + csum::sum_array(&wire::bytes_of::<8, 16>(src))
         + payload as u32
         + IPPROTO_ICMPV6 as u32;
-    let quoted_at = EthHdr::LEN + wire::IPV6_HDR_LEN + ICMP_HDR_LEN;
-    let quoted_sum = csum::sum_bytes(ctx, quoted_at, quote).ok_or(TX_TOO_BIG_DROP)?;
-    let sum = csum::add(
-        csum::add(pseudo, csum::sum_array(&wire::bytes_of::<4, 8>(icmp))),
-        quoted_sum,
-    );
-    icmp[1] = wire::fold_and_complement(sum).to_be();
+    icmp[1] = icmp_checksum(ctx, icmp, wire::IPV6_HDR_LEN, quote, pseudo)?;
     let headers = Icmpv6Headers {
         eth_type: wire::ETH_P_IPV6.to_be(),
         ip,
         icmp,
     };
-    send(
-        ctx,
-        cfg,
-        Destination::back(local_sender, &params, next_hop),
-        headers,
-    )
+    let back = Destination::back(local_sender, &params, next_hop);
+    send(ctx, cfg, back, headers)
 }
 
 /// An IPv6 address as halfwords in memory order, as the FIB helper's

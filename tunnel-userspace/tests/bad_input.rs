@@ -1,12 +1,15 @@
 //! Mistakes get one clear line, a nonzero exit and nothing half-done:
-//! bad words, missing kernel support, and a batch file that stops at its
-//! first error.
+//! bad words, missing kernel support, a batch file that stops at its first
+//! error, and a data plane loaded by another xtun version.
 
 mod common;
 
 use std::process::Command;
 
-use common::net::{attached_program_ids, stdout, XTUN};
+use common::{
+    net::{attached_program_ids, exec_line, stdout, try_xtun_line, XTUN},
+    other_version::OtherVersionDataplane,
+};
 use tunnel_userspace::testbed::SeedTopology;
 
 #[test]
@@ -133,21 +136,10 @@ fn batch_runs_many_commands_in_one_process_and_stops_at_the_first_error() {
 #[test]
 fn vti_names_the_missing_kernel_support() {
     let topo = SeedTopology::new("vti").unwrap();
-    let out = topo
-        .ns1
-        .try_exec(&[
-            XTUN,
-            "tunnel",
-            "add",
-            "vti1",
-            "mode",
-            "vti",
-            "remote",
-            "10.10.20.2",
-            "local",
-            "10.10.10.2",
-        ])
-        .unwrap();
+    let out = try_xtun_line(
+        &topo.ns1,
+        "tunnel add vti1 mode vti remote 10.10.20.2 local 10.10.10.2",
+    );
     assert!(!out.status.success());
     let config = Command::new("sh")
         .args([
@@ -165,4 +157,44 @@ fn vti_names_the_missing_kernel_support() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), expected);
     let links = stdout(topo.ns1.exec(&["ip", "-o", "link", "show"]).unwrap());
     assert!(!links.contains(": vti1:"), "{links}");
+}
+
+#[test]
+fn a_data_plane_of_another_version_stops_every_command_with_one_line() {
+    let topo = SeedTopology::new("oldv").unwrap();
+    let ns = &topo.ns1;
+    let older = OtherVersionDataplane::load().unwrap();
+    older.attach_xdp(ns, "v1").unwrap();
+    exec_line(ns, "ip link add d0 type veth peer name d1");
+    let links = || stdout(ns.exec(&["ip", "-o", "link", "show"]).unwrap());
+    let (links_before, programs_before) = (links(), attached_program_ids(ns));
+    assert_eq!(programs_before.len(), 1, "the older XDP program on v1");
+    let expected = "the data plane in this namespace was loaded by another xtun version (its XTUN_TUNNELS map is missing or differs); to move to this version, with that version's xtun: `xtun export > FILE`, then `xtun tunnel del` each tunnel and `xtun detach` each interface; then with this one: `xtun apply -f FILE`";
+    for (command, context) in [
+        (
+            "tunnel add tun1 mode gre remote 10.10.20.2 local 10.10.10.2",
+            "loading the data plane: ",
+        ),
+        ("tunnel show", ""),
+        ("attach d0", "loading the data plane: "),
+        ("detach v1", ""),
+        ("status", ""),
+    ] {
+        let mut full = vec![XTUN];
+        full.extend(command.split(' '));
+        let out = ns.try_exec(&full).unwrap();
+        assert!(!out.status.success(), "{command} must fail");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("xtun: {context}{expected}\n"),
+            "{command}"
+        );
+        assert_eq!(links(), links_before, "{command} changed the interfaces");
+        assert_eq!(
+            attached_program_ids(ns),
+            programs_before,
+            "{command} changed the attachments"
+        );
+        assert_eq!(older.tunnel_entries(), 0, "{command} wrote a tunnel");
+    }
 }

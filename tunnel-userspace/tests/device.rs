@@ -13,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::net::{eventually, ping_with, received, spawn_in, status_of, stdout, Guard, XTUN};
+use common::net::{
+    eventually, exec_line, ping_with, received, spawn_in, status_of, stdout, try_xtun_line, Guard,
+    XTUN,
+};
 use serde_json::Value;
 use tunnel_userspace::testbed::{Netns, SeedTopology};
 
@@ -70,9 +73,7 @@ fn the_interface_has_carrier_counts_packets_and_sends_no_arp() {
     assert!(!routes.contains("linkdown"), "{routes}");
 
     // Firewall rules match the interface by name, as on any other.
-    topo.ns1
-        .exec(&["nft", "add", "table", "inet", "xtcount"])
-        .unwrap();
+    exec_line(&topo.ns1, "nft add table inet xtcount");
     for (chain, hook, matcher) in [("in", "input", "iifname"), ("out", "output", "oifname")] {
         let spec = format!("{{ type filter hook {hook} priority 0; }}");
         topo.ns1
@@ -253,12 +254,8 @@ fn ospf_from_frr_runs_over_the_tunnel_and_routes_through_it() {
     // OSPF's packets have TTL 1: as with the kernel's GRE, the outer TTL
     // must not be inherited from them.
     topo.add_tunnels(XTUN, "gre", &["ttl", "64"]).unwrap();
-    topo.ns1
-        .exec(&["ip", "addr", "add", "10.61.1.1/32", "dev", "lo"])
-        .unwrap();
-    topo.ns2
-        .exec(&["ip", "addr", "add", "10.62.2.1/32", "dev", "lo"])
-        .unwrap();
+    exec_line(&topo.ns1, "ip addr add 10.61.1.1/32 dev lo");
+    exec_line(&topo.ns2, "ip addr add 10.62.2.1/32 dev lo");
     let frr1 = Frr::start(&topo.ns1, "tun1", "10.61.1.1");
     let frr2 = Frr::start(&topo.ns2, "tun2", "10.62.2.1");
 
@@ -419,18 +416,10 @@ fn traffic_follows_the_route_to_another_uplink() {
     );
     thread::sleep(Duration::from_millis(1500));
     let moved_after = started.elapsed();
-    topo.ns1
-        .exec(&[
-            "ip",
-            "route",
-            "replace",
-            "10.10.20.0/24",
-            "via",
-            "10.10.30.1",
-            "dev",
-            "v3",
-        ])
-        .unwrap();
+    exec_line(
+        &topo.ns1,
+        "ip route replace 10.10.20.0/24 via 10.10.30.1 dev v3",
+    );
     let r1_at_move = link_counters(&topo.router, "r1").0;
     let mut flood = flood;
     let status = flood.child().wait().unwrap();
@@ -657,23 +646,10 @@ fn a_tun_device_underlay_is_refused_with_its_kind() {
     ] {
         topo.ns1.exec(&cmd.split(' ').collect::<Vec<_>>()).unwrap();
     }
-    let out = topo
-        .ns1
-        .try_exec(&[
-            XTUN,
-            "tunnel",
-            "add",
-            "tz",
-            "mode",
-            "gre",
-            "remote",
-            "10.10.60.9",
-            "local",
-            "10.10.10.2",
-            "dev",
-            "l3t",
-        ])
-        .unwrap();
+    let out = try_xtun_line(
+        &topo.ns1,
+        "tunnel add tz mode gre remote 10.10.60.9 local 10.10.10.2 dev l3t",
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");

@@ -31,42 +31,13 @@ type Tunnel = (&'static str, [u8; 4], u8, Option<u32>, u32);
 /// The tunnel that expects GRE checksums (`csum`).
 const CSUM_TUNNEL: u32 = 15;
 
+#[rustfmt::skip] // a table: one tunnel a line
 const TUNNELS: [Tunnel; 5] = [
-    (
-        "g mode gre remote 10.10.10.2 local 10.10.20.2",
-        [10, 10, 10, 2],
-        47,
-        None,
-        11,
-    ),
-    (
-        "k mode gre remote 10.10.10.3 local 10.10.20.2 key 42",
-        [10, 10, 10, 3],
-        47,
-        Some(42),
-        12,
-    ),
-    (
-        "i mode ipip remote 10.10.10.2 local 10.10.20.2",
-        [10, 10, 10, 2],
-        4,
-        None,
-        13,
-    ),
-    (
-        "s mode sit remote 10.10.10.2 local 10.10.20.2",
-        [10, 10, 10, 2],
-        41,
-        None,
-        14,
-    ),
-    (
-        "c mode gre remote 10.10.10.4 local 10.10.20.2 csum",
-        [10, 10, 10, 4],
-        47,
-        None,
-        CSUM_TUNNEL,
-    ),
+    ("g mode gre remote 10.10.10.2 local 10.10.20.2", [10, 10, 10, 2], 47, None, 11),
+    ("k mode gre remote 10.10.10.3 local 10.10.20.2 key 42", [10, 10, 10, 3], 47, Some(42), 12),
+    ("i mode ipip remote 10.10.10.2 local 10.10.20.2", [10, 10, 10, 2], 4, None, 13),
+    ("s mode sit remote 10.10.10.2 local 10.10.20.2", [10, 10, 10, 2], 41, None, 14),
+    ("c mode gre remote 10.10.10.4 local 10.10.20.2 csum", [10, 10, 10, 4], 47, None, CSUM_TUNNEL),
 ];
 
 #[derive(Debug, PartialEq, Eq)]

@@ -43,10 +43,10 @@ fn veth(a: (&Netns, &str), b: (&Netns, &str)) {
     .unwrap();
 }
 
-fn sh(ns: &Netns, commands: &[&str]) {
-    for c in commands {
-        let words: Vec<&str> = c.split_whitespace().collect();
-        ns.exec(&words).unwrap();
+/// Each line's words run in `ns`, which must succeed.
+fn sh(ns: &Netns, lines: &[&str]) {
+    for line in lines {
+        exec_line(ns, line);
     }
 }
 
@@ -372,7 +372,7 @@ fn rpfilter_still_refuses_a_spoofed_inner_source() {
     // The genuine source gets through on the fast path.
     rises(&g.gw2, "rx_forwarded_xdp", 1, || udp_from(&g, CLIENT));
     assert!(
-        common::net::eventually(|| arrived() == start + 1),
+        eventually(|| arrived() == start + 1),
         "the genuine datagram did not arrive"
     );
 }

@@ -23,11 +23,21 @@ fn xdp_decapsulates_plain_gre() {
     assert_eq!((stats.rx_packets, stats.rx_bytes), (1, inner.len() as u64));
 }
 
+/// A data plane with GRE key 42 on `keyed` and IPIP on `ipip`, both from
+/// 10.10.10.2 to 10.10.20.2.
+fn keyed_gre_and_ipip(keyed: u32, ipip: u32) -> Harness {
+    let mut h = Harness::new();
+    h.add(
+        "k mode gre remote 10.10.10.2 local 10.10.20.2 key 42",
+        keyed,
+    );
+    h.add("i mode ipip remote 10.10.10.2 local 10.10.20.2", ipip);
+    h
+}
+
 #[test]
 fn xdp_decapsulates_keyed_gre_and_ipip() {
-    let mut h = Harness::new();
-    h.add("k mode gre remote 10.10.10.2 local 10.10.20.2 key 42", 11);
-    h.add("i mode ipip remote 10.10.10.2 local 10.10.20.2", 12);
+    let h = keyed_gre_and_ipip(11, 12);
     let inner = inner_packet(0);
     let gre_key = [0x20, 0x00, 0x08, 0x00, 0, 0, 0, 42];
     let (verdict, out) = h.xdp(&frame(47, &gre_key, &inner, 0));
@@ -185,9 +195,7 @@ fn xdp_applies_rfc6040_ecn_on_decapsulation() {
 
 #[test]
 fn tc_decapsulates_where_the_underlay_has_no_xdp() {
-    let mut h = Harness::new();
-    h.add("k mode gre remote 10.10.10.2 local 10.10.20.2 key 42", 41);
-    h.add("i mode ipip remote 10.10.10.2 local 10.10.20.2", 42);
+    let h = keyed_gre_and_ipip(41, 42);
     let inner = inner_packet(0);
     let mut expected = eth(0x0800);
     expected.extend_from_slice(&inner);

@@ -59,53 +59,25 @@ struct Case {
 /// Add a case here: a name and what each end runs. Case `i` uses the VM
 /// underlay address 10.77.0.(10+i), inner 10.200.i.0/24 or fd00:200:i::/64,
 /// interfaces xt{i} (xtun) and kt{i} (kernel), TCP ports 5000+i.
+#[rustfmt::skip] // a table: one case a line
 fn cases() -> Vec<Case> {
     let p2p = |name, mode, xtun, kernel, inner_v6| Case {
         name,
-        setup: Setup::PointToPoint {
-            mode,
-            xtun,
-            kernel,
-            inner_v6,
-        },
+        setup: Setup::PointToPoint { mode, xtun, kernel, inner_v6 },
     };
     vec![
         p2p("gre", "gre", "", "", false),
         p2p("gre key 42", "gre", "key 42", "key 42", false),
-        p2p(
-            "gre key 1.2.3.4",
-            "gre",
-            "key 1.2.3.4",
-            "key 1.2.3.4",
-            false,
-        ),
-        p2p(
-            "gre ikey/okey",
-            "gre",
-            "ikey 100 okey 200",
-            "ikey 200 okey 100",
-            false,
-        ),
+        p2p("gre key 1.2.3.4", "gre", "key 1.2.3.4", "key 1.2.3.4", false),
+        p2p("gre ikey/okey", "gre", "ikey 100 okey 200", "ikey 200 okey 100", false),
         p2p("gre csum", "gre", "csum", "csum", false),
         p2p("gre seq", "gre", "seq", "seq", false),
-        p2p(
-            "gre key+csum+seq",
-            "gre",
-            "key 7 csum seq",
-            "key 7 csum seq",
-            false,
-        ),
+        p2p("gre key+csum+seq", "gre", "key 7 csum seq", "key 7 csum seq", false),
         p2p("ipip", "ipip", "", "", false),
         p2p("sit", "sit", "", "", true),
         p2p("gre, IPv6 inside", "gre", "", "", true),
-        Case {
-            name: "isatap + PRL",
-            setup: Setup::Isatap,
-        },
-        Case {
-            name: "multipoint gre",
-            setup: Setup::Multipoint,
-        },
+        Case { name: "isatap + PRL", setup: Setup::Isatap },
+        Case { name: "multipoint gre", setup: Setup::Multipoint },
     ]
 }
 

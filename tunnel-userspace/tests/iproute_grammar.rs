@@ -11,7 +11,7 @@ use std::{io::Write as _, process::Command};
 
 use tunnel_userspace::testbed::{run, unique_prefix, Netns};
 
-use common::net::XTUN;
+use common::net::{exec_line, XTUN};
 
 /// A namespace with v1 10.10.10.2/16 on a veth to a peer namespace, and a
 /// route to 10.10.20.0/24 through the peer: every remote below has a route.
@@ -30,14 +30,11 @@ impl Site {
             "netns", &peer.name,
         ])
         .unwrap();
-        ns.exec(&["ip", "addr", "add", "10.10.10.2/16", "dev", "v1"])
-            .unwrap();
-        ns.exec(&["ip", "link", "set", "v1", "up"]).unwrap();
-        ns.exec(&["ip", "route", "add", "10.10.20.0/24", "via", "10.10.10.1"])
-            .unwrap();
-        peer.exec(&["ip", "addr", "add", "10.10.10.1/16", "dev", "v2"])
-            .unwrap();
-        peer.exec(&["ip", "link", "set", "v2", "up"]).unwrap();
+        exec_line(&ns, "ip addr add 10.10.10.2/16 dev v1");
+        exec_line(&ns, "ip link set v1 up");
+        exec_line(&ns, "ip route add 10.10.20.0/24 via 10.10.10.1");
+        exec_line(&peer, "ip addr add 10.10.10.1/16 dev v2");
+        exec_line(&peer, "ip link set v2 up");
         Self { ns, _peer: peer }
     }
 

@@ -9,9 +9,11 @@
 
 mod common;
 
-use std::{os::unix::process::ExitStatusExt as _, thread, time::Duration};
+use std::{os::unix::process::ExitStatusExt as _, sync::MutexGuard, thread, time::Duration};
 
-use common::net::{heavy_traffic, ping, spawn_in, stdout, xtun, xtun_json, XTUN};
+use common::net::{
+    exec_line, heavy_traffic, ping, spawn_in, stdout, words, xtun, xtun_json, xtun_line, XTUN,
+};
 use serde_json::Value;
 use tunnel_userspace::testbed::{unique_prefix, Netns, SeedTopology};
 
@@ -224,17 +226,26 @@ fn not_bpf(point: &KillPoint) -> bool {
 /// The command that runs `repair` without changing anything else.
 const TOUCH: [&str; 6] = [XTUN, "tunnel", "change", "tun1", "ttl", "inherit"];
 
+/// The seed topology with its GRE tunnels, for a test that must run
+/// alone while the guard lives: programs loaded by the other tests here
+/// change how many bpf calls come before a kill point.
+fn alone_with_gre(tag: &str) -> (MutexGuard<'static, ()>, SeedTopology) {
+    let alone = heavy_traffic();
+    let topo = SeedTopology::new(tag).unwrap();
+    topo.add_tunnels(XTUN, "gre", &[]).unwrap();
+    (alone, topo)
+}
+
+/// The `xtun tunnel add` of the tunnel a kill test adds, with GRE key `key`.
+fn add_tk(key: u32) -> String {
+    format!("{XTUN} tunnel add tk mode gre remote 10.10.20.2 local 10.10.10.2 key {key}")
+}
+
 #[test]
 fn a_killed_add_leaves_the_tunnel_whole_or_absent() {
-    // Programs loaded by the other tests here change how many bpf calls
-    // come before a kill point.
-    let _alone = heavy_traffic();
-    let topo = SeedTopology::new("kill").unwrap();
-    topo.add_tunnels(XTUN, "gre", &[]).unwrap();
-    let ns = &topo.ns1;
-    let add_line =
-        format!("{XTUN} tunnel add tk mode gre remote 10.10.20.2 local 10.10.10.2 key 7");
-    let add: Vec<&str> = add_line.split(' ').collect();
+    let (_alone, topo) = alone_with_gre("kill");
+    let (ns, add_line) = (&topo.ns1, add_tk(7));
+    let add = words(&add_line);
     let mut repaired = 0;
     let points = kill_at_every_point(
         ns,
@@ -307,9 +318,7 @@ fn forwarding_loses_nothing_during_upgrades_changes_and_kills() {
     let _heavy = heavy_traffic();
     let topo = SeedTopology::new("flood").unwrap();
     // ns2 decapsulates in XDP, ns1 in tc: both kinds of attachment get replaced.
-    topo.ns2
-        .exec(&[XTUN, "attach", "v2", "--decap", "xdp"])
-        .unwrap();
+    xtun_line(&topo.ns2, "attach v2 --decap xdp");
     topo.add_tunnels(XTUN, "gre", &["key", "5"]).unwrap();
     let status = |ns: &Netns| xtun_json(ns, &["status"]);
     let ids = |doc: &Value| -> Vec<u64> {
@@ -367,7 +376,7 @@ fn forwarding_loses_nothing_during_upgrades_changes_and_kills() {
             .exec(&[XTUN, "tunnel", "del", &format!("tx{k}")])
             .unwrap();
     }
-    topo.ns1.exec(&[XTUN, "upgrade"]).unwrap();
+    xtun_line(&topo.ns1, "upgrade");
 
     let flood = stdout(flood.wait_with_output());
     assert!(
@@ -400,13 +409,9 @@ fn forwarding_loses_nothing_during_upgrades_changes_and_kills() {
 /// working.
 #[test]
 fn killed_changes_deletes_and_attachments_leave_a_consistent_state() {
-    let _alone = heavy_traffic();
-    let topo = SeedTopology::new("kil2").unwrap();
-    topo.add_tunnels(XTUN, "gre", &[]).unwrap();
-    let ns = &topo.ns1;
-    let add_line =
-        format!("{XTUN} tunnel add tk mode gre remote 10.10.20.2 local 10.10.10.2 key 100");
-    let add: Vec<&str> = add_line.split(' ').collect();
+    let (_alone, topo) = alone_with_gre("kil2");
+    let (ns, add_line) = (&topo.ns1, add_tk(100));
+    let add = words(&add_line);
     xtun(ns, &add[1..]);
     let mut repaired = 0;
 
@@ -542,11 +547,8 @@ const SPARE: ([&str; 5], [&str; 3]) = (
 
 /// A spare veth end, sp0, up in `ns`.
 fn spare_interface(ns: &Netns) {
-    ns.exec(&[
-        "ip", "link", "add", "sp0", "type", "veth", "peer", "name", "sp1",
-    ])
-    .unwrap();
-    ns.exec(&["ip", "link", "set", "sp0", "up"]).unwrap();
+    exec_line(ns, "ip link add sp0 type veth peer name sp1");
+    exec_line(ns, "ip link set sp0 up");
 }
 
 /// Nothing of xtun is left on sp0: no XDP program, no tc filter.
@@ -564,9 +566,7 @@ fn assert_spare_clean(ns: &Netns, what: &str) {
 /// xtun on the interface.
 #[test]
 fn a_killed_detach_run_again_leaves_nothing_on_the_interface() {
-    let _alone = heavy_traffic();
-    let topo = SeedTopology::new("kil3").unwrap();
-    topo.add_tunnels(XTUN, "gre", &[]).unwrap();
+    let (_alone, topo) = alone_with_gre("kil3");
     let ns2 = &topo.ns2;
     spare_interface(ns2);
     let (attach, detach) = SPARE;

@@ -9,8 +9,9 @@ use std::{
 };
 
 use common::net::{
-    attached_program_ids, bpf_object_exists, heavy_traffic, ping, program_exists, spawn_in,
-    status_of, stdout, xtun, xtun_json, XTUN,
+    assert_all_answered, attached_program_ids, bpf_object_exists, exec_line, heavy_traffic, ping,
+    program_exists, spawn_in, status_of, stdout, succeeded, words, xtun, xtun_json, xtun_line,
+    XTUN,
 };
 use tunnel_userspace::testbed::{Netns, SeedTopology};
 
@@ -29,8 +30,8 @@ fn del_and_detach_leave_nothing_behind() {
         "tc on each side (and XDP where it decapsulates): {ids:?}"
     );
 
-    topo.ns1.exec(&[XTUN, "tunnel", "del", "tun1"]).unwrap();
-    topo.ns2.exec(&[XTUN, "tunnel", "del", "tun2"]).unwrap();
+    xtun_line(&topo.ns1, "tunnel del tun1");
+    xtun_line(&topo.ns2, "tunnel del tun2");
     assert_eq!(attached_program_ids(&topo.ns1), Vec::<String>::new());
     assert!(
         !attached_program_ids(&topo.ns2).is_empty(),
@@ -41,7 +42,7 @@ fn del_and_detach_leave_nothing_behind() {
         String::from_utf8_lossy(&refused.stderr),
         "delete tunnel \"tun2\" failed: No such device\n"
     );
-    topo.ns2.exec(&[XTUN, "detach", "v2"]).unwrap();
+    xtun_line(&topo.ns2, "detach v2");
     assert_eq!(attached_program_ids(&topo.ns2), Vec::<String>::new());
 
     for ns in [&topo.ns1, &topo.ns2] {
@@ -76,12 +77,8 @@ fn an_xdp_underlay_joins_an_instance_that_had_only_tc() {
     );
     // A second underlay in ns1, attached with XDP: the XDP program is loaded
     // again, sharing the running instance's maps.
-    topo.ns1
-        .exec(&[
-            "ip", "link", "add", "v9", "type", "veth", "peer", "name", "v9p",
-        ])
-        .unwrap();
-    topo.ns1.exec(&["ip", "link", "set", "v9", "up"]).unwrap();
+    exec_line(&topo.ns1, "ip link add v9 type veth peer name v9p");
+    exec_line(&topo.ns1, "ip link set v9 up");
     let out = stdout(
         topo.ns1
             .exec(&[XTUN, "attach", "v9", "--decap", "xdp"])
@@ -179,25 +176,17 @@ fn change_updates_a_live_tunnel_without_disturbing_others() {
     let show = |ns: &Netns, name: &str| stdout(ns.exec(&[XTUN, "tunnel", "show", name]).unwrap());
     assert!(ping(&topo.ns1, "10.10.200.10", 1).contains("1 received"));
     // A new okey that ns2 does not expect: its packets are no longer taken.
-    topo.ns1
-        .exec(&[XTUN, "tunnel", "change", "tun1", "okey", "7"])
-        .unwrap();
+    xtun_line(&topo.ns1, "tunnel change tun1 okey 7");
     assert_eq!(
         show(&topo.ns1, "tun1"),
         "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl inherit ikey 42 okey 7\n"
     );
     assert!(ping(&topo.ns1, "10.10.200.10", 1).contains(" 0 received"));
-    topo.ns2
-        .exec(&[XTUN, "tunnel", "change", "tun2", "ikey", "7"])
-        .unwrap();
+    xtun_line(&topo.ns2, "tunnel change tun2 ikey 7");
     assert!(ping(&topo.ns1, "10.10.200.10", 2).contains("2 received"));
     // TTL, and dropping the keys: the MTU follows the overhead.
-    topo.ns1
-        .exec(&[XTUN, "tunnel", "change", "tun1", "ttl", "33", "nokey"])
-        .unwrap();
-    topo.ns2
-        .exec(&[XTUN, "tunnel", "change", "tun2", "nokey"])
-        .unwrap();
+    xtun_line(&topo.ns1, "tunnel change tun1 ttl 33 nokey");
+    xtun_line(&topo.ns2, "tunnel change tun2 nokey");
     assert_eq!(
         show(&topo.ns1, "tun1"),
         "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl 33\n"
@@ -236,11 +225,7 @@ fn change_updates_a_live_tunnel_without_disturbing_others() {
         "tun1: gre/ip remote 10.10.20.2 local 10.10.10.2 ttl 33\n"
     );
 
-    let steady = stdout(steady.wait_with_output());
-    assert!(
-        steady.contains("300 packets transmitted, 300 received"),
-        "{steady}"
-    );
+    assert_all_answered(steady, 300);
 }
 
 #[test]
@@ -248,32 +233,14 @@ fn concurrent_adds_share_one_data_plane_and_lose_nothing() {
     let topo = SeedTopology::new("conc").unwrap();
     let children: Vec<_> = (1..=8)
         .map(|k| {
-            spawn_in(
-                &topo.ns1,
-                &[
-                    XTUN,
-                    "tunnel",
-                    "add",
-                    &format!("tc{k}"),
-                    "mode",
-                    "gre",
-                    "remote",
-                    "10.10.20.2",
-                    "local",
-                    "10.10.10.2",
-                    "key",
-                    &k.to_string(),
-                ],
-            )
+            let add = format!(
+                "{XTUN} tunnel add tc{k} mode gre remote 10.10.20.2 local 10.10.10.2 key {k}"
+            );
+            spawn_in(&topo.ns1, &words(&add))
         })
         .collect();
     for child in children {
-        let out = child.wait_with_output();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(child.wait_with_output());
     }
     // Listed in link order, as `ip tunnel show` lists them: the order the
     // concurrent adds happened to create them in.
@@ -301,7 +268,7 @@ fn an_underlay_that_goes_and_comes_back_is_picked_up_again() {
     assert!(ping(&topo.ns1, "10.10.200.10", 1).contains("1 received"));
     // The underlay disappears: its programs go with it, the tunnel stays.
     let ids_before = attached_program_ids(&topo.ns1);
-    topo.ns1.exec(&["ip", "link", "del", "v1"]).unwrap();
+    exec_line(&topo.ns1, "ip link del v1");
     let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show"]).unwrap());
     assert_eq!(
         shown,
@@ -312,10 +279,8 @@ fn an_underlay_that_goes_and_comes_back_is_picked_up_again() {
     // It comes back (a new ifindex): `tunnel change` with no option
     // resolves the route again and attaches there.
     topo.link_ns1_to_router("v1", "r1", "10.10.10").unwrap();
-    topo.ns1
-        .exec(&["ip", "route", "add", "10.10.20.0/24", "via", "10.10.10.1"])
-        .unwrap();
-    topo.ns1.exec(&[XTUN, "tunnel", "change", "tun1"]).unwrap();
+    exec_line(&topo.ns1, "ip route add 10.10.20.0/24 via 10.10.10.1");
+    xtun_line(&topo.ns1, "tunnel change tun1");
     assert!(ping(&topo.ns1, "10.10.200.10", 2).contains("2 received"));
     let status: serde_json::Value = xtun_json(&topo.ns1, &["status"]);
     assert!(
@@ -355,24 +320,15 @@ fn deleting_the_namespace_frees_every_program_and_map() {
             "{decap}"
         );
     }
-    topo.ns1
-        .exec(&[XTUN, "attach", "v1", "--decap", "xdp"])
-        .unwrap();
+    xtun_line(&topo.ns1, "attach v1 --decap xdp");
     assert!(ping(&topo.ns1, "10.10.200.10", 1).contains("1 received"));
     let status = stdout(topo.ns1.exec(&[XTUN, "-j", "status"]).unwrap());
     let doc: serde_json::Value = serde_json::from_str(&status).unwrap();
-    let programs: Vec<u64> = doc["programs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_u64().unwrap())
-        .collect();
-    let maps: Vec<u64> = doc["maps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_u64().unwrap())
-        .collect();
+    let ids = |list: &str| -> Vec<u64> {
+        let objects = doc[list].as_array().unwrap().iter();
+        objects.map(|o| o["id"].as_u64().unwrap()).collect()
+    };
+    let (programs, maps) = (ids("programs"), ids("maps"));
     assert_eq!(programs.len(), 2, "XDP and tc: {status}");
     assert!(maps.len() >= 8, "{status}");
     let map_exists = |id: u64| bpf_object_exists("map", &id.to_string());
@@ -428,11 +384,7 @@ fn switching_where_an_underlay_decapsulates_loses_nothing_under_a_flow() {
         assert_eq!(status_of(&topo.ns2, "v2")["decap"], decap);
         thread::sleep(Duration::from_millis(300));
     }
-    let flood = stdout(flood.wait_with_output());
-    assert!(
-        flood.contains("2000 packets transmitted, 2000 received"),
-        "{flood}"
-    );
+    assert_all_answered(flood, 2000);
 }
 
 /// `detach` is refused, in one line and changing nothing, while a tunnel

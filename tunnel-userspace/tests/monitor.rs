@@ -14,7 +14,7 @@ use std::{
 use serde_json::Value;
 use tunnel_userspace::testbed::{Netns, SeedTopology};
 
-use common::net::XTUN;
+use common::net::{exec_line, python, xtun_line, XTUN};
 
 /// A background `xtun` in a namespace, killed (SIGKILL) on drop.
 struct Running {
@@ -105,15 +105,7 @@ fn inject(topo: &SeedTopology, packets: &[&str]) {
     for p in packets {
         script.push_str(&format!("send({p}, iface='v1', verbose=0)\n"));
     }
-    let out = topo
-        .ns1
-        .try_exec(&["/usr/bin/python3", "-c", &script])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "scapy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python(&topo.ns1, &script);
 }
 
 const WRONG_KEY: &str = "IP(src='10.10.10.2', dst='10.10.20.2')/GRE(key_present=1, key=43)/inner";
@@ -141,40 +133,38 @@ fn each_fault_shows_its_reason_headers_and_nearest_tunnel_in_text_and_json() {
 
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");
-    assert!(
-        lines[0].contains(" v2 rx rx_pass_no_tunnel 10.10.10.2 > 10.10.20.2 gre")
-            && lines[0].contains("key 43")
-            && lines[0].contains("inner 10.10.100.10 > 10.10.200.10 icmp")
-            && lines[0].contains("looked up local 10.10.20.2 remote 10.10.10.2 gre key 43")
-            && lines[0].contains(
-                "nearest tun2 (local 10.10.20.2 remote 10.10.10.2 gre key 42): key differs"
-            ),
-        "{}",
-        lines[0]
-    );
-    assert!(
-        lines[1].contains("rx_pass_no_tunnel 10.10.10.9 > 10.10.20.2 gre")
-            && lines[1].contains("looked up local 10.10.20.2 remote 10.10.10.9 gre key 42")
-            && lines[1].contains("nearest tun2")
-            && lines[1].contains("remote address differs"),
-        "{}",
-        lines[1]
-    );
-    assert!(
-        lines[2].contains("rx_bad_gre_version 10.10.10.2 > 10.10.20.2 gre flags 0x2001")
-            && lines[2].contains("version 1 key 42"),
-        "{}",
-        lines[2]
-    );
-    assert!(
-        lines[3].contains("rx_pass_no_tunnel 10.10.10.2 > 10.10.20.2 ipip")
-            && lines[3].contains("inner 10.10.100.10 > 10.10.200.10 icmp")
-            && lines[3].contains("looked up local 10.10.20.2 remote 10.10.10.2 ipip no key")
-            && lines[3].contains("nearest tun2")
-            && lines[3].contains("mode differs"),
-        "{}",
-        lines[3]
-    );
+    // What each event's line says, among other things.
+    let parts: [&[&str]; 4] = [
+        &[
+            " v2 rx rx_pass_no_tunnel 10.10.10.2 > 10.10.20.2 gre",
+            "key 43",
+            "inner 10.10.100.10 > 10.10.200.10 icmp",
+            "looked up local 10.10.20.2 remote 10.10.10.2 gre key 43",
+            "nearest tun2 (local 10.10.20.2 remote 10.10.10.2 gre key 42): key differs",
+        ],
+        &[
+            "rx_pass_no_tunnel 10.10.10.9 > 10.10.20.2 gre",
+            "looked up local 10.10.20.2 remote 10.10.10.9 gre key 42",
+            "nearest tun2",
+            "remote address differs",
+        ],
+        &[
+            "rx_bad_gre_version 10.10.10.2 > 10.10.20.2 gre flags 0x2001",
+            "version 1 key 42",
+        ],
+        &[
+            "rx_pass_no_tunnel 10.10.10.2 > 10.10.20.2 ipip",
+            "inner 10.10.100.10 > 10.10.200.10 icmp",
+            "looked up local 10.10.20.2 remote 10.10.10.2 ipip no key",
+            "nearest tun2",
+            "mode differs",
+        ],
+    ];
+    for (line, parts) in lines.iter().zip(parts) {
+        for part in parts {
+            assert!(line.contains(part), "{part:?} in {line}");
+        }
+    }
 
     let events: Vec<Value> = json
         .lines()
@@ -234,9 +224,7 @@ fn all_adds_decapsulated_and_encapsulated_packets_filtered_by_tunnel() {
     );
     let drops = Running::start(&topo.ns2, &["-j", "monitor", "-c", "1"]);
     wait_listening(&topo.ns2, 2);
-    topo.ns1
-        .exec(&["ping", "-c", "1", "-W", "2", "10.10.200.10"])
-        .unwrap();
+    exec_line(&topo.ns1, "ping -c 1 -W 2 10.10.200.10");
     inject(&topo, &[WRONG_KEY]);
     let all = all.finish(Duration::from_secs(10));
     let drops = drops.finish(Duration::from_secs(10));
@@ -261,9 +249,7 @@ fn all_adds_decapsulated_and_encapsulated_packets_filtered_by_tunnel() {
 #[test]
 fn pcap_output_decodes_in_tshark_from_xdp() {
     let topo = gre_topology("monp");
-    topo.ns2
-        .exec(&[XTUN, "attach", "v2", "--decap", "xdp"])
-        .unwrap();
+    xtun_line(&topo.ns2, "attach v2 --decap xdp");
     let dir = std::env::temp_dir().join(format!("xtun-monitor-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("drops.pcap");
@@ -341,9 +327,7 @@ fn a_sigkilled_monitor_or_log_leaves_the_data_plane_as_it_found_it() {
     // The first packets to look release the slot and put the level back:
     // no event is written, and the settings are as before.
     inject(&topo, &[WRONG_KEY, WRONG_KEY]);
-    topo.ns1
-        .exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.10.200.10"])
-        .unwrap();
+    exec_line(&topo.ns1, "ping -c 2 -i 0.2 -W 2 10.10.200.10");
     thread::sleep(Duration::from_millis(300));
     assert_eq!(settings(ns2), (0, "0x0".to_string()));
     assert_eq!(events_of(ns2), before);

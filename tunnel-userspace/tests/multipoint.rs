@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::net::{add_side, ping, ping_with, stdout, Capture, XTUN};
+use common::net::{add_side, exec_line, ping, ping_with, stdout, xtun_line, Capture, XTUN};
 use serde_json::Value;
 use tunnel_userspace::testbed::{Lan, SeedTopology};
 
@@ -14,50 +14,22 @@ use tunnel_userspace::testbed::{Lan, SeedTopology};
 fn multipoint_gre_reaches_three_sites_by_longest_prefix() {
     let lan = Lan::new("mp", 4, "10.77.0").unwrap();
     let hub = &lan.hosts[0];
-    hub.exec(&[
-        XTUN,
-        "tunnel",
-        "add",
-        "mgre0",
-        "mode",
-        "gre",
-        "remote",
-        "any",
-        "local",
-        "10.77.0.1",
-        "key",
-        "7",
-        "dev",
-        "eth0",
-    ])
-    .unwrap();
-    hub.exec(&["ip", "link", "set", "mgre0", "up"]).unwrap();
-    hub.exec(&["ip", "addr", "add", "10.200.0.1/32", "dev", "mgre0"])
-        .unwrap();
-    hub.exec(&["ip", "route", "add", "10.0.0.0/8", "dev", "mgre0"])
-        .unwrap();
+    xtun_line(
+        hub,
+        "tunnel add mgre0 mode gre remote any local 10.77.0.1 key 7 dev eth0",
+    );
+    exec_line(hub, "ip link set mgre0 up");
+    exec_line(hub, "ip addr add 10.200.0.1/32 dev mgre0");
+    exec_line(hub, "ip route add 10.0.0.0/8 dev mgre0");
     let mut batch = String::new();
     for site in 1..=3 {
         let host = &lan.hosts[site];
-        host.exec(&[
-            XTUN,
-            "tunnel",
-            "add",
-            "gre1",
-            "mode",
-            "gre",
-            "remote",
-            "10.77.0.1",
-            "key",
-            "7",
-        ])
-        .unwrap();
-        host.exec(&["ip", "link", "set", "gre1", "up"]).unwrap();
+        xtun_line(host, "tunnel add gre1 mode gre remote 10.77.0.1 key 7");
+        exec_line(host, "ip link set gre1 up");
         let inner = format!("10.{}.0.1/32", 200 + site);
         host.exec(&["ip", "addr", "add", &inner, "dev", "gre1"])
             .unwrap();
-        host.exec(&["ip", "route", "add", "10.200.0.0/16", "dev", "gre1"])
-            .unwrap();
+        exec_line(host, "ip route add 10.200.0.0/16 dev gre1");
         batch.push_str(&format!(
             "neigh add 10.{}.0.0/16 lladdr {} dev mgre0\n",
             200 + site,
@@ -82,17 +54,14 @@ fn multipoint_gre_reaches_three_sites_by_longest_prefix() {
             bad.display()
         )
     );
-    hub.exec(&[XTUN, "neigh", "del", "10.250.0.0/16", "dev", "mgre0"])
-        .unwrap();
+    xtun_line(hub, "neigh del 10.250.0.0/16 dev mgre0");
     // A longer prefix inside site 1's range points at site 3.
     batch.push_str("neigh add 10.201.9.0/24 lladdr 10.77.0.4 dev mgre0\n");
     let file = std::env::temp_dir().join(format!("{}-neigh.batch", hub.name));
     std::fs::write(&file, &batch).unwrap();
     hub.exec(&[XTUN, "-batch", file.to_str().unwrap()]).unwrap();
     let _ = std::fs::remove_file(&file);
-    lan.hosts[3]
-        .exec(&["ip", "addr", "add", "10.201.9.1/32", "dev", "gre1"])
-        .unwrap();
+    exec_line(&lan.hosts[3], "ip addr add 10.201.9.1/32 dev gre1");
 
     let shown = stdout(lan.hosts[1].exec(&[XTUN, "tunnel", "show"]).unwrap());
     assert_eq!(
@@ -154,25 +123,15 @@ fn multipoint_gre_reaches_three_sites_by_longest_prefix() {
     assert!(ping(hub, "10.209.0.1", 2).contains(" 0 received"));
     let stats = stdout(hub.exec(&[XTUN, "-j", "stats"]).unwrap());
     assert!(stats.contains("\"tx_no_neighbour\":2"), "{stats}");
-    hub.exec(&[XTUN, "neigh", "del", "10.202.0.0/16", "dev", "mgre0"])
-        .unwrap();
+    xtun_line(hub, "neigh del 10.202.0.0/16 dev mgre0");
     assert!(ping(hub, "10.202.0.1", 1).contains(" 0 received"));
     // Deleting the tunnel takes its neighbours along (another tunnel keeps
     // the data plane, and its maps, alive to look).
-    hub.exec(&[
-        XTUN,
-        "tunnel",
-        "add",
-        "keep0",
-        "mode",
-        "ipip",
-        "remote",
-        "10.77.0.2",
-        "local",
-        "10.77.0.1",
-    ])
-    .unwrap();
-    hub.exec(&[XTUN, "tunnel", "del", "mgre0"]).unwrap();
+    xtun_line(
+        hub,
+        "tunnel add keep0 mode ipip remote 10.77.0.2 local 10.77.0.1",
+    );
+    xtun_line(hub, "tunnel del mgre0");
     let left = stdout(
         hub.exec(&[XTUN, "-j", "map", "dump", "XTUN_NEIGH"])
             .unwrap(),
@@ -193,7 +152,7 @@ fn isatap_hosts_reach_each_other_and_the_default_router() {
             XTUN, "tunnel", "add", "is0", "mode", "isatap", "local", &local, "dev", "eth0",
         ])
         .unwrap();
-        host.exec(&["ip", "link", "set", "is0", "up"]).unwrap();
+        exec_line(host, "ip link set is0 up");
         let ll = format!("fe80::5efe:{local}/64");
         let global = format!("fd00:78::5efe:{local}/64");
         host.exec(&["ip", "-6", "addr", "add", &ll, "dev", "is0", "nodad"])
@@ -208,25 +167,11 @@ fn isatap_hosts_reach_each_other_and_the_default_router() {
     );
     // Host 3 is the router for fd00:99::/64 (it owns fd00:99::1).
     let router = &lan.hosts[2];
-    router
-        .exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
-        .unwrap();
-    router
-        .exec(&["ip", "-6", "addr", "add", "fd00:99::1/128", "dev", "lo"])
-        .unwrap();
+    exec_line(router, "sysctl -qw net.ipv6.conf.all.forwarding=1");
+    exec_line(router, "ip -6 addr add fd00:99::1/128 dev lo");
     let host = &lan.hosts[0];
-    host.exec(&[
-        XTUN,
-        "tunnel",
-        "prl",
-        "prl-default",
-        "10.78.0.3",
-        "dev",
-        "is0",
-    ])
-    .unwrap();
-    host.exec(&["ip", "-6", "route", "add", "fd00:99::/64", "dev", "is0"])
-        .unwrap();
+    xtun_line(host, "tunnel prl prl-default 10.78.0.3 dev is0");
+    exec_line(host, "ip -6 route add fd00:99::/64 dev is0");
 
     let capture = Capture::start(&lan.switch, "br0", "ip proto 41");
     let ping6 = |dst: &str| ping_with(host, dst, 2, &["-6"]);
@@ -253,16 +198,7 @@ fn isatap_hosts_reach_each_other_and_the_default_router() {
     let prl = stdout(host.exec(&[XTUN, "map", "dump", "XTUN_PRL"]).unwrap());
     assert!(prl.contains("router 10.78.0.3 default"), "{prl}");
     // Without the router listed, a spoofed inner source from host 2 is refused.
-    host.exec(&[
-        XTUN,
-        "tunnel",
-        "prl",
-        "prl-delete",
-        "10.78.0.3",
-        "dev",
-        "is0",
-    ])
-    .unwrap();
+    xtun_line(host, "tunnel prl prl-delete 10.78.0.3 dev is0");
     assert!(
         ping6("fd00:99::1").contains(" 0 received"),
         "no default router any more"
@@ -276,21 +212,9 @@ fn isatap_hosts_reach_each_other_and_the_default_router() {
 fn a_route_back_into_the_tunnel_is_a_counted_dead_loop() {
     let topo = SeedTopology::new("loop").unwrap();
     for ns in [&topo.ns1, &topo.ns2] {
-        ns.exec(&["sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"])
-            .unwrap();
+        exec_line(ns, "sysctl -qw net.ipv4.conf.all.forwarding=1");
     }
-    topo.ns1
-        .exec(&[
-            XTUN,
-            "tunnel",
-            "add",
-            "tun1",
-            "mode",
-            "gre",
-            "remote",
-            "10.10.20.2",
-        ])
-        .unwrap();
+    xtun_line(&topo.ns1, "tunnel add tun1 mode gre remote 10.10.20.2");
     SeedTopology::bring_up(&topo.ns1, "tun1", "10.10.100.10", "10.10.200.10").unwrap();
     add_side(&topo.ns2, "tun2", "10.10.10.2", "10.10.20.2", &[]);
     let capture = Capture::start(&topo.router, "r1", "ip proto 47");
@@ -302,9 +226,7 @@ fn a_route_back_into_the_tunnel_is_a_counted_dead_loop() {
     );
 
     // The remote now routed into tun1 itself.
-    topo.ns1
-        .exec(&["ip", "route", "add", "10.10.20.2/32", "dev", "tun1"])
-        .unwrap();
+    exec_line(&topo.ns1, "ip route add 10.10.20.2/32 dev tun1");
     assert!(ping(&topo.ns1, "10.10.200.10", 3).contains(" 0 received"));
     let shown = stdout(
         topo.ns1
@@ -322,8 +244,6 @@ fn a_route_back_into_the_tunnel_is_a_counted_dead_loop() {
         "{stats}"
     );
     // The route goes, the tunnel works again.
-    topo.ns1
-        .exec(&["ip", "route", "del", "10.10.20.2/32", "dev", "tun1"])
-        .unwrap();
+    exec_line(&topo.ns1, "ip route del 10.10.20.2/32 dev tun1");
     assert!(ping(&topo.ns1, "10.10.200.10", 2).contains("2 received"));
 }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tunnel_common::maps::CLASSID_TUNNEL;
 use tunnel_userspace::testbed::{Netns, SeedTopology};
 
-use common::net::{spawn_in, XTUN};
+use common::net::{exec_line, spawn_in, xtun_line, XTUN};
 
 fn out(ns: &Netns, args: &[&str]) -> String {
     let mut full = vec![XTUN];
@@ -41,11 +41,7 @@ fn err_of(ns: &Netns, args: &[&str]) -> String {
 fn topology_after_100_pings(tag: &str) -> SeedTopology {
     let topo = SeedTopology::new(tag).unwrap();
     topo.add_tunnels(XTUN, "gre", &["key", "42"]).unwrap();
-    let ping = topo
-        .ns1
-        .exec(&["ping", "-c", "100", "-i", "0.005", "-q", "10.10.200.10"])
-        .unwrap();
-    let text = String::from_utf8_lossy(&ping.stdout);
+    let text = exec_line(&topo.ns1, "ping -c 100 -i 0.005 -q 10.10.200.10");
     assert!(text.contains("100 received"), "{text}");
     topo
 }
@@ -126,35 +122,15 @@ fn stats_count_by_reason_per_interface() {
     assert_eq!(rows.last().unwrap()["role"], "other");
 
     // A GRE packet with the wrong key is passed, not decapsulated, and counted.
-    topo.ns2
-        .exec(&[
-            XTUN,
-            "tunnel",
-            "add",
-            "tun9",
-            "mode",
-            "gre",
-            "remote",
-            "10.10.10.2",
-            "local",
-            "10.10.20.2",
-            "key",
-            "7",
-        ])
-        .unwrap();
-    topo.ns2.exec(&["ip", "link", "set", "tun9", "up"]).unwrap();
-    topo.ns2
-        .exec(&[
-            "ip",
-            "addr",
-            "add",
-            "10.10.209.1",
-            "peer",
-            "10.10.109.1",
-            "dev",
-            "tun9",
-        ])
-        .unwrap();
+    xtun_line(
+        &topo.ns2,
+        "tunnel add tun9 mode gre remote 10.10.10.2 local 10.10.20.2 key 7",
+    );
+    exec_line(&topo.ns2, "ip link set tun9 up");
+    exec_line(
+        &topo.ns2,
+        "ip addr add 10.10.209.1 peer 10.10.109.1 dev tun9",
+    );
     let _ = topo
         .ns2
         .try_exec(&["ping", "-c", "3", "-i", "0.05", "-W", "0.2", "10.10.109.1"]);
@@ -189,46 +165,25 @@ fn map_list_and_dump_decode_every_entry() {
             .unwrap_or_else(|| panic!("{name}: {list}"))[..6]
             .to_vec()
     };
-    assert_eq!(
-        row("XTUN_TUNNELS"),
-        ["XTUN_TUNNELS", "hash", "4", "52", "65536", "1"]
-    );
-    assert_eq!(
-        row("XTUN_DECAP"),
-        ["XTUN_DECAP", "hash", "16", "16", "65536", "1"]
-    );
-    assert_eq!(
-        row("XTUN_TUN_STATS"),
-        ["XTUN_TUN_STATS", "percpu_array", "4", "96", "65536", "1"]
-    );
-    // v1 and tun1 have small ifindexes: counted in the indexed array.
-    assert_eq!(
-        row("XTUN_IF_COUNTER"),
-        ["XTUN_IF_COUNTER", "percpu_hash", "4", "384", "65536", "0"]
-    );
-    assert_eq!(
-        row("XTUN_IF_INDEXED"),
-        ["XTUN_IF_INDEXED", "percpu_array", "4", "384", "1024", "2"]
-    );
-    assert_eq!(
-        row("XTUN_COUNTERS"),
-        ["XTUN_COUNTERS", "percpu_array", "4", "8", "47", "47"]
-    );
-    assert_eq!(
-        row("XTUN_SETTINGS"),
-        ["XTUN_SETTINGS", "array", "4", "16", "1", "1"]
-    );
-    // The neighbour trie (prefix length + tunnel + family + address), the
-    // router list and the sequence numbers, one entry for tun1.
-    assert_eq!(
-        row("XTUN_NEIGH"),
-        ["XTUN_NEIGH", "lpm_trie", "28", "4", "2097152", "0"]
-    );
-    assert_eq!(row("XTUN_PRL"), ["XTUN_PRL", "hash", "8", "4", "4096", "0"]);
-    assert_eq!(
-        row("XTUN_SEQ"),
-        ["XTUN_SEQ", "hash", "4", "16", "65536", "1"]
-    );
+    // Name, type, key and value sizes, capacity, entries. v1 and tun1 have
+    // small ifindexes: counted in the indexed array. The neighbour trie
+    // (prefix length + tunnel + family + address), the router list and
+    // the sequence numbers, one entry for tun1.
+    for expected in [
+        "XTUN_TUNNELS hash 4 52 65536 1",
+        "XTUN_DECAP hash 16 16 65536 1",
+        "XTUN_TUN_STATS percpu_array 4 96 65536 1",
+        "XTUN_IF_COUNTER percpu_hash 4 384 65536 0",
+        "XTUN_IF_INDEXED percpu_array 4 384 1024 2",
+        "XTUN_COUNTERS percpu_array 4 8 47 47",
+        "XTUN_SETTINGS array 4 16 1 1",
+        "XTUN_NEIGH lpm_trie 28 4 2097152 0",
+        "XTUN_PRL hash 8 4 4096 0",
+        "XTUN_SEQ hash 4 16 65536 1",
+    ] {
+        let expected: Vec<&str> = expected.split(' ').collect();
+        assert_eq!(row(expected[0]), expected);
+    }
     let listed: Value = json_of(ns1, &["-j", "map", "list"]);
     assert!(listed
         .as_array()
@@ -284,9 +239,7 @@ fn map_list_and_dump_decode_every_entry() {
 fn status_names_programs_hooks_and_build() {
     // v1 decapsulates in XDP (asked for explicitly); v2 in tc (auto on veth).
     let topo = SeedTopology::new("status").unwrap();
-    topo.ns1
-        .exec(&[XTUN, "attach", "v1", "--decap", "xdp"])
-        .unwrap();
+    xtun_line(&topo.ns1, "attach v1 --decap xdp");
     topo.add_tunnels(XTUN, "gre", &["key", "42"]).unwrap();
     let ns1 = &topo.ns1;
     let doc = json_of(ns1, &["-j", "status"]);
@@ -428,9 +381,7 @@ fn log_streams_events_at_a_run_time_level_and_restores_it() {
         }
         thread::sleep(Duration::from_millis(100));
     }
-    topo.ns1
-        .exec(&["ping", "-c", "3", "-i", "0.1", "-q", "10.10.200.10"])
-        .unwrap();
+    exec_line(&topo.ns1, "ping -c 3 -i 0.1 -q 10.10.200.10");
     thread::sleep(Duration::from_millis(500));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.child().id() as i32, libc::SIGINT) };
@@ -483,29 +434,11 @@ fn commands_fail_cleanly_where_xtun_is_not_attached() {
 fn map_dump_names_each_flag_of_a_tunnel_once() {
     let topo = SeedTopology::new("flags").unwrap();
     let ns1 = &topo.ns1;
-    ns1.exec(&[
-        XTUN,
-        "tunnel",
-        "add",
-        "tunf",
-        "mode",
-        "gre",
-        "remote",
-        "10.10.20.2",
-        "local",
-        "10.10.10.2",
-        "key",
-        "7",
-        "csum",
-        "seq",
-        "nopmtudisc",
-        "tos",
-        "inherit",
-        "rpfilter",
-        "dev",
-        "v1",
-    ])
-    .unwrap();
+    xtun_line(
+        ns1,
+        "tunnel add tunf mode gre remote 10.10.20.2 local 10.10.10.2 key 7 \
+         csum seq nopmtudisc tos inherit rpfilter dev v1",
+    );
     // Every flag a GRE tunnel can have, in the table's order, each once.
     let words = [
         "ikey",

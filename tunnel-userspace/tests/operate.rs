@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::net::{ping_with, spawn_in, status_of, stdout, xtun_json, XTUN};
+use common::net::{exec_line, ping_with, spawn_in, status_of, stdout, xtun_json, XTUN};
 use tunnel_userspace::testbed::{unique_prefix, Lan, Netns, SeedTopology};
 
 fn workspace() -> PathBuf {
@@ -127,17 +127,12 @@ fn the_debian_package_installs_and_documents_every_command() {
     // plans no change.
     let shipped = root.0.join("etc/xtun/xtun.toml");
     let empty_ns = Netns::new(format!("{}-etc", unique_prefix("deb"))).unwrap();
-    let plan = stdout(
-        empty_ns
-            .exec(&[
-                xtun.to_str().unwrap(),
-                "apply",
-                "-f",
-                shipped.to_str().unwrap(),
-                "--dry-run",
-            ])
-            .unwrap(),
-    );
+    // The installed binary's plan for a configuration file.
+    let dry_run = |ns: &Netns, file: &Path| {
+        let (xtun, file) = (xtun.to_str().unwrap(), file.to_str().unwrap());
+        stdout(ns.exec(&[xtun, "apply", "-f", file, "--dry-run"]).unwrap())
+    };
+    let plan = dry_run(&empty_ns, &shipped);
     assert!(!plan.contains("would:"), "{plan}");
     let unit = std::fs::read_to_string(root.0.join("usr/lib/systemd/system/xtun.service")).unwrap();
     for line in [
@@ -197,24 +192,11 @@ fn the_debian_package_installs_and_documents_every_command() {
     // The example configuration is valid: a dry run in a namespace that has
     // the interface it names plans without changing anything.
     let ns = Netns::new(format!("{}-ex", unique_prefix("deb"))).unwrap();
-    ns.exec(&[
-        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
-    ])
-    .unwrap();
-    ns.exec(&["ip", "addr", "add", "192.0.2.1/24", "dev", "eth0"])
-        .unwrap();
-    ns.exec(&["ip", "link", "set", "eth0", "up"]).unwrap();
+    exec_line(&ns, "ip link add eth0 type veth peer name eth0p");
+    exec_line(&ns, "ip addr add 192.0.2.1/24 dev eth0");
+    exec_line(&ns, "ip link set eth0 up");
     let example = root.0.join("usr/share/doc/xtun/examples/xtun.toml");
-    let plan = stdout(
-        ns.exec(&[
-            xtun.to_str().unwrap(),
-            "apply",
-            "-f",
-            example.to_str().unwrap(),
-            "--dry-run",
-        ])
-        .unwrap(),
-    );
+    let plan = dry_run(&ns, &example);
     assert!(plan.contains("would: tunnel add gre1 mode gre"), "{plan}");
     assert!(
         plan.contains("would: neigh add 10.30.0.0/16 lladdr 192.0.2.30 dev mgre0"),
@@ -266,11 +248,18 @@ fn seed_files(dir: &Scratch, extra: &str) -> (String, String) {
     )
 }
 
+/// The seed topology, and in a scratch directory the apply files of its
+/// GRE tunnels (`seed_files` with `extra`).
+fn seed_with_files(tag: &str, extra: &str) -> (SeedTopology, Scratch, String, String) {
+    let topo = SeedTopology::new(tag).unwrap();
+    let dir = Scratch::new(tag);
+    let (f1, f2) = seed_files(&dir, extra);
+    (topo, dir, f1, f2)
+}
+
 #[test]
 fn apply_converges_touches_only_differences_and_export_round_trips() {
-    let topo = SeedTopology::new("apl").unwrap();
-    let dir = Scratch::new("apl");
-    let (f1, f2) = seed_files(&dir, "key = 5");
+    let (topo, dir, f1, f2) = seed_with_files("apl", "key = 5");
     // Dry run: the plan, and nothing done.
     let plan = stdout(
         topo.ns1
@@ -336,9 +325,7 @@ fn apply_converges_touches_only_differences_and_export_round_trips() {
 
 #[test]
 fn apply_never_disturbs_an_unchanged_tunnel() {
-    let topo = SeedTopology::new("apq").unwrap();
-    let dir = Scratch::new("apq");
-    let (f1, f2) = seed_files(&dir, "");
+    let (topo, dir, f1, f2) = seed_with_files("apq", "");
     topo.ns1.exec(&[XTUN, "apply", "-f", &f1]).unwrap();
     topo.ns2.exec(&[XTUN, "apply", "-f", &f2]).unwrap();
     let flood = spawn_in(
@@ -608,16 +595,11 @@ fn a_fleet_of_eight_hosts_converges_from_one_inventory() {
 /// detached, unless a tunnel still leaves by it.
 #[test]
 fn apply_changes_and_removes_explicit_attachments() {
-    let topo = SeedTopology::new("apat").unwrap();
-    let dir = Scratch::new("apat");
-    let (f1, f2) = seed_files(&dir, "");
+    let (topo, dir, f1, f2) = seed_with_files("apat", "");
     topo.ns1.exec(&[XTUN, "apply", "-f", &f1]).unwrap();
     let ns2 = &topo.ns2;
-    ns2.exec(&[
-        "ip", "link", "add", "sp0", "type", "veth", "peer", "name", "sp1",
-    ])
-    .unwrap();
-    ns2.exec(&["ip", "link", "set", "sp0", "up"]).unwrap();
+    exec_line(ns2, "ip link add sp0 type veth peer name sp1");
+    exec_line(ns2, "ip link set sp0 up");
     let tunnel = std::fs::read_to_string(&f2).unwrap();
     let apply = |attach: &[(&str, &str)]| {
         let mut text = tunnel.clone();

@@ -11,7 +11,7 @@ use tunnel_userspace::testbed::{NarrowPath, Netns, SeedTopology};
 
 /// The data plane's counter `name` for interface `dev`, from `xtun -j stats`.
 fn stat(ns: &Netns, dev: &str, name: &str) -> u64 {
-    let out = stdout(ns.exec(&[XTUN, "-j", "stats"]).unwrap());
+    let out = net::xtun_line(ns, "-j stats");
     let v: Value = serde_json::from_str(&out).unwrap();
     v.as_array()
         .and_then(|rows| rows.iter().find(|r| r["ifname"] == dev))
@@ -66,11 +66,7 @@ fn narrow_path(tag: &str, mode: &str, extra: &[&str], expected_mtu: u32) {
         "{mode} {extra:?}: {answer}"
     );
     assert!(stat(&path.ns1, "v1", "rx_icmp_frag_needed") >= 1);
-    let shown = stdout(
-        path.ns1
-            .exec(&[XTUN, "-j", "tunnel", "show", "tun1"])
-            .unwrap(),
-    );
+    let shown = net::xtun_line(&path.ns1, "-j tunnel show tun1");
     let shown: Value = serde_json::from_str(&shown).unwrap();
     let learnt = &shown[0]["path_mtu"][0];
     assert_eq!(
@@ -81,20 +77,12 @@ fn narrow_path(tag: &str, mode: &str, extra: &[&str], expected_mtu: u32) {
     let left = learnt["expires_in"].as_u64().unwrap();
     // Learnt during the transfers, a few seconds ago at most.
     assert!((540..=600).contains(&left), "{left}");
-    let details = stdout(
-        path.ns1
-            .exec(&[XTUN, "-d", "tunnel", "show", "tun1"])
-            .unwrap(),
-    );
+    let details = net::xtun_line(&path.ns1, "-d tunnel show tun1");
     assert!(
         details.contains("\n    underlay v1\n    path mtu 1400 to 10.10.20.2 expires "),
         "{details}"
     );
-    let with_stats = stdout(
-        path.ns1
-            .exec(&[XTUN, "-s", "tunnel", "show", "tun1"])
-            .unwrap(),
-    );
+    let with_stats = net::xtun_line(&path.ns1, "-s tunnel show tun1");
     assert!(
         with_stats.contains("\n    path mtu 1400 to 10.10.20.2 expires "),
         "{with_stats}"
@@ -102,24 +90,11 @@ fn narrow_path(tag: &str, mode: &str, extra: &[&str], expected_mtu: u32) {
     eprintln!("{mode} {extra:?}: {answer}");
 }
 
-#[test]
-fn gre_over_a_narrower_path_with_pmtudisc() {
-    narrow_path("pgre", "gre", &[], 1376);
-}
-
-#[test]
-fn gre_over_a_narrower_path_with_nopmtudisc() {
-    narrow_path("pgrn", "gre", &["nopmtudisc"], 1376);
-}
-
-#[test]
-fn gre_key_over_a_narrower_path() {
-    narrow_path("pkey", "gre", &["key", "7"], 1372);
-}
-
-#[test]
-fn ipip_over_a_narrower_path() {
-    narrow_path("pipip", "ipip", &[], 1380);
+xtun_test_support::test_cases! { narrow_path:
+    gre_over_a_narrower_path_with_pmtudisc("pgre", "gre", &[], 1376);
+    gre_over_a_narrower_path_with_nopmtudisc("pgrn", "gre", &["nopmtudisc"], 1376);
+    gre_key_over_a_narrower_path("pkey", "gre", &["key", "7"], 1372);
+    ipip_over_a_narrower_path("pipip", "ipip", &[], 1380);
 }
 
 #[test]
@@ -237,14 +212,10 @@ fn forged_frag_needed_changes_nothing() {
     assert!(
         net::eventually(|| stat(&path.ns1, "v1", "rx_icmp_ignored") == 5),
         "{}",
-        stdout(path.ns1.exec(&[XTUN, "stats"]).unwrap())
+        net::xtun_line(&path.ns1, "stats")
     );
     assert_eq!(stat(&path.ns1, "v1", "rx_icmp_frag_needed"), 0);
-    let shown = stdout(
-        path.ns1
-            .exec(&[XTUN, "-j", "tunnel", "show", "tun1"])
-            .unwrap(),
-    );
+    let shown = net::xtun_line(&path.ns1, "-j tunnel show tun1");
     assert!(shown.contains("\"path_mtu\":[]"), "{shown}");
     // Full-size packets still go through.
     let answer = frag_needed_answer(&path.ns1, 1440);
@@ -294,21 +265,8 @@ fn path_mtu_discovery_sees_the_tunnel_mtu() {
     topo.add_tunnels(XTUN, "gre", &[]).unwrap();
     // A 1500-byte packet with DF set does not fit the 1476-byte tunnel: the
     // sender learns the tunnel MTU instead of losing packets silently.
-    let out = topo
-        .ns1
-        .try_exec(&[
-            "ping",
-            "-c",
-            "1",
-            "-M",
-            "do",
-            "-s",
-            "1472",
-            "-W",
-            "1",
-            "10.10.200.10",
-        ])
-        .unwrap();
+    let ping_df = |line: &str| topo.ns1.try_exec(&net::words(line)).unwrap();
+    let out = ping_df("ping -c 1 -M do -s 1472 -W 1 10.10.200.10");
     let text = format!(
         "{}{}",
         stdout(out.clone()),
@@ -320,22 +278,7 @@ fn path_mtu_discovery_sees_the_tunnel_mtu() {
         "{text}"
     );
     // What fits the tunnel MTU exactly goes through with DF.
-    let fits = stdout(
-        topo.ns1
-            .try_exec(&[
-                "ping",
-                "-c",
-                "1",
-                "-M",
-                "do",
-                "-s",
-                "1448",
-                "-W",
-                "2",
-                "10.10.200.10",
-            ])
-            .unwrap(),
-    );
+    let fits = stdout(ping_df("ping -c 1 -M do -s 1448 -W 2 10.10.200.10"));
     assert!(fits.contains("1 received"), "{fits}");
 }
 
@@ -373,10 +316,7 @@ fn fragmented_on_the_path(tag: &str, mode: &str, key: bool, decap: &str) {
         ns.exec(&[XTUN, "attach", dev, "--decap", decap]).unwrap();
     }
     let (dst, size) = if mode == "sit" {
-        net::address_ipv6([
-            (&path.ns1, "tun1", "fd00:100::10"),
-            (&path.ns2, "tun2", "fd00:200::10"),
-        ]);
+        net::address_tunnels_ipv6(&path.ns1, &path.ns2);
         ("fd00:200::10", 1400)
     } else {
         ("10.10.200.10", 1440)
@@ -399,24 +339,11 @@ fn fragmented_on_the_path(tag: &str, mode: &str, key: bool, decap: &str) {
     assert!(out.contains("2 received"), "{mode} {decap}: {out}");
 }
 
-#[test]
-fn gre_fragmented_on_the_path_is_reassembled_in_tc() {
-    fragmented_on_the_path("fgre", "gre", false, "tc");
-}
-
-#[test]
-fn gre_key_fragmented_on_the_path_is_reassembled_after_xdp() {
-    fragmented_on_the_path("fkey", "gre", true, "xdp");
-}
-
-#[test]
-fn ipip_fragmented_on_the_path_is_reassembled() {
-    fragmented_on_the_path("fipip", "ipip", false, "xdp");
-}
-
-#[test]
-fn sit_fragmented_on_the_path_is_reassembled() {
-    fragmented_on_the_path("fsit", "sit", false, "tc");
+xtun_test_support::test_cases! { fragmented_on_the_path:
+    gre_fragmented_on_the_path_is_reassembled_in_tc("fgre", "gre", false, "tc");
+    gre_key_fragmented_on_the_path_is_reassembled_after_xdp("fkey", "gre", true, "xdp");
+    ipip_fragmented_on_the_path_is_reassembled("fipip", "ipip", false, "xdp");
+    sit_fragmented_on_the_path_is_reassembled("fsit", "sit", false, "tc");
 }
 
 /// Runs scapy in rt2 with `frags(id)`: the fragments of a GRE (key 7)
@@ -433,24 +360,14 @@ def frags(ident):
 {body}
 "#
     );
-    let out = path
-        .rt2
-        .try_exec(&["/usr/bin/python3", "-c", &script])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    net::python(&path.rt2, &script);
 }
 
 #[test]
 fn hostile_outer_fragments() {
     let path = NarrowPath::new("fhost", 1500).unwrap();
     path.add_tunnels(XTUN, "gre", &["key", "7"]).unwrap();
-    path.ns2
-        .exec(&[XTUN, "attach", "v2", "--decap", "tc"])
-        .unwrap();
+    net::xtun_line(&path.ns2, "attach v2 --decap tc");
     let delivered = || rx_packets(&path.ns2, "tun2");
     let counter = |name: &str| stat(&path.ns2, "v2", name);
     let before = delivered();
@@ -500,15 +417,7 @@ for n, frag in [(100000, 0x2000), (20000, 0x2000 | 100)]:
         src = struct.pack("!I", random.randrange(1 << 32) & 0x0AFFFFFF | 0x0A000000)
         s.sendto(packet(src, i & 0xFFFF, frag), ("10.10.20.2", 0))
 "#;
-    let out = path
-        .rt2
-        .try_exec(&["/usr/bin/python3", "-c", flood])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    net::python(&path.rt2, flood);
     let taken = counter("rx_fragments_queued") - queued;
     let refused = counter("rx_reassembly_refused") - 1;
     assert!(taken <= 64, "{taken}");
@@ -531,25 +440,16 @@ for n, frag in [(100000, 0x2000), (20000, 0x2000 | 100)]:
 fn an_incomplete_datagram_times_out_after_30_seconds() {
     let path = NarrowPath::new("ftime", 1500).unwrap();
     path.add_tunnels(XTUN, "gre", &["key", "7"]).unwrap();
-    path.ns2
-        .exec(&[XTUN, "attach", "v2", "--decap", "tc"])
-        .unwrap();
+    net::xtun_line(&path.ns2, "attach v2 --decap tc");
     send_fragments(&path, "f = frags(2001)\nfor p in f[:3]: send(p, verbose=0)");
-    assert!(net::eventually(|| stat(
-        &path.ns2,
-        "v2",
-        "rx_fragments_queued"
-    ) == 3));
+    let v2 = |name: &str| stat(&path.ns2, "v2", name);
+    assert!(net::eventually(|| v2("rx_fragments_queued") == 3));
     // The kernel's ipfrag_time: before it, the last piece completes the
     // datagram; after it, the set is given up and the piece starts anew.
     std::thread::sleep(std::time::Duration::from_secs(31));
     send_fragments(&path, "send(frags(2001)[3], verbose=0)");
-    assert!(net::eventually(|| stat(
-        &path.ns2,
-        "v2",
-        "rx_reassembly_timeouts"
-    ) == 1));
-    assert_eq!(stat(&path.ns2, "v2", "rx_reassembled"), 0);
+    assert!(net::eventually(|| v2("rx_reassembly_timeouts") == 1));
+    assert_eq!(v2("rx_reassembled"), 0);
 }
 
 /// IPv6 over a path below its minimum MTU once the tunnel's overhead is
@@ -578,10 +478,7 @@ fn sit_over_a_1280_byte_link() {
 fn ipv6_transfers(tag: &str, mode: &str, mtu: u32) -> NarrowPath {
     let path = NarrowPath::new(tag, mtu).unwrap();
     path.add_tunnels(XTUN, mode, &[]).unwrap();
-    net::address_ipv6([
-        (&path.ns1, "tun1", "fd00:100::10"),
-        (&path.ns2, "tun2", "fd00:200::10"),
-    ]);
+    net::address_tunnels_ipv6(&path.ns1, &path.ns2);
     transfer(&path.ns1, &path.ns2, "fd00:200::10", 16 << 20);
     transfer(&path.ns2, &path.ns1, "fd00:100::10", 16 << 20);
     path

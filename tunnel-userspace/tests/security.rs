@@ -5,7 +5,8 @@
 mod common;
 
 use common::net::{
-    address_ipv6, counter, ping, ping_with, scapy, settles_at, snmp, stdout, xtun, xtun_json, XTUN,
+    address_tunnels_ipv6, counter, exec_line, ping, ping_with, scapy, settles_at, snmp, stdout,
+    xtun, xtun_json, XTUN,
 };
 use tunnel_userspace::testbed::SeedTopology;
 
@@ -56,9 +57,7 @@ fn rpfilter_refuses_inner_sources_the_tunnel_does_not_route() {
     let topo = SeedTopology::new("rpf").unwrap();
     topo.add_tunnels(XTUN, "gre", &[]).unwrap();
     // Only the tunnel's own setting counts here.
-    topo.ns2
-        .exec(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"])
-        .unwrap();
+    exec_line(&topo.ns2, "sysctl -qw net.ipv4.conf.all.rp_filter=0");
     let rp_drops = || snmp(&topo.ns2, "TcpExt:", "IPReversePathFilter");
     // Echo requests that reached ns2's ICMP: delivered.
     let echoes = || snmp(&topo.ns2, "Icmp:", "InEchos");
@@ -125,10 +124,7 @@ fn the_files_xtun_creates_are_root_only() {
 fn rpfilter_refuses_spoofed_inner_ipv6_sources() {
     let topo = SeedTopology::new("rpf6").unwrap();
     topo.add_tunnels(XTUN, "gre", &[]).unwrap();
-    address_ipv6([
-        (&topo.ns1, "tun1", "fd00:100::10"),
-        (&topo.ns2, "tun2", "fd00:200::10"),
-    ]);
+    address_tunnels_ipv6(&topo.ns1, &topo.ns2);
     xtun(&topo.ns2, &["tunnel", "change", "tun2", "rpfilter"]);
     let echoes = || snmp(&topo.ns2, "snmp6", "Icmp6InEchos");
     let spoof = r#"

@@ -4,8 +4,8 @@
 mod common;
 
 use common::net::{
-    assert_shown_with_mtu, counter, eventually, ping, scapy, settles_at, spawn_in, stdout,
-    transfer_16mib, xtun_json, Capture, XTUN,
+    assert_shown_with_mtu, counter, eventually, exec_line, ping, scapy, settles_at, spawn_in,
+    stdout, transfer_16mib, xtun_json, Capture, XTUN,
 };
 use serde_json::Value;
 use tunnel_userspace::testbed::{Netns, SeedTopology};
@@ -181,9 +181,7 @@ fn sequence_numbers_drawn_by_two_cpus_at_once_are_unique_and_dense() {
 fn gso_packets_on_a_seq_tunnel_are_dropped_and_counted() {
     let topo = SeedTopology::new("gso").unwrap();
     topo.add_tunnels(XTUN, "gre", &["seq"]).unwrap();
-    topo.ns1
-        .exec(&["ip", "link", "set", "tun1", "gso_max_segs", "65535"])
-        .unwrap();
+    exec_line(&topo.ns1, "ip link set tun1 gso_max_segs 65535");
     let _server = spawn_in(
         &topo.ns2,
         &[

@@ -6,8 +6,8 @@
 mod common;
 
 use common::net::{
-    add_side, address_ipv6, assert_shown_with_mtu, ping, ping_with, status_of, stdout,
-    transfer_16mib, xtun_json, Capture, XTUN,
+    add_side, address_ipv6, address_tunnels_ipv6, assert_shown_with_mtu, ping, ping_with,
+    status_of, stdout, transfer_16mib, try_xtun_line, xtun_json, Capture, XTUN,
 };
 use tunnel_userspace::testbed::SeedTopology;
 
@@ -207,23 +207,10 @@ fn tcp_transfer_is_intact_and_uses_the_underlay_named_by_dev() {
         &["dev", "v1"],
     );
     // `dev v1` does not exist in ns2: the error is clean and nothing is left.
-    let failed = topo
-        .ns2
-        .try_exec(&[
-            XTUN,
-            "tunnel",
-            "add",
-            "tun2",
-            "mode",
-            "gre",
-            "remote",
-            "10.10.10.2",
-            "local",
-            "10.10.20.2",
-            "dev",
-            "v1",
-        ])
-        .unwrap();
+    let failed = try_xtun_line(
+        &topo.ns2,
+        "tunnel add tun2 mode gre remote 10.10.10.2 local 10.10.20.2 dev v1",
+    );
     assert!(!failed.status.success());
     assert_eq!(
         String::from_utf8_lossy(&failed.stderr),
@@ -281,10 +268,7 @@ fn xdp_decapsulation_carries_pings_and_tcp() {
 fn ipv6_inside_gre_and_sit() {
     let topo = SeedTopology::new("v6").unwrap();
     topo.add_tunnels(XTUN, "gre", &[]).unwrap();
-    address_ipv6([
-        (&topo.ns1, "tun1", "fd00:100::10"),
-        (&topo.ns2, "tun2", "fd00:200::10"),
-    ]);
+    address_tunnels_ipv6(&topo.ns1, &topo.ns2);
     for (ns, name, remote, local) in [
         (&topo.ns1, "sit1", "10.10.20.2", "10.10.10.2"),
         (&topo.ns2, "sit2", "10.10.10.2", "10.10.20.2"),
@@ -334,22 +318,14 @@ fn ipv6_inside_gre_and_sit() {
         .collect();
     assert_eq!((gre.len(), sit.len()), (4, 4), "{lines:#?}");
     // GRE carries 0x86dd; the inner IPv6 addresses are the tunnel's.
-    assert!(
-        gre.contains(&&"10.10.10.2;47;0x86dd;fd00:100::10;fd00:200::10;128;1".to_string()),
-        "{gre:#?}"
-    );
-    assert!(
-        gre.contains(&&"10.10.20.2;47;0x86dd;fd00:200::10;fd00:100::10;129;1".to_string()),
-        "{gre:#?}"
-    );
-    assert!(
-        sit.contains(&&"10.10.10.2;41;;fd00:300::1;fd00:300::2;128;1".to_string()),
-        "{sit:#?}"
-    );
-    assert!(
-        sit.contains(&&"10.10.20.2;41;;fd00:300::2;fd00:300::1;129;1".to_string()),
-        "{sit:#?}"
-    );
+    for (seen, expected) in [
+        (&gre, "10.10.10.2;47;0x86dd;fd00:100::10;fd00:200::10;128;1"),
+        (&gre, "10.10.20.2;47;0x86dd;fd00:200::10;fd00:100::10;129;1"),
+        (&sit, "10.10.10.2;41;;fd00:300::1;fd00:300::2;128;1"),
+        (&sit, "10.10.20.2;41;;fd00:300::2;fd00:300::1;129;1"),
+    ] {
+        assert!(seen.contains(&&expected.to_string()), "{seen:#?}");
+    }
 
     // `ttl inherit` takes an inner IPv6 packet's hop limit, whatever it is.
     let capture = Capture::start(&topo.router, "r1", "ip proto 47 or ip proto 41");

@@ -6,26 +6,8 @@
 
 use std::{io, os::fd::RawFd};
 
-const BPF_PROG_LOAD: libc::c_long = 5;
-pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
-pub const BPF_PROG_TYPE_XDP: u32 = 6;
-
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-}
+use xtun_test_support::raw_bpf::{insn, load_program, mov64_imm, mov64_reg, EXIT};
+pub use xtun_test_support::raw_bpf::{BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP};
 
 /// Loads a program that only returns `retval`: the floor that benchmarks
 /// measure the data plane against.
@@ -128,48 +110,8 @@ pub fn load_tc_decap_calls() -> io::Result<std::os::fd::OwnedFd> {
     load_insns(BPF_PROG_TYPE_SCHED_CLS, &insns)
 }
 
-/// One BPF instruction: opcode, destination and source registers, immediate.
-const fn insn(opcode: u8, dst: u8, src: u8, imm: i32) -> u64 {
-    opcode as u64 | ((dst as u64 | (src as u64) << 4) << 8) | ((imm as u32 as u64) << 32)
-}
-
-const fn mov64_imm(dst: u8, imm: i32) -> u64 {
-    insn(0xb7, dst, 0, imm)
-}
-
-const fn mov64_reg(dst: u8, src: u8) -> u64 {
-    insn(0xbf, dst, src, 0)
-}
-
-const EXIT: u64 = 0x95;
-
 fn load_insns(prog_type: u32, insns: &[u64]) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd as _;
-    let license = b"GPL\0";
-    let mut name = [0u8; 16];
-    name[..9].copy_from_slice(b"xtun_noop");
-    let attr = ProgLoadAttr {
-        prog_type,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        prog_name: name,
-        ..Default::default()
-    };
-    // SAFETY: attr points at valid instructions and license for the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &attr as *const ProgLoadAttr,
-            std::mem::size_of::<ProgLoadAttr>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor returned by the kernel, owned by us.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
+    load_program(prog_type, "xtun_noop", insns)
 }
 
 /// Kernel memory charged to a BPF object (the `memlock` line of its fdinfo).

@@ -7,11 +7,6 @@
 //! 2. Throughput in the seed topology: routing, the kernel's VXLAN, xtun.
 //! 3. Control plane: adding, showing and dumping many tunnels.
 
-// The golden tests' harness: the bench measures the programs loaded and
-// registered exactly as those tests do.
-#[path = "../../tests/common/mod.rs"]
-mod common;
-
 mod baselines;
 
 use std::{
@@ -27,9 +22,10 @@ use baselines::{
     load_noop, load_tc_decap_calls, load_tc_encap_calls, load_xdp_decap_calls,
     load_xdp_helper_calls, BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP,
 };
-use common::*;
 use serde_json::{json, Value};
 use tunnel_common::maps::*;
+// The golden tests' harness: the bench measures the programs loaded and
+// registered exactly as those tests do.
 use tunnel_userspace::{
     bpf_sys::prog_test_run,
     config::{Prefix, TunnelSpec},
@@ -37,6 +33,7 @@ use tunnel_userspace::{
     netlink::{Netlink, TcHook},
     testbed::{NarrowPath, Netns, SeedTopology},
 };
+use xtun_test_support::*;
 
 /// How long and how often to measure.
 struct Plan {

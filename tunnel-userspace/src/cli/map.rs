@@ -6,7 +6,11 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, bail, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
-use tunnel_common::{maps::*, stats::COUNTER_NAMES};
+use tunnel_common::{
+    maps::*,
+    stats::COUNTER_NAMES,
+    wire::{IPPROTO_GRE, IPPROTO_IPIP, IPPROTO_IPV6},
+};
 use tunnel_userspace::{
     config::{addr_from_wire, Mode},
     dataplane::{Dataplane, MapDump, MapEntries, MapSummary},
@@ -120,9 +124,9 @@ fn mode_name(mode: u8) -> &'static str {
 
 fn proto_name(proto: u8) -> String {
     match proto {
-        47 => "gre".into(),
-        4 => "ipip".into(),
-        41 => "ipv6".into(),
+        IPPROTO_GRE => "gre".into(),
+        IPPROTO_IPIP => "ipip".into(),
+        IPPROTO_IPV6 => "ipv6".into(),
         p => p.to_string(),
     }
 }

@@ -4,9 +4,9 @@
 
 use std::{
     io::{BufRead as _, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::{mpsc, Mutex, MutexGuard},
+    sync::{mpsc, Mutex, MutexGuard, OnceLock},
     thread,
     time::{Duration, Instant},
 };
@@ -14,17 +14,74 @@ use std::{
 use serde_json::Value;
 use tunnel_userspace::testbed::{Netns, SeedTopology};
 
-pub const XTUN: &str = env!("CARGO_BIN_EXE_xtun");
+/// The `xtun` binary cargo builds beside the test and bench executables:
+/// `target/<profile>/xtun` for `target/<profile>/deps/<test>`, the file a
+/// test's `env!("CARGO_BIN_EXE_xtun")` names (a library has no such
+/// variable).
+pub fn xtun_binary() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("a test executable under target/<profile>/deps")
+            .join("xtun");
+        assert!(
+            bin.is_file(),
+            "no xtun binary at {} (cargo builds it for integration tests and benches)",
+            bin.display()
+        );
+        bin.into_os_string()
+            .into_string()
+            .expect("a UTF-8 target directory")
+    })
+}
 
 pub fn stdout(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The words of `line`: an argument list written as one string.
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// The standard output of a process that must have exited 0 (its
+/// standard error says why not).
+pub fn succeeded(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(out)
+}
+
+/// The words of `line` run in `ns`, which must succeed; its standard
+/// output.
+pub fn exec_line(ns: &Netns, line: &str) -> String {
+    stdout(ns.exec(&words(line)).unwrap())
+}
+
 /// `xtun ARGS` in `ns`, which must succeed; its standard output.
 pub fn xtun(ns: &Netns, args: &[&str]) -> String {
-    let mut full = vec![XTUN];
+    let mut full = vec![xtun_binary()];
     full.extend_from_slice(args);
     stdout(ns.exec(&full).unwrap())
+}
+
+/// `xtun` with the words of `line` in `ns`, which must succeed; its
+/// standard output.
+pub fn xtun_line(ns: &Netns, line: &str) -> String {
+    xtun(ns, &words(line))
+}
+
+/// `xtun` with the words of `line` in `ns`, whatever happens.
+pub fn try_xtun_line(ns: &Netns, line: &str) -> Output {
+    let mut full = vec![xtun_binary()];
+    full.extend(words(line));
+    ns.try_exec(&full).unwrap()
 }
 
 /// A data-plane counter summed over every interface of `xtun -j stats`.
@@ -120,6 +177,18 @@ pub fn ping(ns: &Netns, dst: &str, count: u32) -> String {
     ping_with(ns, dst, count, &[])
 }
 
+/// Waits for a ping of `count` echoes started with `spawn_in`, and checks
+/// that every one was answered.
+pub fn assert_all_answered(ping: Guard, count: u32) {
+    let out = stdout(ping.wait_with_output());
+    assert!(
+        out.contains(&format!(
+            "{count} packets transmitted, {count} received, 0% packet loss"
+        )),
+        "{out}"
+    );
+}
+
 /// "N received" from ping's summary.
 pub fn received(out: &str) -> u32 {
     out.split(", ")
@@ -176,20 +245,14 @@ pub fn snmp(ns: &Netns, table: &str, name: &str) -> u64 {
     values[i].parse().unwrap()
 }
 
+/// Runs a Python script in `ns`, which must succeed; its standard output.
+pub fn python(ns: &Netns, script: &str) -> String {
+    succeeded(ns.try_exec(&["/usr/bin/python3", "-c", script]).unwrap())
+}
+
 /// Runs a scapy script in `ns`, which must succeed.
 pub fn scapy(ns: &Netns, script: &str) {
-    let out = ns
-        .try_exec(&[
-            "/usr/bin/python3",
-            "-c",
-            &format!("from scapy.all import *\n{script}"),
-        ])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "scapy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python(ns, &format!("from scapy.all import *\n{script}"));
 }
 
 /// Ids of the xtun programs attached in a namespace.
@@ -391,11 +454,26 @@ pub fn address_ipv6(sides: [(&Netns, &str, &str); 2]) {
     }
 }
 
+/// The seed's IPv6 addresses inside its tunnels: fd00:100::10 on tun1 in
+/// `ns1`, fd00:200::10 on tun2 in `ns2`, each routed to the other.
+pub fn address_tunnels_ipv6(ns1: &Netns, ns2: &Netns) {
+    address_ipv6([(ns1, "tun1", "fd00:100::10"), (ns2, "tun2", "fd00:200::10")]);
+}
+
 /// One side of the walkthrough: a GRE tunnel `name` with `extra` options,
 /// up and addressed like the seed's (tun1 10.10.100.10, tun2 10.10.200.10).
 pub fn add_side(ns: &Netns, name: &str, remote: &str, local: &str, extra: &[&str]) {
     let mut args = vec![
-        XTUN, "tunnel", "add", name, "mode", "gre", "remote", remote, "local", local,
+        xtun_binary(),
+        "tunnel",
+        "add",
+        name,
+        "mode",
+        "gre",
+        "remote",
+        remote,
+        "local",
+        local,
     ];
     args.extend_from_slice(extra);
     ns.exec(&args).unwrap();
@@ -409,7 +487,7 @@ pub fn add_side(ns: &Netns, name: &str, remote: &str, local: &str, extra: &[&str
 
 /// `xtun tunnel show NAME` prints `shown`, and the interface has `mtu`.
 pub fn assert_shown_with_mtu(ns: &Netns, name: &str, shown: &str, mtu: u32) {
-    let out = stdout(ns.exec(&[XTUN, "tunnel", "show", name]).unwrap());
+    let out = stdout(ns.exec(&[xtun_binary(), "tunnel", "show", name]).unwrap());
     assert_eq!(out, shown);
     let link = stdout(ns.exec(&["ip", "-o", "link", "show", name]).unwrap());
     assert!(link.contains(&format!("mtu {mtu} ")), "{link}");

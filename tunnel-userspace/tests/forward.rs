@@ -17,7 +17,8 @@ mod common;
 use std::{thread, time::Duration};
 
 use common::net::{
-    counter, heavy_traffic, ping, ping_with, received, snmp, spawn_in, stdout, transfer, xtun, XTUN,
+    counter, eventually, exec_line, heavy_traffic, ping, ping_with, python, received, scapy, snmp,
+    spawn_in, stdout, transfer, xtun, XTUN,
 };
 use tunnel_userspace::testbed::{run, unique_prefix, Netns};
 
@@ -230,7 +231,7 @@ fn gre_forwards_tcp_ping_and_traceroute_in_xdp() {
     let script = format!(
         "from scapy.all import *\nhops=[]\nfor t in (1,2,3):\n r=sr1(IP(dst='{SERVER}',ttl=t)/ICMP(id=77,seq=t),timeout=2,verbose=0)\n hops.append(r.src if r else '*')\nprint(' '.join(hops))"
     );
-    let hops = stdout(g.client.exec(&["/usr/bin/python3", "-c", &script]).unwrap());
+    let hops = python(&g.client, &script);
     let hops: Vec<&str> = hops.split_whitespace().collect();
     assert_eq!(hops.len(), 3, "{hops:?}");
     assert_eq!(hops[0], "10.30.1.1", "{hops:?}");
@@ -337,10 +338,8 @@ fn what_needs_the_kernel_takes_its_path() {
 /// Sends a UDP datagram from `src` (spoofed or not) to a closed port of
 /// the server.
 fn udp_from(g: &Gateways, src: &str) {
-    let script = format!(
-        "from scapy.all import *\nsend(IP(src='{src}',dst='{SERVER}')/UDP(sport=4000,dport=5999)/b'x',verbose=0)"
-    );
-    g.client.exec(&["/usr/bin/python3", "-c", &script]).unwrap();
+    let packet = format!("IP(src='{src}',dst='{SERVER}')/UDP(sport=4000,dport=5999)/b'x'");
+    scapy(&g.client, &format!("send({packet},verbose=0)"));
 }
 
 #[test]

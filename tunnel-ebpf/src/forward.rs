@@ -210,6 +210,10 @@ struct ReversePath {
 fn forwardable(ctx: &XdpContext) -> Result<(InnerInfo, u32), Pass> {
     let eth: [u16; 7] = read_at(ctx, 0).map_err(|_| None)?;
     let frame_len = (ctx.data_end() - ctx.data()).saturating_sub(L3) as u32;
+    let ip = eth[6] == wire::ETH_P_IP.to_be() || eth[6] == wire::ETH_P_IPV6.to_be();
+    if !ip {
+        return Err(None);
+    }
     // The group bit of the destination MAC's first byte.
     if u16::from_be(eth[0]) & 0x0100 != 0 {
         return Err(Some(FWD_PASS_MULTICAST));

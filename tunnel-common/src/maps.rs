@@ -71,6 +71,9 @@ pub const MODE_GRE: u8 = 1;
 pub const MODE_IPIP: u8 = 2;
 pub const MODE_SIT: u8 = 3;
 pub const MODE_ISATAP: u8 = 4;
+/// Ethernet over GRE (`ip link add ... type gretap`): whole frames, GRE
+/// protocol type `ETH_P_TEB`.
+pub const MODE_GRETAP: u8 = 5;
 
 /// `TunnelConfig::flags` bits.
 pub const TUNNEL_F_IKEY: u32 = 1 << 0;
@@ -95,6 +98,10 @@ pub const TUNNEL_F_ISATAP: u32 = 1 << 10;
 /// Inner IPv4 sources are checked against the tunnel's routes (strict
 /// reverse-path filtering on the tunnel interface, `rpfilter`).
 pub const TUNNEL_F_RPFILTER: u32 = 1 << 11;
+/// The tunnel carries Ethernet frames (`gretap`): received GRE must
+/// announce `ETH_P_TEB`, and the frame is delivered as it is, its MAC
+/// addresses kept.
+pub const TUNNEL_F_TEB: u32 = 1 << 12;
 
 /// The tunnel interface's MAC address. A tunnel interface is one end of a
 /// veth pair; decapsulated packets reach it through the other end (its
@@ -156,7 +163,7 @@ impl TunnelConfig {
     #[inline(always)]
     pub const fn gre_output_flags(&self) -> u16 {
         let mut gre = 0;
-        if self.mode == MODE_GRE {
+        if self.mode == MODE_GRE || self.mode == MODE_GRETAP {
             if self.flags & TUNNEL_F_OKEY != 0 {
                 gre |= crate::wire::GRE_KEY;
             }

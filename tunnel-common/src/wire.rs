@@ -12,6 +12,8 @@ pub const IPPROTO_ICMPV6: u8 = 58;
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86DD;
+/// Transparent Ethernet bridging: a GRE payload that is an Ethernet frame.
+pub const ETH_P_TEB: u16 = 0x6558;
 
 /// The family of a tunnel's inner packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -340,6 +342,8 @@ pub fn isatap_ipv4(addr: &[u8; 16]) -> Option<[u8; 4]> {
 pub const fn encap_overhead(mode: u8, gre_flags: u16) -> usize {
     match mode {
         crate::maps::MODE_GRE => IPV4_HDR_LEN + gre_header_len(gre_flags),
+        // The frame's own Ethernet header travels inside.
+        crate::maps::MODE_GRETAP => IPV4_HDR_LEN + gre_header_len(gre_flags) + ETH_HDR_LEN,
         _ => IPV4_HDR_LEN,
     }
 }
@@ -546,6 +550,11 @@ mod tests {
         assert_eq!(1500 - encap_overhead(crate::maps::MODE_GRE, 0), 1476);
         assert_eq!(1500 - encap_overhead(crate::maps::MODE_GRE, GRE_KEY), 1472);
         assert_eq!(1500 - encap_overhead(crate::maps::MODE_IPIP, 0), 1480);
+        assert_eq!(1500 - encap_overhead(crate::maps::MODE_GRETAP, 0), 1462);
+        assert_eq!(
+            1500 - encap_overhead(crate::maps::MODE_GRETAP, GRE_KEY),
+            1458
+        );
     }
 
     #[test]

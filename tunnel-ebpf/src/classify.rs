@@ -11,6 +11,7 @@ use network_types::{
 use tunnel_common::{
     maps::{
         DecapKey, DecapTarget, PrlKey, LOG_TRACE, TUNNEL_F_ICSUM, TUNNEL_F_ISATAP, TUNNEL_F_ISEQ,
+        TUNNEL_F_TEB,
     },
     stats::*,
     wire::{self, EcnDecap, Family, Ipv4Words},
@@ -27,9 +28,13 @@ use crate::{
 /// A packet that belongs to one of our tunnels.
 pub struct Matched {
     pub target: DecapTarget,
-    /// Bytes between the Ethernet header and the inner packet.
+    /// Bytes between the Ethernet header and the inner packet (for a
+    /// gretap frame, up to its end of its own Ethernet header).
     pub strip: usize,
+    /// The inner packet's family (a gretap frame's, V4 when not IP).
     pub inner: Family,
+    /// An Ethernet frame (gretap), delivered with its own header.
+    pub teb: bool,
     /// Outer source address, network order (for logs).
     pub remote: u32,
 }
@@ -111,7 +116,7 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
         wire::IPPROTO_GRE => Some(gre::parse(ctx, l4)?),
         _ => None,
     };
-    let (tunnel_len, inner, key) = match &gre {
+    let (tunnel_len, mut inner, key) = match &gre {
         Some(g) => (g.len(), g.family, g.key()),
         None if proto == wire::IPPROTO_IPIP => (0, Family::V4, None),
         None => (0, Family::V6, None),
@@ -119,9 +124,18 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
 
     let lookup = DecapKey::new(local, remote, proto, key);
     let target = find_tunnel(lookup).ok_or(RX_PASS_NO_TUNNEL)?;
-    let inner_off = l4 + tunnel_len;
+    let mut inner_off = l4 + tunnel_len;
+    let mut teb = false;
 
     if let Some(g) = &gre {
+        // A frame never goes to an IP tunnel, nor an IP packet to a gretap
+        // one (the kernel keeps them in separate tables, and rejects what
+        // neither takes): left to the kernel, untouched, as before a
+        // gretap existed.
+        teb = target.flags & TUNNEL_F_TEB != 0;
+        if g.teb != teb {
+            return Err(RX_BAD_PAYLOAD);
+        }
         // As the kernel's ip_tunnel_rcv: the C bit must be what the tunnel
         // expects, and the sequence number must not go backwards.
         let has_csum = g.flags & wire::GRE_CSUM != 0;
@@ -150,13 +164,36 @@ pub fn classify<F: Frame>(ctx: &F) -> Result<Verdict, u32> {
     {
         return Ok(Verdict::Drop(target, RX_ISATAP_SPOOF));
     }
+    let mut strip = ihl + tunnel_len;
+    if teb {
+        let Ok(ether_type) = read_at::<u16, F>(ctx, inner_off + 12) else {
+            return Ok(Verdict::Drop(target, RX_TRUNCATED));
+        };
+        strip += EthHdr::LEN;
+        inner_off += EthHdr::LEN;
+        // ECN as for an IP tunnel where the frame carries IP, as the
+        // kernel's gretap does; other frames have nothing to mark.
+        match Family::from_ether_type(u16::from_be(ether_type)) {
+            Some(family) => inner = family,
+            None => {
+                return Ok(Verdict::Decap(Matched {
+                    target,
+                    strip,
+                    inner,
+                    teb,
+                    remote,
+                }))
+            }
+        }
+    }
     if let Err(reason) = check_inner_and_ecn(ctx, inner_off, inner, outer_tos) {
         return Ok(Verdict::Drop(target, reason));
     }
     Ok(Verdict::Decap(Matched {
         target,
-        strip: ihl + tunnel_len,
+        strip,
         inner,
+        teb,
         remote,
     }))
 }

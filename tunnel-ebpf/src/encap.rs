@@ -23,7 +23,7 @@ use crate::{
     csum, fib,
     gre::{self, Gre},
     maps::{self, NEIGH},
-    parse::{write_at, Frame},
+    parse::{read_at, write_at, Frame},
 };
 
 /// EtherType and IPv4 header, as written after the Ethernet addresses.
@@ -48,7 +48,13 @@ pub struct InnerInfo {
     /// Destination address as halfwords in memory order (IPv4 in the
     /// first two).
     pub dst: [u16; 8],
+    /// The whole Ethernet frame travels (gretap).
+    pub ethernet: bool,
 }
+
+/// The outer TTL for a frame without an IP header to inherit it from, as
+/// the kernel's route gives it (`net.ipv4.ip_default_ttl`).
+const DEFAULT_TTL: u8 = 64;
 
 impl InnerInfo {
     /// An IPv4 packet's, from its header; None when it is not IPv4.
@@ -66,6 +72,7 @@ impl InnerInfo {
             header_len: ip.header_len(),
             frag: ip.frag(),
             dst: [ip.0[8], ip.0[9], 0, 0, 0, 0, 0, 0],
+            ethernet: false,
         })
     }
 
@@ -89,7 +96,25 @@ impl InnerInfo {
             header_len: wire::IPV6_HDR_LEN,
             frag: 0,
             dst,
+            ethernet: false,
         })
+    }
+
+    /// A gretap frame that is not IP (ARP...): nothing to inherit; the
+    /// outer TTL defaults as the kernel's route does (`ip_default_ttl`).
+    #[inline(always)]
+    pub fn opaque() -> Self {
+        Self {
+            family: Family::V4,
+            tos: 0,
+            ttl: DEFAULT_TTL,
+            src: 0,
+            src6: [0; 8],
+            header_len: 0,
+            frag: 0,
+            dst: [0; 8],
+            ethernet: true,
+        }
     }
 
     #[inline(always)]
@@ -104,12 +129,13 @@ impl InnerInfo {
     }
 }
 
-/// Can a tunnel of `mode` carry inner packets of `family`?
+/// Can a tunnel of `mode` carry inner packets of `family` as IP (gretap
+/// carries Ethernet frames)?
 #[inline(always)]
 pub fn carries(mode: u8, family: Family) -> bool {
     match family {
         Family::V4 => mode == MODE_GRE || mode == MODE_IPIP,
-        Family::V6 => mode != MODE_IPIP,
+        Family::V6 => mode == MODE_GRE || mode == MODE_SIT || mode == MODE_ISATAP,
     }
 }
 
@@ -142,10 +168,11 @@ fn remote_for(cfg: &TunnelConfig, ifindex: u32, inner: &InnerInfo) -> Result<u32
     Err(TX_NO_NEIGH)
 }
 
-/// The tunnel's remote: the configured one, or the one for this packet.
+/// The tunnel's remote: the configured one (a gretap link always has it),
+/// or the one for this packet.
 #[inline(always)]
 pub fn remote(cfg: &TunnelConfig, inner: &InnerInfo) -> Result<u32, u32> {
-    if cfg.remote != 0 {
+    if inner.ethernet || cfg.remote != 0 {
         Ok(cfg.remote)
     } else {
         remote_for(cfg, cfg.ifindex, inner)
@@ -248,9 +275,21 @@ pub fn gre_header<F: Frame>(
     inner_len: u32,
 ) -> Result<(Gre, u32), u32> {
     let inner_sum = if flags & wire::GRE_CSUM != 0 {
-        match csum::inner_sum(ctx, l2, inner.is_v6()) {
+        // A frame that is not IP has no inner header to sum from.
+        let known = match inner.header_len {
+            0 => None,
+            _ => csum::inner_sum(ctx, l2, inner.is_v6()),
+        };
+        let sum = match known {
             Some(s) => s.sum,
             None => csum::sum_bytes(ctx, l2, inner_len as usize).ok_or(TX_BAD_INNER)?,
+        };
+        // A gretap frame's Ethernet header is part of the GRE payload.
+        if inner.ethernet {
+            let header: [u8; wire::ETH_HDR_LEN] = load(ctx, 0).ok_or(TX_BAD_INNER)?;
+            csum::add(sum, csum::sum_array(&header))
+        } else {
+            sum
         }
     } else {
         0
@@ -263,6 +302,7 @@ pub fn gre_header<F: Frame>(
     let gre = Gre {
         flags,
         family: inner.family,
+        teb: inner.ethernet,
         key: cfg.okey,
         seq,
     };
@@ -280,6 +320,7 @@ pub fn outer_ipv4(
     fragmentable: bool,
 ) -> Ipv4Fields {
     let proto = match cfg.mode {
+        _ if inner.ethernet => wire::IPPROTO_GRE,
         MODE_GRE => wire::IPPROTO_GRE,
         MODE_IPIP => wire::IPPROTO_IPIP,
         _ => wire::IPPROTO_IPV6,
@@ -313,8 +354,8 @@ pub fn outer_ipv4(
 }
 
 /// Writes the outer headers after the Ethernet addresses, in room already
-/// made (linear): the EtherType, the IPv4 header and, for `mode gre`, the
-/// GRE header whose checksum covers `inner_sum`.
+/// made (linear): the EtherType, the IPv4 header and, for `mode gre` and
+/// gretap, the GRE header whose checksum covers `inner_sum`.
 #[inline(always)]
 pub fn write_outer<F: Frame>(
     ctx: &F,
@@ -328,11 +369,27 @@ pub fn write_outer<F: Frame>(
         ip: Ipv4Words::from_fields(outer),
     };
     write_at(ctx, 12, headers).map_err(|_| TX_NO_BUFS)?;
-    if mode == MODE_GRE {
+    if gre.teb || mode == MODE_GRE {
         let off = wire::ETH_HDR_LEN + wire::IPV4_HDR_LEN;
         gre::write(ctx, off, gre, inner_sum).map_err(|_| TX_NO_BUFS)?;
     }
     Ok(())
+}
+
+/// The `T` at `off`: read directly where the bytes are linear, else copied.
+#[inline(always)]
+fn load<T: Copy, F: Frame>(ctx: &F, off: usize) -> Option<T> {
+    if let Ok(value) = read_at::<T, F>(ctx, off) {
+        return Some(value);
+    }
+    let mut value = core::mem::MaybeUninit::<T>::uninit();
+    ctx.load(
+        off,
+        value.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<T>(),
+    )
+    // SAFETY: the load filled every byte of the value.
+    .then(|| unsafe { value.assume_init() })
 }
 
 /// Counts `inner_len` bytes sent into the tunnel in its own counters.

@@ -19,8 +19,11 @@ use crate::{
 pub struct Gre {
     /// Flags and version (host order); says which options follow.
     pub flags: u16,
-    /// The payload, as the protocol type announces it.
+    /// The payload, as the protocol type announces it (unused for an
+    /// Ethernet frame).
     pub family: Family,
+    /// The payload is an Ethernet frame (`ETH_P_TEB`, gretap).
+    pub teb: bool,
     /// Key, network order (the memory image of the wire word); 0 without
     /// `GRE_KEY`. Plain words rather than options: an option's unset
     /// payload, spilled to the stack, is a read the verifier refuses.
@@ -46,11 +49,21 @@ impl Gre {
         wire::gre_header_len(self.flags)
     }
 
+    /// The protocol type word (host order).
+    #[inline(always)]
+    pub fn protocol(&self) -> u16 {
+        if self.teb {
+            wire::ETH_P_TEB
+        } else {
+            self.family.ether_type()
+        }
+    }
+
     /// One's complement sum of the header's words, with `check` in its
     /// checksum word (0 while it is being computed).
     #[inline(always)]
     fn sum(&self, check: u16) -> u32 {
-        let mut sum = self.flags as u32 + self.family.ether_type() as u32 + check as u32;
+        let mut sum = self.flags as u32 + self.protocol() as u32 + check as u32;
         if let Some(key) = self.key() {
             sum += csum::sum_array(&key.to_ne_bytes());
         }
@@ -87,10 +100,16 @@ pub fn parse<F: Frame>(ctx: &F, off: usize) -> Result<Gre, u32> {
     } else {
         0
     };
-    let family = Family::from_ether_type(gre.protocol()).ok_or(RX_BAD_PAYLOAD)?;
+    let teb = gre.protocol() == wire::ETH_P_TEB;
+    let family = match Family::from_ether_type(gre.protocol()) {
+        Some(family) => family,
+        None if teb => Family::V4,
+        None => return Err(RX_BAD_PAYLOAD),
+    };
     Ok(Gre {
         flags,
         family,
+        teb,
         key,
         seq,
     })
@@ -116,7 +135,8 @@ pub fn checksum_ok<F: Frame>(
     if csum::sum_bytes(ctx, l4, len).is_some_and(|s| csum::fold_without_complement(s) == 0xFFFF) {
         return true;
     }
-    if !guess_offload {
+    // The guess knows where an inner IP packet starts, not a frame.
+    if !guess_offload || gre.teb {
         return false;
     }
     let inner_off = l4 + gre.len();
@@ -145,7 +165,7 @@ pub fn checksum_ok<F: Frame>(
 /// `inner_sum`.
 #[inline(always)]
 pub fn write<F: Frame>(ctx: &F, off: usize, gre: &Gre, inner_sum: u32) -> Result<(), ()> {
-    write_at(ctx, off, GreHdr::new(gre.flags, gre.family.ether_type()))?;
+    write_at(ctx, off, GreHdr::new(gre.flags, gre.protocol()))?;
     if let Some(key) = gre.key() {
         let at = off + wire::gre_key_offset(gre.flags);
         write_at(ctx, at, wire::split_words(key))?;

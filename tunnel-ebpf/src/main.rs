@@ -15,9 +15,10 @@
 //!   ingress before `xtun_tc`, reassembles outer IPv4 fragments of tunnel
 //!   packets.
 //! - Shared: `classify` (the outer-header classifier both receive hooks
-//!   use), `encap` (the encapsulation steps tc and XDP share), `gre` (GRE parser, builder, header sum, sequence numbers),
+//!   use), `encap` (the encapsulation steps tc and XDP share), `gre`
+//!   (GRE parser, builder, header sum, sequence numbers),
 //!   `csum`, `fib` (routes and next hops), `pmtu`, `parse`, `maps`,
-//!   `monitor`.
+//!   `monitor`, `teb` (Ethernet over GRE).
 #![no_std]
 #![no_main]
 // Atomic read-modify-write on map memory: the BPF target declares no CAS,
@@ -38,6 +39,7 @@ mod parse;
 mod pmtu;
 mod tc_ingress;
 mod tc_port;
+mod teb;
 mod xdp;
 
 use aya_ebpf::{

@@ -16,8 +16,8 @@ use aya_log_ebpf::debug;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 use tunnel_common::{
     maps::{
-        DecapTarget, XdpMeta, LOG_DEBUG, TUNNEL_F_RPFILTER, TUNNEL_MAC, XDP_META_CSUM_IN_TC,
-        XDP_META_MAGIC,
+        DecapTarget, XdpMeta, LOG_DEBUG, TUNNEL_F_RPFILTER, TUNNEL_F_TEB, TUNNEL_MAC,
+        XDP_META_CSUM_IN_TC, XDP_META_MAGIC,
     },
     stats::*,
     wire::{self, Family, Ipv4Words},
@@ -26,7 +26,8 @@ use tunnel_common::{
 use crate::{
     classify::{self, Verdict},
     fib, maps, monitor,
-    parse::{ptr_at, ptr_at_mut, read_at},
+    parse::{ptr_at, ptr_at_mut, read_at, write_at},
+    teb,
 };
 
 /// Longest outer header we may need to read: Ethernet, IPv4 with options,
@@ -104,16 +105,15 @@ fn try_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
         Family::V6 => BPF_F_ADJ_ROOM_DECAP_L3_IPV6,
     };
     let flags = (BPF_F_ADJ_ROOM_FIXED_GSO | l3_flag) as u64;
-    let stripped = ctx
-        .adjust_room(-(m.strip as i32), BPF_ADJ_ROOM_MAC, flags)
-        .ok()
-        .and_then(|()| ptr_at::<EthHdr, TcContext>(ctx, 0).ok());
-    let Some(eth) = stripped else {
+    let stripped = teb::decapsulated_header(ctx, &m).ok().filter(|header| {
+        ctx.adjust_room(-(m.strip as i32), BPF_ADJ_ROOM_MAC, flags)
+            .is_ok()
+            && write_at(ctx, 0, *header).is_ok()
+    });
+    if stripped.is_none() {
         classify::count_tunnel_drop(ifindex, m.target.stats_slot, RX_ADJUST_FAIL);
         return Ok(TC_ACT_SHOT);
-    };
-    // SAFETY: bounds checked after adjust_room.
-    unsafe { (*(eth as *mut EthHdr)).ether_type = m.inner.ether_type().to_be() };
+    }
     let inner_len = ctx.len().saturating_sub(EthHdr::LEN as u32) as u64;
     classify::decapsulated(ctx, ifindex, &m, inner_len);
     Ok(deliver(ctx, &m.target))
@@ -138,7 +138,8 @@ fn make_headers_linear(ctx: &TcContext) -> Result<(), u32> {
     let proto = classify::tunnel_protocol(&ip)?;
     let ihl = ip.header_len() as u32;
     let after_outer = match proto {
-        wire::IPPROTO_GRE => wire::GRE_MAX_LEN + wire::IPV6_HDR_LEN,
+        // A gretap frame's Ethernet header comes first.
+        wire::IPPROTO_GRE => wire::GRE_MAX_LEN + wire::ETH_HDR_LEN + wire::IPV6_HDR_LEN,
         wire::IPPROTO_IPIP => wire::IPV4_HDR_LEN,
         // The ICMP header, and the outer header and GRE header it quotes.
         wire::IPPROTO_ICMP => 8 + 60 + wire::GRE_MAX_LEN,
@@ -193,13 +194,16 @@ fn inner_v6_source_allowed(ctx: &TcContext, tunnel: u32) -> bool {
 fn redirect_to_tunnel(ctx: &TcContext, target: &DecapTarget) -> i32 {
     let tunnel = target.ifindex;
     let action = if target.port != 0 {
-        // Written in place: the Ethernet header is linear here.
+        // Written in place: the Ethernet header is linear here. A gretap
+        // frame keeps its own destination.
         let Ok(dst) = ptr_at_mut::<[u16; 3], TcContext>(ctx, 0) else {
             maps::count(ifindex(ctx), RX_DELIVER_FAIL);
             return TC_ACT_SHOT;
         };
-        // SAFETY: bounds checked.
-        unsafe { dst.write(wire::words_of(TUNNEL_MAC)) };
+        if target.flags & TUNNEL_F_TEB == 0 {
+            // SAFETY: bounds checked.
+            unsafe { dst.write(wire::words_of(TUNNEL_MAC)) };
+        }
         // SAFETY: plain helper call.
         unsafe { bpf_redirect(target.port, 0) as i32 }
     } else {

@@ -25,6 +25,7 @@ use crate::{
     monitor,
     parse::{read_at, write_at},
     pmtu,
+    teb::{self, Room},
 };
 
 /// The Ethernet header's destination: a placeholder (`bpf_redirect_neigh`
@@ -90,6 +91,14 @@ pub fn encap(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
 
 #[inline(always)]
 fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u32> {
+    // Read once: each read of map memory is a new unknown to the
+    // verifier, and every test of one doubles the paths it walks.
+    // SAFETY: a plain read of the configuration the caller holds.
+    let ethernet = unsafe { core::ptr::read_volatile(&cfg.mode) } == MODE_GRETAP;
+    if ethernet && teb::is_reentry(ctx) {
+        let path = path_to(ctx, cfg, cfg.remote)?;
+        return send(path);
+    }
     // The port sees the tunnel interface's Ethernet frames (as does
     // BPF_PROG_TEST_RUN); an L3 device would have no link-layer header.
     let l2 = if cfg.flags & TUNNEL_F_ETH_DEV != 0 {
@@ -97,7 +106,7 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     } else {
         0
     };
-    let inner = inner_info(ctx, cfg.mode, l2)?;
+    let inner = inner_info(ctx, cfg.mode, ethernet, l2)?;
     let inner_len = ctx.len().saturating_sub(l2 as u32);
     let gre_flags = cfg.gre_output_flags();
     // A checksum or sequence number is per packet: GSO cannot repeat them.
@@ -117,12 +126,13 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     let (gre, inner_sum) = encap::gre_header(ctx, cfg, gre_flags, &inner, l2, inner_len)?;
     let tot_len = (inner_len as usize + overhead).min(u16::MAX as usize) as u16;
     let outer = encap::outer_ipv4(cfg, &inner, path.local, remote, tot_len, fragmentable);
-    push_headers(ctx, cfg, overhead, &outer, &gre, inner_sum)?;
-    // With the next hop the route lookup found, the kernel only resolves
-    // its neighbour; without, it routes through the underlay itself.
-    let action = match path.next_hop {
-        Some(next_hop) => fib::redirect_neigh(path.underlay, fib::next_hop_v4(next_hop)),
-        None => fib::redirect_routed(path.underlay),
+    // inner_info found an IP header where skb->protocol is IP.
+    let ip = inner.header_len != 0;
+    let room = push_headers(ctx, cfg, overhead, &outer, &gre, ip, inner_sum)?;
+    let action = if room == Room::Prepended {
+        teb::send_prepended(ctx, cfg.datapath_ifindex())
+    } else {
+        send(path)?
     };
     if action != TC_ACT_REDIRECT {
         return Err(TX_NO_ROUTE);
@@ -131,19 +141,38 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     Ok(action)
 }
 
+/// Sends the encapsulated packet on its way along `path`. With the next hop
+/// the route lookup found, the kernel only resolves its neighbour; without,
+/// it routes through the underlay itself.
+#[inline(always)]
+fn send(path: Path) -> Result<i32, u32> {
+    let action = match path.next_hop {
+        Some(next_hop) => fib::redirect_neigh(path.underlay, fib::next_hop_v4(next_hop)),
+        None => fib::redirect_routed(path.underlay),
+    };
+    if action != TC_ACT_REDIRECT {
+        return Err(TX_NO_ROUTE);
+    }
+    Ok(action)
+}
+
 /// The inner packet's headers, at `l2`; Err when the mode cannot carry it.
 #[inline(always)]
-fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
+fn inner_info(ctx: &TcContext, mode: u8, ethernet: bool, l2: usize) -> Result<InnerInfo, u32> {
     // SAFETY: reading a field of the context the kernel gave us.
     let protocol = unsafe { (*ctx.skb.skb).protocol } as u16;
-    let inner = if protocol == wire::ETH_P_IP.to_be() && encap::carries(mode, Family::V4) {
+    let carries = |family| ethernet || encap::carries(mode, family);
+    let ip = if protocol == wire::ETH_P_IP.to_be() && carries(Family::V4) {
         InnerInfo::v4(&read_head(ctx, l2)?)
-    } else if protocol == wire::ETH_P_IPV6.to_be() && encap::carries(mode, Family::V6) {
+    } else if protocol == wire::ETH_P_IPV6.to_be() && carries(Family::V6) {
         InnerInfo::v6(&read_head(ctx, l2)?)
+    } else if ethernet {
+        return Ok(InnerInfo::opaque());
     } else {
         None
     };
-    inner.ok_or(TX_BAD_INNER)
+    let inner = ip.ok_or(TX_BAD_INNER)?;
+    Ok(InnerInfo { ethernet, ..inner })
 }
 
 #[inline(always)]
@@ -258,6 +287,11 @@ fn enforce_path_mtu(
     if segment as u32 <= path {
         return Ok(PathFit::Fits);
     }
+    // A bridged frame is not the tunnel's to answer, as with the
+    // kernel's gretap: too big, it is dropped.
+    if inner.ethernet {
+        return Err(TX_TOO_BIG_DROP);
+    }
     let fit = path.saturating_sub(overhead as u32);
     let answered = if inner.is_v6() && fit >= pmtu::IPV6_MIN_MTU {
         Some(pmtu::answer_too_big_v6(
@@ -309,15 +343,21 @@ fn push_headers(
     overhead: usize,
     outer: &Ipv4Fields,
     gre: &Gre,
+    ip: bool,
     inner_sum: u32,
-) -> Result<(), u32> {
-    let is_gre = cfg.mode == MODE_GRE;
-    let mut flags = (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) as u64;
-    if is_gre {
-        flags |= BPF_F_ADJ_ROOM_ENCAP_L4_GRE as u64;
-    }
-    ctx.adjust_room(overhead as i32, BPF_ADJ_ROOM_MAC, flags)
-        .map_err(|_| TX_NO_BUFS)?;
+) -> Result<Room, u32> {
+    let is_gre = gre.teb || cfg.mode == MODE_GRE;
+    let room = if gre.teb {
+        teb::make_room(ctx, overhead, ip)?
+    } else {
+        let mut flags = (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) as u64;
+        if is_gre {
+            flags |= BPF_F_ADJ_ROOM_ENCAP_L4_GRE as u64;
+        }
+        ctx.adjust_room(overhead as i32, BPF_ADJ_ROOM_MAC, flags)
+            .map_err(|_| TX_NO_BUFS)?;
+        Room::Adjusted
+    };
     let eth_dev = cfg.flags & TUNNEL_F_ETH_DEV != 0;
     // SAFETY: helper call on our own skb.
     if !eth_dev && unsafe { bpf_skb_change_head(ctx.skb.skb, wire::ETH_HDR_LEN as u32, 0) } != 0 {
@@ -325,7 +365,8 @@ fn push_headers(
     }
     // Written in place: adjust_room left the new headers linear.
     write_at(ctx, 0, PLACEHOLDER_DST).map_err(|_| TX_NO_BUFS)?;
-    encap::write_outer(ctx, cfg.mode, outer, gre, inner_sum)
+    encap::write_outer(ctx, cfg.mode, outer, gre, inner_sum)?;
+    Ok(room)
 }
 
 /// Counts (and at trace level logs) an encapsulated packet.

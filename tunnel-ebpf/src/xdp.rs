@@ -13,21 +13,14 @@ use network_types::eth::EthHdr;
 use tunnel_common::{
     maps::{DecapTarget, XdpMeta, LOG_DEBUG, XDP_META_CSUM_IN_TC, XDP_META_MAGIC},
     stats::*,
-    wire::Family,
 };
 
 use crate::{
-    classify::{self, Verdict},
+    classify::{self, Matched, Verdict},
     forward, maps, monitor,
-    parse::{ptr_at_mut, read_at},
+    parse::ptr_at_mut,
+    teb::{self, EthWords},
 };
-
-/// An Ethernet header as halfwords.
-#[repr(C)]
-struct EthWords {
-    addresses: [u16; 6],
-    ether_type: u16,
-}
 
 /// Ok(action) for packets we handled (decapsulated or dropped, already
 /// counted); Err(reason) for packets passed to the kernel untouched.
@@ -63,37 +56,26 @@ pub fn try_xdp(ctx: &XdpContext) -> Result<u32, u32> {
             return Ok(xdp_action::XDP_DROP);
         }
     };
-    strip_outer(ctx, m.strip, m.inner, &m.target).map_err(|_| RX_ADJUST_FAIL)?;
+    strip_outer(ctx, &m).map_err(|_| RX_ADJUST_FAIL)?;
     let inner_len = (ctx.data_end() - ctx.data()).saturating_sub(EthHdr::LEN) as u64;
     classify::decapsulated(ctx, ifindex, &m, inner_len);
     Ok(forward::from_tunnel(ctx, &m.target).unwrap_or(xdp_action::XDP_PASS))
 }
 
-/// Removes `strip` bytes after the Ethernet header, rewrites the Ethernet
-/// header for the inner protocol and tags the frame for delivery.
+/// Removes `m.strip` bytes after the Ethernet header, rewrites the Ethernet
+/// header for the inner packet and tags the frame for delivery.
 #[inline(always)]
-fn strip_outer(
-    ctx: &XdpContext,
-    strip: usize,
-    inner: Family,
-    target: &DecapTarget,
-) -> Result<(), ()> {
-    // Both MAC addresses, as halfwords.
-    let addresses: [u16; 6] = read_at(ctx, 0)?;
+fn strip_outer(ctx: &XdpContext, m: &Matched) -> Result<(), ()> {
+    let header = teb::decapsulated_header(ctx, m)?;
     // SAFETY: helper call on our own context.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, strip as i32) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, m.strip as i32) } != 0 {
         return Err(());
     }
     let eth: *mut EthWords = ptr_at_mut(ctx, 0)?;
     // SAFETY: bounds re-checked after adjust_head; aligned as read_at says.
-    unsafe {
-        eth.write(EthWords {
-            addresses,
-            ether_type: inner.ether_type().to_be(),
-        })
-    };
+    unsafe { eth.write(header) };
 
-    tag(ctx, XDP_META_MAGIC, target)
+    tag(ctx, XDP_META_MAGIC, &m.target)
 }
 
 /// Puts `magic` and what the decapsulation index said for the frame in

@@ -60,6 +60,12 @@ pub enum ConfigError {
     BadPrefix(String),
     #[error("invalid prefix length in \"{0}\": expected 0..{1}")]
     BadPrefixLen(String, u8),
+    #[error("unknown link type \"{0}\" (xtun link supports gretap)")]
+    UnknownLinkType(String),
+    #[error("link type is required: type gretap")]
+    MissingLinkType,
+    #[error("a gretap link needs remote ADDR (xtun has no remote any for Ethernet)")]
+    GretapRemote,
 }
 
 impl ConfigError {
@@ -111,6 +117,8 @@ pub enum Mode {
     Ipip,
     Sit,
     Isatap,
+    /// Ethernet over GRE: `xtun link add ... type gretap`, not a `mode`.
+    Gretap,
 }
 
 impl Mode {
@@ -120,6 +128,7 @@ impl Mode {
             Self::Ipip => MODE_IPIP,
             Self::Sit => MODE_SIT,
             Self::Isatap => MODE_ISATAP,
+            Self::Gretap => MODE_GRETAP,
         }
     }
 
@@ -129,16 +138,22 @@ impl Mode {
             MODE_IPIP => Some(Self::Ipip),
             MODE_SIT => Some(Self::Sit),
             MODE_ISATAP => Some(Self::Isatap),
+            MODE_GRETAP => Some(Self::Gretap),
             _ => None,
         }
     }
 
     pub fn ip_proto(self) -> u8 {
         match self {
-            Self::Gre => wire::IPPROTO_GRE,
+            Self::Gre | Self::Gretap => wire::IPPROTO_GRE,
             Self::Ipip => wire::IPPROTO_IPIP,
             Self::Sit | Self::Isatap => wire::IPPROTO_IPV6,
         }
+    }
+
+    /// Does it send GRE (and so take keys, checksums, sequence numbers)?
+    pub fn is_gre(self) -> bool {
+        matches!(self, Self::Gre | Self::Gretap)
     }
 
     /// The word `mode` takes.
@@ -148,13 +163,14 @@ impl Mode {
             Self::Ipip => "ipip",
             Self::Sit => "sit",
             Self::Isatap => "isatap",
+            Self::Gretap => "gretap",
         }
     }
 
     /// The word `ip tunnel show` prints before "/ip".
     pub fn show_name(self) -> &'static str {
         match self {
-            Self::Gre => "gre",
+            Self::Gre | Self::Gretap => "gre",
             Self::Ipip => "ip",
             Self::Sit | Self::Isatap => "ipv6",
         }
@@ -427,7 +443,7 @@ impl TunnelSpec {
             }
         }
         // In the order `ip tunnel` checks them.
-        if mode != Some(Mode::Gre) && (ikey.is_some() || okey.is_some()) {
+        if !mode.is_some_and(Mode::is_gre) && (ikey.is_some() || okey.is_some()) {
             return Err(ConfigError::KeyWithoutGre);
         }
         if ttl != 0 && !pmtudisc {
@@ -440,7 +456,7 @@ impl TunnelSpec {
             (Mode::Isatap, Some(Some(_))) => return Err(ConfigError::IsatapRemote),
             (_, remote) => remote.flatten(),
         };
-        if mode != Mode::Gre {
+        if !mode.is_gre() {
             if let Some(word) = gre_words.into_iter().next() {
                 return Err(ConfigError::GreOnly(word));
             }
@@ -576,6 +592,7 @@ impl TunnelSpec {
             (self.iseq, TUNNEL_F_ISEQ),
             (self.oseq, TUNNEL_F_OSEQ),
             (self.mode == Mode::Isatap, TUNNEL_F_ISATAP),
+            (self.mode == Mode::Gretap, TUNNEL_F_TEB),
             (self.rpfilter, TUNNEL_F_RPFILTER),
         ] {
             if on {
@@ -620,6 +637,204 @@ impl TunnelSpec {
             port_ifindex: 0,
         }
     }
+}
+
+/// The keywords of `ip link add NAME type gretap` that xtun takes, in the
+/// order iproute2 tries them: an abbreviation means the first it starts.
+pub const GRETAP_WORDS: &[&str] = &[
+    "key",
+    "nokey",
+    "ikey",
+    "noikey",
+    "okey",
+    "nookey",
+    "seq",
+    "noseq",
+    "iseq",
+    "noiseq",
+    "oseq",
+    "nooseq",
+    "csum",
+    "nocsum",
+    "icsum",
+    "noicsum",
+    "ocsum",
+    "noocsum",
+    "nopmtudisc",
+    "pmtudisc",
+    "remote",
+    "local",
+    "dev",
+    "ttl",
+    "hoplimit",
+    "hlim",
+    "tos",
+    "tclass",
+    "dsfield",
+];
+
+/// Keywords of iproute2's gre links that xtun does not implement.
+const GRETAP_UNSUPPORTED: &[&str] = &[
+    "noiseq",
+    "nooseq",
+    "noicsum",
+    "noocsum",
+    "ignore-df",
+    "noignore-df",
+    "external",
+    "noencap",
+    "encap",
+    "encap-sport",
+    "encap-dport",
+    "encap-csum",
+    "noencap-csum",
+    "encap-udp6-csum",
+    "noencap-udp6-csum",
+    "encap-remcsum",
+    "noencap-remcsum",
+    "fwmark",
+];
+
+impl TunnelSpec {
+    /// Parses the words after `xtun link add`, as `ip link add` reads them:
+    /// `[name] NAME type gretap`, then the gre link's options.
+    pub fn parse_link<S: AsRef<str>>(args: &[S]) -> Result<Self, ConfigError> {
+        let mut it = args.iter().map(AsRef::as_ref);
+        let mut name: Option<String> = None;
+        let kind = loop {
+            let Some(word) = it.next() else {
+                return Err(match name {
+                    None => ConfigError::MissingName,
+                    Some(_) => ConfigError::MissingLinkType,
+                });
+            };
+            let mut value = || {
+                it.next()
+                    .ok_or_else(|| ConfigError::MissingArgument(word.to_string()))
+            };
+            match word {
+                "type" => break value()?,
+                "name" | "dev" => set_name(&mut name, value()?)?,
+                w if grammar::matches(w, "help") => return Err(ConfigError::Help),
+                w if name.is_none() && !w.starts_with('-') => set_name(&mut name, w)?,
+                other => return Err(ConfigError::Unknown(other.to_string())),
+            }
+        };
+        if kind != "gretap" {
+            return Err(ConfigError::UnknownLinkType(kind.to_string()));
+        }
+        let name = name.ok_or(ConfigError::MissingName)?;
+        let mut words: Vec<&str> = Vec::new();
+        let takes_value = [
+            "key", "ikey", "okey", "remote", "local", "dev", "ttl", "hoplimit", "hlim", "tos",
+            "tclass", "dsfield",
+        ];
+        while let Some(word) = it.next() {
+            if GRETAP_UNSUPPORTED.contains(&word) {
+                return Err(ConfigError::Unsupported(word.to_string()));
+            }
+            let keyword = grammar::first_match(word, GRETAP_WORDS)
+                .ok_or_else(|| ConfigError::Unknown(word.to_string()))?;
+            if GRETAP_UNSUPPORTED.contains(&keyword) {
+                return Err(ConfigError::Unsupported(keyword.to_string()));
+            }
+            words.push(keyword);
+            if takes_value.contains(&keyword) {
+                words.push(
+                    it.next()
+                        .ok_or_else(|| ConfigError::MissingArgument(keyword.to_string()))?,
+                );
+            }
+        }
+        let base = Self {
+            name,
+            mode: Mode::Gretap,
+            remote: None,
+            local: None,
+            ikey: None,
+            okey: None,
+            ttl: 0,
+            tos: Tos::Value(0),
+            pmtudisc: true,
+            rpfilter: false,
+            icsum: false,
+            ocsum: false,
+            iseq: false,
+            oseq: false,
+            dev: None,
+        };
+        let spec = Self::parse_onto(Some(&base), &words)?;
+        if spec.remote.is_none() {
+            return Err(ConfigError::GretapRemote);
+        }
+        Ok(spec)
+    }
+}
+
+/// The gretap line of `ip -d link show`: its options as iproute2's gre
+/// link prints them.
+pub struct LinkLine<'a> {
+    pub cfg: &'a TunnelConfig,
+    pub dev: Option<&'a str>,
+}
+
+impl fmt::Display for LinkLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cfg = self.cfg;
+        let any_or = |a: u32| {
+            if a == 0 {
+                "any".to_string()
+            } else {
+                addr_from_wire(a).to_string()
+            }
+        };
+        write!(
+            f,
+            "gretap remote {} local {}",
+            any_or(cfg.remote),
+            any_or(cfg.local)
+        )?;
+        if let Some(dev) = self.dev {
+            write!(f, " dev {dev}")?;
+        }
+        match cfg.ttl {
+            0 => write!(f, " ttl inherit")?,
+            ttl => write!(f, " ttl {ttl}")?,
+        }
+        match link_tos(cfg) {
+            0 => {}
+            1 => write!(f, " tos inherit")?,
+            tos => write!(f, " tos {tos:#x}")?,
+        }
+        if cfg.flags & TUNNEL_F_PMTUDISC == 0 {
+            write!(f, " nopmtudisc")?;
+        }
+        for (flag, key, word) in [
+            (TUNNEL_F_IKEY, cfg.ikey, "ikey"),
+            (TUNNEL_F_OKEY, cfg.okey, "okey"),
+        ] {
+            if cfg.flags & flag != 0 {
+                write!(f, " {word} {}", addr_from_wire(key))?;
+            }
+        }
+        for (flag, word) in [
+            (TUNNEL_F_ISEQ, "iseq"),
+            (TUNNEL_F_OSEQ, "oseq"),
+            (TUNNEL_F_ICSUM, "icsum"),
+            (TUNNEL_F_OCSUM, "ocsum"),
+        ] {
+            if cfg.flags & flag != 0 {
+                write!(f, " {word}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The TOS byte as the kernel keeps it: odd means inherit (1 alone, or
+/// with a fallback value).
+pub fn link_tos(cfg: &TunnelConfig) -> u8 {
+    cfg.tos | u8::from(cfg.flags & TUNNEL_F_TOS_INHERIT != 0)
 }
 
 /// The words of `ip tunnel show` (and `del`): which tunnels they select.
@@ -737,7 +952,8 @@ pub fn addr_from_wire(a: u32) -> Ipv4Addr {
 
 /// The decapsulation-index key of a tunnel.
 pub fn decap_key(cfg: &TunnelConfig) -> DecapKey {
-    let has_key = cfg.mode == MODE_GRE && cfg.flags & TUNNEL_F_IKEY != 0;
+    let has_key =
+        (cfg.mode == MODE_GRE || cfg.mode == MODE_GRETAP) && cfg.flags & TUNNEL_F_IKEY != 0;
     DecapKey {
         local: cfg.local,
         remote: cfg.remote,

@@ -61,11 +61,12 @@ fn unique_suffix() -> String {
 }
 
 /// Creates the pair for a tunnel with `mtu`: the interface point-to-point
-/// in behaviour (NOARP, no automatic IPv6 address, our fixed MAC), the
-/// port up, with forwarding on so that the data plane may look routes up
-/// there (the port receives nothing but what its tunnel interface sends,
-/// which the data plane always consumes).
-pub fn create(nl: &mut Netlink, mtu: u32) -> Result<NewTunnel, DeviceError> {
+/// in behaviour (NOARP, no automatic IPv6 address, our fixed MAC), or with
+/// `ethernet` (gretap) an ordinary Ethernet interface (ARP, its random MAC,
+/// IPv6 as configured); the port up, with forwarding on so that the data
+/// plane may look routes up there (the port receives nothing but what its
+/// tunnel interface sends, which the data plane always consumes).
+pub fn create(nl: &mut Netlink, mtu: u32, ethernet: bool) -> Result<NewTunnel, DeviceError> {
     let suffix = unique_suffix();
     let name = format!("{UNFINISHED_PREFIX}{suffix}");
     let temp_port = format!("xtpnew{suffix}");
@@ -79,11 +80,18 @@ pub fn create(nl: &mut Netlink, mtu: u32) -> Result<NewTunnel, DeviceError> {
             .ok_or_else(|| DeviceError::Gone(temp_port.clone()))?;
         let port_name = port_name(link.index);
         nl.set_name(port.index, &port_name)?;
-        for dev in [link.index, port.index] {
+        let point_to_point = if ethernet {
+            vec![port.index]
+        } else {
+            vec![link.index, port.index]
+        };
+        for dev in point_to_point {
             nl.set_noarp(dev)?;
             nl.disable_ipv6_addrgen(dev)?;
         }
-        nl.set_mac(link.index, TUNNEL_MAC)?;
+        if !ethernet {
+            nl.set_mac(link.index, TUNNEL_MAC)?;
+        }
         sysctl(
             format!("/proc/sys/net/ipv4/conf/{port_name}/forwarding"),
             "1",

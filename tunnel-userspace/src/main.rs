@@ -70,6 +70,15 @@ enum Command {
         #[command(subcommand)]
         action: cli::tunnel::TunnelCommand,
     },
+    /// Ethernet over GRE interfaces, as `ip link ... type gretap`.
+    #[command(
+        visible_aliases = ["l"],
+        after_help = "Examples:\n  xtun link add gtap type gretap remote 10.10.20.2 local 10.10.10.2 key 9\n  xtun link show\n  xtun link del gtap"
+    )]
+    Link {
+        #[command(subcommand)]
+        action: cli::link::LinkCommand,
+    },
     /// Neighbours of multipoint (`remote any`) tunnels: inner prefix -> remote.
     #[command(
         visible_aliases = ["neighbour", "neighbor", "n"],
@@ -182,6 +191,7 @@ impl Command {
     fn changes_state(&self) -> bool {
         match self {
             Command::Tunnel { action } => action.changes_state(),
+            Command::Link { action } => action.changes_state(),
             Command::Neigh { action } => action.changes_state(),
             Command::Attach { .. } | Command::Detach { .. } | Command::Upgrade => true,
             Command::Apply { dry_run, .. } => !dry_run,
@@ -740,6 +750,7 @@ fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<()> {
     let stats = globals.stats > 0;
     match command {
         Command::Tunnel { action } => cli::tunnel::run(action, stats, format),
+        Command::Link { action } => cli::link::run(action, format),
         Command::Neigh { action } => cli::neigh::run(action, format),
         Command::Apply { file, dry_run } => cli::apply::apply(&file, dry_run),
         Command::Completion { .. } | Command::Manpages { .. } => unreachable!("handled in run"),

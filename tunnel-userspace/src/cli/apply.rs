@@ -100,7 +100,13 @@ pub fn current(nl: &mut Netlink) -> Result<Desired> {
     for (ifindex, router, default) in dp.routers() {
         routers.entry(ifindex).or_default().insert(router, default);
     }
-    for (ifindex, cfg) in dp.tunnels() {
+    // gretap links are `ip link` state, not `ip tunnel`'s: neither
+    // exported nor removed by an apply.
+    for (ifindex, cfg) in dp
+        .tunnels()
+        .into_iter()
+        .filter(|(_, c)| c.mode != MODE_GRETAP)
+    {
         let (Some(link), dev) = (
             links.iter().find(|l| l.index == ifindex),
             (cfg.flags & TUNNEL_F_BOUND_DEV != 0)

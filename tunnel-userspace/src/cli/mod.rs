@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod attach;
+pub mod link;
 pub mod log;
 pub mod map;
 pub mod metrics;

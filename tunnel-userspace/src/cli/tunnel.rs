@@ -325,6 +325,13 @@ pub(crate) fn add(args: &[String]) -> Result<()> {
         config::ConfigError::Vti => vti_error(),
         other => other.into(),
     })?;
+    create(&spec)
+}
+
+/// Creates the tunnel `spec` describes (`tunnel add`, `link add`).
+pub(crate) fn create(spec: &TunnelSpec) -> Result<()> {
+    let spec = spec.clone();
+    let ethernet = spec.mode == Mode::Gretap;
     let mut nl = Netlink::new()?;
     if nl.link_by_name(&spec.name)?.is_some() {
         bail!("add tunnel \"{}\" failed: File exists", spec.name);
@@ -343,9 +350,14 @@ pub(crate) fn add(args: &[String]) -> Result<()> {
     // this process dies halfway, no interface has the tunnel's name, and
     // the next change removes what is left (`repair`).
     let failed = |err: anyhow::Error| err.context(format!("add tunnel \"{}\" failed", spec.name));
-    let new = device::create(&mut nl, mtu).map_err(|e| failed(e.into()))?;
+    let new = device::create(&mut nl, mtu, ethernet).map_err(|e| failed(e.into()))?;
     let link = new.link.clone();
     let result = (|| -> Result<()> {
+        if ethernet {
+            // Frames that are not IP are encapsulated in front of the whole
+            // frame and pass the port once more: it takes them whole.
+            nl.set_mtu(new.port.index, underlay.mtu.max(mtu))?;
+        }
         set_segmentation(&mut nl, link.index, &spec)?;
         set_rpfilter(&link.name, &spec)?;
         dp.add_tunnel(
@@ -404,6 +416,20 @@ fn repair(nl: &mut Netlink, dp: &mut Dataplane) -> Result<()> {
 
 /// The tunnel called `name` in this namespace, with the data plane.
 fn find_tunnel(
+    nl: &mut Netlink,
+    name: &str,
+    verb: &str,
+) -> Result<(Dataplane, Link, TunnelConfig)> {
+    let (dp, link, cfg) = find_any(nl, name, verb)?;
+    // As `ip tunnel` knows only ipip, gre and sit devices.
+    if cfg.mode == MODE_GRETAP {
+        bail!("{verb} tunnel \"{name}\" failed: a gretap link (see `xtun link`)");
+    }
+    Ok((dp, link, cfg))
+}
+
+/// The tunnel or gretap link called `name`, with the data plane.
+pub(crate) fn find_any(
     nl: &mut Netlink,
     name: &str,
     verb: &str,
@@ -540,7 +566,18 @@ pub(crate) fn prl(args: &[String]) -> Result<()> {
 
 pub(crate) fn del(name: &str) -> Result<()> {
     let mut nl = Netlink::new()?;
-    let (mut dp, link, cfg) = find_tunnel(&mut nl, name, "delete")?;
+    let (dp, link, cfg) = find_tunnel(&mut nl, name, "delete")?;
+    remove(nl, dp, &link, &cfg)
+}
+
+/// Deletes the tunnel (or gretap link) `link` and its data-plane state.
+pub(crate) fn remove(
+    mut nl: Netlink,
+    mut dp: Dataplane,
+    link: &Link,
+    cfg: &TunnelConfig,
+) -> Result<()> {
+    let name = &link.name;
     repair(&mut nl, &mut dp)?;
     // The interface first: that stops the tunnel at once, with its filter.
     // Map entries left by a kill after this point are repaired later.
@@ -573,6 +610,9 @@ fn show(args: &[String], stats: bool, format: Format) -> Result<()> {
                 let tunnels = dp
                     .tunnels()
                     .into_iter()
+                    // `ip tunnel show` lists only ipip, gre and sit
+                    // devices, not gretap's Ethernet ones.
+                    .filter(|(_, cfg)| cfg.mode != MODE_GRETAP)
                     .filter_map(|(ifindex, cfg)| {
                         let link = links.iter().find(|l| l.index == ifindex)?;
                         let dev = bound_dev(&links, &cfg);
@@ -668,7 +708,7 @@ fn underlay_in_use<'a>(
 }
 
 /// The `dev` a tunnel was bound to, by name (none when it follows the route).
-fn bound_dev<'a>(links: &'a [Link], cfg: &TunnelConfig) -> Option<&'a str> {
+pub(crate) fn bound_dev<'a>(links: &'a [Link], cfg: &TunnelConfig) -> Option<&'a str> {
     if cfg.flags & TUNNEL_F_BOUND_DEV == 0 {
         return None;
     }

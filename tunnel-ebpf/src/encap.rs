@@ -57,13 +57,13 @@ pub struct InnerInfo {
 const DEFAULT_TTL: u8 = 64;
 
 impl InnerInfo {
-    /// An IPv4 packet's, from its header; None when it is not IPv4.
+    /// An IPv4 packet's, from its header (`ethernet`: in a gretap frame).
     #[inline(always)]
-    pub fn v4(ip: &Ipv4Words) -> Option<Self> {
+    pub fn v4(ip: &Ipv4Words, ethernet: bool) -> Result<Self, u32> {
         if ip.version() != 4 {
-            return None;
+            return Err(TX_BAD_INNER);
         }
-        Some(Self {
+        Ok(Self {
             family: Family::V4,
             tos: ip.tos(),
             ttl: ip.ttl(),
@@ -72,22 +72,23 @@ impl InnerInfo {
             header_len: ip.header_len(),
             frag: ip.frag(),
             dst: [ip.0[8], ip.0[9], 0, 0, 0, 0, 0, 0],
-            ethernet: false,
+            ethernet,
         })
     }
 
-    /// An IPv6 packet's, from its fixed header; None when it is not IPv6.
+    /// An IPv6 packet's, from its fixed header (`ethernet`: in a gretap
+    /// frame).
     #[inline(always)]
-    pub fn v6(head: &[u16; wire::IPV6_HDR_LEN / 2]) -> Option<Self> {
+    pub fn v6(head: &[u16; wire::IPV6_HDR_LEN / 2], ethernet: bool) -> Result<Self, u32> {
         let first = u16::from_be(head[0]);
         if first >> 12 != 6 {
-            return None;
+            return Err(TX_BAD_INNER);
         }
         let mut dst = [0u16; 8];
         dst.copy_from_slice(&head[12..20]);
         let mut src6 = [0u16; 8];
         src6.copy_from_slice(&head[4..12]);
-        Some(Self {
+        Ok(Self {
             family: Family::V6,
             tos: (first >> 4) as u8,
             ttl: u16::from_be(head[3]) as u8,
@@ -96,7 +97,7 @@ impl InnerInfo {
             header_len: wire::IPV6_HDR_LEN,
             frag: 0,
             dst,
-            ethernet: false,
+            ethernet,
         })
     }
 
@@ -129,13 +130,13 @@ impl InnerInfo {
     }
 }
 
-/// Can a tunnel of `mode` carry inner packets of `family` as IP (gretap
-/// carries Ethernet frames)?
+/// Can a tunnel of `mode` carry inner packets of `family` as IP? (gretap
+/// carries Ethernet frames: its callers tell it apart first.)
 #[inline(always)]
 pub fn carries(mode: u8, family: Family) -> bool {
     match family {
         Family::V4 => mode == MODE_GRE || mode == MODE_IPIP,
-        Family::V6 => mode == MODE_GRE || mode == MODE_SIT || mode == MODE_ISATAP,
+        Family::V6 => mode != MODE_IPIP,
     }
 }
 
@@ -286,7 +287,8 @@ pub fn gre_header<F: Frame>(
         };
         // A gretap frame's Ethernet header is part of the GRE payload.
         if inner.ethernet {
-            let header: [u8; wire::ETH_HDR_LEN] = load(ctx, 0).ok_or(TX_BAD_INNER)?;
+            // The MAC header is linear (in an skb and a frame alike).
+            let header: [u8; wire::ETH_HDR_LEN] = read_at(ctx, 0).map_err(|_| TX_BAD_INNER)?;
             csum::add(sum, csum::sum_array(&header))
         } else {
             sum
@@ -354,12 +356,14 @@ pub fn outer_ipv4(
 }
 
 /// Writes the outer headers after the Ethernet addresses, in room already
-/// made (linear): the EtherType, the IPv4 header and, for `mode gre` and
-/// gretap, the GRE header whose checksum covers `inner_sum`.
+/// made (linear): the EtherType, the IPv4 header and, when `is_gre` (gre
+/// and gretap; the caller's test, as a second read of the mode would
+/// double the paths the verifier walks), the GRE header whose checksum
+/// covers `inner_sum`.
 #[inline(always)]
 pub fn write_outer<F: Frame>(
     ctx: &F,
-    mode: u8,
+    is_gre: bool,
     outer: &Ipv4Fields,
     gre: &Gre,
     inner_sum: u32,
@@ -369,27 +373,11 @@ pub fn write_outer<F: Frame>(
         ip: Ipv4Words::from_fields(outer),
     };
     write_at(ctx, 12, headers).map_err(|_| TX_NO_BUFS)?;
-    if gre.teb || mode == MODE_GRE {
+    if is_gre {
         let off = wire::ETH_HDR_LEN + wire::IPV4_HDR_LEN;
         gre::write(ctx, off, gre, inner_sum).map_err(|_| TX_NO_BUFS)?;
     }
     Ok(())
-}
-
-/// The `T` at `off`: read directly where the bytes are linear, else copied.
-#[inline(always)]
-fn load<T: Copy, F: Frame>(ctx: &F, off: usize) -> Option<T> {
-    if let Ok(value) = read_at::<T, F>(ctx, off) {
-        return Some(value);
-    }
-    let mut value = core::mem::MaybeUninit::<T>::uninit();
-    ctx.load(
-        off,
-        value.as_mut_ptr() as *mut u8,
-        core::mem::size_of::<T>(),
-    )
-    // SAFETY: the load filled every byte of the value.
-    .then(|| unsafe { value.assume_init() })
 }
 
 /// Counts `inner_len` bytes sent into the tunnel in its own counters.

@@ -21,7 +21,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use tunnel_common::{
-    maps::{DecapTarget, ForwardLan, TunnelConfig, TUNNEL_F_BOUND_DEV, TUNNEL_F_RPFILTER},
+    maps::{
+        DecapTarget, ForwardLan, TunnelConfig, MODE_GRE, MODE_GRETAP, TUNNEL_F_BOUND_DEV,
+        TUNNEL_F_RPFILTER,
+    },
     stats::*,
     wire::{self, Family, Ipv4Words},
 };
@@ -75,7 +78,8 @@ fn try_towards_tunnel(ctx: &XdpContext, lan_ifindex: u32, lan: &ForwardLan) -> R
     // Routed elsewhere than into one of our tunnels: the kernel's.
     // SAFETY: map values stay valid while the program runs.
     let cfg: &TunnelConfig = unsafe { &*TUNNELS.get_ptr(hop.oif).ok_or(None)? };
-    if !encap::carries(cfg.mode, inner.family) {
+    // A gretap link bridges frames: the kernel's (its port adds them).
+    if cfg.mode == MODE_GRETAP || !encap::carries(cfg.mode, inner.family) {
         return Err(None);
     }
     // The kernel's rp_filter on the LAN covers IPv4 only.
@@ -83,6 +87,7 @@ fn try_towards_tunnel(ctx: &XdpContext, lan_ifindex: u32, lan: &ForwardLan) -> R
         return Err(Some(FWD_PASS_RPFILTER));
     }
     let remote = encap::remote(cfg, &inner).map_err(|_| Some(FWD_PASS_NO_ROUTE))?;
+    let is_gre = cfg.mode == MODE_GRE;
     let gre_flags = cfg.gre_output_flags();
     let overhead = wire::encap_overhead(cfg.mode, gre_flags);
     let outer_len = len as usize + overhead;
@@ -119,7 +124,7 @@ fn try_towards_tunnel(ctx: &XdpContext, lan_ifindex: u32, lan: &ForwardLan) -> R
     }
     let written = write_macs(ctx, route.dmac, route.smac)
         .map_err(|_| TX_NO_BUFS)
-        .and_then(|()| encap::write_outer(ctx, cfg.mode, &outer, &gre, inner_sum));
+        .and_then(|()| encap::write_outer(ctx, is_gre, &outer, &gre, inner_sum));
     if let Err(reason) = written {
         return Ok(dropped_in_tunnel(cfg, reason));
     }
@@ -220,7 +225,7 @@ fn forwardable(ctx: &XdpContext) -> Result<(InnerInfo, u32), Pass> {
     }
     let (inner, len) = if eth[6] == wire::ETH_P_IP.to_be() {
         let ip: Ipv4Words = read_at(ctx, L3).map_err(|_| None)?;
-        let inner = InnerInfo::v4(&ip).ok_or(None)?;
+        let inner = InnerInfo::v4(&ip, false).map_err(|_| None)?;
         if inner.header_len != wire::IPV4_HDR_LEN {
             return Err(Some(FWD_PASS_OPTIONS));
         }
@@ -234,7 +239,7 @@ fn forwardable(ctx: &XdpContext) -> Result<(InnerInfo, u32), Pass> {
         (inner, ip.tot_len() as u32)
     } else if eth[6] == wire::ETH_P_IPV6.to_be() {
         let head: [u16; wire::IPV6_HDR_LEN / 2] = read_at(ctx, L3).map_err(|_| None)?;
-        let inner = InnerInfo::v6(&head).ok_or(None)?;
+        let inner = InnerInfo::v6(&head, false).map_err(|_| None)?;
         match u16::from_be(head[3]) >> 8 {
             IPV6_HOP_BY_HOP => return Err(Some(FWD_PASS_OPTIONS)),
             IPV6_FRAGMENT => return Err(Some(FWD_PASS_FRAGMENT)),

@@ -161,18 +161,16 @@ fn send(path: Path) -> Result<i32, u32> {
 fn inner_info(ctx: &TcContext, mode: u8, ethernet: bool, l2: usize) -> Result<InnerInfo, u32> {
     // SAFETY: reading a field of the context the kernel gave us.
     let protocol = unsafe { (*ctx.skb.skb).protocol } as u16;
-    let carries = |family| ethernet || encap::carries(mode, family);
-    let ip = if protocol == wire::ETH_P_IP.to_be() && carries(Family::V4) {
-        InnerInfo::v4(&read_head(ctx, l2)?)
-    } else if protocol == wire::ETH_P_IPV6.to_be() && carries(Family::V6) {
-        InnerInfo::v6(&read_head(ctx, l2)?)
+    // A gretap link carries IPv4 whatever its mode says.
+    if protocol == wire::ETH_P_IP.to_be() && (ethernet || encap::carries(mode, Family::V4)) {
+        InnerInfo::v4(&read_head(ctx, l2)?, ethernet)
+    } else if protocol == wire::ETH_P_IPV6.to_be() && encap::carries(mode, Family::V6) {
+        InnerInfo::v6(&read_head(ctx, l2)?, ethernet)
     } else if ethernet {
-        return Ok(InnerInfo::opaque());
+        Ok(InnerInfo::opaque())
     } else {
-        None
-    };
-    let inner = ip.ok_or(TX_BAD_INNER)?;
-    Ok(InnerInfo { ethernet, ..inner })
+        Err(TX_BAD_INNER)
+    }
 }
 
 #[inline(always)]
@@ -365,7 +363,7 @@ fn push_headers(
     }
     // Written in place: adjust_room left the new headers linear.
     write_at(ctx, 0, PLACEHOLDER_DST).map_err(|_| TX_NO_BUFS)?;
-    encap::write_outer(ctx, cfg.mode, outer, gre, inner_sum)?;
+    encap::write_outer(ctx, is_gre, outer, gre, inner_sum)?;
     Ok(room)
 }
 

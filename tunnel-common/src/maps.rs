@@ -37,6 +37,18 @@ pub const MAP_MON_RINGS: [&str; MONITOR_SLOTS as usize] = [
     "XTUN_MON_RING3",
 ];
 
+/// LAN ifindex -> `ForwardLan`: the interfaces with the XDP forwarding
+/// fast path on (`xtun attach LAN --forward xdp`).
+pub const MAP_FORWARD_LANS: &str = "XTUN_FWD_LANS";
+/// Slot 0: `ForwardState`, what the fast path needs namespace-wide.
+pub const MAP_FORWARD_STATE: &str = "XTUN_FWD_STATE";
+/// ifindex -> the same ifindex: every attached interface, the fast path's
+/// XDP_REDIRECT targets.
+pub const MAP_FORWARD_PORTS: &str = "XTUN_FWD_PORTS";
+
+/// Capacity of the fast path's LAN and redirect-target maps.
+pub const MAX_FORWARD_PORTS: u32 = 4096;
+
 /// Program names, as the kernel reports them (at most 15 bytes).
 pub const PROG_XDP_DECAP: &str = "xtun_decap";
 pub const PROG_TC: &str = "xtun_tc";
@@ -380,6 +392,29 @@ impl XdpMeta {
     }
 }
 
+/// A LAN interface with the XDP forwarding fast path on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ForwardLan {
+    /// The LAN's effective IPv4 `rp_filter` (the larger of `all` and its
+    /// own): 0 off, 1 strict, 2 loose. The fast path checks what the
+    /// kernel would check, or leaves the packet to it.
+    pub rp_filter: u32,
+    pub _pad: u32,
+}
+
+/// The fast path's namespace-wide state (slot 0 of `XTUN_FWD_STATE`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ForwardState {
+    /// How many LANs have the fast path: decapsulated packets are looked
+    /// up for it only while there is one.
+    pub lans: u32,
+    /// `net.ipv4.conf.all.rp_filter` when a LAN was last switched on: a
+    /// tunnel interface's IPv4 sources are checked against it.
+    pub rp_filter_all: u32,
+}
+
 /// Per-interface data-plane counters: one slot per `stats` reason.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -540,6 +575,8 @@ mod pod {
     unsafe impl aya::Pod for MonitorLease {}
     unsafe impl aya::Pod for MonitorCpu {}
     unsafe impl aya::Pod for MonitorEvent {}
+    unsafe impl aya::Pod for ForwardLan {}
+    unsafe impl aya::Pod for ForwardState {}
 }
 
 #[cfg(test)]

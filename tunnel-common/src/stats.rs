@@ -100,6 +100,28 @@ counters! {
     /// sent: counted, not relayed to inner senders (the kernel's tunnels
     /// answer the next ones "host unreachable" for 30 s).
     RX_ICMP_NOT_RELAYED = 37, "rx_icmp_errors_not_relayed";
+    /// Forwarded from a LAN into the tunnel by the XDP fast path, past the
+    /// tunnel interface (counted on the tunnel).
+    TX_FORWARD_XDP = 38, "tx_forwarded_xdp";
+    /// Decapsulated and forwarded straight to a LAN by the XDP fast path,
+    /// past the tunnel interface (counted on the tunnel).
+    RX_FORWARD_XDP = 39, "rx_forwarded_xdp";
+    /// Fast path: TTL or hop limit would expire; the kernel answers it.
+    FWD_PASS_TTL = 40, "fwd_pass_ttl_expiring";
+    /// Fast path: IPv4 options or an IPv6 hop-by-hop header.
+    FWD_PASS_OPTIONS = 41, "fwd_pass_ip_options";
+    /// Fast path: a fragment (IPv4, or IPv6 fragment header).
+    FWD_PASS_FRAGMENT = 42, "fwd_pass_fragment";
+    /// Fast path: multicast or broadcast.
+    FWD_PASS_MULTICAST = 43, "fwd_pass_multicast";
+    /// Fast path: no complete route answer (unreachable, blackhole,
+    /// prohibit, no neighbour, no outer route or egress not attached).
+    FWD_PASS_NO_ROUTE = 44, "fwd_pass_no_route";
+    /// Fast path: too big for the route's MTU or the tunnel's path MTU;
+    /// the kernel fragments it or answers ICMP.
+    FWD_PASS_TOO_BIG = 45, "fwd_pass_too_big";
+    /// Fast path: the reverse-path check did not pass; the kernel decides.
+    FWD_PASS_RPFILTER = 46, "fwd_pass_rpfilter";
 }
 
 #[cfg(test)]
@@ -109,7 +131,7 @@ mod tests {
     #[test]
     fn counter_slots_are_dense_and_named() {
         assert_eq!(COUNTER_COUNT as usize, COUNTER_NAMES.len());
-        assert_eq!(RX_ICMP_NOT_RELAYED + 1, COUNTER_COUNT);
+        assert_eq!(FWD_PASS_RPFILTER + 1, COUNTER_COUNT);
         // The names are indexed by position in the list, the constants by
         // the number written beside them: read both from this file, so a
         // slot numbered out of order or used twice is caught.

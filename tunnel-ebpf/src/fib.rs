@@ -1,10 +1,11 @@
-//! The kernel's routing table and neighbours, as the tc hooks ask them:
-//! `bpf_fib_lookup` for a route, `bpf_redirect_neigh` to send to a next hop.
+//! The kernel's routing table and neighbours: `bpf_fib_lookup` for a route
+//! (tc and XDP), `bpf_redirect_neigh` to send to a next hop (tc).
 
+pub use aya_ebpf::bindings::bpf_fib_lookup as FibParams;
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup as FibParams, bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1},
+    bindings::{bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1},
     helpers::generated::{bpf_fib_lookup, bpf_redirect_neigh},
-    programs::TcContext,
+    EbpfContext,
 };
 
 pub const AF_INET: u8 = 2;
@@ -24,11 +25,11 @@ pub fn request(family: u8, ifindex: u32) -> FibParams {
 /// Looks `params` up with `flags` (`BPF_FIB_LOOKUP_*`); the helper's
 /// `BPF_FIB_LKUP_RET_*` answer, with `params` filled in on success.
 #[inline(always)]
-pub fn lookup(ctx: &TcContext, params: &mut FibParams, flags: u32) -> i64 {
+pub fn lookup<C: EbpfContext>(ctx: &C, params: &mut FibParams, flags: u32) -> i64 {
     // SAFETY: helper call with a request on our stack.
     unsafe {
         bpf_fib_lookup(
-            ctx.skb.skb as *mut _,
+            ctx.as_ptr(),
             params,
             core::mem::size_of::<FibParams>() as i32,
             flags,

@@ -9,11 +9,14 @@
 //! - `tc_port`: `xtun_tc` on a tunnel port's tc ingress (the other end of
 //!   the tunnel interface's veth pair) encapsulates what the tunnel
 //!   interface sends and sends it to the underlay neighbour.
+//! - `forward`: the XDP forwarding fast path, run by `xtun_decap` on LANs
+//!   (`xtun attach LAN --forward xdp`) and after decapsulation.
 //! - `defrag`: `xtun_defrag`, a second tc program on each underlay's
 //!   ingress before `xtun_tc`, reassembles outer IPv4 fragments of tunnel
 //!   packets.
 //! - Shared: `classify` (the outer-header classifier both receive hooks
-//!   use), `gre` (GRE parser, builder, header sum, sequence numbers),
+//!   use), `encap` (the encapsulation steps tc and XDP share), `gre`
+//!   (GRE parser, builder, header sum, sequence numbers),
 //!   `csum`, `fib` (routes and next hops), `pmtu`, `parse`, `maps`,
 //!   `monitor`, `teb` (Ethernet over GRE).
 #![no_std]
@@ -26,7 +29,9 @@
 mod classify;
 mod csum;
 mod defrag;
+mod encap;
 mod fib;
+mod forward;
 mod gre;
 mod maps;
 mod monitor;

@@ -3,14 +3,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use tunnel_common::{
     maps::{
-        DecapKey, DecapTarget, IfCounters, MonitorCpu, MonitorLease, NeighEntry, NeighKey,
-        PmtuEntry, PmtuKey, PrlEntry, PrlKey, SeqState, Settings, TunnelConfig, TunnelStats,
-        IF_INDEXED_MAX, LOG_LEASE_SLOT, MAX_NEIGHBOURS, MAX_PRL, MAX_TUNNELS, MONITOR_RING_BYTES,
-        MONITOR_SLOTS,
+        DecapKey, DecapTarget, ForwardLan, ForwardState, IfCounters, MonitorCpu, MonitorLease,
+        NeighEntry, NeighKey, PmtuEntry, PmtuKey, PrlEntry, PrlKey, SeqState, Settings,
+        TunnelConfig, TunnelStats, IF_INDEXED_MAX, LOG_LEASE_SLOT, MAX_FORWARD_PORTS,
+        MAX_NEIGHBOURS, MAX_PRL, MAX_TUNNELS, MONITOR_RING_BYTES, MONITOR_SLOTS,
     },
     stats::COUNTER_COUNT,
 };
@@ -77,6 +77,19 @@ pub static PRL: HashMap<PrlKey, PrlEntry> = HashMap::with_max_entries(MAX_PRL, 0
 /// Tunnel interface ifindex -> GRE sequence numbers (shared by all CPUs).
 #[map(name = "XTUN_SEQ")]
 pub static SEQ: HashMap<u32, SeqState> = HashMap::with_max_entries(MAX_TUNNELS, 0);
+
+/// LAN ifindex -> its fast-path settings: the LANs forwarded in XDP.
+#[map(name = "XTUN_FWD_LANS")]
+pub static FORWARD_LANS: HashMap<u32, ForwardLan> = HashMap::with_max_entries(MAX_FORWARD_PORTS, 0);
+
+/// Slot 0: the fast path's namespace-wide state.
+#[map(name = "XTUN_FWD_STATE")]
+pub static FORWARD_STATE: Array<ForwardState> = Array::with_max_entries(1, 0);
+
+/// ifindex -> itself: the interfaces the fast path may redirect to (every
+/// attached underlay and LAN).
+#[map(name = "XTUN_FWD_PORTS")]
+pub static FORWARD_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_FORWARD_PORTS, 0);
 
 /// Monitor slot -> its lease; then `xtun log`'s lease (`LOG_LEASE_SLOT`).
 #[map(name = "XTUN_MON_LEASE")]

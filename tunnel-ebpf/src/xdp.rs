@@ -1,5 +1,7 @@
 //! XDP on an underlay: recognise our tunnels' packets, strip their outer
-//! headers and tag each frame with its tunnel for `tc_ingress` to deliver.
+//! headers and tag each frame with its tunnel for `tc_ingress` to deliver,
+//! or forward it to a LAN (`forward`). On a LAN with the fast path, other
+//! packets go to `forward` too.
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -15,7 +17,7 @@ use tunnel_common::{
 
 use crate::{
     classify::{self, Matched, Verdict},
-    maps, monitor,
+    forward, maps, monitor,
     parse::ptr_at_mut,
     teb::{self, EthWords},
 };
@@ -26,7 +28,16 @@ use crate::{
 pub fn try_xdp(ctx: &XdpContext) -> Result<u32, u32> {
     // SAFETY: reading a field of the context the kernel gave us.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let m = match classify::classify(ctx)? {
+    let verdict = match classify::classify(ctx) {
+        Ok(verdict) => verdict,
+        Err(reason) => {
+            return match forward::lan(ifindex) {
+                Some(lan) => Ok(forward::towards_tunnel(ctx, ifindex, &lan)),
+                None => Err(reason),
+            };
+        }
+    };
+    let m = match verdict {
         Verdict::Decap(m) => m,
         // XDP cannot tell a checksum pending offload from a wrong one, nor
         // reassemble fragments: tc decides.
@@ -48,7 +59,7 @@ pub fn try_xdp(ctx: &XdpContext) -> Result<u32, u32> {
     strip_outer(ctx, &m).map_err(|_| RX_ADJUST_FAIL)?;
     let inner_len = (ctx.data_end() - ctx.data()).saturating_sub(EthHdr::LEN) as u64;
     classify::decapsulated(ctx, ifindex, &m, inner_len);
-    Ok(xdp_action::XDP_PASS)
+    Ok(forward::from_tunnel(ctx, &m.target).unwrap_or(xdp_action::XDP_PASS))
 }
 
 /// Removes `m.strip` bytes after the Ethernet header, rewrites the Ethernet

@@ -109,6 +109,9 @@ pub struct TunnelEntry {
 pub struct Desired {
     /// Underlays attached explicitly (as `xtun attach`).
     pub attach: BTreeMap<String, DecapPref>,
+    /// Attached LANs with the XDP forwarding fast path (`forward = "xdp"`,
+    /// as `xtun attach LAN --forward xdp`).
+    pub forward: BTreeSet<String>,
     pub tunnels: Vec<TunnelEntry>,
 }
 
@@ -127,6 +130,8 @@ struct RawAttach {
     dev: Spanned<String>,
     #[serde(default)]
     decap: Option<Spanned<String>>,
+    #[serde(default)]
+    forward: Option<Spanned<String>>,
 }
 
 /// Where an error is: turns byte offsets into lines and columns.
@@ -173,6 +178,26 @@ pub fn parse(file: &str, text: &str) -> Result<Desired, FileError> {
                 ))
             }
         };
+        let forward = match a.forward.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
+            None | Some(("off", _)) => false,
+            Some(("xdp", _)) if decap == DecapPref::Tc => {
+                let span = a.forward.as_ref().map_or(0..0, |f| f.span());
+                return Err(at.error(
+                    span,
+                    "key `forward`: \"xdp\" runs in XDP, it cannot go with decap = \"tc\"",
+                ));
+            }
+            Some(("xdp", _)) => true,
+            Some((other, span)) => {
+                return Err(at.error(
+                    span,
+                    format!("key `forward`: \"{other}\" is not xdp or off"),
+                ))
+            }
+        };
+        if forward {
+            desired.forward.insert(a.dev.get_ref().clone());
+        }
         if desired
             .attach
             .insert(a.dev.get_ref().clone(), decap)
@@ -419,6 +444,9 @@ pub fn render(desired: &Desired) -> String {
             quote(dev),
             decap.name()
         );
+        if desired.forward.contains(dev) {
+            out.push_str("forward = \"xdp\"\n");
+        }
     }
     for t in &desired.tunnels {
         let s = &t.spec;
@@ -507,6 +535,10 @@ mod tests {
 [[attach]]
 dev = "eth0"
 
+[[attach]]
+dev = "lan0"
+forward = "xdp"
+
 [[tunnel]]
 name = "gre1"
 mode = "gre"
@@ -531,6 +563,8 @@ neigh = [{ prefix = "10.20.0.0/16", remote = "192.0.2.20" }]
     fn parses_tunnels_with_the_ip_tunnel_grammar() {
         let d = parse("x.toml", EXAMPLE).unwrap();
         assert_eq!(d.attach.get("eth0"), Some(&DecapPref::Auto));
+        assert_eq!(d.attach.get("lan0"), Some(&DecapPref::Auto));
+        assert_eq!(d.forward, BTreeSet::from(["lan0".to_string()]));
         let gre = &d.tunnels[0];
         assert_eq!(gre.spec.name, "gre1");
         assert_eq!((gre.spec.ikey, gre.spec.okey), (Some(5), Some(5)));
@@ -587,6 +621,14 @@ neigh = [{ prefix = "10.20.0.0/16", remote = "192.0.2.20" }]
             (
                 "[[attach]]\ndev = \"eth0\"\ndecap = \"fast\"\n",
                 "f.toml:3:9: key `decap`: \"fast\" is not auto, xdp or tc",
+            ),
+            (
+                "[[attach]]\ndev = \"lan0\"\nforward = \"on\"\n",
+                "f.toml:3:11: key `forward`: \"on\" is not xdp or off",
+            ),
+            (
+                "[[attach]]\ndev = \"lan0\"\ndecap = \"tc\"\nforward = \"xdp\"\n",
+                "f.toml:4:11: key `forward`: \"xdp\" runs in XDP, it cannot go with decap = \"tc\"",
             ),
             (
                 "[[tunnel]]\nname = \"t\"\nmode = \"gre\"\nremote = \"1.1.1.1\"\naddresses = [\"1.2.3.4/40\"]\n",

@@ -114,16 +114,21 @@ enum Command {
     /// Write the man pages (xtun.1 and one per command) into DIR.
     #[command(hide = true)]
     Manpages { dir: std::path::PathBuf },
-    /// Attach the data plane (decapsulation and delivery) to an underlay NIC.
+    /// Attach the data plane (decapsulation and delivery) to an underlay NIC,
+    /// or to a LAN whose forwarded traffic takes the XDP fast path.
     #[command(
-        after_help = "Example:\n  xtun attach eth0\n\nThe attachment outlives xtun and stays until `xtun detach`."
+        after_help = "Examples:\n  xtun attach eth0\n  xtun attach lan0 --forward xdp\n  xtun attach lan0 --forward off\n\nThe attachment outlives xtun and stays until `xtun detach`.\n\n`--forward xdp` forwards in XDP what arrives on DEV for a route into a tunnel, and what\ntunnels decapsulate in XDP for a route out of DEV. It bypasses netfilter's FORWARD chain\nand the tunnel interface's own counters (xtun's counters count it); packets that need\nthe kernel (TTL expiring, too big, options, fragments, no route or neighbour) take the\nkernel's path as before."
     )]
     Attach {
-        /// The underlay interface.
+        /// The underlay (or LAN) interface.
         dev: String,
         /// Where to decapsulate.
         #[arg(long, value_enum, default_value = "auto")]
         decap: cli::attach::Decap,
+        /// The XDP forwarding fast path for DEV as a LAN: on (`xdp`, which
+        /// attaches XDP to DEV) or `off`.
+        #[arg(long, value_enum)]
+        forward: Option<cli::attach::Forward>,
     },
     /// Detach the data plane from an underlay NIC.
     #[command(
@@ -750,7 +755,11 @@ fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<()> {
         Command::Apply { file, dry_run } => cli::apply::apply(&file, dry_run),
         Command::Completion { .. } | Command::Manpages { .. } => unreachable!("handled in run"),
         Command::Export => cli::apply::export(),
-        Command::Attach { dev, decap } => cli::attach::attach(&dev, decap),
+        Command::Attach {
+            dev,
+            decap,
+            forward,
+        } => cli::attach::attach(&dev, decap, forward),
         Command::Detach { dev } => cli::attach::detach(&dev),
         Command::Stats { prometheus: true } => cli::metrics::print(),
         Command::Stats { prometheus: false } => cli::stats::show(format),

@@ -42,6 +42,10 @@ enum Task {
         /// Every measurement, briefly: a smoke test.
         #[arg(long)]
         quick: bool,
+        /// Only the site gateway: packets per second forwarded between two
+        /// sites, plain, over the kernel's VXLAN and over xtun.
+        #[arg(long)]
+        gateway: bool,
     },
 }
 
@@ -61,6 +65,9 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     // The interop suite's VM: busybox and cpio build its initramfs.
     ("test -x /bin/busybox", "busybox-static"),
     ("command -v cpio", "cpio"),
+    // The gateway bench: trafgen generates, ethtool turns on veth GRO.
+    ("command -v trafgen", "netsniff-ng"),
+    ("command -v ethtool", "ethtool"),
 ];
 
 /// What the interop suite (tunnel-userspace/tests/interop.rs) boots: Debian's
@@ -93,7 +100,7 @@ fn main() -> Result<()> {
             build()?;
             dist().map(|deb| println!("xtask: built {}", deb.display()))
         }
-        Task::Bench { quick } => {
+        Task::Bench { quick, gateway } => {
             setup()?;
             build()?;
             // A bench target (harness = false) outside the xtun library;
@@ -104,6 +111,9 @@ fn main() -> Result<()> {
                 .env("XTUN", workspace_root().join("target/release/xtun"));
             if quick {
                 cmd.arg("--quick");
+            }
+            if gateway {
+                cmd.arg("--gateway-only");
             }
             run(&mut cmd)
         }

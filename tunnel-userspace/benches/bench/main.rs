@@ -8,6 +8,7 @@
 //! 3. Control plane: adding, showing and dumping many tunnels.
 
 mod baselines;
+mod gateway;
 
 use std::{
     net::Ipv4Addr,
@@ -1176,10 +1177,10 @@ fn main() -> Result<()> {
     }
     let xtun = std::env::var("XTUN").context("XTUN must name the xtun binary")?;
     let mut rows = Vec::new();
-    eprintln!("bench: per-packet cost (BPF_PROG_TEST_RUN)...");
-    // `--micro-only` and `--throughput-only` run one part alone, for quick
-    // comparisons while working on one side.
-    let throughput_only = args.iter().any(|a| a == "--throughput-only");
+    // `--micro-only`, `--throughput-only` and `--gateway-only` run one part
+    // alone, for quick comparisons while working on one side.
+    let gateway_only = args.iter().any(|a| a == "--gateway-only");
+    let throughput_only = gateway_only || args.iter().any(|a| a == "--throughput-only");
     let micro_only = args.iter().any(|a| a == "--micro-only");
     // `--monitor-only`: just what `xtun monitor` costs per packet.
     if args.iter().any(|a| a == "--monitor-only") {
@@ -1193,9 +1194,10 @@ fn main() -> Result<()> {
     let micro = if throughput_only {
         json!({})
     } else {
+        eprintln!("bench: per-packet cost (BPF_PROG_TEST_RUN)...");
         micro(&plan, &mut rows)?
     };
-    let (tput, control, narrow) = if micro_only {
+    let (tput, control, narrow) = if micro_only || gateway_only {
         (json!({}), json!({}), json!({}))
     } else {
         eprintln!("bench: throughput in the seed topology...");
@@ -1210,8 +1212,15 @@ fn main() -> Result<()> {
         };
         (tput, control, narrow)
     };
+    let gateway = if micro_only || args.iter().any(|a| a == "--throughput-only") {
+        json!({})
+    } else {
+        eprintln!("bench: site gateway forwarding (trafgen)...");
+        gateway::run(quick, &xtun, &mut rows)?
+    };
     let ratios = ratios(&micro, &tput);
     print_table(&rows);
+    gateway::print_drops(&gateway);
     println!("\nratios (same run):");
     for (k, v) in ratios.as_object().unwrap() {
         println!("  {k:<52} {:.3}", v.as_f64().unwrap_or(f64::NAN));
@@ -1222,7 +1231,7 @@ fn main() -> Result<()> {
             "xtun GRE / routed, TCP over a 1400-byte path"
         );
     }
-    let doc = json!({ "quick": quick, "per_packet_ns": micro, "throughput": tput, "narrow_path": narrow, "control_plane_seconds": control, "ratios": ratios });
+    let doc = json!({ "quick": quick, "per_packet_ns": micro, "throughput": tput, "narrow_path": narrow, "control_plane_seconds": control, "ratios": ratios, "gateway": gateway });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(

@@ -20,6 +20,8 @@ use super::{attach, neigh, tunnel};
 /// One step of a plan, in the order it runs.
 enum Step {
     Attach(String, DecapPref),
+    /// The XDP forwarding fast path on (true) or off for an attached LAN.
+    Forward(String, bool),
     Delete(String),
     Add(TunnelSpec),
     Change(TunnelSpec),
@@ -37,6 +39,13 @@ impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Step::Attach(dev, decap) => write!(f, "attach {dev} --decap {}", decap.name()),
+            Step::Forward(dev, on) => {
+                write!(
+                    f,
+                    "attach {dev} --forward {}",
+                    if *on { "xdp" } else { "off" }
+                )
+            }
             Step::Delete(name) => write!(f, "tunnel del {name}"),
             Step::Add(spec) => write!(f, "tunnel add {}", spec.to_words().join(" ")),
             Step::Change(spec) => write!(f, "tunnel change {}", spec.to_words().join(" ")),
@@ -75,6 +84,9 @@ pub fn current(nl: &mut Netlink) -> Result<Desired> {
                 DecapPref::Tc
             };
             state.attach.insert(link.name.clone(), decap);
+            if dp.forwards(link.index) {
+                state.forward.insert(link.name.clone());
+            }
         }
     }
     let mut neighbours: BTreeMap<u32, BTreeMap<Prefix, Ipv4Addr>> = BTreeMap::new();
@@ -137,6 +149,12 @@ fn plan(now: &Desired, want: &Desired) -> Vec<Step> {
         };
         if needed {
             steps.push(Step::Attach(dev.clone(), *decap));
+        }
+    }
+    for dev in want.attach.keys() {
+        let on = want.forward.contains(dev);
+        if on != now.forward.contains(dev) {
+            steps.push(Step::Forward(dev.clone(), on));
         }
     }
     let have: BTreeMap<&str, &TunnelEntry> = now
@@ -235,7 +253,16 @@ fn run_step(nl: &mut Netlink, step: &Step) -> Result<()> {
                 DecapPref::Xdp => attach::Decap::Xdp,
                 DecapPref::Tc => attach::Decap::Tc,
             },
+            None,
         ),
+        Step::Forward(dev, on) => {
+            let forward = if *on {
+                attach::Forward::Xdp
+            } else {
+                attach::Forward::Off
+            };
+            attach::attach(dev, attach::Decap::Auto, Some(forward))
+        }
         Step::Delete(name) => tunnel::del(name),
         Step::Add(spec) => tunnel::add(&spec.to_words()),
         Step::Change(spec) => tunnel::change(&spec.to_words()),

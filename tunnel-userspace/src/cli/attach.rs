@@ -25,7 +25,23 @@ pub enum Decap {
     Tc,
 }
 
-pub fn attach(dev: &str, decap: Decap) -> Result<()> {
+/// `--forward`: the XDP forwarding fast path for a LAN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Forward {
+    /// Forward in XDP to and from tunnels.
+    Xdp,
+    /// Forward through the kernel, as without the fast path.
+    Off,
+}
+
+/// What `xtun status` and `attach` say about the fast path.
+pub const FORWARD_NOTE: &str =
+    "bypasses netfilter FORWARD and the tunnel interface's counters; xtun's counters count it";
+
+pub fn attach(dev: &str, decap: Decap, forward: Option<Forward>) -> Result<()> {
+    if forward == Some(Forward::Xdp) && matches!(decap, Decap::Tc) {
+        bail!("--forward xdp runs in XDP on {dev}: it cannot go with --decap tc");
+    }
     let mut nl = Netlink::new()?;
     let link = lookup(&mut nl, dev)?;
     if link.kind.as_deref() == Some("tun") {
@@ -38,6 +54,7 @@ pub fn attach(dev: &str, decap: Decap) -> Result<()> {
     }
     let mut dp = Dataplane::find_or_load(&mut nl).context("loading the data plane")?;
     let choice = match decap {
+        Decap::Auto if forward == Some(Forward::Xdp) => DecapChoice::Xdp,
         Decap::Auto => DecapChoice::Auto,
         Decap::Xdp => DecapChoice::Xdp,
         Decap::Tc => DecapChoice::Tc,
@@ -51,7 +68,20 @@ pub fn attach(dev: &str, decap: Decap) -> Result<()> {
             "attached to {dev}: decapsulation in {} + tc ingress delivery",
             mode.describe()
         ),
-        None => println!("already attached to {dev}"),
+        None if forward.is_none() => println!("already attached to {dev}"),
+        None => {}
+    }
+    if let Some(forward) = forward {
+        let on = forward == Forward::Xdp;
+        let changed = dp
+            .forward_lan(&link, on)
+            .with_context(|| format!("switching the forwarding fast path on {dev}"))?;
+        match (on, changed) {
+            (true, true) => println!("forwarding fast path on for {dev} ({FORWARD_NOTE})"),
+            (true, false) => println!("forwarding fast path already on for {dev}"),
+            (false, true) => println!("forwarding fast path off for {dev}"),
+            (false, false) => println!("forwarding fast path already off for {dev}"),
+        }
     }
     Ok(())
 }

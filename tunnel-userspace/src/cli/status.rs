@@ -109,8 +109,11 @@ pub fn show(format: Format) -> Result<()> {
             ("underlay", Value::Object(_)) => json!("tc"),
             _ => Value::Null,
         };
+        // A LAN with the XDP forwarding fast path.
+        let forward = dp.forwards(link.index).then_some("xdp");
         interfaces.push(json!({
             "ifname": link.name, "ifindex": link.index, "role": role, "decap": decap, "xdp": xdp,
+            "forward": forward,
             "tc_ingress": hooks["tc_ingress"], "tc_egress": hooks["tc_egress"], "port": port,
         }));
     }
@@ -136,8 +139,18 @@ pub fn show(format: Format) -> Result<()> {
     let settings = dp.current_settings()?;
     let running = format!("{:016x}", settings.build_id);
     let ours = format!("{:016x}", build_id(OBJECT));
+    let forward_lans: Vec<&Value> = interfaces
+        .iter()
+        .filter(|i| !i["forward"].is_null())
+        .map(|i| &i["ifname"])
+        .collect();
+    let forward = json!({
+        "lans": forward_lans,
+        "note": (!forward_lans.is_empty()).then_some(super::attach::FORWARD_NOTE),
+    });
     let doc = json!({
         "interfaces": interfaces,
+        "forward": forward,
         "programs": programs,
         "maps": maps,
         "log_level": level_name(dp.effective_log_level()?),
@@ -168,6 +181,9 @@ fn print_text(doc: &Value) {
         let mut parts = Vec::new();
         if let Some(decap) = i["decap"].as_str() {
             parts.push(format!("decap {decap}"));
+        }
+        if let Some(forward) = i["forward"].as_str() {
+            parts.push(format!("forward {forward}"));
         }
         if let Some(x) = i["xdp"].as_object() {
             parts.push(format!(
@@ -205,6 +221,19 @@ fn print_text(doc: &Value) {
             i["ifname"].as_str().unwrap_or(""),
             i["role"].as_str().unwrap_or(""),
             parts.join(", ")
+        );
+    }
+    let lans: Vec<&str> = doc["forward"]["lans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !lans.is_empty() {
+        println!(
+            "forwarding fast path (XDP) on: {} ({})",
+            lans.join(", "),
+            doc["forward"]["note"].as_str().unwrap_or("")
         );
     }
     println!("programs:");

@@ -229,14 +229,21 @@ fn default_source(nl: &mut Netlink, spec: &TunnelSpec) -> u32 {
 /// no rp_filter: the data plane checks the route back itself with
 /// bpf_fib_lookup, which only runs on an interface with IPv6 `forwarding`
 /// set; that setting alone makes the host forward nothing (that takes
-/// `all.forwarding`).
+/// `all.forwarding`). Without `rpfilter` the interface's IPv6 forwarding
+/// is the namespace default's, as for any new interface: a router's
+/// tunnels keep it on, and the XDP fast path can look routes up there.
 fn set_rpfilter(name: &str, spec: &TunnelSpec) -> Result<()> {
     let on = if spec.rpfilter { "1" } else { "0" };
-    for path in [
-        format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"),
-        format!("/proc/sys/net/ipv6/conf/{name}/forwarding"),
+    let v6_default = std::fs::read_to_string("/proc/sys/net/ipv6/conf/default/forwarding");
+    let v6 = match v6_default {
+        Ok(default) if !spec.rpfilter => default.trim().to_string(),
+        _ => on.to_string(),
+    };
+    for (path, value) in [
+        (format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"), on),
+        (format!("/proc/sys/net/ipv6/conf/{name}/forwarding"), &v6),
     ] {
-        std::fs::write(&path, on).with_context(|| format!("writing {path}"))?;
+        std::fs::write(&path, value).with_context(|| format!("writing {path}"))?;
     }
     Ok(())
 }

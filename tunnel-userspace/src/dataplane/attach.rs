@@ -11,8 +11,9 @@ use aya::{
 use tunnel_common::maps::*;
 
 use super::{
-    bpffs::load_object_sharing, program_name, Dataplane, DataplaneError, DecapChoice, DecapMode,
-    Result, XdpMode, FILTER_DEFRAG, FILTER_TUNNEL, FILTER_UNDERLAY, FILTER_UNDERLAY_AUTO,
+    bpffs::load_object_sharing, forward::ForwardMaps, program_name, Dataplane, DataplaneError,
+    DecapChoice, DecapMode, Result, XdpMode, FILTER_DEFRAG, FILTER_TUNNEL, FILTER_UNDERLAY,
+    FILTER_UNDERLAY_AUTO,
 };
 use crate::netlink::{self, BpfFilter, Link, Netlink, TcHook, XDP_ATTACHED_SKB};
 
@@ -41,6 +42,9 @@ impl Dataplane {
             FILTER_UNDERLAY_AUTO
         };
         if let Some(existing) = self.underlay_filter(nl, link)? {
+            // An underlay attached by a version without the fast path
+            // becomes one of its redirect targets.
+            self.add_forward_port(link.index)?;
             // An underlay attached by a version without reassembly gets it.
             let defrag_fd = self.defrag_fd()?;
             attach_defrag(nl, link.index, defrag_fd)?;
@@ -123,6 +127,7 @@ impl Dataplane {
             return Err(e.into());
         }
         self.track_interface(link.index)?;
+        self.add_forward_port(link.index)?;
         Ok(Some(mode))
     }
 
@@ -143,22 +148,38 @@ impl Dataplane {
 
     /// An instance whose underlays all decapsulate in tc has no XDP program
     /// left in the kernel: load one that shares the instance's maps.
-    fn ensure_xdp_program(&mut self) -> Result<()> {
+    /// Only the XDP program uses the forwarding fast path's maps, so
+    /// such an instance had none: they come with it, and every underlay
+    /// attached so far becomes a redirect target.
+    fn ensure_xdp_program(&mut self, nl: &mut Netlink) -> Result<()> {
         if self.xdp_fd.is_some() {
             return Ok(());
         }
         let mut object = load_object_sharing(&self.shared_map_ids)?;
         let (fd, id) = load_xdp(&mut object)?;
+        let new_forward_maps = self.forward.is_none();
+        if new_forward_maps {
+            self.forward = Some(ForwardMaps::take(|name| {
+                object.take_map(name).ok_or(DataplaneError::Missing(name))
+            })?);
+        }
         self.xdp_fd = Some(fd);
         self.xdp_id = Some(id);
         self._ebpf = Some(object);
+        if new_forward_maps {
+            for link in nl.links()? {
+                if self.underlay_filter(nl, &link)?.is_some() {
+                    self.add_forward_port(link.index)?;
+                }
+            }
+        }
         Ok(())
     }
 
     /// Attaches the XDP program natively, or generically where the driver
     /// cannot, unless another program holds the interface.
     fn attach_xdp(&mut self, nl: &mut Netlink, link: &Link) -> Result<XdpMode> {
-        self.ensure_xdp_program()?;
+        self.ensure_xdp_program(nl)?;
         let xdp_fd = self
             .xdp_fd
             .as_ref()
@@ -211,6 +232,7 @@ impl Dataplane {
                 tunnels: names.join(", "),
             });
         }
+        self.remove_forward_port(link.index)?;
         detach_interface(nl, link, self.xdp_id)?;
         self.untrack_interface(link.index);
         Ok(())

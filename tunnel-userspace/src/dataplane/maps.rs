@@ -53,6 +53,7 @@ fn type_name(info: &MapInfo) -> &'static str {
         Ok(MapType::PerCpuArray) => "percpu_array",
         Ok(MapType::RingBuf) => "ringbuf",
         Ok(MapType::LpmTrie) => "lpm_trie",
+        Ok(MapType::DevMapHash) => "devmap_hash",
         _ => "other",
     }
 }

@@ -19,6 +19,7 @@
 mod attach;
 mod bpffs;
 mod counters;
+mod forward;
 mod maps;
 mod monitor;
 mod neighbours;
@@ -51,6 +52,7 @@ pub use self::{
 use self::{
     attach::{load_defrag, load_tc, load_xdp},
     bpffs::{raise_memlock_limit, KernelLayout},
+    forward::ForwardMaps,
     monitor::MonitorMaps,
 };
 use crate::netlink::{self, Link, Netlink, TcHook};
@@ -76,6 +78,8 @@ pub enum DataplaneError {
     Program(#[from] aya::programs::ProgramError),
     #[error("eBPF map: {0}")]
     Map(#[from] aya::maps::MapError),
+    #[error("eBPF XDP redirect map: {0}")]
+    XdpMap(#[from] aya::maps::xdp::XdpMapError),
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
     #[error("{0}")]
@@ -192,6 +196,9 @@ pub struct Dataplane {
     /// `xtun monitor`'s leases, counters and ring buffers; None in an
     /// instance loaded by a version without them (until upgraded).
     monitor: Option<MonitorMaps>,
+    /// The XDP forwarding fast path's maps; None in an instance loaded by
+    /// a version without them (until upgraded).
+    forward: Option<ForwardMaps>,
     /// Counter slots of configured tunnels, once read (`allocate_stats_slot`).
     used_slots: Option<BTreeSet<u32>>,
     /// No slot below this is free.
@@ -358,6 +365,14 @@ impl Dataplane {
                     })
                 })
                 .transpose()?,
+            forward: maps
+                .contains_key(MAP_FORWARD_LANS)
+                .then(|| {
+                    ForwardMaps::take(|name| {
+                        maps.remove(name).ok_or(DataplaneError::OtherVersion(name))
+                    })
+                })
+                .transpose()?,
             used_slots: None,
             lowest_free_slot: 0,
         })
@@ -405,6 +420,7 @@ impl Dataplane {
         let seq = HashMap::try_from(take(MAP_SEQ)?)?;
         let pmtu = HashMap::try_from(take(MAP_PMTU)?)?;
         let monitor = Some(MonitorMaps::take(&mut take)?);
+        let forward = Some(ForwardMaps::take(&mut take)?);
         let mut settings: Array<MapData, Settings> = Array::try_from(take(MAP_SETTINGS)?)?;
         settings.set(
             0,
@@ -437,6 +453,7 @@ impl Dataplane {
             seq,
             pmtu,
             monitor,
+            forward,
             used_slots: None,
             lowest_free_slot: 0,
         })

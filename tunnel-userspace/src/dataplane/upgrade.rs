@@ -10,6 +10,7 @@ use super::{
     attach::{attached_xdp_mode, load_defrag, load_tc, load_xdp},
     bpffs::load_object_sharing,
     build_id,
+    forward::ForwardMaps,
     monitor::MonitorMaps,
     Dataplane, DataplaneError, Result, FILTER_DEFRAG, FILTER_TUNNEL, OBJECT,
 };
@@ -58,6 +59,13 @@ impl Dataplane {
                 object.take_map(name).ok_or(DataplaneError::Missing(name))
             })?);
         }
+        // The same for the fast path's maps; every underlay becomes a
+        // redirect target below.
+        if self.forward.is_none() {
+            self.forward = Some(ForwardMaps::take(|name| {
+                object.take_map(name).ok_or(DataplaneError::Missing(name))
+            })?);
+        }
 
         let mut replaced = 0;
         for link in nl.links()? {
@@ -74,6 +82,7 @@ impl Dataplane {
                         continue;
                     }
                     if filter.classid != CLASSID_TUNNEL {
+                        self.add_forward_port(link.index)?;
                         // Underlays get (or keep) reassembly, the new one.
                         nl.add_bpf_filter_at(
                             netlink::DEFRAG_PRIO,

@@ -1,0 +1,405 @@
+//! The XDP forwarding fast path (`xtun attach LAN --forward xdp`), run by
+//! `xtun_decap` on a LAN and after decapsulation on an underlay:
+//!
+//! - towards a tunnel: a packet from a LAN whose route leads into one of
+//!   our tunnels is encapsulated here and redirected to the underlay;
+//! - from a tunnel: a decapsulated packet whose route leads out of a LAN
+//!   with the fast path is redirected straight there.
+//!
+//! Only plain unicast that the kernel would forward as it is takes it;
+//! anything that needs the kernel (ICMP answers, fragmentation, options,
+//! neighbour resolution) is passed to it unchanged. The fast path skips
+//! netfilter's FORWARD chain and the tunnel interface's own counters.
+
+use aya_ebpf::{
+    bindings::{
+        xdp_action, BPF_FIB_LKUP_RET_BLACKHOLE, BPF_FIB_LKUP_RET_FRAG_NEEDED,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_PROHIBIT, BPF_FIB_LKUP_RET_SUCCESS,
+        BPF_FIB_LKUP_RET_UNREACHABLE, BPF_FIB_LOOKUP_SKIP_NEIGH,
+    },
+    helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
+use tunnel_common::{
+    maps::{
+        DecapTarget, ForwardLan, TunnelConfig, MODE_GRE, MODE_GRETAP, TUNNEL_F_BOUND_DEV,
+        TUNNEL_F_RPFILTER,
+    },
+    stats::*,
+    wire::{self, Family, Ipv4Words},
+};
+
+use crate::{
+    encap::{self, InnerInfo, RouteQuery},
+    fib,
+    maps::{self, FORWARD_LANS, FORWARD_PORTS, FORWARD_STATE, TUNNELS},
+    parse::{ptr_at_mut, read_at, write_at},
+    pmtu,
+};
+
+/// The IP header's offset: frames on the fast path are plain Ethernet.
+const L3: usize = wire::ETH_HDR_LEN;
+
+/// IPv6 next headers the fast path leaves to the kernel.
+const IPV6_HOP_BY_HOP: u16 = 0;
+const IPV6_FRAGMENT: u16 = 44;
+
+/// Why a packet stays off the fast path: Some(counter) for a packet the
+/// kernel forwards instead (counted), None for one that is not forwarded
+/// traffic of ours at all.
+type Pass = Option<u32>;
+
+/// The fast-path settings of LAN `ifindex`, if it has the fast path.
+#[inline(always)]
+pub fn lan(ifindex: u32) -> Option<ForwardLan> {
+    // SAFETY: the value is copied out.
+    unsafe { FORWARD_LANS.get(ifindex) }.copied()
+}
+
+/// A packet from a LAN with the fast path: its action, having counted a
+/// packet left to the kernel on the LAN.
+#[inline(always)]
+pub fn towards_tunnel(ctx: &XdpContext, lan_ifindex: u32, lan: &ForwardLan) -> u32 {
+    match try_towards_tunnel(ctx, lan_ifindex, lan) {
+        Ok(action) => action,
+        Err(pass) => {
+            if let Some(reason) = pass {
+                maps::count(lan_ifindex, reason);
+            }
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+#[inline(always)]
+fn try_towards_tunnel(ctx: &XdpContext, lan_ifindex: u32, lan: &ForwardLan) -> Result<u32, Pass> {
+    let (mut inner, len) = forwardable(ctx)?;
+    let hop = inner_route(ctx, &inner, lan_ifindex, len, false)?;
+    // Routed elsewhere than into one of our tunnels: the kernel's.
+    // SAFETY: map values stay valid while the program runs.
+    let cfg: &TunnelConfig = unsafe { &*TUNNELS.get_ptr(hop.oif).ok_or(None)? };
+    // A gretap link bridges frames: the kernel's (its port adds them).
+    if cfg.mode == MODE_GRETAP || !encap::carries(cfg.mode, inner.family) {
+        return Err(None);
+    }
+    // The kernel's rp_filter on the LAN covers IPv4 only.
+    if !inner.is_v6() && !source_allowed(ctx, &inner, lan_ifindex, lan.rp_filter) {
+        return Err(Some(FWD_PASS_RPFILTER));
+    }
+    let remote = encap::remote(cfg, &inner).map_err(|_| Some(FWD_PASS_NO_ROUTE))?;
+    let is_gre = cfg.mode == MODE_GRE;
+    let gre_flags = cfg.gre_output_flags();
+    let overhead = wire::encap_overhead(cfg.mode, gre_flags);
+    let outer_len = len as usize + overhead;
+    let path_mtu = pmtu::path_mtu(cfg.ifindex, remote).unwrap_or(u16::MAX as u32);
+    if outer_len > path_mtu as usize {
+        return Err(Some(FWD_PASS_TOO_BIG));
+    }
+    let query = RouteQuery {
+        neigh: true,
+        tot_len: outer_len as u16,
+    };
+    let route = encap::route_to(ctx, cfg, remote, query).map_err(|reason| match reason {
+        Some(FWD_PASS_TOO_BIG) => Some(FWD_PASS_TOO_BIG),
+        _ => Some(FWD_PASS_NO_ROUTE),
+    })?;
+    let bound = cfg.flags & TUNNEL_F_BOUND_DEV != 0;
+    if (bound && route.oif != cfg.underlay_ifindex) || FORWARD_PORTS.get(route.oif).is_none() {
+        return Err(Some(FWD_PASS_NO_ROUTE));
+    }
+    let local = if cfg.local != 0 { cfg.local } else { route.src };
+
+    // Committed: forwarded as the kernel forwards it, then encapsulated as
+    // the tunnel's port would.
+    trim_to(ctx, len).map_err(|_| None)?;
+    decrement_ttl(ctx, &inner).map_err(|_| None)?;
+    inner.ttl -= 1;
+    let Ok((gre, inner_sum)) = encap::gre_header(ctx, cfg, gre_flags, &inner, L3, len) else {
+        return Ok(dropped_in_tunnel(cfg, TX_BAD_INNER));
+    };
+    let outer = encap::outer_ipv4(cfg, &inner, local, remote, outer_len as u16, false);
+    // SAFETY: helper call on our own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(overhead as i32)) } != 0 {
+        return Ok(dropped_in_tunnel(cfg, TX_NO_BUFS));
+    }
+    let written = write_macs(ctx, route.dmac, route.smac)
+        .map_err(|_| TX_NO_BUFS)
+        .and_then(|()| encap::write_outer(ctx, is_gre, &outer, &gre, inner_sum));
+    if let Err(reason) = written {
+        return Ok(dropped_in_tunnel(cfg, reason));
+    }
+    let Ok(action) = FORWARD_PORTS.redirect(route.oif, 0) else {
+        return Ok(dropped_in_tunnel(cfg, TX_NO_ROUTE));
+    };
+    maps::count(cfg.ifindex, TX_FORWARD_XDP);
+    encap::count_tunnel_sent(cfg, len);
+    Ok(action)
+}
+
+/// A packet lost after the fast path took it on: counted as the tunnel's
+/// port counts its failures.
+#[inline(always)]
+fn dropped_in_tunnel(cfg: &TunnelConfig, reason: u32) -> u32 {
+    maps::count(cfg.ifindex, reason);
+    maps::tunnel_stats(cfg.stats_slot, |s| s.tx_errors += 1);
+    xdp_action::XDP_DROP
+}
+
+/// A packet just decapsulated for tunnel `target`: Some(action) when the
+/// fast path sent it straight to a LAN, None to deliver it as usual.
+#[inline(always)]
+pub fn from_tunnel(ctx: &XdpContext, target: &DecapTarget) -> Option<u32> {
+    let state = FORWARD_STATE.get(0)?;
+    if state.lans == 0 {
+        return None;
+    }
+    // The kernel's rp_filter on the tunnel interface: `rpfilter` sets it
+    // strict there (and tc checks IPv6 sources the same way); otherwise
+    // `all`'s holds, for IPv4 only.
+    let rp = ReversePath {
+        strict_tunnel: target.flags & TUNNEL_F_RPFILTER != 0,
+        ipv4_all: state.rp_filter_all,
+    };
+    match try_from_tunnel(ctx, target.ifindex, rp) {
+        Ok(action) => Some(action),
+        Err(pass) => {
+            if let Some(reason) = pass {
+                maps::count(target.ifindex, reason);
+            }
+            None
+        }
+    }
+}
+
+#[inline(always)]
+fn try_from_tunnel(ctx: &XdpContext, tunnel: u32, rp: ReversePath) -> Result<u32, Pass> {
+    let (inner, len) = forwardable(ctx)?;
+    let rp_filter = match (rp.strict_tunnel, inner.is_v6()) {
+        (true, _) => 1,
+        (false, false) => rp.ipv4_all,
+        (false, true) => 0,
+    };
+    if !source_allowed(ctx, &inner, tunnel, rp_filter) {
+        return Err(Some(FWD_PASS_RPFILTER));
+    }
+    let hop = inner_route(ctx, &inner, tunnel, len, true)?;
+    if lan(hop.oif).is_none() {
+        return Err(None);
+    }
+    if FORWARD_PORTS.get(hop.oif).is_none() {
+        return Err(Some(FWD_PASS_NO_ROUTE));
+    }
+    trim_to(ctx, len).map_err(|_| None)?;
+    decrement_ttl(ctx, &inner).map_err(|_| None)?;
+    write_macs(ctx, hop.dmac, hop.smac).map_err(|_| None)?;
+    let action = FORWARD_PORTS
+        .redirect(hop.oif, 0)
+        .unwrap_or(xdp_action::XDP_DROP);
+    maps::count(tunnel, RX_FORWARD_XDP);
+    Ok(action)
+}
+
+/// The reverse-path check a tunnel's decapsulated packets get.
+#[derive(Clone, Copy)]
+struct ReversePath {
+    /// `rpfilter`: strict, for both families.
+    strict_tunnel: bool,
+    /// `net.ipv4.conf.all.rp_filter`, for IPv4 otherwise.
+    ipv4_all: u32,
+}
+
+/// The IP packet after the Ethernet header, if it is one the fast path may
+/// forward: unicast, no options or fragmentation, a TTL left after this
+/// hop. With its length (the frame may carry Ethernet padding after it).
+#[inline(always)]
+fn forwardable(ctx: &XdpContext) -> Result<(InnerInfo, u32), Pass> {
+    let eth: [u16; 7] = read_at(ctx, 0).map_err(|_| None)?;
+    let frame_len = (ctx.data_end() - ctx.data()).saturating_sub(L3) as u32;
+    let ip = eth[6] == wire::ETH_P_IP.to_be() || eth[6] == wire::ETH_P_IPV6.to_be();
+    if !ip {
+        return Err(None);
+    }
+    // The group bit of the destination MAC's first byte.
+    if u16::from_be(eth[0]) & 0x0100 != 0 {
+        return Err(Some(FWD_PASS_MULTICAST));
+    }
+    let (inner, len) = if eth[6] == wire::ETH_P_IP.to_be() {
+        let ip: Ipv4Words = read_at(ctx, L3).map_err(|_| None)?;
+        let inner = InnerInfo::v4(&ip, false).map_err(|_| None)?;
+        if inner.header_len != wire::IPV4_HDR_LEN {
+            return Err(Some(FWD_PASS_OPTIONS));
+        }
+        if inner.frag & (wire::IP_MF | wire::IP_OFFSET) != 0 {
+            return Err(Some(FWD_PASS_FRAGMENT));
+        }
+        // Class D and E, and the limited broadcast.
+        if u16::from_be(ip.0[8]) >> 8 >= 224 {
+            return Err(Some(FWD_PASS_MULTICAST));
+        }
+        (inner, ip.tot_len() as u32)
+    } else if eth[6] == wire::ETH_P_IPV6.to_be() {
+        let head: [u16; wire::IPV6_HDR_LEN / 2] = read_at(ctx, L3).map_err(|_| None)?;
+        let inner = InnerInfo::v6(&head, false).map_err(|_| None)?;
+        match u16::from_be(head[3]) >> 8 {
+            IPV6_HOP_BY_HOP => return Err(Some(FWD_PASS_OPTIONS)),
+            IPV6_FRAGMENT => return Err(Some(FWD_PASS_FRAGMENT)),
+            _ => {}
+        }
+        if u16::from_be(inner.dst[0]) >> 8 == 0xff {
+            return Err(Some(FWD_PASS_MULTICAST));
+        }
+        // Link-local addresses are never forwarded.
+        let link_local = |first: u16| u16::from_be(first) & 0xffc0 == 0xfe80;
+        if link_local(inner.src6[0]) || link_local(inner.dst[0]) {
+            return Err(None);
+        }
+        (
+            inner,
+            u16::from_be(head[2]) as u32 + wire::IPV6_HDR_LEN as u32,
+        )
+    } else {
+        return Err(None);
+    };
+    if len > frame_len || len < inner.header_len as u32 {
+        return Err(None);
+    }
+    if inner.ttl <= 1 {
+        return Err(Some(FWD_PASS_TTL));
+    }
+    Ok((inner, len))
+}
+
+/// Where the route for the inner packet leads.
+struct Hop {
+    oif: u32,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+}
+
+/// The route the kernel would forward the inner packet of `len` bytes by,
+/// as received on `ifindex` (whose forwarding setting the helper checks),
+/// with the next hop's MAC when `neigh`.
+#[inline(always)]
+fn inner_route(
+    ctx: &XdpContext,
+    inner: &InnerInfo,
+    ifindex: u32,
+    len: u32,
+    neigh: bool,
+) -> Result<Hop, Pass> {
+    let mut params = inner_request(inner, ifindex, false);
+    params.__bindgen_anon_1.tot_len = len as u16;
+    let flags = if neigh { 0 } else { BPF_FIB_LOOKUP_SKIP_NEIGH };
+    let ret = fib::lookup(ctx, &mut params, flags) as u32;
+    match ret {
+        BPF_FIB_LKUP_RET_SUCCESS => Ok(Hop {
+            oif: params.ifindex,
+            smac: params.smac,
+            dmac: params.dmac,
+        }),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Err(Some(FWD_PASS_TOO_BIG)),
+        BPF_FIB_LKUP_RET_BLACKHOLE
+        | BPF_FIB_LKUP_RET_UNREACHABLE
+        | BPF_FIB_LKUP_RET_PROHIBIT
+        | BPF_FIB_LKUP_RET_NO_NEIGH => Err(Some(FWD_PASS_NO_ROUTE)),
+        // Local, broadcast, forwarding off: not forwarded traffic.
+        _ => Err(None),
+    }
+}
+
+/// A route request for the inner packet's destination (or, `reverse`, its
+/// source) as received on `ifindex`.
+#[inline(always)]
+fn inner_request(inner: &InnerInfo, ifindex: u32, reverse: bool) -> fib::FibParams {
+    match inner.family {
+        Family::V4 => {
+            let mut params = fib::request(fib::AF_INET, ifindex);
+            let dst = wire::join_words(inner.dst[0], inner.dst[1]);
+            let (src, dst) = if reverse {
+                (dst, inner.src)
+            } else {
+                (inner.src, dst)
+            };
+            params.__bindgen_anon_2.tos = inner.tos;
+            params.__bindgen_anon_3.ipv4_src = src;
+            params.__bindgen_anon_4.ipv4_dst = dst;
+            params
+        }
+        Family::V6 => {
+            let mut params = fib::request(fib::AF_INET6, ifindex);
+            let (src, dst) = if reverse {
+                (inner.dst, inner.src6)
+            } else {
+                (inner.src6, inner.dst)
+            };
+            params.__bindgen_anon_3.ipv6_src = u32_words(src);
+            params.__bindgen_anon_4.ipv6_dst = u32_words(dst);
+            params
+        }
+    }
+}
+
+/// Eight halfwords in memory order as four words in memory order.
+#[inline(always)]
+fn u32_words(h: [u16; 8]) -> [u32; 4] {
+    [
+        wire::join_words(h[0], h[1]),
+        wire::join_words(h[2], h[3]),
+        wire::join_words(h[4], h[5]),
+        wire::join_words(h[6], h[7]),
+    ]
+}
+
+/// Reverse-path filtering as the kernel's `rp_filter` does it: with 1
+/// (strict) the route back to the source must leave by `ifindex`, with 2
+/// (loose) by any interface; 0 checks nothing.
+#[inline(always)]
+fn source_allowed(ctx: &XdpContext, inner: &InnerInfo, ifindex: u32, rp_filter: u32) -> bool {
+    if rp_filter == 0 {
+        return true;
+    }
+    let mut params = inner_request(inner, ifindex, true);
+    let ret = fib::lookup(ctx, &mut params, BPF_FIB_LOOKUP_SKIP_NEIGH);
+    ret == BPF_FIB_LKUP_RET_SUCCESS as i64 && (rp_filter != 1 || params.ifindex == ifindex)
+}
+
+/// Drops Ethernet padding after the IP packet's `len` bytes.
+#[inline(always)]
+fn trim_to(ctx: &XdpContext, len: u32) -> Result<(), ()> {
+    let frame_len = (ctx.data_end() - ctx.data()).saturating_sub(L3) as u32;
+    if frame_len <= len {
+        return Ok(());
+    }
+    // SAFETY: helper call on our own context.
+    match unsafe { bpf_xdp_adjust_tail(ctx.ctx, -((frame_len - len) as i32)) } {
+        0 => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Takes this hop off the TTL (IPv4, with the header checksum updated as
+/// the kernel's ip_decrease_ttl does) or the hop limit (IPv6).
+#[inline(always)]
+fn decrement_ttl(ctx: &XdpContext, inner: &InnerInfo) -> Result<(), ()> {
+    let words: *mut [u16; 6] = ptr_at_mut(ctx, L3)?;
+    // SAFETY: bounds checked; halfwords at an even offset.
+    unsafe {
+        if inner.is_v6() {
+            // Next header and hop limit.
+            (*words)[3] = (u16::from_be((*words)[3]) - 1).to_be();
+        } else {
+            (*words)[4] = (u16::from_be((*words)[4]) - 0x0100).to_be();
+            let check = (*words)[5] as u32 + 0x0100u16.to_be() as u32;
+            (*words)[5] = (check + (check >= 0xFFFF) as u32) as u16;
+        }
+    }
+    Ok(())
+}
+
+/// Addresses the frame to the next hop.
+#[inline(always)]
+fn write_macs(ctx: &XdpContext, dmac: [u8; 6], smac: [u8; 6]) -> Result<(), ()> {
+    let dst: [u16; 3] = wire::words_of(dmac);
+    let src: [u16; 3] = wire::words_of(smac);
+    write_at(ctx, 0, [dst, src])
+}

@@ -7,6 +7,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_fib_lookup, bpf_redirect_neigh},
     EbpfContext,
 };
+use tunnel_common::wire;
 
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
@@ -76,4 +77,26 @@ pub fn redirect_neigh(oif: u32, mut next_hop: bpf_redir_neigh) -> i32 {
 pub fn redirect_routed(oif: u32) -> i32 {
     // SAFETY: plain helper call.
     (unsafe { bpf_redirect_neigh(oif, core::ptr::null_mut(), 0, 0) }) as i32
+}
+
+/// An IPv6 address as halfwords in memory order, as the FIB helper's
+/// 32-bit words in memory order.
+#[inline(always)]
+pub fn v6_words(w: [u16; 8]) -> [u32; 4] {
+    [
+        wire::join_words(w[0], w[1]),
+        wire::join_words(w[2], w[3]),
+        wire::join_words(w[4], w[5]),
+        wire::join_words(w[6], w[7]),
+    ]
+}
+
+/// The FIB helper's IPv6 address words back as halfwords in memory order.
+#[inline(always)]
+pub fn v6_halfwords(a: [u32; 4]) -> [u16; 8] {
+    let [a0, a1] = wire::split_words(a[0]);
+    let [b0, b1] = wire::split_words(a[1]);
+    let [c0, c1] = wire::split_words(a[2]);
+    let [d0, d1] = wire::split_words(a[3]);
+    [a0, a1, b0, b1, c0, c1, d0, d1]
 }

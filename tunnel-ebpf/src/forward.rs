@@ -332,22 +332,11 @@ fn inner_request(inner: &InnerInfo, ifindex: u32, reverse: bool) -> fib::FibPara
             } else {
                 (inner.src6, inner.dst)
             };
-            params.__bindgen_anon_3.ipv6_src = u32_words(src);
-            params.__bindgen_anon_4.ipv6_dst = u32_words(dst);
+            params.__bindgen_anon_3.ipv6_src = fib::v6_words(src);
+            params.__bindgen_anon_4.ipv6_dst = fib::v6_words(dst);
             params
         }
     }
-}
-
-/// Eight halfwords in memory order as four words in memory order.
-#[inline(always)]
-fn u32_words(h: [u16; 8]) -> [u32; 4] {
-    [
-        wire::join_words(h[0], h[1]),
-        wire::join_words(h[2], h[3]),
-        wire::join_words(h[4], h[5]),
-        wire::join_words(h[6], h[7]),
-    ]
 }
 
 /// Reverse-path filtering as the kernel's `rp_filter` does it: with 1

@@ -381,7 +381,7 @@ pub fn answer_too_big_v6(
         return Err(TX_TOO_BIG_DROP);
     }
     let mut params = fib::request(AF_INET6, cfg.datapath_ifindex());
-    params.__bindgen_anon_4.ipv6_dst = words_to_u32s(src);
+    params.__bindgen_anon_4.ipv6_dst = fib::v6_words(src);
     // SAFETY (the reads of `params`): union fields, zeroed by the request,
     // that the helper fills in.
     let has_source = |p: &FibParams| unsafe { p.__bindgen_anon_3.ipv6_src } != [0; 4];
@@ -390,7 +390,7 @@ pub fn answer_too_big_v6(
     let from: [u16; 8] = if local_sender {
         dst
     } else {
-        u32s_to_words(unsafe { params.__bindgen_anon_3.ipv6_src })
+        fib::v6_halfwords(unsafe { params.__bindgen_anon_3.ipv6_src })
     };
 
     let quote = QUOTE_MAX_V6.min(ctx.len() as usize - EthHdr::LEN);
@@ -423,25 +423,4 @@ pub fn answer_too_big_v6(
     };
     let back = Destination::back(local_sender, &params, next_hop);
     send(ctx, cfg, back, headers)
-}
-
-/// An IPv6 address as halfwords in memory order, as the FIB helper's
-/// 32-bit words in memory order.
-#[inline(always)]
-fn words_to_u32s(w: [u16; 8]) -> [u32; 4] {
-    [
-        wire::join_words(w[0], w[1]),
-        wire::join_words(w[2], w[3]),
-        wire::join_words(w[4], w[5]),
-        wire::join_words(w[6], w[7]),
-    ]
-}
-
-#[inline(always)]
-fn u32s_to_words(a: [u32; 4]) -> [u16; 8] {
-    let [a0, a1] = wire::split_words(a[0]);
-    let [b0, b1] = wire::split_words(a[1]);
-    let [c0, c1] = wire::split_words(a[2]);
-    let [d0, d1] = wire::split_words(a[3]);
-    [a0, a1, b0, b1, c0, c1, d0, d1]
 }

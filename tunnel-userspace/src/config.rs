@@ -793,18 +793,11 @@ pub struct LinkLine<'a> {
 impl fmt::Display for LinkLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cfg = self.cfg;
-        let any_or = |a: u32| {
-            if a == 0 {
-                "any".to_string()
-            } else {
-                addr_from_wire(a).to_string()
-            }
-        };
         write!(
             f,
             "gretap remote {} local {}",
-            any_or(cfg.remote),
-            any_or(cfg.local)
+            any_or_addr(cfg.remote),
+            any_or_addr(cfg.local)
         )?;
         if let Some(dev) = self.dev {
             write!(f, " dev {dev}")?;
@@ -821,26 +814,48 @@ impl fmt::Display for LinkLine<'_> {
         if cfg.flags & TUNNEL_F_PMTUDISC == 0 {
             write!(f, " nopmtudisc")?;
         }
-        for (flag, key, word) in [
-            (TUNNEL_F_IKEY, cfg.ikey, "ikey"),
-            (TUNNEL_F_OKEY, cfg.okey, "okey"),
-        ] {
-            if cfg.flags & flag != 0 {
-                write!(f, " {word} {}", addr_from_wire(key))?;
-            }
+        for (word, key) in link_keys(cfg) {
+            write!(f, " {word} {key}")?;
         }
-        for (flag, word) in [
-            (TUNNEL_F_ISEQ, "iseq"),
-            (TUNNEL_F_OSEQ, "oseq"),
-            (TUNNEL_F_ICSUM, "icsum"),
-            (TUNNEL_F_OCSUM, "ocsum"),
-        ] {
-            if cfg.flags & flag != 0 {
-                write!(f, " {word}")?;
-            }
+        for word in link_flag_words(cfg) {
+            write!(f, " {word}")?;
         }
         Ok(())
     }
+}
+
+/// An outer address as `ip` shows it: `any` for 0.
+pub fn any_or_addr(addr: u32) -> String {
+    if addr == 0 {
+        "any".to_string()
+    } else {
+        addr_from_wire(addr).to_string()
+    }
+}
+
+/// A gretap link's keys, as `ip -d link show` names them.
+pub fn link_keys(cfg: &TunnelConfig) -> impl Iterator<Item = (&'static str, Ipv4Addr)> + '_ {
+    [
+        (TUNNEL_F_IKEY, cfg.ikey, "ikey"),
+        (TUNNEL_F_OKEY, cfg.okey, "okey"),
+    ]
+    .into_iter()
+    .filter(|(flag, _, _)| cfg.flags & flag != 0)
+    .map(|(_, key, word)| (word, addr_from_wire(key)))
+}
+
+/// A gretap link's sequence and checksum flags, as `ip -d link show`
+/// names them.
+pub fn link_flag_words(cfg: &TunnelConfig) -> impl Iterator<Item = &'static str> + '_ {
+    [
+        (TUNNEL_F_ISEQ, "iseq"),
+        (TUNNEL_F_OSEQ, "oseq"),
+        (TUNNEL_F_ICSUM, "icsum"),
+        (TUNNEL_F_OCSUM, "ocsum"),
+    ]
+    .into_iter()
+    .filter(|(flag, _)| cfg.flags & flag != 0)
+    .map(|(_, word)| word)
 }
 
 /// The TOS byte as the kernel keeps it: odd means inherit (1 alone, or

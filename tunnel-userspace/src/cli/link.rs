@@ -6,7 +6,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 use tunnel_common::maps::*;
 use tunnel_userspace::{
-    config::{self, addr_from_wire, LinkLine, TunnelSpec},
+    config::{self, LinkLine, TunnelSpec},
     dataplane::Dataplane,
     netlink::{Link, Netlink},
 };
@@ -170,15 +170,8 @@ fn link_json(link: &Link, mac: &str, cfg: &TunnelConfig, dev: Option<&str>) -> V
     let mut put = |k: &str, v: Value| {
         data.insert(k.to_string(), v);
     };
-    let any_or = |a: u32| {
-        if a == 0 {
-            "any".to_string()
-        } else {
-            addr_from_wire(a).to_string()
-        }
-    };
-    put("remote", json!(any_or(cfg.remote)));
-    put("local", json!(any_or(cfg.local)));
+    put("remote", json!(config::any_or_addr(cfg.remote)));
+    put("local", json!(config::any_or_addr(cfg.local)));
     if let Some(dev) = dev {
         put("link", json!(dev));
     }
@@ -188,23 +181,11 @@ fn link_json(link: &Link, mac: &str, cfg: &TunnelConfig, dev: Option<&str>) -> V
         put("tos", json!(format!("{tos:#x}")));
     }
     put("pmtudisc", json!(cfg.flags & TUNNEL_F_PMTUDISC != 0));
-    for (flag, key, word) in [
-        (TUNNEL_F_IKEY, cfg.ikey, "ikey"),
-        (TUNNEL_F_OKEY, cfg.okey, "okey"),
-    ] {
-        if cfg.flags & flag != 0 {
-            put(word, json!(addr_from_wire(key).to_string()));
-        }
+    for (word, key) in config::link_keys(cfg) {
+        put(word, json!(key.to_string()));
     }
-    for (flag, word) in [
-        (TUNNEL_F_ISEQ, "iseq"),
-        (TUNNEL_F_OSEQ, "oseq"),
-        (TUNNEL_F_ICSUM, "icsum"),
-        (TUNNEL_F_OCSUM, "ocsum"),
-    ] {
-        if cfg.flags & flag != 0 {
-            put(word, json!(true));
-        }
+    for word in config::link_flag_words(cfg) {
+        put(word, json!(true));
     }
     json!({
         "ifindex": link.index,

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 use tunnel_common::maps::*;
 use tunnel_userspace::{
-    config::{self, addr_from_wire, decap_key, Mode, ShowLine, TunnelSpec},
+    config::{self, addr_from_wire, any_or_addr, decap_key, Mode, ShowLine, TunnelSpec},
     dataplane::{
         Dataplane, DataplaneError, DecapChoice, PrlEdit, Repaired, TunnelDevice,
         FILTER_UNDERLAY_AUTO,
@@ -508,15 +508,6 @@ fn release_underlay(nl: &mut Netlink, dp: &mut Dataplane, ifindex: u32) -> Resul
         }
     }
     Ok(())
-}
-
-/// "any" for 0.0.0.0, as `ip tunnel show` prints it.
-pub fn any_or_addr(addr: u32) -> String {
-    if addr == 0 {
-        "any".to_string()
-    } else {
-        addr_from_wire(addr).to_string()
-    }
 }
 
 /// `ip tunnel prl`: edits the potential-router list of an ISATAP tunnel.

@@ -49,11 +49,25 @@ pub const MAP_FORWARD_PORTS: &str = "XTUN_FWD_PORTS";
 /// Capacity of the fast path's LAN and redirect-target maps.
 pub const MAX_FORWARD_PORTS: u32 = 4096;
 
+/// Tunnel interface ifindex -> `Tunnel6Config`: the IPv6 part of the
+/// configuration of tunnels over an IPv6 underlay (`xtun -6 tunnel`).
+pub const MAP_TUNNELS6: &str = "XTUN_TUNNELS6";
+/// `DecapKey6` -> `DecapTarget`: the decapsulation index of tunnels over
+/// an IPv6 underlay.
+pub const MAP_DECAP6: &str = "XTUN_DECAP6";
+/// `Pmtu6Key` -> `PmtuEntry`: path MTUs learnt from ICMPv6 Packet Too Big.
+pub const MAP_PMTU6: &str = "XTUN_PMTU6";
+
 /// Program names, as the kernel reports them (at most 15 bytes).
 pub const PROG_XDP_DECAP: &str = "xtun_decap";
 pub const PROG_TC: &str = "xtun_tc";
 /// Outer-fragment reassembly, a tc filter on each underlay before `PROG_TC`.
 pub const PROG_DEFRAG: &str = "xtun_defrag";
+/// The IPv6 underlay's tc program: encapsulation on the ports of tunnels
+/// over IPv6, and decapsulation of IPv6 outer headers on underlays (a
+/// filter after `PROG_TC`'s). Its own program, so that the verifier walks
+/// it on its own budget.
+pub const PROG_TC6: &str = "xtun_tc6";
 
 pub const MAX_TUNNELS: u32 = 65536;
 /// Interfaces whose ifindex is below this keep their counters in an array
@@ -74,6 +88,20 @@ pub const MODE_ISATAP: u8 = 4;
 /// Ethernet over GRE (`ip link add ... type gretap`): whole frames, GRE
 /// protocol type `ETH_P_TEB`.
 pub const MODE_GRETAP: u8 = 5;
+/// Over an IPv6 underlay (`ip -6 tunnel ... mode M`): GRE (`ip6gre`),
+/// IPv6 in IPv6 (`ip6ip6`), IPv4 in IPv6 (`ipip6`), either (`any`), and
+/// Ethernet over GRE (`ip link add ... type ip6gretap`).
+pub const MODE_IP6GRE: u8 = 6;
+pub const MODE_IP6IP6: u8 = 7;
+pub const MODE_IPIP6: u8 = 8;
+pub const MODE_ANY6: u8 = 9;
+pub const MODE_IP6GRETAP: u8 = 10;
+
+/// Does `mode` run over an IPv6 underlay (its addresses in `Tunnel6Config`)?
+#[inline(always)]
+pub const fn is_ipv6_underlay(mode: u8) -> bool {
+    mode >= MODE_IP6GRE && mode <= MODE_IP6GRETAP
+}
 
 /// `TunnelConfig::flags` bits.
 pub const TUNNEL_F_IKEY: u32 = 1 << 0;
@@ -102,6 +130,15 @@ pub const TUNNEL_F_RPFILTER: u32 = 1 << 11;
 /// announce `ETH_P_TEB`, and the frame is delivered as it is, its MAC
 /// addresses kept.
 pub const TUNNEL_F_TEB: u32 = 1 << 12;
+/// IPv6 underlay, `encaplimit none`: no encapsulation-limit option is sent
+/// (the kernel's IP6_TNL_F_IGN_ENCAP_LIMIT).
+pub const TUNNEL_F_IGN_ENCAP_LIMIT: u32 = 1 << 13;
+/// IPv6 underlay, `flowlabel inherit`: the outer flow label is the inner
+/// IPv6 packet's (IP6_TNL_F_USE_ORIG_FLOWLABEL). `tclass inherit` is
+/// `TUNNEL_F_TOS_INHERIT`.
+pub const TUNNEL_F_FLOWLABEL_INHERIT: u32 = 1 << 14;
+/// IPv6 underlay, `allow-localremote` (IP6_TNL_F_ALLOW_LOCAL_REMOTE).
+pub const TUNNEL_F_ALLOW_LOCALREMOTE: u32 = 1 << 15;
 
 /// The tunnel interface's MAC address. A tunnel interface is one end of a
 /// veth pair; decapsulated packets reach it through the other end (its
@@ -186,6 +223,61 @@ impl TunnelConfig {
             self.ifindex
         }
     }
+}
+
+/// The IPv6 part of a tunnel over an IPv6 underlay, keyed by the tunnel
+/// interface's ifindex in `XTUN_TUNNELS6`. The rest of its configuration
+/// is its `TunnelConfig` (mode, keys, flags, MTU, ports, counters), whose
+/// IPv4 addresses are 0; there `ttl` is the hop limit (0: inherit) and
+/// `tos` the traffic class.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Tunnel6Config {
+    /// Outer source address, wire order; all zeros (`local any`) takes
+    /// `default_src`.
+    pub local: [u8; 16],
+    /// Outer destination address, wire order; all zeros (`remote any`)
+    /// receives from any remote and cannot send.
+    pub remote: [u8; 16],
+    /// `local any`: the source of the route to the remote when the tunnel
+    /// was added or changed.
+    pub default_src: [u8; 16],
+    /// Outer flow label (low 20 bits, host order) unless inherited.
+    pub flowlabel: u32,
+    /// RFC 2473 tunnel encapsulation limit sent in a destination-options
+    /// header, unless `TUNNEL_F_IGN_ENCAP_LIMIT`.
+    pub encap_limit: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Key of the IPv6 underlay's decapsulation index (`XTUN_DECAP6`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DecapKey6 {
+    /// Outer destination address (our `local`), wire order.
+    pub local: [u8; 16],
+    /// Outer source address (our `remote`), wire order; all zeros for a
+    /// tunnel with `remote any`, looked up when no exact entry matches.
+    pub remote: [u8; 16],
+    /// GRE key, network order; 0 when `has_key` is 0.
+    pub key: u32,
+    /// Inner protocol after the IPv6 header and its extension headers:
+    /// GRE, IPIP or IPv6 (mode `any` has one entry for each of the last
+    /// two).
+    pub proto: u8,
+    /// 1 when the tunnel expects a GRE key.
+    pub has_key: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Key of the IPv6 underlay's path-MTU table (`XTUN_PMTU6`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Pmtu6Key {
+    /// The tunnel interface.
+    pub ifindex: u32,
+    /// Outer destination, wire order.
+    pub remote: [u8; 16],
 }
 
 /// Key of the multipoint neighbour table (a longest-prefix-match trie):
@@ -577,6 +669,9 @@ mod pod {
     unsafe impl aya::Pod for MonitorEvent {}
     unsafe impl aya::Pod for ForwardLan {}
     unsafe impl aya::Pod for ForwardState {}
+    unsafe impl aya::Pod for Tunnel6Config {}
+    unsafe impl aya::Pod for DecapKey6 {}
+    unsafe impl aya::Pod for Pmtu6Key {}
 }
 
 #[cfg(test)]
@@ -589,6 +684,9 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<TunnelConfig>(), 52);
         assert_eq!(size_of::<NeighKey>(), 24);
+        assert_eq!(size_of::<Tunnel6Config>(), 56);
+        assert_eq!(size_of::<DecapKey6>(), 40);
+        assert_eq!(size_of::<Pmtu6Key>(), 20);
         assert_eq!(size_of::<NeighEntry>(), 4);
         assert_eq!(size_of::<PrlKey>(), 8);
         assert_eq!(size_of::<SeqState>(), 16);
@@ -665,11 +763,15 @@ mod tests {
             MAP_SEQ,
             MAP_PORTS,
             MAP_PMTU,
+            MAP_TUNNELS6,
+            MAP_DECAP6,
+            MAP_PMTU6,
             MAP_MON_LEASES,
             MAP_MON_STATS,
             MAP_MON_RINGS[0],
             PROG_XDP_DECAP,
             PROG_TC,
+            PROG_TC6,
         ] {
             assert!(name.len() <= 15, "{name}");
         }

@@ -261,6 +261,7 @@ pub fn detach_interface(nl: &mut Netlink, link: &Link, xdp_id: Option<u32>) -> R
     // Reassembly first: killed after any step, what is left still shows
     // the data plane's filter, so that the next detach finds and finishes it.
     nl.del_bpf_filter_at(netlink::DEFRAG_PRIO, link.index, TcHook::Ingress)?;
+    nl.del_bpf_filter_at(super::UNDERLAY6_PRIO, link.index, TcHook::Ingress)?;
     if let Some(id) = link.xdp_prog_id {
         if ours(id) {
             nl.set_xdp(link.index, None, attached_xdp_mode(link))?;

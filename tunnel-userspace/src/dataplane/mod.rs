@@ -25,6 +25,7 @@ mod monitor;
 mod neighbours;
 mod test_run;
 mod tunnels;
+mod tunnels6;
 mod upgrade;
 
 use std::{
@@ -48,12 +49,14 @@ pub use self::{
     neighbours::{Neighbour, NeighbourBatch},
     test_run::TestRun,
     tunnels::{PrlEdit, Repaired, TunnelDevice},
+    tunnels6::{decap_keys6, FILTER_UNDERLAY6, UNDERLAY6_PRIO},
 };
 use self::{
     attach::{load_defrag, load_tc, load_xdp},
     bpffs::{raise_memlock_limit, KernelLayout},
     forward::ForwardMaps,
     monitor::MonitorMaps,
+    tunnels6::V6Maps,
 };
 use crate::netlink::{self, Link, Netlink, TcHook};
 
@@ -171,6 +174,11 @@ pub struct Dataplane {
     tc_id: u32,
     /// Outer-fragment reassembly; loaded when an underlay needs it.
     defrag: Option<(OwnedFd, u32)>,
+    /// The IPv6 underlay's program; loaded when a tunnel over IPv6 needs it.
+    tc6: Option<(OwnedFd, u32)>,
+    /// The IPv6 underlay's maps; None until `tc6` is loaded (an instance
+    /// without tunnels over IPv6 may have none).
+    v6: Option<V6Maps>,
     /// Every tunnel, by ifindex. Written only through `set_tunnel` and
     /// `remove_tunnel`, which keep `tunnels_by_if` in step.
     tunnels: HashMap<MapData, u32, TunnelConfig>,
@@ -240,7 +248,7 @@ pub(crate) fn program_name(id: u32) -> Option<String> {
 
 /// Is `name` one of our program names (as the kernel reports them)?
 fn is_ours(name: &str) -> bool {
-    name == PROG_XDP_DECAP || name == PROG_TC || name == PROG_DEFRAG
+    name == PROG_XDP_DECAP || name == PROG_TC || name == PROG_DEFRAG || name == PROG_TC6
 }
 
 impl Dataplane {
@@ -295,6 +303,7 @@ impl Dataplane {
         let mut xdp = None;
         let mut tc = None;
         let mut defrag = None;
+        let mut tc6 = None;
         let mut map_ids = BTreeSet::new();
         for prog in loaded_programs().flatten() {
             let Some(name) = prog.name_as_str().map(str::to_owned) else {
@@ -313,6 +322,8 @@ impl Dataplane {
                 xdp = Some((fd, prog.id()));
             } else if name == PROG_DEFRAG {
                 defrag = Some((fd, prog.id()));
+            } else if name == PROG_TC6 {
+                tc6 = Some((fd, prog.id()));
             } else {
                 tc = Some((fd, prog.id()));
             }
@@ -327,6 +338,7 @@ impl Dataplane {
             }
         }
         let (xdp_fd, xdp_id) = xdp.map_or((None, None), |(fd, id)| (Some(fd), Some(id)));
+        let v6 = V6Maps::from_found(&mut maps)?;
         Ok(Self {
             _ebpf: None,
             shared_map_ids: map_ids,
@@ -335,6 +347,8 @@ impl Dataplane {
             tc_fd,
             tc_id,
             defrag,
+            tc6,
+            v6,
             tunnels: take_shaped(&mut maps, MAP_TUNNELS)?,
             tunnels_by_if: maps
                 .contains_key(MAP_TUNNELS_BY_IF)
@@ -422,6 +436,7 @@ impl Dataplane {
         let monitor = Some(MonitorMaps::take(&mut take)?);
         let forward = Some(ForwardMaps::take(&mut take)?);
         let mut settings: Array<MapData, Settings> = Array::try_from(take(MAP_SETTINGS)?)?;
+        let v6 = V6Maps::from_object(&mut ebpf)?;
         settings.set(
             0,
             Settings {
@@ -439,6 +454,8 @@ impl Dataplane {
             tc_fd,
             tc_id,
             defrag,
+            tc6: None,
+            v6,
             tunnels,
             tunnels_by_if,
             ports,

@@ -2,7 +2,7 @@
 //! (BPF_PROG_TEST_RUN, through aya): the golden tests and the benchmarks.
 
 use aya::programs::{Program, SchedClassifier, TestRun as _, TestRunOptions, Xdp};
-use tunnel_common::maps::{PROG_TC, PROG_XDP_DECAP};
+use tunnel_common::maps::{PROG_TC, PROG_TC6, PROG_XDP_DECAP};
 
 use super::{Dataplane, DataplaneError, Result};
 
@@ -32,6 +32,13 @@ impl Dataplane {
     /// Runs the tc program over `data` (a frame, from its Ethernet header).
     pub fn test_run_tc(&self, data: &[u8], repeat: u32) -> Result<TestRun> {
         let prog: &SchedClassifier = self.program(PROG_TC)?.try_into()?;
+        run(data, repeat, |opts| prog.test_run(opts))
+    }
+
+    /// Runs `xtun_tc6` over `data` (a frame). It is loaded by the first
+    /// `add_tunnel6`.
+    pub fn test_run_tc6(&self, data: &[u8], repeat: u32) -> Result<TestRun> {
+        let prog: &SchedClassifier = self.program(PROG_TC6)?.try_into()?;
         run(data, repeat, |opts| prog.test_run(opts))
     }
 

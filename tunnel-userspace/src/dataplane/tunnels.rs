@@ -157,6 +157,7 @@ impl Dataplane {
     /// `forget_tunnel`; without `decap`, its decapsulation entry stays
     /// for `repair` to report as stale.
     fn forget(&mut self, ifindex: u32, decap: bool) {
+        self.forget6(ifindex, decap);
         if let Some(cfg) = self.tunnel(ifindex).filter(|_| decap) {
             let key = decap_key(&cfg);
             if let Ok(decap) = self.decap_mut() {
@@ -215,6 +216,9 @@ impl Dataplane {
             let _ = self.decap_mut()?.remove(&key);
             repaired.push(Repaired::Decap(key, ifindex));
         }
+        // The IPv6 index the same way; its keys have no IPv4 form to
+        // report, so they go quietly.
+        self.repair6(live);
         Ok(repaired)
     }
 
@@ -309,7 +313,7 @@ impl Dataplane {
 
     /// Writes `cfg` (for the tunnel on `cfg.ifindex`) to the tunnel table
     /// and to the entry the data plane finds it by: its port's.
-    fn set_tunnel(&mut self, cfg: TunnelConfig) -> Result<()> {
+    pub(super) fn set_tunnel(&mut self, cfg: TunnelConfig) -> Result<()> {
         self.tunnels.insert(cfg.ifindex, cfg, 0)?;
         let key = cfg.datapath_ifindex();
         if let Some(by_if) = self.tunnels_by_if_for(key) {
@@ -365,7 +369,7 @@ impl Dataplane {
     /// A counter slot no configured tunnel uses, zeroed, for a new tunnel
     /// (the lowest free one, so slots stay dense). The slots in use are
     /// read once per handle; the namespace lock keeps them current.
-    fn allocate_stats_slot(&mut self) -> Result<u32> {
+    pub(super) fn allocate_stats_slot(&mut self) -> Result<u32> {
         if self.used_slots.is_none() {
             let used: BTreeSet<u32> = self
                 .tunnels

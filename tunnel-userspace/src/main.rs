@@ -220,6 +220,8 @@ struct Globals {
     force: bool,
     batch: Option<String>,
     netns: Option<String>,
+    /// `-6` or `-family inet6`: `tunnel` means tunnels over an IPv6 underlay.
+    ipv6: bool,
 }
 
 impl Globals {
@@ -312,14 +314,15 @@ fn front(args: &[String]) -> Result<Front, IpError> {
             value()?;
         } else if is("-family") {
             match value()?.as_str() {
-                "inet" => {}
+                "inet" => g.ipv6 = false,
                 "help" => return Ok(Front::Clap(vec!["--help".into()])),
-                "inet6" => return Err(no_ipv6()),
+                "inet6" => g.ipv6 = true,
                 other => return Err(IpError::invalid("invalid protocol family", other)),
             }
         } else if opt == "-4" {
+            g.ipv6 = false;
         } else if opt == "-6" {
-            return Err(no_ipv6());
+            g.ipv6 = true;
         } else if let Some(family) = [("-0", 17), ("-M", 28), ("-B", 7)]
             .iter()
             .find_map(|(o, f)| (opt == *o).then_some(*f))
@@ -369,6 +372,11 @@ fn front(args: &[String]) -> Result<Front, IpError> {
         return Ok(Front::Run(g, vec![]));
     }
     match canonical(words)? {
+        // Only tunnels have an IPv6 flavour (`ip -6 tunnel`).
+        Some(words) if g.ipv6 && words[0] != "tunnel" => Err(no_ipv6(&words[0])),
+        Some(words) if g.ipv6 && words.get(1).is_some_and(|v| v == "prl") => Err(IpError::failed(
+            "xtun: prl is for isatap tunnels, not -6 tunnel",
+        )),
         Some(words) => Ok(Front::Run(g, words)),
         None => Ok(Front::Clap(help_for(words))),
     }
@@ -380,10 +388,10 @@ fn is_color(opt: &str) -> bool {
     matches(name, "-color")
 }
 
-fn no_ipv6() -> IpError {
-    IpError::failed(
-        "xtun: no IPv6-outer tunnels (ip -6 tunnel): ip6gre, ip6ip6 and ipip6 are not supported",
-    )
+fn no_ipv6(object: &str) -> IpError {
+    IpError::failed(format!(
+        "xtun: -6 selects tunnels over an IPv6 underlay (`xtun -6 tunnel`); `{object}` has no IPv6 variant"
+    ))
 }
 
 /// Where `help` and `--help` lead: the object's help from clap.
@@ -527,6 +535,12 @@ fn error_line(err: &anyhow::Error) -> (String, i32) {
         {
             return (e.message, e.status);
         }
+        if let Some(e) = err
+            .downcast_ref::<tunnel_userspace::config6::Config6Error>()
+            .and_then(|e| e.as_iproute2())
+        {
+            return (e.message, e.status);
+        }
         let message = err.to_string();
         if is_iproute2_wording(&message) {
             return (message, 1);
@@ -612,6 +626,7 @@ fn run_batch(file: &str, globals: &Globals) -> anyhow::Result<()> {
             g.json |= line_globals.json;
             g.pretty |= line_globals.pretty;
             g.oneline |= line_globals.oneline;
+            g.ipv6 |= line_globals.ipv6;
             let words: Vec<&str> = words.iter().map(String::as_str).collect();
             match words.as_slice() {
                 [] => Err(anyhow::anyhow!("each line must be one command")),
@@ -749,7 +764,7 @@ fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<()> {
     let format = globals.format();
     let stats = globals.stats > 0;
     match command {
-        Command::Tunnel { action } => cli::tunnel::run(action, stats, format),
+        Command::Tunnel { action } => cli::tunnel::run(action, stats, format, globals.ipv6),
         Command::Link { action } => cli::link::run(action, format),
         Command::Neigh { action } => cli::neigh::run(action, format),
         Command::Apply { file, dry_run } => cli::apply::apply(&file, dry_run),

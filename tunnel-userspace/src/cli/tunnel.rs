@@ -128,7 +128,11 @@ impl TunnelCommand {
     }
 }
 
-pub fn run(cmd: TunnelCommand, stats: bool, format: Format) -> Result<()> {
+/// `ipv6`: `xtun -6 tunnel ...`, tunnels over an IPv6 underlay.
+pub fn run(cmd: TunnelCommand, stats: bool, format: Format, ipv6: bool) -> Result<()> {
+    if ipv6 {
+        return super::tunnel6::run(cmd, stats, format);
+    }
     match cmd {
         TunnelCommand::Add { args } => add(&args),
         TunnelCommand::Change { args } => change(&args),
@@ -197,10 +201,10 @@ fn link_with_address(nl: &mut Netlink, addr: Ipv4Addr) -> Result<Option<Link>> {
 
 /// `ARPHRD_ETHER`: Ethernet-like devices (veth, tap, bridge, macvlan,
 /// vxlan, NICs).
-const ARPHRD_ETHER: u16 = 1;
+pub(crate) const ARPHRD_ETHER: u16 = 1;
 
 /// Refuses an underlay that is one of our own tunnel interfaces or ports.
-fn check_not_ours(dp: &Dataplane, underlay: &Link) -> Result<()> {
+pub(crate) fn check_not_ours(dp: &Dataplane, underlay: &Link) -> Result<()> {
     if dp.is_tunnel_or_port(underlay.index) {
         bail!(
             "the tunnel would leave by {}, an xtun tunnel; xtun does not nest tunnels",
@@ -387,7 +391,7 @@ pub(crate) fn create(spec: &TunnelSpec) -> Result<()> {
 /// entries that no tunnel's configuration accounts for (a killed `change`).
 /// Says what it repaired. Runs under the namespace lock, so no live `xtun`
 /// is halfway through anything.
-fn repair(nl: &mut Netlink, dp: &mut Dataplane) -> Result<()> {
+pub(crate) fn repair(nl: &mut Netlink, dp: &mut Dataplane) -> Result<()> {
     // Pairs an `add` killed halfway left under their provisional name.
     for link in nl.links()? {
         if device::is_unfinished(&link.name) && link.kind.as_deref() == Some("veth") {
@@ -454,6 +458,9 @@ pub(crate) fn change(args: &[String]) -> Result<()> {
     };
     let mut nl = Netlink::new()?;
     let (mut dp, link, old) = find_tunnel(&mut nl, name, "change")?;
+    if is_ipv6_underlay(old.mode) {
+        bail!("change tunnel \"{name}\" failed: a tunnel over IPv6 (use `xtun -6 tunnel change`; its underlay family cannot change)");
+    }
     repair(&mut nl, &mut dp)?;
     let dev = if old.flags & TUNNEL_F_BOUND_DEV != 0 {
         nl.link_by_index(old.underlay_ifindex)?.map(|l| l.name)
@@ -496,7 +503,7 @@ pub(crate) fn change(args: &[String]) -> Result<()> {
 
 /// Detaches an underlay that `tunnel add` attached implicitly, once no
 /// tunnel uses it any more.
-fn release_underlay(nl: &mut Netlink, dp: &mut Dataplane, ifindex: u32) -> Result<()> {
+pub(crate) fn release_underlay(nl: &mut Netlink, dp: &mut Dataplane, ifindex: u32) -> Result<()> {
     if !dp.tunnels_on_underlay(ifindex).is_empty() {
         return Ok(());
     }
@@ -592,6 +599,11 @@ fn show(args: &[String], stats: bool, format: Format) -> Result<()> {
     let (dp, mut tunnels) = match (&sel.name, sel.mode) {
         (Some(name), Some(_)) => {
             let (dp, link, cfg) = find_tunnel(&mut nl, name, "get")?;
+            if is_ipv6_underlay(cfg.mode) {
+                bail!(
+                    "get tunnel \"{name}\" failed: a tunnel over IPv6 (see `xtun -6 tunnel show`)"
+                );
+            }
             (Some(dp), vec![(link, cfg)])
         }
         _ => match Dataplane::find(&mut nl)? {
@@ -604,6 +616,8 @@ fn show(args: &[String], stats: bool, format: Format) -> Result<()> {
                     // `ip tunnel show` lists only ipip, gre and sit
                     // devices, not gretap's Ethernet ones.
                     .filter(|(_, cfg)| cfg.mode != MODE_GRETAP)
+                    // Nor tunnels over IPv6: `ip -6 tunnel show` lists those.
+                    .filter(|(_, cfg)| !is_ipv6_underlay(cfg.mode))
                     .filter_map(|(ifindex, cfg)| {
                         let link = links.iter().find(|l| l.index == ifindex)?;
                         let dev = bound_dev(&links, &cfg);

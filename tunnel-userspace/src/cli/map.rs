@@ -1,7 +1,7 @@
 //! `xtun map list` and `xtun map dump NAME [--raw]`: every map of the data
 //! plane, with entries decoded (addresses as addresses, flags as words).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::Ipv6Addr};
 
 use anyhow::{anyhow, bail, Result};
 use clap::Subcommand;
@@ -13,6 +13,7 @@ use tunnel_common::{
 };
 use tunnel_userspace::{
     config::{addr_from_wire, Mode},
+    config6::Mode6,
     dataplane::{Dataplane, MapDump, MapEntries, MapSummary},
     netlink::Netlink,
 };
@@ -111,6 +112,9 @@ fn flag_words(flags: u32) -> Vec<&'static str> {
         (TUNNEL_F_ISATAP, "isatap"),
         (TUNNEL_F_RPFILTER, "rpfilter"),
         (TUNNEL_F_TEB, "teb"),
+        (TUNNEL_F_IGN_ENCAP_LIMIT, "encaplimit-none"),
+        (TUNNEL_F_FLOWLABEL_INHERIT, "flowlabel-inherit"),
+        (TUNNEL_F_ALLOW_LOCALREMOTE, "allow-localremote"),
     ];
     names
         .iter()
@@ -120,7 +124,20 @@ fn flag_words(flags: u32) -> Vec<&'static str> {
 }
 
 fn mode_name(mode: u8) -> &'static str {
-    Mode::from_map(mode).map_or("unknown", Mode::name)
+    Mode::from_map(mode)
+        .map(Mode::name)
+        .or_else(|| Mode6::from_map(mode).map(Mode6::name))
+        .unwrap_or("unknown")
+}
+
+/// An IPv6 address of a map, `any` when unspecified.
+fn any_or_addr6(addr: [u8; 16]) -> String {
+    let addr = Ipv6Addr::from(addr);
+    if addr.is_unspecified() {
+        "any".into()
+    } else {
+        addr.to_string()
+    }
 }
 
 fn proto_name(proto: u8) -> String {
@@ -197,6 +214,51 @@ fn decode(name: &str, key: &[u8], value: &[u8], ifname: &dyn Fn(u32) -> String) 
                 key_text,
                 ifname(t.ifindex),
                 t.ifindex
+            );
+            (doc, text)
+        }
+        // The IPv6 underlay's index, one line per entry as the IPv4 one.
+        MAP_DECAP6 => {
+            let k: DecapKey6 = read(key);
+            let t: DecapTarget = read(value);
+            let key_text = if k.has_key != 0 {
+                u32::from_be(k.key).to_string()
+            } else {
+                "-".into()
+            };
+            let doc = json!({
+                "local": Ipv6Addr::from(k.local).to_string(), "remote": Ipv6Addr::from(k.remote).to_string(),
+                "proto": proto_name(k.proto), "key": (k.has_key != 0).then(|| u32::from_be(k.key)),
+                "ifindex": t.ifindex, "ifname": ifname(t.ifindex), "flags": flag_words(t.flags),
+            });
+            let text = format!(
+                "local {} remote {} proto {} key {} -> {} ({})",
+                any_or_addr6(k.local),
+                any_or_addr6(k.remote),
+                proto_name(k.proto),
+                key_text,
+                ifname(t.ifindex),
+                t.ifindex
+            );
+            (doc, text)
+        }
+        MAP_TUNNELS6 => {
+            let ifindex: u32 = read(key);
+            let c: Tunnel6Config = read(value);
+            let doc = json!({
+                "ifindex": ifindex, "ifname": ifname(ifindex),
+                "local": Ipv6Addr::from(c.local).to_string(), "remote": Ipv6Addr::from(c.remote).to_string(),
+                "default_src": Ipv6Addr::from(c.default_src).to_string(),
+                "flowlabel": c.flowlabel, "encap_limit": c.encap_limit,
+            });
+            let text = format!(
+                "{} ({ifindex}): local {} remote {} default_src {} flowlabel 0x{:05x} encaplimit {}",
+                ifname(ifindex),
+                any_or_addr6(c.local),
+                any_or_addr6(c.remote),
+                any_or_addr6(c.default_src),
+                c.flowlabel,
+                c.encap_limit
             );
             (doc, text)
         }

@@ -21,6 +21,10 @@ Examples (the seed walkthrough, over xtun):
   xtun -j -p tunnel show    # JSON, pretty-printed
   xtun -batch tunnels.txt   # many commands in one process
 
+Over an IPv6 underlay (as `ip -6 tunnel`):
+  xtun -6 tunnel add t6 mode ip6gre remote fd00:20::2 local fd00:10::2
+  xtun -6 tunnel show
+
 Multipoint (NBMA) GRE, one interface to many sites:
   xtun tunnel add mgre0 mode gre remote any local 192.0.2.1 key 7 dev eth0
   xtun neigh add 10.20.0.0/16 lladdr 192.0.2.20 dev mgre0";
@@ -45,6 +49,9 @@ struct Cli {
     /// Print each record on one line (as `ip -o`).
     #[arg(short = 'o', long = "oneline", global = true)]
     oneline: bool,
+    /// Tunnels over an IPv6 underlay (as `ip -6 tunnel`; also `-family inet6`).
+    #[arg(short = '6', global = true)]
+    ipv6: bool,
     /// Run in the network namespace NAME (/var/run/netns/NAME), as `ip -n`.
     #[arg(short = 'n', long = "netns", value_name = "NAME")]
     netns: Option<String>,
@@ -511,6 +518,7 @@ impl Globals {
         g.pretty |= cli.pretty;
         g.details |= cli.details;
         g.oneline |= cli.oneline;
+        g.ipv6 |= cli.ipv6;
         g
     }
 }

@@ -43,6 +43,21 @@ Examples:
   xtun tunnel add tun1 mode ipip remote 10.10.20.2 local 10.10.10.2 ttl 64
   xtun tunnel add gre5 mode gre remote 192.0.2.2 local 192.0.2.1 key 5 dev eth0
 
+Over an IPv6 underlay, `xtun -6 tunnel add` (as `ip -6 tunnel add`):
+  NAME | name NAME
+  mode { ip6gre | ip6ip6 | ipip6 | any }   (default ip6ip6)
+  remote { ADDR | any }  local { ADDR | any }   IPv6 addresses
+  dev PHYS               underlay NIC (default: the one with `local`, else
+                         where the route to remote leaves)
+  encaplimit { none | 0..255 }   RFC 2473 encapsulation limit (default 4)
+  hoplimit 0..255        also ttl, hlim (default 64; 0: the inner packet's)
+  tclass { 0x0..0xff | inherit }   also tc, tos, dsfield (default 0)
+  flowlabel { 0x0..0xfffff | inherit }   also fl (default 0)
+  [no]allow-localremote
+  [i|o]key KEY  [i|o]csum  [i|o]seq   ip6gre only (the others ignore them,
+                         as the kernel's ip6tnl does)
+  xtun -6 tunnel add t6 mode ip6gre remote fd00:20::2 local fd00:10::2 key 5
+
 The interface is created down and NOARP (one end of a veth pair; its port
 xtpN is where the data plane runs), with the underlay MTU minus the
 encapsulation overhead and no automatic IPv6 link-local address. Bring it up

@@ -50,13 +50,10 @@ fn parse_error(err: Config6Error) -> anyhow::Error {
 /// `dev`; else the interface that has its `local` address; else where the
 /// route to `remote` leaves. With `local any`, the route's source too.
 fn resolve_underlay(nl: &mut Netlink, spec: &Tunnel6Spec) -> Result<(Link, Option<Ipv6Addr>)> {
-    let route = match spec.remote {
-        Some(remote) => Some(
-            nl.route_get6(remote)
-                .map_err(|e| anyhow!("no route to remote {remote}: {e}")),
-        ),
-        None => None,
-    };
+    let route = spec.remote.map(|remote| {
+        nl.route_get6(remote)
+            .map_err(|e| anyhow!("no route to remote {remote}: {e}"))
+    });
     let underlay = match (&spec.dev, spec.local) {
         (Some(dev), _) => lookup(nl, dev)?,
         (None, local) => {

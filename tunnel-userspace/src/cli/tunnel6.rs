@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::{json, Value};
 use tunnel_common::maps::*;
 use tunnel_userspace::{
-    config::{self, validate_ifname},
+    config::validate_ifname,
     config6::{self, Config6Error, Mode6, Show6Line, Tunnel6Selector, Tunnel6Spec},
     dataplane::{Dataplane, DecapChoice, TunnelDevice},
     device,
@@ -25,9 +25,10 @@ pub fn run(cmd: TunnelCommand, stats: bool, format: Format) -> Result<()> {
         TunnelCommand::Add { args } => add(&args),
         TunnelCommand::Change { args } => change(&args),
         TunnelCommand::Del { args } => {
-            let name = config::TunnelSelector::parse(&args)?
+            let name = Tunnel6Selector::parse(&args)
+                .map_err(parse_error)?
                 .name
-                .ok_or(config::ConfigError::MissingName)?;
+                .ok_or(Config6Error::MissingName)?;
             // By name, whatever its underlay, as `ip -6 tunnel del` does.
             super::tunnel::del(&name)
         }

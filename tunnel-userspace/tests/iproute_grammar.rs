@@ -533,6 +533,26 @@ fn ip_6_tunnel_lines_json_and_mtus_of_issue_17() {
         assert_eq!(mtu[name], want, "{name}");
     }
 
+    // -s adds the counters, -d the underlay, as for tunnels over IPv4.
+    let stats = s.ok("-s -d -6 tunnel show t6k");
+    assert!(
+        stats.starts_with(lines[4])
+            && stats.contains("\nRX: Packets    Bytes        Errors CsumErrs OutOfSeq Mcasts\n")
+            && stats.ends_with("\n    underlay v1\n"),
+        "{stats}"
+    );
+    // GRE flags, one-sided keys and allow-localremote, as ip prints them.
+    s.ok("-6 tunnel add t6f mode ip6gre remote fd00:20::8 local fd00:10::2 ikey 1 okey 2 iseq ocsum allow-localremote");
+    assert_eq!(
+        s.ok("-6 tunnel show t6f"),
+        "t6f: gre/ipv6 remote fd00:20::8 local fd00:10::2 encaplimit 4 hoplimit 64 tclass 0x00 flowlabel 0x00000 (flowinfo 0x00000000) allow-localremote ikey 1 okey 2\n  Drop packets out of sequence.\n  Checksum output packets.\n"
+    );
+    let f = s.ok("-j -6 tunnel show t6f");
+    let ip = r#"[{"ifname":"t6f","mode":"gre/ipv6","remote":"fd00:20::8","local":"fd00:10::2","encap_limit":4,"hoplimit":64,"tclass":"0x00","flowlabel":"0x00000","flowinfo":"0x00000000","ip6_tnl_f_allow_local_remote":null,"ikey":1,"okey":2,"flags":["rx_drop_ooseq","tx_csum"],"ifindex":"#;
+    assert!(f.starts_with(ip), "{f}");
+    assert_eq!(mtus(&s.ns)["t6f"], 1440);
+    s.ok("-6 tunnel del t6f");
+
     // change: what is not named stays; the MTU follows encaplimit.
     s.ok("-6 tunnel change t6ip6 hoplimit 10 flowlabel 0x1 tclass 0x20 encaplimit none");
     assert_eq!(

@@ -422,11 +422,16 @@ impl Tunnel6Spec {
             .flowlabel
             .map_or("inherit".into(), |l| format!("0x{l:05x}"));
         w.extend(["flowlabel".into(), label]);
-        if let Some(k) = self.ikey {
-            w.extend(["ikey".into(), k.to_string()]);
-        }
-        if let Some(k) = self.okey {
-            w.extend(["okey".into(), k.to_string()]);
+        match (self.ikey, self.okey) {
+            (Some(i), Some(o)) if i == o => w.extend(["key".into(), i.to_string()]),
+            (ikey, okey) => {
+                if let Some(k) = ikey {
+                    w.extend(["ikey".into(), k.to_string()]);
+                }
+                if let Some(k) = okey {
+                    w.extend(["okey".into(), k.to_string()]);
+                }
+            }
         }
         for (on, word) in [
             (self.icsum, "icsum"),

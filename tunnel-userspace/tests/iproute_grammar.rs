@@ -533,6 +533,20 @@ fn ip_6_tunnel_lines_json_and_mtus_of_issue_17() {
         assert_eq!(mtu[name], want, "{name}");
     }
 
+    // export lists them as the lines that make them again; apply of its
+    // output leaves them alone.
+    let exported = s.ok("export");
+    assert!(
+        exported.contains("\n# xtun -6 tunnel add t6k mode ip6gre remote fd00:20::6 local fd00:10::2 encaplimit none hoplimit 32 tclass inherit flowlabel 0x12345 key 5\n"),
+        "{exported}"
+    );
+    let file = std::env::temp_dir().join(format!("{}-export.toml", s.ns.name));
+    std::fs::write(&file, &exported).unwrap();
+    let applied = s.ok(&format!("apply -f {}", file.display()));
+    let _ = std::fs::remove_file(&file);
+    assert!(applied.starts_with("no changes"), "{applied}");
+    assert_eq!(s.ok("-6 tunnel show"), format!("{}\n", lines.join("\n")));
+
     // -s adds the counters, -d the underlay, as for tunnels over IPv4.
     let stats = s.ok("-s -d -6 tunnel show t6k");
     assert!(

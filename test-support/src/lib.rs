@@ -152,6 +152,56 @@ impl Harness {
             .unwrap()
     }
 
+    /// Registers a tunnel over IPv6 as `xtun -6 tunnel add` does
+    /// (`Dataplane::add_tunnel6`) on `ifindex`, with no port: `mode` one of
+    /// the `MODE_IP6*`/`MODE_IPIP6`/`MODE_ANY6`, `flags` `TUNNEL_F_*`, the
+    /// key (host order) on both sides, hop limit 64 and `encaplimit` 4
+    /// unless `flags` say none.
+    pub fn add6(
+        &mut self,
+        ifindex: u32,
+        mode: u8,
+        local: std::net::Ipv6Addr,
+        remote: std::net::Ipv6Addr,
+        flags: u32,
+        key: Option<u32>,
+    ) -> TunnelConfig {
+        let key_flags = if key.is_some() {
+            TUNNEL_F_IKEY | TUNNEL_F_OKEY
+        } else {
+            0
+        };
+        let cfg = TunnelConfig {
+            mode,
+            ttl: 64,
+            flags: flags | key_flags,
+            ikey: key.unwrap_or(0).to_be(),
+            okey: key.unwrap_or(0).to_be(),
+            mtu: 1448,
+            underlay_ifindex: 1,
+            ..TunnelConfig::default()
+        };
+        let cfg6 = Tunnel6Config {
+            local: local.octets(),
+            remote: remote.octets(),
+            encap_limit: 4,
+            ..Tunnel6Config::default()
+        };
+        let slot = (0..)
+            .find(|s| !self.expected.iter().any(|(_, _, used)| used == s))
+            .unwrap();
+        self.expected
+            .push((ifindex, cfg.flags | TUNNEL_F_ETH_DEV, slot));
+        self.dp
+            .add_tunnel6(ifindex, TunnelDevice::Ethernet, cfg, cfg6)
+            .unwrap()
+    }
+
+    /// `xtun_tc6`'s verdict on `input`, and its output bytes.
+    pub fn tc6(&self, input: &[u8]) -> (u32, Vec<u8>) {
+        verdict_and_bytes(self.dp.test_run_tc6(input, 1), "tc6")
+    }
+
     /// Deletes a tunnel as `xtun tunnel del` does.
     pub fn remove(&mut self, ifindex: u32) {
         self.dp.forget_tunnel(ifindex);

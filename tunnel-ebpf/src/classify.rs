@@ -262,7 +262,7 @@ fn isatap_source_ok<F: Frame>(ctx: &F, inner_off: usize, outer_src: u32, tunnel:
 /// Checks that the inner header is what the outer one announced, and applies
 /// RFC 6040 ECN decapsulation to it.
 #[inline(always)]
-fn check_inner_and_ecn<F: Frame>(
+pub(crate) fn check_inner_and_ecn<F: Frame>(
     ctx: &F,
     off: usize,
     inner: Family,

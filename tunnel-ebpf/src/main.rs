@@ -28,8 +28,10 @@
 
 mod classify;
 mod csum;
+mod decap6;
 mod defrag;
 mod encap;
+mod encap6;
 mod fib;
 mod forward;
 mod gre;
@@ -48,7 +50,9 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::trace;
-use tunnel_common::maps::{CLASSID_TC_UNDERLAY, CLASSID_TUNNEL, CLASSID_XDP_UNDERLAY, LOG_TRACE};
+use tunnel_common::maps::{
+    is_ipv6_underlay, CLASSID_TC_UNDERLAY, CLASSID_TUNNEL, CLASSID_XDP_UNDERLAY, LOG_TRACE,
+};
 
 #[xdp]
 pub fn xtun_decap(ctx: XdpContext) -> u32 {
@@ -106,6 +110,26 @@ fn try_tc(ctx: &TcContext) -> i32 {
         }
     }
     tc_ingress::decap(ctx)
+}
+
+/// The IPv6 underlay's program (`xtun -6 tunnel`): encapsulation on the
+/// ports of tunnels over IPv6, and decapsulation of IPv6 outer headers as
+/// a filter after `xtun_tc` on underlays. A program of its own, so that
+/// the verifier walks it on its own budget.
+#[classifier]
+pub fn xtun_tc6(ctx: TcContext) -> i32 {
+    // SAFETY: reading fields of the context the kernel gave us.
+    let (classid, ifindex) = unsafe { ((*ctx.skb.skb).tc_classid, (*ctx.skb.skb).ifindex) };
+    // As in `try_tc`: a filter without a role (BPF_PROG_TEST_RUN) is a
+    // tunnel's if the device has a configuration.
+    if classid != CLASSID_TC_UNDERLAY {
+        match tc_port::tunnel_config(ifindex) {
+            Some(cfg) if is_ipv6_underlay(cfg.mode) => return encap6::encap(&ctx, cfg),
+            _ if classid == CLASSID_TUNNEL => return TC_ACT_SHOT,
+            _ => {}
+        }
+    }
+    decap6::decap(&ctx)
 }
 
 #[cfg(not(test))]

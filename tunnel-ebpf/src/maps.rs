@@ -7,10 +7,11 @@ use aya_ebpf::{
 };
 use tunnel_common::{
     maps::{
-        DecapKey, DecapTarget, ForwardLan, ForwardState, IfCounters, MonitorCpu, MonitorLease,
-        NeighEntry, NeighKey, PmtuEntry, PmtuKey, PrlEntry, PrlKey, SeqState, Settings,
-        TunnelConfig, TunnelStats, IF_INDEXED_MAX, LOG_LEASE_SLOT, MAX_FORWARD_PORTS,
-        MAX_NEIGHBOURS, MAX_PRL, MAX_TUNNELS, MONITOR_RING_BYTES, MONITOR_SLOTS,
+        DecapKey, DecapKey6, DecapTarget, ForwardLan, ForwardState, IfCounters, MonitorCpu,
+        MonitorLease, NeighEntry, NeighKey, Pmtu6Key, PmtuEntry, PmtuKey, PrlEntry, PrlKey,
+        SeqState, Settings, Tunnel6Config, TunnelConfig, TunnelStats, IF_INDEXED_MAX,
+        LOG_LEASE_SLOT, MAX_FORWARD_PORTS, MAX_NEIGHBOURS, MAX_PRL, MAX_TUNNELS,
+        MONITOR_RING_BYTES, MONITOR_SLOTS,
     },
     stats::COUNTER_COUNT,
 };
@@ -38,6 +39,18 @@ pub static PMTU: LruHashMap<PmtuKey, PmtuEntry> = LruHashMap::with_max_entries(M
 /// (local, remote, protocol, key) -> tunnel interface to deliver on.
 #[map(name = "XTUN_DECAP")]
 pub static DECAP: HashMap<DecapKey, DecapTarget> = HashMap::with_max_entries(MAX_TUNNELS, 0);
+
+/// Tunnel interface ifindex -> the IPv6 part of a tunnel over IPv6.
+#[map(name = "XTUN_TUNNELS6")]
+pub static TUNNELS6: HashMap<u32, Tunnel6Config> = HashMap::with_max_entries(MAX_TUNNELS, 0);
+
+/// (local, remote, protocol, key) over IPv6 -> tunnel interface.
+#[map(name = "XTUN_DECAP6")]
+pub static DECAP6: HashMap<DecapKey6, DecapTarget> = HashMap::with_max_entries(MAX_TUNNELS, 0);
+
+/// (tunnel, IPv6 remote) -> path MTU learnt from ICMPv6 Packet Too Big.
+#[map(name = "XTUN_PMTU6")]
+pub static PMTU6: LruHashMap<Pmtu6Key, PmtuEntry> = LruHashMap::with_max_entries(MAX_TUNNELS, 0);
 
 /// Tunnel's `stats_slot` -> per-CPU RX/TX counters. An array, so that a
 /// lookup costs a few instructions rather than a hash.

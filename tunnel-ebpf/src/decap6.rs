@@ -1,0 +1,268 @@
+//! Decapsulation of IPv6 outer headers in tc on an underlay (after
+//! `xtun_tc`, which leaves IPv6 alone): `ip6gre`, `ip6ip6`, `ipip6` and
+//! `any`. The same checks as over IPv4: an exact match of local, remote,
+//! protocol and key; GRE's checksum and sequence rules; the inner header
+//! what the outer one announced; RFC 6040 ECN. Extension headers are
+//! bounded: only destination options that hold nothing but padding and
+//! the RFC 2473 encapsulation limit are stepped over; anything else goes to
+//! the kernel untouched.
+
+use aya_ebpf::{
+    bindings::{
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_DECAP_L3_IPV4,
+        BPF_F_ADJ_ROOM_DECAP_L3_IPV6, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_REDIRECT,
+        TC_ACT_SHOT, TC_ACT_UNSPEC,
+    },
+    helpers::generated::bpf_redirect,
+    programs::TcContext,
+};
+use tunnel_common::{
+    maps::{DecapKey6, DecapTarget, TUNNEL_F_ICSUM, TUNNEL_F_ISEQ, TUNNEL_F_TEB, TUNNEL_MAC},
+    stats::*,
+    wire::{self, Family},
+};
+
+use crate::{
+    classify,
+    encap6::{DSTOPT_LEN, NEXTHDR_DEST, TLV_ENCAP_LIMIT, TLV_PADN},
+    gre,
+    maps::{self, DECAP6},
+    monitor,
+    parse::{read_at, write_at, Frame},
+};
+
+/// Destination-options headers stepped over at most (one is what the
+/// kernel and xtun send).
+const MAX_DSTOPTS: usize = 2;
+
+/// The linear bytes decapsulation reads: Ethernet, IPv6, the destination
+/// options, the longest GRE header and an inner IPv6 header.
+const HEADERS: u32 =
+    (wire::ETH_HDR_LEN + wire::IPV6_HDR_LEN + MAX_DSTOPTS * DSTOPT_LEN + wire::GRE_MAX_LEN + 40)
+        as u32;
+
+/// The fixed IPv6 header as halfwords in memory order.
+type Ipv6Words = [u16; wire::IPV6_HDR_LEN / 2];
+
+#[inline(always)]
+fn ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: reading a field of the context the kernel gave us.
+    unsafe { (*ctx.skb.skb).ifindex }
+}
+
+/// Decapsulation in tc for tunnels over IPv6; what is not theirs passes.
+#[inline(always)]
+pub fn decap(ctx: &TcContext) -> i32 {
+    let ifindex = ifindex(ctx);
+    match try_decap(ctx, ifindex) {
+        Ok(action) => action,
+        Err(reason) => {
+            // Not IPv6 at all is the IPv4 program's business, counted there.
+            if reason != RX_PASS_NOT_IPV4 {
+                maps::count(ifindex, reason);
+            }
+            TC_ACT_UNSPEC
+        }
+    }
+}
+
+#[inline(always)]
+fn try_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
+    let eth_type: u16 = read_at(ctx, 12).map_err(|_| RX_PASS_NOT_IPV4)?;
+    if eth_type != wire::ETH_P_IPV6.to_be() {
+        return Err(RX_PASS_NOT_IPV4);
+    }
+    let linear = ctx.len().min(HEADERS);
+    if ctx.data() + linear as usize > ctx.data_end() {
+        ctx.pull_data(linear).map_err(|_| RX_TRUNCATED)?;
+    }
+    let ip: Ipv6Words = read_at(ctx, wire::ETH_HDR_LEN).map_err(|_| RX_TRUNCATED)?;
+    let first = u16::from_be(ip[0]);
+    if first >> 12 != 6 {
+        return Err(RX_TRUNCATED);
+    }
+    let [mut next, _hop_limit] = u16::from_be(ip[3]).to_be_bytes();
+    if next != NEXTHDR_DEST && !is_tunnel_proto(next) {
+        return Err(RX_PASS_NOT_TUNNEL);
+    }
+    let payload_len = u16::from_be(ip[2]) as usize;
+    let ip_end = wire::ETH_HDR_LEN + wire::IPV6_HDR_LEN + payload_len;
+    if ip_end > ctx.len() as usize {
+        return Err(RX_TRUNCATED);
+    }
+    let outer_tclass = (first >> 4) as u8;
+    let local: [u8; 16] = wire::bytes_of::<8, 16>(
+        read_at::<[u16; 8], TcContext>(ctx, wire::ETH_HDR_LEN + 24).map_err(|_| RX_TRUNCATED)?,
+    );
+    let remote: [u8; 16] = wire::bytes_of::<8, 16>(
+        read_at::<[u16; 8], TcContext>(ctx, wire::ETH_HDR_LEN + 8).map_err(|_| RX_TRUNCATED)?,
+    );
+
+    // Step over the destination options, bounded, checking each option.
+    let mut l4 = wire::ETH_HDR_LEN + wire::IPV6_HDR_LEN;
+    let mut i = 0;
+    while i < MAX_DSTOPTS && next == NEXTHDR_DEST {
+        let opts: [u8; DSTOPT_LEN] = read_at(ctx, l4).map_err(|_| RX_TRUNCATED)?;
+        // Only one 8-byte unit, holding options the receiver may skip.
+        if opts[1] != 0 || !options_skippable(&opts) {
+            return Err(RX_PASS_NOT_TUNNEL);
+        }
+        next = opts[0];
+        l4 += DSTOPT_LEN;
+        i += 1;
+    }
+    if !is_tunnel_proto(next) {
+        return Err(RX_PASS_NOT_TUNNEL);
+    }
+    let gre = if next == wire::IPPROTO_GRE {
+        Some(gre::parse(ctx, l4)?)
+    } else {
+        None
+    };
+    let (gre_len, inner, key) = match &gre {
+        Some(g) => (g.len(), g.family, g.key()),
+        None if next == wire::IPPROTO_IPIP => (0, Family::V4, None),
+        None => (0, Family::V6, None),
+    };
+    let target = find_tunnel6(local, remote, next, key).ok_or(RX_PASS_NO_TUNNEL)?;
+    let inner_off = l4 + gre_len;
+    if let Some(g) = &gre {
+        // Frames (ip6gretap) are not carried over IPv6 yet: a frame never
+        // goes to an IP tunnel.
+        if g.teb || target.flags & TUNNEL_F_TEB != 0 {
+            return Err(RX_BAD_PAYLOAD);
+        }
+        let has_csum = g.flags & wire::GRE_CSUM != 0;
+        if has_csum != (target.flags & TUNNEL_F_ICSUM != 0) {
+            return drop(ctx, ifindex, &target, RX_BAD_GRE_CSUM);
+        }
+        if has_csum && !gre::checksum_ok(ctx, l4, ip_end, g, false) && !ctx.checksum_pending() {
+            return drop(ctx, ifindex, &target, RX_BAD_GRE_CSUM);
+        }
+        if target.flags & TUNNEL_F_ISEQ != 0 && !gre::sequence_ok(target.ifindex, g.seq()) {
+            return drop(ctx, ifindex, &target, RX_OUT_OF_SEQ);
+        }
+    }
+    if let Err(reason) = classify::check_inner_and_ecn(ctx, inner_off, inner, outer_tclass) {
+        return drop(ctx, ifindex, &target, reason);
+    }
+    let strip = inner_off - wire::ETH_HDR_LEN;
+    let l3_flag = match inner {
+        Family::V4 => BPF_F_ADJ_ROOM_DECAP_L3_IPV4,
+        Family::V6 => BPF_F_ADJ_ROOM_DECAP_L3_IPV6,
+    };
+    let addresses: [u16; 6] = read_at(ctx, 0).map_err(|_| RX_TRUNCATED)?;
+    let flags = (BPF_F_ADJ_ROOM_FIXED_GSO | l3_flag) as u64;
+    if ctx
+        .adjust_room(-(strip as i32), BPF_ADJ_ROOM_MAC, flags)
+        .is_err()
+        || write_at(ctx, 0, (addresses, inner.ether_type().to_be())).is_err()
+    {
+        return drop(ctx, ifindex, &target, RX_ADJUST_FAIL);
+    }
+    let inner_len = ctx.len().saturating_sub(wire::ETH_HDR_LEN as u32) as u64;
+    maps::count(ifindex, RX_DECAP);
+    monitor::handled(ctx, monitor::MON_HOOK_TC, ifindex, target.ifindex, RX_DECAP);
+    maps::tunnel_stats(target.stats_slot, |stats| {
+        stats.rx_packets += 1;
+        stats.rx_bytes += inner_len;
+    });
+    Ok(deliver(ctx, ifindex, &target))
+}
+
+/// Sends the frame out of the tunnel's port, addressed to the tunnel
+/// interface, so that the pair counts it as received there; a tunnel
+/// without a port receives it directly. (The IPv4 program's own, not
+/// shared: code both programs call is compiled once, as a function call
+/// that costs `xtun_tc` verifier budget it does not have.)
+#[inline(always)]
+fn deliver(ctx: &TcContext, ifindex: u32, target: &DecapTarget) -> i32 {
+    let action = if target.port != 0 {
+        if write_at(ctx, 0, wire::words_of::<6, 3>(TUNNEL_MAC)).is_err() {
+            maps::count(ifindex, RX_DELIVER_FAIL);
+            return TC_ACT_SHOT;
+        }
+        // SAFETY: plain helper call.
+        unsafe { bpf_redirect(target.port, 0) as i32 }
+    } else {
+        // SAFETY: plain helper call.
+        unsafe { bpf_redirect(target.ifindex, BPF_F_INGRESS as u64) as i32 }
+    };
+    let counted = if action == TC_ACT_REDIRECT {
+        RX_DELIVERED
+    } else {
+        RX_DELIVER_FAIL
+    };
+    maps::count(ifindex, counted);
+    action
+}
+
+#[inline(always)]
+fn is_tunnel_proto(proto: u8) -> bool {
+    proto == wire::IPPROTO_GRE || proto == wire::IPPROTO_IPIP || proto == wire::IPPROTO_IPV6
+}
+
+/// Are the options of an 8-byte destination-options header (from byte 2)
+/// all well formed, and each one the receiver skips (RFC 8200 4.2: the
+/// type's two high bits 00), as the kernel's stack would?
+#[inline(always)]
+fn options_skippable(opts: &[u8; DSTOPT_LEN]) -> bool {
+    let mut at = 2;
+    let mut steps = 0;
+    while at < DSTOPT_LEN && steps < DSTOPT_LEN {
+        steps += 1;
+        let kind = opts[at];
+        if kind == 0 {
+            // Pad1.
+            at += 1;
+            continue;
+        }
+        if at + 1 >= DSTOPT_LEN {
+            return false;
+        }
+        let len = opts[at + 1] as usize;
+        let known = kind == TLV_PADN || (kind == TLV_ENCAP_LIMIT && len == 1);
+        if !known && kind >> 6 != 0 {
+            return false;
+        }
+        at += 2 + len;
+    }
+    at == DSTOPT_LEN
+}
+
+/// The tunnel a packet belongs to, most specific first: (local, remote),
+/// `local any`, `remote any`, both.
+#[inline(always)]
+fn find_tunnel6(
+    local: [u8; 16],
+    remote: [u8; 16],
+    proto: u8,
+    key: Option<u32>,
+) -> Option<DecapTarget> {
+    let mut k = DecapKey6 {
+        local,
+        remote,
+        key: key.unwrap_or(0),
+        proto,
+        has_key: key.is_some() as u8,
+        _pad: [0; 2],
+    };
+    let mut i = 0;
+    while i < 4 {
+        k.local = if i & 1 == 0 { local } else { [0; 16] };
+        k.remote = if i < 2 { remote } else { [0; 16] };
+        // SAFETY: the value is copied out.
+        if let Some(target) = unsafe { DECAP6.get(k) } {
+            return Some(*target);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Drops a packet of the tunnel `target`, counted against it.
+#[inline(always)]
+fn drop(ctx: &TcContext, ifindex: u32, target: &DecapTarget, reason: u32) -> Result<i32, u32> {
+    classify::tunnel_drop(ctx, monitor::MON_HOOK_TC, ifindex, target, reason);
+    Ok(TC_ACT_SHOT)
+}

@@ -1,0 +1,349 @@
+//! Encapsulation over an IPv6 underlay (`xtun -6 tunnel`), on a tunnel's
+//! port as `tc_port` does it over IPv4: an outer IPv6 header, the RFC 2473
+//! destination-options header carrying the tunnel encapsulation limit
+//! (unless `encaplimit none`), then GRE for `ip6gre`.
+
+use aya_ebpf::{
+    bindings::{
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_FIB_LKUP_RET_BLACKHOLE, BPF_FIB_LKUP_RET_PROHIBIT,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LKUP_RET_UNREACHABLE, BPF_FIB_LOOKUP_SKIP_NEIGH,
+        BPF_FIB_LOOKUP_SRC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L4_GRE,
+        BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_REDIRECT, TC_ACT_SHOT,
+    },
+    helpers::generated::bpf_get_hash_recalc,
+    programs::TcContext,
+};
+use aya_log_ebpf::debug;
+use tunnel_common::{
+    maps::*,
+    stats::*,
+    wire::{self, Family},
+};
+
+use crate::{
+    encap::{self, InnerInfo},
+    fib, gre,
+    maps::{self, TUNNELS6},
+    monitor,
+    parse::{read_at, write_at},
+};
+
+/// The destination-options header's length, as sent: one 8-byte unit.
+pub const DSTOPT_LEN: usize = 8;
+/// IPv6 next-header value of a destination-options header.
+pub const NEXTHDR_DEST: u8 = 60;
+/// RFC 2473's tunnel encapsulation limit option type.
+pub const TLV_ENCAP_LIMIT: u8 = 4;
+/// The PadN option type.
+pub const TLV_PADN: u8 = 1;
+
+/// The Ethernet header's destination: a placeholder, which
+/// `bpf_redirect_neigh` replaces (it needs one that is not multicast).
+const PLACEHOLDER_DST: [u16; 3] = wire::words_of([0x02, 0, 0, 0, 0, 0x01]);
+
+/// The IPv6 header's fixed part after the Ethernet addresses, as halfwords
+/// in memory order: EtherType, version/class/label, payload length, next
+/// header and hop limit, source, destination.
+#[repr(C)]
+struct OuterHeaders6 {
+    eth_type: u16,
+    first: [u16; 2],
+    payload_len: u16,
+    next_hop_limit: u16,
+    src: [u16; 8],
+    dst: [u16; 8],
+}
+
+/// Does a tunnel of `mode` over IPv6 carry inner `family`?
+#[inline(always)]
+fn carries6(mode: u8, family: Family) -> bool {
+    match family {
+        Family::V4 => mode != MODE_IP6IP6,
+        Family::V6 => mode != MODE_IPIP6,
+    }
+}
+
+/// Encapsulates a packet the tunnel interface sent (seen on its port).
+#[inline(always)]
+pub fn encap(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
+    let ifindex = cfg.ifindex;
+    match try_encap(ctx, cfg, ifindex) {
+        Ok(action) => action,
+        Err(reason) => {
+            count_failure(ctx, cfg, reason);
+            if maps::log_enabled(LOG_DEBUG) {
+                debug!(
+                    ctx,
+                    "encap6 on ifindex={} failed: reason={}", ifindex, reason
+                );
+            }
+            TC_ACT_SHOT
+        }
+    }
+}
+
+#[inline(always)]
+fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u32> {
+    // SAFETY: map value, valid while the program runs; userspace replaces
+    // it whole.
+    let cfg6 = unsafe { TUNNELS6.get(ifindex) }.ok_or(TX_NO_ROUTE)?;
+    let l2 = if cfg.flags & TUNNEL_F_ETH_DEV != 0 {
+        wire::ETH_HDR_LEN
+    } else {
+        return Err(TX_BAD_INNER);
+    };
+    let inner = inner_info(ctx, cfg.mode, l2)?;
+    let inner_len = ctx.len().saturating_sub(l2 as u32);
+    let is_gre = cfg.mode == MODE_IP6GRE;
+    let gre_flags = if is_gre { gre_output_flags(cfg) } else { 0 };
+    // A checksum or sequence number is per packet: GSO cannot repeat them.
+    // SAFETY: reading a field of the context the kernel gave us.
+    let gso_segs = unsafe { (*ctx.skb.skb).gso_segs };
+    if gre_flags & (wire::GRE_CSUM | wire::GRE_SEQ) != 0 && gso_segs > 1 {
+        return Err(TX_GSO_UNSUPPORTED);
+    }
+    if cfg6.remote == [0; 16] {
+        return Err(TX_NO_NEIGH);
+    }
+    let path = route_to(ctx, cfg, cfg6)?;
+    let encap_limit = cfg.flags & TUNNEL_F_IGN_ENCAP_LIMIT == 0;
+    let dstopt = if encap_limit { DSTOPT_LEN } else { 0 };
+    let gre_len = if is_gre {
+        wire::gre_header_len(gre_flags)
+    } else {
+        0
+    };
+    let overhead = wire::IPV6_HDR_LEN + dstopt + gre_len;
+    let (gre, inner_sum) = encap::gre_header(ctx, cfg, gre_flags, &inner, l2, inner_len)?;
+
+    let mut flags = (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6) as u64;
+    if is_gre {
+        flags |= BPF_F_ADJ_ROOM_ENCAP_L4_GRE as u64;
+    }
+    ctx.adjust_room(overhead as i32, BPF_ADJ_ROOM_MAC, flags)
+        .map_err(|_| TX_NO_BUFS)?;
+
+    let proto = match cfg.mode {
+        MODE_IP6GRE => wire::IPPROTO_GRE,
+        _ if inner.is_v6() => wire::IPPROTO_IPV6,
+        _ => wire::IPPROTO_IPIP,
+    };
+    let next = if encap_limit { NEXTHDR_DEST } else { proto };
+    let hop_limit = if cfg.ttl != 0 { cfg.ttl } else { inner.ttl };
+    let dscp = if cfg.flags & TUNNEL_F_TOS_INHERIT != 0 {
+        inner.tos
+    } else {
+        cfg.tos
+    };
+    let tclass = wire::ecn_encapsulate(dscp, inner.tos);
+    let label = flow_label(ctx, cfg, cfg6, &inner, l2);
+    let first = (6u32 << 28) | ((tclass as u32) << 20) | (label & 0xF_FFFF);
+    let payload_len = (inner_len as usize + dstopt + gre_len).min(u16::MAX as usize) as u16;
+    let headers = OuterHeaders6 {
+        eth_type: wire::ETH_P_IPV6.to_be(),
+        first: wire::split_words(first.to_be()),
+        payload_len: payload_len.to_be(),
+        next_hop_limit: u16::from_be_bytes([next, hop_limit]).to_be(),
+        src: wire::words_of(path.local),
+        dst: wire::words_of(cfg6.remote),
+    };
+    write_at(ctx, 0, PLACEHOLDER_DST).map_err(|_| TX_NO_BUFS)?;
+    write_at(ctx, 12, headers).map_err(|_| TX_NO_BUFS)?;
+    let mut off = wire::ETH_HDR_LEN + wire::IPV6_HDR_LEN;
+    if encap_limit {
+        // Next header, length 0 (8 bytes), the limit option, then PadN
+        // over the last three bytes, as the kernel's ip6_tnl sends it.
+        let option: [u16; 4] = wire::words_of([
+            proto,
+            0,
+            TLV_ENCAP_LIMIT,
+            1,
+            cfg6.encap_limit,
+            TLV_PADN,
+            1,
+            0,
+        ]);
+        write_at(ctx, off, option).map_err(|_| TX_NO_BUFS)?;
+        off += DSTOPT_LEN;
+    }
+    if is_gre {
+        gre::write(ctx, off, &gre, inner_sum).map_err(|_| TX_NO_BUFS)?;
+    }
+    let action = match path.next_hop {
+        Some(nh) => fib::redirect_neigh(path.oif, fib::next_hop_v6(nh)),
+        None => fib::redirect_routed(path.oif),
+    };
+    if action != TC_ACT_REDIRECT {
+        return Err(TX_NO_ROUTE);
+    }
+    maps::count(ifindex, TX_ENCAP);
+    monitor::handled(ctx, monitor::MON_HOOK_ENCAP, ifindex, ifindex, TX_ENCAP);
+    encap::count_tunnel_sent(cfg, inner_len);
+    Ok(action)
+}
+
+/// The GRE flags an `ip6gre` tunnel sends.
+#[inline(always)]
+fn gre_output_flags(cfg: &TunnelConfig) -> u16 {
+    let mut flags = 0;
+    if cfg.flags & TUNNEL_F_OKEY != 0 {
+        flags |= wire::GRE_KEY;
+    }
+    if cfg.flags & TUNNEL_F_OCSUM != 0 {
+        flags |= wire::GRE_CSUM;
+    }
+    if cfg.flags & TUNNEL_F_OSEQ != 0 {
+        flags |= wire::GRE_SEQ;
+    }
+    flags
+}
+
+/// The inner packet's headers, at `l2`; Err when the mode cannot carry it.
+#[inline(always)]
+fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
+    // SAFETY: reading a field of the context the kernel gave us.
+    let protocol = unsafe { (*ctx.skb.skb).protocol } as u16;
+    if protocol == wire::ETH_P_IP.to_be() && carries6(mode, Family::V4) {
+        InnerInfo::v4(&read_head(ctx, l2)?, false)
+    } else if protocol == wire::ETH_P_IPV6.to_be() && carries6(mode, Family::V6) {
+        InnerInfo::v6(&read_head(ctx, l2)?, false)
+    } else {
+        Err(TX_BAD_INNER)
+    }
+}
+
+#[inline(always)]
+fn read_head<T: Copy>(ctx: &TcContext, off: usize) -> Result<T, u32> {
+    match read_at::<T, TcContext>(ctx, off) {
+        Ok(head) => Ok(head),
+        Err(()) => ctx.load(off).map_err(|_| TX_BAD_INNER),
+    }
+}
+
+/// The outer flow label: the configured one; the inner IPv6 packet's with
+/// `flowlabel inherit`; and where that leaves 0, one from the flow's hash,
+/// as the kernel's `ip6_make_flowlabel` makes with auto flow labels.
+#[inline(always)]
+fn flow_label(
+    ctx: &TcContext,
+    cfg: &TunnelConfig,
+    cfg6: &Tunnel6Config,
+    inner: &InnerInfo,
+    l2: usize,
+) -> u32 {
+    let mut label = cfg6.flowlabel & 0xF_FFFF;
+    if cfg.flags & TUNNEL_F_FLOWLABEL_INHERIT != 0 && inner.is_v6() {
+        label = read_at::<[u16; 2], TcContext>(ctx, l2)
+            .map(|w| u32::from_be(wire::join_words(w[0], w[1])) & 0xF_FFFF)
+            .unwrap_or(0);
+    }
+    if label == 0 {
+        // SAFETY: helper call on our own skb.
+        let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
+        label = hash.rotate_left(16) & 0xF_FFFF;
+    }
+    label
+}
+
+/// Where the outer packet goes: its source, the interface it leaves by,
+/// and the next hop where the route lookup found one (without, the kernel
+/// routes it through the interface itself).
+struct Path6 {
+    local: [u8; 16],
+    oif: u32,
+    next_hop: Option<[u32; 4]>,
+}
+
+/// The route to the tunnel's remote, looked up per packet from the port
+/// (which has IPv6 forwarding on): the source (the configured local, or
+/// the route's), the interface, and the next hop. Without an answer here,
+/// the configuration's underlay and `local`/`default_src`, routed by the
+/// kernel.
+#[inline(always)]
+fn route_to(ctx: &TcContext, cfg: &TunnelConfig, cfg6: &Tunnel6Config) -> Result<Path6, u32> {
+    let configured = if cfg6.local != [0; 16] {
+        cfg6.local
+    } else {
+        cfg6.default_src
+    };
+    if cfg.flags & TUNNEL_F_BOUND_DEV != 0 && configured != [0; 16] {
+        return Ok(Path6 {
+            local: configured,
+            oif: cfg.underlay_ifindex,
+            next_hop: None,
+        });
+    }
+    let mut params = fib::request(fib::AF_INET6, cfg.datapath_ifindex());
+    params.__bindgen_anon_4.ipv6_dst = fib::v6_words(wire::words_of(cfg6.remote));
+    let mut flags = BPF_FIB_LOOKUP_SKIP_NEIGH;
+    if cfg6.local != [0; 16] {
+        params.__bindgen_anon_3.ipv6_src = fib::v6_words(wire::words_of(cfg6.local));
+    } else {
+        flags |= BPF_FIB_LOOKUP_SRC;
+    }
+    let ret = fib::lookup(ctx, &mut params, flags);
+    if ret == BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        if params.ifindex == cfg.ifindex {
+            return Err(TX_DEAD_LOOP);
+        }
+        // SAFETY: the helper filled in the source and next hop.
+        let (src, nh) = unsafe {
+            (
+                params.__bindgen_anon_3.ipv6_src,
+                params.__bindgen_anon_4.ipv6_dst,
+            )
+        };
+        let src: [u8; 16] = wire::bytes_of(fib::v6_halfwords(src));
+        let local = if cfg6.local != [0; 16] {
+            cfg6.local
+        } else {
+            src
+        };
+        if local != [0; 16] {
+            let bound = cfg.flags & TUNNEL_F_BOUND_DEV != 0;
+            return Ok(Path6 {
+                local,
+                oif: if bound {
+                    cfg.underlay_ifindex
+                } else {
+                    params.ifindex
+                },
+                next_hop: (!bound).then_some(nh),
+            });
+        }
+    }
+    match ret as u32 {
+        BPF_FIB_LKUP_RET_BLACKHOLE | BPF_FIB_LKUP_RET_UNREACHABLE | BPF_FIB_LKUP_RET_PROHIBIT => {
+            Err(TX_NO_ROUTE)
+        }
+        _ if configured != [0; 16] => Ok(Path6 {
+            local: configured,
+            oif: cfg.underlay_ifindex,
+            next_hop: None,
+        }),
+        _ => Err(TX_NO_SOURCE),
+    }
+}
+
+/// Counts a packet the tunnel could not send, for `reason`: on the
+/// interface, in the tunnel's TX error counters, and to monitors. (Like
+/// `tc_port`'s; sharing it would change how `xtun_tc` compiles, and that
+/// program has no verifier budget to spare.)
+#[inline(always)]
+fn count_failure(ctx: &TcContext, cfg: &TunnelConfig, reason: u32) {
+    let ifindex = cfg.ifindex;
+    maps::count(ifindex, reason);
+    monitor::dropped(ctx, monitor::MON_HOOK_ENCAP, ifindex, ifindex, reason);
+    let Some(stats) = maps::TUNNEL_STATS.get_ptr_mut(cfg.stats_slot) else {
+        return;
+    };
+    // SAFETY: per-CPU value, only this CPU writes it while we run.
+    let s = unsafe { &mut *stats };
+    s.tx_errors += 1;
+    match reason {
+        TX_NO_BUFS => s.tx_no_bufs += 1,
+        TX_NO_ROUTE | TX_NO_NEIGH | TX_NO_SOURCE => s.tx_no_route += 1,
+        TX_DEAD_LOOP => s.tx_dead_loop += 1,
+        _ => {}
+    }
+}

@@ -1,0 +1,383 @@
+//! Golden packets for tunnels over an IPv6 underlay (`xtun_tc6`) through
+//! BPF_PROG_TEST_RUN: encapsulation for each mode and option, checked with
+//! etherparse; decapsulation of what the kernel's ip6_gre/ip6_tunnel send;
+//! and malformed outer headers and extension-header chains that must pass
+//! untouched. Needs root.
+
+mod common;
+
+use std::net::Ipv6Addr;
+
+use common::*;
+use etherparse::{
+    IpNumber, Ipv6Extensions, Ipv6Header, Ipv6RawExtHeader, NetSlice, PacketBuilder, SlicedPacket,
+};
+use tunnel_common::maps::*;
+
+const LOCAL: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 2);
+const REMOTE: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 2);
+
+/// An ICMPv6 echo request fd00:100::10 -> fd00:200::10.
+fn inner_packet6(tclass: u8) -> Vec<u8> {
+    let src = Ipv6Addr::new(0xfd00, 0x100, 0, 0, 0, 0, 0, 0x10).octets();
+    let dst = Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, 0x10).octets();
+    let builder = PacketBuilder::ipv6(src, dst, 64).icmpv6_echo_request(7, 1);
+    let mut out = Vec::new();
+    builder.write(&mut out, &[0xcd; 56]).unwrap();
+    out[0] = 0x60 | (tclass >> 4);
+    out[1] = (out[1] & 0x0f) | (tclass << 4);
+    out
+}
+
+/// The destination-options header the kernel's ip6 tunnels send: the
+/// encapsulation limit `limit`, then PadN.
+fn encap_limit_option(next: u8, limit: u8) -> Vec<u8> {
+    vec![next, 0, 4, 1, limit, 1, 1, 0]
+}
+
+/// A frame as a kernel ip6 tunnel at `REMOTE` sends it to `LOCAL`:
+/// Ethernet, IPv6 with `next`, `ext` (extension headers), `tunnel` (GRE
+/// header or nothing), `inner`.
+fn frame6(next: u8, ext: &[u8], tunnel: &[u8], inner: &[u8], tclass: u8) -> Vec<u8> {
+    let payload = ext.len() + tunnel.len() + inner.len();
+    let hdr = Ipv6Header {
+        traffic_class: tclass,
+        flow_label: etherparse::Ipv6FlowLabel::try_new(0x12345).unwrap(),
+        payload_length: payload as u16,
+        next_header: IpNumber(next),
+        hop_limit: 63,
+        source: REMOTE.octets(),
+        destination: LOCAL.octets(),
+    };
+    let mut f = eth(0x86DD);
+    f.extend(hdr.to_bytes());
+    f.extend_from_slice(ext);
+    f.extend_from_slice(tunnel);
+    f.extend_from_slice(inner);
+    f
+}
+
+fn with_eth(ether_type: u16, inner: &[u8]) -> Vec<u8> {
+    let mut f = eth(ether_type);
+    f.extend_from_slice(inner);
+    f
+}
+
+/// Encapsulates `inner` (EtherType `ether_type`) on a tunnel of `mode` on
+/// the loopback device (where BPF_PROG_TEST_RUN runs), and returns the
+/// verdict, the output and the data plane.
+fn encap6(mode: u8, flags: u32, key: Option<u32>, ether_type: u16, inner: &[u8]) -> (u32, Vec<u8>) {
+    let mut h = Harness::new();
+    h.add6(1, mode, LOCAL, REMOTE, flags, key);
+    h.tc6(&with_eth(ether_type, inner))
+}
+
+/// The outer IPv6 header and extension headers of `out`, decoded by
+/// etherparse, and the bytes after them.
+fn decode(out: &[u8]) -> (Ipv6Header, Ipv6Extensions, Vec<u8>) {
+    assert_eq!(&out[12..14], &[0x86, 0xdd], "outer EtherType");
+    let (hdr, rest) = Ipv6Header::from_slice(&out[14..]).unwrap();
+    let (ext, _next, payload) = Ipv6Extensions::from_slice(hdr.next_header, rest).unwrap();
+    (hdr, ext, payload.to_vec())
+}
+
+#[test]
+fn ip6gre_encapsulates_both_families_with_the_encapsulation_limit() {
+    for (ether_type, inner, proto) in [
+        (0x0800u16, inner_packet(0), [0x08, 0x00]),
+        (0x86DD, inner_packet6(0), [0x86, 0xdd]),
+    ] {
+        let (verdict, out) = encap6(MODE_IP6GRE, 0, None, ether_type, &inner);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        let (hdr, ext, payload) = decode(&out);
+        assert_eq!(hdr.source, LOCAL.octets());
+        assert_eq!(hdr.destination, REMOTE.octets());
+        assert_eq!(hdr.hop_limit, 64);
+        assert_eq!(hdr.traffic_class, 0);
+        assert_eq!(hdr.next_header, IpNumber(60), "destination options first");
+        assert_eq!(hdr.payload_length as usize, 8 + 4 + inner.len());
+        let opts = ext.destination_options.expect("destination options");
+        assert_eq!(opts.next_header, IpNumber(47));
+        // Option 4 (tunnel encapsulation limit), length 1, value 4; PadN.
+        assert_eq!(opts.payload(), &[4, 1, 4, 1, 1, 0]);
+        assert_eq!(&payload[..4], &[0, 0, proto[0], proto[1]]);
+        assert_eq!(&payload[4..], &inner[..]);
+    }
+}
+
+#[test]
+fn ip6ip6_ipip6_and_any_carry_what_their_mode_says() {
+    let v4 = inner_packet(0);
+    let v6 = inner_packet6(0);
+    let cases = [
+        (MODE_IP6IP6, 0x86DDu16, &v6, Some(41u8)),
+        (MODE_IP6IP6, 0x0800, &v4, None),
+        (MODE_IPIP6, 0x0800, &v4, Some(4)),
+        (MODE_IPIP6, 0x86DD, &v6, None),
+        (MODE_ANY6, 0x0800, &v4, Some(4)),
+        (MODE_ANY6, 0x86DD, &v6, Some(41)),
+    ];
+    for (mode, ether_type, inner, proto) in cases {
+        let input = with_eth(ether_type, inner);
+        let (verdict, out) = encap6(mode, 0, None, ether_type, inner);
+        let Some(proto) = proto else {
+            assert_eq!(verdict, TC_ACT_SHOT, "mode {mode} refuses {ether_type:#x}");
+            assert_eq!(out, input);
+            continue;
+        };
+        assert_eq!(verdict, TC_ACT_REDIRECT, "mode {mode}");
+        let (hdr, ext, payload) = decode(&out);
+        assert_eq!(hdr.next_header, IpNumber(60));
+        assert_eq!(
+            ext.destination_options.unwrap().next_header,
+            IpNumber(proto)
+        );
+        assert_eq!(&payload, inner);
+        // And the whole packet parses, down to the inner ICMP.
+        let sliced = SlicedPacket::from_ethernet(&out).unwrap();
+        assert!(matches!(sliced.net, Some(NetSlice::Ipv6(_))));
+    }
+}
+
+#[test]
+fn encaplimit_none_key_csum_seq_hoplimit_tclass_and_flowlabel() {
+    let inner = inner_packet(0x02); // ECT(0)
+    let mut h = Harness::new();
+    let flags =
+        TUNNEL_F_IGN_ENCAP_LIMIT | TUNNEL_F_OCSUM | TUNNEL_F_ICSUM | TUNNEL_F_OSEQ | TUNNEL_F_ISEQ;
+    h.add6(1, MODE_IP6GRE, LOCAL, REMOTE, flags, Some(5));
+    let (verdict, out) = h.tc6(&with_eth(0x0800, &inner));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (hdr, ext, payload) = decode(&out);
+    assert!(ext.destination_options.is_none(), "encaplimit none");
+    assert_eq!(hdr.next_header, IpNumber(47));
+    // ECN copied from the inner packet (RFC 6040), DSCP from tclass 0.
+    assert_eq!(hdr.traffic_class, 0x02);
+    // C, K and S; the sum over the GRE header and payload is zero.
+    assert_eq!(&payload[..4], &[0xb0, 0x00, 0x08, 0x00]);
+    assert_eq!(&payload[8..12], &5u32.to_be_bytes(), "key");
+    assert_eq!(
+        &payload[12..16],
+        &0u32.to_be_bytes(),
+        "first sequence number, as the kernel counts"
+    );
+    let mut sum: u32 = payload
+        .chunks(2)
+        .map(|w| u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u32)
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    assert_eq!(sum, 0xffff, "GRE checksum");
+    assert_eq!(&payload[16..], &inner[..]);
+
+    // hoplimit 0 inherits; tclass inherit; a configured flow label.
+    let mut h = Harness::new();
+    let mut cfg = h.add6(1, MODE_IP6IP6, LOCAL, REMOTE, TUNNEL_F_TOS_INHERIT, None);
+    cfg.ttl = 0;
+    let cfg6 = Tunnel6Config {
+        local: LOCAL.octets(),
+        remote: REMOTE.octets(),
+        flowlabel: 0x12345,
+        encap_limit: 0,
+        ..Default::default()
+    };
+    h.dp.change_tunnel6(1, cfg, cfg6).unwrap();
+    let inner = inner_packet6(0xb8);
+    let (verdict, out) = h.tc6(&with_eth(0x86DD, &inner));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (hdr, ext, _) = decode(&out);
+    assert_eq!(hdr.hop_limit, 64, "inherited from the inner packet");
+    assert_eq!(hdr.traffic_class, 0xb8);
+    assert_eq!(hdr.flow_label.value(), 0x12345);
+    assert_eq!(
+        ext.destination_options.unwrap().payload(),
+        &[4, 1, 0, 1, 1, 0]
+    );
+}
+
+#[test]
+fn decapsulates_what_a_kernel_ip6_tunnel_sends() {
+    let mut h = Harness::new();
+    h.add6(61, MODE_IP6GRE, LOCAL, REMOTE, 0, None);
+    h.add6(62, MODE_IP6GRE, LOCAL, REMOTE, 0, Some(9));
+    h.add6(63, MODE_ANY6, LOCAL, REMOTE, 0, None);
+    let v4 = inner_packet(0);
+    let v6 = inner_packet6(0);
+    let cases: Vec<(Vec<u8>, u32, u16, &Vec<u8>)> = vec![
+        (
+            frame6(60, &encap_limit_option(47, 4), &[0, 0, 8, 0], &v4, 0),
+            61,
+            0x0800,
+            &v4,
+        ),
+        (
+            frame6(47, &[], &[0, 0, 0x86, 0xdd], &v6, 0),
+            61,
+            0x86DD,
+            &v6,
+        ),
+        (
+            frame6(
+                60,
+                &encap_limit_option(47, 4),
+                &[0x20, 0, 8, 0, 0, 0, 0, 9],
+                &v4,
+                0,
+            ),
+            62,
+            0x0800,
+            &v4,
+        ),
+        (
+            frame6(60, &encap_limit_option(4, 4), &[], &v4, 0),
+            63,
+            0x0800,
+            &v4,
+        ),
+        (frame6(41, &[], &[], &v6, 0), 63, 0x86DD, &v6),
+    ];
+    for (i, (input, tunnel, ether_type, inner)) in cases.iter().enumerate() {
+        let before = h.dp.tunnel_totals(*tunnel).unwrap().rx_packets;
+        let (verdict, out) = h.tc6(input);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "case {i}");
+        assert_eq!(out, with_eth(*ether_type, inner), "case {i}");
+        let after = h.dp.tunnel_totals(*tunnel).unwrap().rx_packets;
+        assert_eq!(after, before + 1, "case {i} counted on its tunnel");
+    }
+}
+
+#[test]
+fn ecn_ce_on_the_outer_header_marks_the_inner_or_drops_not_ect() {
+    let mut h = Harness::new();
+    h.add6(71, MODE_IP6IP6, LOCAL, REMOTE, 0, None);
+    let ect = inner_packet6(0x02);
+    let (verdict, out) = h.tc6(&frame6(41, &[], &[], &ect, 0x03));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (hdr, _) = Ipv6Header::from_slice(&out[14..]).unwrap();
+    assert_eq!(hdr.traffic_class & 3, 3, "CE copied in");
+    let not_ect = inner_packet6(0);
+    let (verdict, _) = h.tc6(&frame6(41, &[], &[], &not_ect, 0x03));
+    assert_eq!(verdict, TC_ACT_SHOT);
+}
+
+#[test]
+fn malformed_or_unmatched_ipv6_outer_headers_pass_untouched() {
+    let mut h = Harness::new();
+    h.add6(81, MODE_IP6GRE, LOCAL, REMOTE, 0, Some(9));
+    h.add6(82, MODE_IP6IP6, LOCAL, REMOTE, 0, None);
+    let v4 = inner_packet(0);
+    let v6 = inner_packet6(0);
+    let keyed = [0x20, 0, 8, 0, 0, 0, 0, 9];
+    let opt = encap_limit_option(47, 4);
+    let mut wrong_version = frame6(41, &[], &[], &v6, 0);
+    wrong_version[14] = 0x40;
+    let mut long_payload = frame6(41, &[], &[], &v6, 0);
+    long_payload[18] = 0xff;
+    let mut unknown_source = frame6(41, &[], &[], &v6, 0);
+    unknown_source[14 + 8 + 15] = 9;
+    let hop_by_hop = {
+        let hbh = Ipv6RawExtHeader::new_raw(IpNumber(41), &[1, 4, 0, 0, 0, 0]).unwrap();
+        frame6(0, &hbh.to_bytes(), &[], &v6, 0)
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("IPv4 version in the outer header", wrong_version),
+        ("payload length past the end", long_payload),
+        ("unknown source", unknown_source),
+        (
+            "gre without the key",
+            frame6(47, &[], &[0, 0, 8, 0], &v4, 0),
+        ),
+        (
+            "gre with a wrong key",
+            frame6(47, &[], &[0x20, 0, 8, 0, 0, 0, 0, 8], &v4, 0),
+        ),
+        (
+            "gre version 1",
+            frame6(47, &[], &[0x20, 1, 8, 0, 0, 0, 0, 9], &v4, 0),
+        ),
+        (
+            "gre routing bit",
+            frame6(47, &[], &[0x60, 0, 8, 0, 0, 0, 0, 9], &v4, 0),
+        ),
+        (
+            "ethernet in gre",
+            frame6(47, &[], &[0x20, 0, 0x65, 0x58, 0, 0, 0, 9], &v4, 0),
+        ),
+        ("ipip without an ipip6 tunnel", frame6(4, &[], &[], &v4, 0)),
+        (
+            "destination options longer than one unit",
+            frame6(
+                60,
+                &[47, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                &keyed,
+                &v4,
+                0,
+            ),
+        ),
+        (
+            "an option that must not be skipped",
+            frame6(60, &[47, 0, 0x80, 1, 0, 1, 1, 0], &keyed, &v4, 0),
+        ),
+        (
+            "an option running past its header",
+            frame6(60, &[47, 0, 4, 1, 4, 1, 5, 0], &keyed, &v4, 0),
+        ),
+        ("three destination-options headers", {
+            let mut ext = encap_limit_option(60, 4);
+            ext.extend(encap_limit_option(60, 4));
+            ext.extend(opt.clone());
+            frame6(60, &ext, &keyed, &v4, 0)
+        }),
+        ("hop-by-hop options", hop_by_hop),
+        (
+            "a fragment header",
+            frame6(44, &[47, 0, 0, 1, 0, 0, 0, 1], &keyed, &v4, 0),
+        ),
+        ("udp", frame6(17, &[], &[0; 8], &v4, 0)),
+        ("truncated gre", {
+            let mut f = frame6(60, &opt, &keyed, &[], 0);
+            f.truncate(f.len() - 2);
+            f
+        }),
+        ("ipv4", frame(47, &[0, 0, 8, 0], &v4, 0)),
+    ];
+    for (what, input) in cases {
+        let (verdict, out) = h.tc6(&input);
+        assert_eq!(verdict, TC_ACT_UNSPEC, "{what}");
+        assert_eq!(out, input, "{what}: must pass untouched");
+    }
+    for ifindex in [81, 82] {
+        assert_eq!(h.dp.tunnel_totals(ifindex).unwrap().rx_packets, 0);
+    }
+    // Ours, but not the IPv6 packet the outer header announced: dropped
+    // and counted against the tunnel, as the kernel would refuse it.
+    let (verdict, _) = h.tc6(&frame6(41, &[], &[], &v4, 0));
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(h.dp.tunnel_totals(82).unwrap().rx_errors, 1);
+}
+
+/// BPF_PROG_TEST_RUN refuses an skb shorter than the Ethernet and IPv6
+/// headers its EtherType announces.
+fn wire_min() -> usize {
+    14 + 40
+}
+
+#[test]
+fn truncation_at_every_byte_offset_is_never_decapsulated() {
+    let mut h = Harness::new();
+    h.add6(91, MODE_IP6GRE, LOCAL, REMOTE, 0, Some(9));
+    let full = frame6(
+        60,
+        &encap_limit_option(47, 4),
+        &[0x20, 0, 8, 0, 0, 0, 0, 9],
+        &inner_packet(0),
+        0,
+    );
+    for len in wire_min()..full.len() {
+        let input = &full[..len];
+        let (verdict, _) = h.tc6(input);
+        assert_ne!(verdict, TC_ACT_REDIRECT, "truncated at {len}");
+    }
+    assert_eq!(h.dp.tunnel_totals(91).unwrap().rx_packets, 0);
+}

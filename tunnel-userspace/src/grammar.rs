@@ -61,6 +61,12 @@ pub fn parse_u8(s: &str) -> Option<u8> {
     parse_c_number(s).and_then(|v| u8::try_from(v).ok())
 }
 
+/// `strtoul(s, _, 16)` over the whole string: hex with or without `0x`
+/// (`get_u8(_, s, 16)`, `get_u32(_, s, 16)` before their range checks).
+pub fn parse_hex(s: &str) -> Option<u64> {
+    parse_radix(s, 16)
+}
+
 /// `get_unsigned(_, s, 0)`.
 pub fn parse_u32(s: &str) -> Option<u32> {
     parse_c_number(s).and_then(|v| u32::try_from(v).ok())
@@ -240,6 +246,18 @@ pub const TUNNEL_WORDS: &[&str] = &[
     "prl-default",
     "prl-nodefault",
     "prl-delete",
+    // `-6 tunnel`'s own.
+    "ip6gre",
+    "ip6ip6",
+    "ipip6",
+    "encaplimit",
+    "none",
+    "hlim",
+    "tc",
+    "flowlabel",
+    "fl",
+    "allow-localremote",
+    "noallow-localremote",
 ];
 
 /// The commands of `ip tunnel`, in the order iproute2 tries them.

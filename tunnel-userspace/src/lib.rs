@@ -6,6 +6,7 @@ pub mod bpf_sys;
 pub mod btf;
 pub mod caps;
 pub mod config;
+pub mod config6;
 pub mod dataplane;
 pub mod desired;
 pub mod device;

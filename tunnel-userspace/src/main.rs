@@ -21,6 +21,10 @@ Examples (the seed walkthrough, over xtun):
   xtun -j -p tunnel show    # JSON, pretty-printed
   xtun -batch tunnels.txt   # many commands in one process
 
+Over an IPv6 underlay (as `ip -6 tunnel`):
+  xtun -6 tunnel add t6 mode ip6gre remote fd00:20::2 local fd00:10::2
+  xtun -6 tunnel show
+
 Multipoint (NBMA) GRE, one interface to many sites:
   xtun tunnel add mgre0 mode gre remote any local 192.0.2.1 key 7 dev eth0
   xtun neigh add 10.20.0.0/16 lladdr 192.0.2.20 dev mgre0";
@@ -45,6 +49,9 @@ struct Cli {
     /// Print each record on one line (as `ip -o`).
     #[arg(short = 'o', long = "oneline", global = true)]
     oneline: bool,
+    /// Tunnels over an IPv6 underlay (as `ip -6 tunnel`; also `-family inet6`).
+    #[arg(short = '6', global = true)]
+    ipv6: bool,
     /// Run in the network namespace NAME (/var/run/netns/NAME), as `ip -n`.
     #[arg(short = 'n', long = "netns", value_name = "NAME")]
     netns: Option<String>,
@@ -220,6 +227,8 @@ struct Globals {
     force: bool,
     batch: Option<String>,
     netns: Option<String>,
+    /// `-6` or `-family inet6`: `tunnel` means tunnels over an IPv6 underlay.
+    ipv6: bool,
 }
 
 impl Globals {
@@ -312,14 +321,15 @@ fn front(args: &[String]) -> Result<Front, IpError> {
             value()?;
         } else if is("-family") {
             match value()?.as_str() {
-                "inet" => {}
+                "inet" => g.ipv6 = false,
                 "help" => return Ok(Front::Clap(vec!["--help".into()])),
-                "inet6" => return Err(no_ipv6()),
+                "inet6" => g.ipv6 = true,
                 other => return Err(IpError::invalid("invalid protocol family", other)),
             }
         } else if opt == "-4" {
+            g.ipv6 = false;
         } else if opt == "-6" {
-            return Err(no_ipv6());
+            g.ipv6 = true;
         } else if let Some(family) = [("-0", 17), ("-M", 28), ("-B", 7)]
             .iter()
             .find_map(|(o, f)| (opt == *o).then_some(*f))
@@ -369,6 +379,11 @@ fn front(args: &[String]) -> Result<Front, IpError> {
         return Ok(Front::Run(g, vec![]));
     }
     match canonical(words)? {
+        // Only tunnels have an IPv6 flavour (`ip -6 tunnel`).
+        Some(words) if g.ipv6 && words[0] != "tunnel" => Err(no_ipv6(&words[0])),
+        Some(words) if g.ipv6 && words.get(1).is_some_and(|v| v == "prl") => Err(IpError::failed(
+            "xtun: prl is for isatap tunnels, not -6 tunnel",
+        )),
         Some(words) => Ok(Front::Run(g, words)),
         None => Ok(Front::Clap(help_for(words))),
     }
@@ -380,10 +395,10 @@ fn is_color(opt: &str) -> bool {
     matches(name, "-color")
 }
 
-fn no_ipv6() -> IpError {
-    IpError::failed(
-        "xtun: no IPv6-outer tunnels (ip -6 tunnel): ip6gre, ip6ip6 and ipip6 are not supported",
-    )
+fn no_ipv6(object: &str) -> IpError {
+    IpError::failed(format!(
+        "xtun: -6 selects tunnels over an IPv6 underlay (`xtun -6 tunnel`); `{object}` has no IPv6 variant"
+    ))
 }
 
 /// Where `help` and `--help` lead: the object's help from clap.
@@ -503,6 +518,7 @@ impl Globals {
         g.pretty |= cli.pretty;
         g.details |= cli.details;
         g.oneline |= cli.oneline;
+        g.ipv6 |= cli.ipv6;
         g
     }
 }
@@ -523,6 +539,12 @@ fn error_line(err: &anyhow::Error) -> (String, i32) {
         }
         if let Some(e) = err
             .downcast_ref::<tunnel_userspace::config::ConfigError>()
+            .and_then(|e| e.as_iproute2())
+        {
+            return (e.message, e.status);
+        }
+        if let Some(e) = err
+            .downcast_ref::<tunnel_userspace::config6::Config6Error>()
             .and_then(|e| e.as_iproute2())
         {
             return (e.message, e.status);
@@ -612,6 +634,7 @@ fn run_batch(file: &str, globals: &Globals) -> anyhow::Result<()> {
             g.json |= line_globals.json;
             g.pretty |= line_globals.pretty;
             g.oneline |= line_globals.oneline;
+            g.ipv6 |= line_globals.ipv6;
             let words: Vec<&str> = words.iter().map(String::as_str).collect();
             match words.as_slice() {
                 [] => Err(anyhow::anyhow!("each line must be one command")),
@@ -749,7 +772,7 @@ fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<()> {
     let format = globals.format();
     let stats = globals.stats > 0;
     match command {
-        Command::Tunnel { action } => cli::tunnel::run(action, stats, format),
+        Command::Tunnel { action } => cli::tunnel::run(action, stats, format, globals.ipv6),
         Command::Link { action } => cli::link::run(action, format),
         Command::Neigh { action } => cli::neigh::run(action, format),
         Command::Apply { file, dry_run } => cli::apply::apply(&file, dry_run),

@@ -8,7 +8,7 @@
 
 use std::{
     io,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::RawFd,
 };
 
@@ -132,6 +132,14 @@ pub struct BpfFilter {
 pub struct Route {
     pub oif: u32,
     pub prefsrc: Option<Ipv4Addr>,
+}
+
+/// The answer of an IPv6 route lookup.
+#[derive(Clone, Debug)]
+pub struct Route6 {
+    pub oif: u32,
+    /// The source address the kernel would choose for this destination.
+    pub prefsrc: Option<Ipv6Addr>,
 }
 
 pub struct Netlink {
@@ -431,6 +439,32 @@ impl Netlink {
             match attribute {
                 RouteAttribute::Oif(oif) => route.oif = *oif,
                 RouteAttribute::PrefSource(RouteAddress::Inet(src)) => route.prefsrc = Some(*src),
+                _ => {}
+            }
+        }
+        Ok(route)
+    }
+
+    /// `ip -6 route get DST`.
+    pub fn route_get6(&mut self, dst: Ipv6Addr) -> Result<Route6> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet6;
+        msg.header.destination_prefix_length = 128;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet6(dst)));
+        let op = "looking up the IPv6 route";
+        let replies = self.request(op, NLM_F_ACK, RouteNetlinkMessage::GetRoute(msg))?;
+        let Some(RouteNetlinkMessage::NewRoute(answer)) = replies.first() else {
+            return Err(NetlinkError::Malformed("IPv6 route lookup"));
+        };
+        let mut route = Route6 {
+            oif: 0,
+            prefsrc: None,
+        };
+        for attribute in &answer.attributes {
+            match attribute {
+                RouteAttribute::Oif(oif) => route.oif = *oif,
+                RouteAttribute::PrefSource(RouteAddress::Inet6(src)) => route.prefsrc = Some(*src),
                 _ => {}
             }
         }

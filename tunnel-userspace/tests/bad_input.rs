@@ -96,6 +96,58 @@ fn bad_input_gets_one_line_errors_and_changes_nothing() {
 }
 
 #[test]
+fn ipv6_tunnel_bad_input_gets_one_line_errors_and_changes_nothing() {
+    let topo = SeedTopology::new("bad6").unwrap();
+    let ns = &topo.ns1;
+    exec_line(ns, "ip addr add fd00:10::2/64 dev v1 nodad");
+    let add = "-6 tunnel add t6x mode ip6gre remote fd00:20::2 local fd00:10::2";
+    let cases: Vec<(String, &str)> = vec![
+        ("-6 tunnel add t6x mode ip6gre remote 10.10.20.2".to_string(), "Error: inet6 address is expected rather than \"10.10.20.2\".\n"),
+        ("-6 tunnel add t6x remote fd00:20::2 local fd00:10::zz".to_string(), "Error: inet6 address is expected rather than \"fd00:10::zz\".\n"),
+        ("-6 tunnel add t6x mode bogus remote fd00:20::2".to_string(), "Unknown tunnel mode \"bogus\"\n"),
+        (format!("{add} encaplimit 256"), "Error: argument \"256\" is wrong: invalid ELIM\n"),
+        (format!("{add} encaplimit -1"), "Error: argument \"-1\" is wrong: invalid ELIM\n"),
+        (format!("{add} hoplimit 256"), "Error: argument \"256\" is wrong: invalid TTL\n"),
+        (format!("{add} hoplimit inherit"), "Error: argument \"inherit\" is wrong: invalid TTL\n"),
+        (format!("{add} tclass 0x100"), "Error: argument \"0x100\" is wrong: invalid TClass\n"),
+        (format!("{add} tclass AF41"), "Error: argument \"AF41\" is wrong: invalid TClass\n"),
+        (format!("{add} flowlabel 0x100000"), "Error: argument \"0x100000\" is wrong: invalid Flowlabel\n"),
+        (format!("{add} flowlabel zz"), "Error: argument \"zz\" is wrong: invalid Flowlabel\n"),
+        (format!("{add} key nokey"), "invalid value for \"key\": \"nokey\"; it should be an unsigned integer\n"),
+        (format!("{add} okey 1.2.3"), "Error: an IP address is expected rather than \"1.2.3\"\n"),
+        (format!("{add} dscp copy"), "Error: argument \"copy\" is wrong: not inherit\n"),
+        (format!("{add} dscp inherit"), "xtun: option \"dscp inherit\" is not supported by xtun yet\n"),
+        (format!("{add} dev nosuch0"), "Cannot find device \"nosuch0\"\n"),
+        (format!("{add} t6y"), "Error: either \"name\" is duplicate, or \"t6y\" is a garbage.\n"),
+        (format!("{add} hoplimit"), "Command line is not complete. Try option \"help\"\n"),
+        ("-6 tunnel add mode ip6gre remote fd00:20::2".to_string(), "Tunnel interface name not specified\n"),
+        ("-6 tunnel add a-name-that-is-too-long mode ip6gre".to_string(), "Error: argument \"a-name-that-is-too-long\" is wrong: \"name\" not a valid ifname\n"),
+        ("-6 tunnel add v1 mode ip6gre remote fd00:20::2".to_string(), "add tunnel \"v1\" failed: File exists\n"),
+        ("-6 tunnel add t6x mode vti6 remote fd00:20::2".to_string(), "xtun: mode vti6 is not implemented by xtun (use `ip -6 tunnel add ... mode vti6` with the kernel's IPsec)\n"),
+        ("-6 tunnel add t6x mode any remote any".to_string(), "xtun: a tunnel with remote any (any) needs `dev PHYS` or a local address of this host: the underlay to receive on\n"),
+        ("-family inet6 neigh show".to_string(), "xtun: -6 selects tunnels over an IPv6 underlay (`xtun -6 tunnel`); `neigh` has no IPv6 variant\n"),
+        ("-6 tunnel change v1 hoplimit 3".to_string(), "xtun: change tunnel \"v1\" failed: not an xtun tunnel\n"),
+        ("-6 tunnel show nosuch".to_string(), "get tunnel \"nosuch\" failed: No such device\n"),
+    ];
+    for (line, expected) in &cases {
+        let out = try_xtun_line(ns, line);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{line} must fail");
+        assert_eq!(err, *expected, "{line}");
+        let links = stdout(ns.exec(&["ip", "-o", "link", "show"]).unwrap());
+        assert!(
+            !links.contains(": t6x"),
+            "{line} left an interface: {links}"
+        );
+        assert_eq!(
+            attached_program_ids(ns),
+            Vec::<String>::new(),
+            "{line} left programs"
+        );
+    }
+}
+
+#[test]
 fn batch_runs_many_commands_in_one_process_and_stops_at_the_first_error() {
     let topo = SeedTopology::new("batch").unwrap();
     let file = std::env::temp_dir().join(format!("{}-batch.txt", topo.ns1.name));

@@ -7,6 +7,7 @@
 use proptest::{prelude::*, test_runner::FileFailurePersistence};
 use tunnel_userspace::{
     config::{Prefix, TunnelSelector, TunnelSpec},
+    config6::{Tunnel6Selector, Tunnel6Spec},
     desired,
     grammar::{self, first_match, matches, mode_from_name, parse_c_number, parse_dsfield},
 };
@@ -41,6 +42,20 @@ fn word() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Values `ip -6 tunnel add` takes, near their edges, and junk.
+#[rustfmt::skip]
+const IPV6_WORDS: &[&str] = &[
+    "fd00::1", "fd00::2", "::", "::ffff:10.0.0.1", "10.0.0.1", "fd00::zz", "none", "0xfffff",
+    "0x100000", "fffff", "0xff", "0x100", "ff", "ip6gre", "ip6ip6", "ipip6", "ip4ip6", "any",
+    "gre/ipv6", "vti6", "encaplimit", "hlim", "tc", "fl", "flowlabel", "tclass", "dscp",
+    "allow-localremote", "noallow-localremote",
+];
+
+fn word6() -> impl Strategy<Value = String> {
+    let words: Vec<&str> = IPV6_WORDS.iter().chain(OTHER_WORDS).copied().collect();
+    prop_oneof![prop::sample::select(words).prop_map(str::to_string), word(),]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 5000,
@@ -60,6 +75,22 @@ proptest! {
             // ... and a change with the same words gives it back.
             prop_assert_eq!(TunnelSpec::parse_change(&spec, &spec.to_words()).unwrap(), spec);
         }
+    }
+
+    #[test]
+    fn ipv6_tunnel_words_parse_or_fail_cleanly(words in prop::collection::vec(word6(), 0..14)) {
+        if let Ok(spec) = Tunnel6Spec::parse(&words) {
+            // The same spec from its own words and from the data plane's
+            // two halves of it; an MTU the kernel would give.
+            prop_assert_eq!(Tunnel6Spec::parse(&spec.to_words()).unwrap(), spec.clone());
+            let (cfg, cfg6) = spec.to_config(2, spec.mtu(1500), None);
+            let back = Tunnel6Spec::from_config(&spec.name, &cfg, &cfg6, spec.dev.clone());
+            prop_assert_eq!(back.as_ref(), Some(&spec));
+            let mtu = spec.mtu(1500);
+            prop_assert!((1432..=1460).contains(&mtu), "mtu {}", mtu);
+            prop_assert_eq!(Tunnel6Spec::parse_change(&spec, &words).unwrap(), spec.clone());
+        }
+        let _ = Tunnel6Selector::parse(&words);
     }
 
     #[test]

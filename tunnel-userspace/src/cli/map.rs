@@ -1,9 +1,9 @@
 //! `xtun map list` and `xtun map dump NAME [--raw]`: every map of the data
 //! plane, with entries decoded (addresses as addresses, flags as words).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::Ipv6Addr};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
 use tunnel_common::{
@@ -13,6 +13,7 @@ use tunnel_common::{
 };
 use tunnel_userspace::{
     config::{addr_from_wire, Mode},
+    config6::Mode6,
     dataplane::{Dataplane, MapDump, MapEntries, MapSummary},
     netlink::Netlink,
 };
@@ -47,12 +48,15 @@ pub fn run(cmd: MapCommand, format: Format) -> Result<()> {
     };
     match cmd {
         MapCommand::List => list(&dp.map_list()?, format),
-        MapCommand::Dump { name, raw } => {
-            let dump = dp
-                .map_dump(&name)?
-                .ok_or_else(|| anyhow!("no map named \"{name}\" (see `xtun map list`)"))?;
-            print_dump(&mut nl, &dump, raw, format)
-        }
+        MapCommand::Dump { name, raw } => match dp.map_dump(&name)? {
+            Some(dump) => print_dump(&mut nl, &dump, raw, format),
+            // The IPv6 underlay's maps come with `xtun_tc6`, which the
+            // generic listing may not reach: read them through the handle.
+            None if name == MAP_DECAP6 || name == MAP_TUNNELS6 => {
+                print_ipv6_map(&mut nl, &dp, &name, format)
+            }
+            None => bail!("no map named \"{name}\" (see `xtun map list`)"),
+        },
     }
 }
 
@@ -111,6 +115,9 @@ fn flag_words(flags: u32) -> Vec<&'static str> {
         (TUNNEL_F_ISATAP, "isatap"),
         (TUNNEL_F_RPFILTER, "rpfilter"),
         (TUNNEL_F_TEB, "teb"),
+        (TUNNEL_F_IGN_ENCAP_LIMIT, "encaplimit-none"),
+        (TUNNEL_F_FLOWLABEL_INHERIT, "flowlabel-inherit"),
+        (TUNNEL_F_ALLOW_LOCALREMOTE, "allow-localremote"),
     ];
     names
         .iter()
@@ -120,7 +127,20 @@ fn flag_words(flags: u32) -> Vec<&'static str> {
 }
 
 fn mode_name(mode: u8) -> &'static str {
-    Mode::from_map(mode).map_or("unknown", Mode::name)
+    Mode::from_map(mode)
+        .map(Mode::name)
+        .or_else(|| Mode6::from_map(mode).map(Mode6::name))
+        .unwrap_or("unknown")
+}
+
+/// An IPv6 address of a map, `any` when unspecified.
+fn any_or_addr6(addr: [u8; 16]) -> String {
+    let addr = Ipv6Addr::from(addr);
+    if addr.is_unspecified() {
+        "any".into()
+    } else {
+        addr.to_string()
+    }
 }
 
 fn proto_name(proto: u8) -> String {
@@ -200,6 +220,8 @@ fn decode(name: &str, key: &[u8], value: &[u8], ifname: &dyn Fn(u32) -> String) 
             );
             (doc, text)
         }
+        MAP_DECAP6 => decap6_entry(&read(key), &read(value), ifname),
+        MAP_TUNNELS6 => tunnel6_entry(read(key), &read(value), ifname),
         MAP_NEIGH => {
             let prefix_len: u32 = read(key);
             let k: NeighKey = read(&key[4..]);
@@ -355,6 +377,88 @@ fn decode_per_cpu(name: &str, value: &[u8]) -> (Value, String) {
             (json!(v), v.to_string())
         }
     }
+}
+
+/// One entry of the IPv6 underlay's decapsulation index, one line per
+/// entry as the IPv4 index.
+fn decap6_entry(k: &DecapKey6, t: &DecapTarget, ifname: &dyn Fn(u32) -> String) -> (Value, String) {
+    let key_text = if k.has_key != 0 {
+        u32::from_be(k.key).to_string()
+    } else {
+        "-".into()
+    };
+    let doc = json!({
+        "local": Ipv6Addr::from(k.local).to_string(), "remote": Ipv6Addr::from(k.remote).to_string(),
+        "proto": proto_name(k.proto), "key": (k.has_key != 0).then(|| u32::from_be(k.key)),
+        "ifindex": t.ifindex, "ifname": ifname(t.ifindex), "flags": flag_words(t.flags),
+    });
+    let text = format!(
+        "local {} remote {} proto {} key {} -> {} ({})",
+        any_or_addr6(k.local),
+        any_or_addr6(k.remote),
+        proto_name(k.proto),
+        key_text,
+        ifname(t.ifindex),
+        t.ifindex
+    );
+    (doc, text)
+}
+
+/// The IPv6 part of one tunnel over IPv6.
+fn tunnel6_entry(
+    ifindex: u32,
+    c: &Tunnel6Config,
+    ifname: &dyn Fn(u32) -> String,
+) -> (Value, String) {
+    let doc = json!({
+        "ifindex": ifindex, "ifname": ifname(ifindex),
+        "local": Ipv6Addr::from(c.local).to_string(), "remote": Ipv6Addr::from(c.remote).to_string(),
+        "default_src": Ipv6Addr::from(c.default_src).to_string(),
+        "flowlabel": c.flowlabel, "encap_limit": c.encap_limit,
+    });
+    let text = format!(
+        "{} ({ifindex}): local {} remote {} default_src {} flowlabel 0x{:05x} encaplimit {}",
+        ifname(ifindex),
+        any_or_addr6(c.local),
+        any_or_addr6(c.remote),
+        any_or_addr6(c.default_src),
+        c.flowlabel,
+        c.encap_limit
+    );
+    (doc, text)
+}
+
+/// `map dump XTUN_DECAP6|XTUN_TUNNELS6` through the data plane's handle.
+fn print_ipv6_map(nl: &mut Netlink, dp: &Dataplane, name: &str, format: Format) -> Result<()> {
+    let links = nl.links()?;
+    let ifname = |ifindex: u32| {
+        links
+            .iter()
+            .find(|l| l.index == ifindex)
+            .map_or_else(|| "?".to_string(), |l| l.name.clone())
+    };
+    let entries: Vec<(Value, String)> = if name == MAP_DECAP6 {
+        dp.decap_index6()
+            .iter()
+            .map(|(k, t)| decap6_entry(k, t, &ifname))
+            .collect()
+    } else {
+        dp.tunnels6()
+            .iter()
+            .map(|(i, c)| tunnel6_entry(*i, c, &ifname))
+            .collect()
+    };
+    if format.json {
+        let docs: Vec<&Value> = entries.iter().map(|(d, _)| d).collect();
+        format.print_json(&json!({ "map": name, "entries": docs }));
+    } else if entries.is_empty() {
+        println!("(empty)");
+    } else {
+        for (_, text) in &entries {
+            println!("{text}");
+        }
+    }
+    Ok(())
 }
 
 /// A key and its value, or its value on each CPU.

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use anyhow::{anyhow, Result};
 use tiny_http::{Method, Response};
 use tunnel_common::{maps::*, stats::COUNTER_NAMES};
-use tunnel_userspace::{config::Mode, dataplane::Dataplane, netlink::Netlink};
+use tunnel_userspace::{config::Mode, config6::Mode6, dataplane::Dataplane, netlink::Netlink};
 
 /// Label values: backslash, quote and newline escaped.
 fn label(v: &str) -> String {
@@ -44,7 +44,10 @@ pub fn render(nl: &mut Netlink) -> Result<String> {
 
     let mut tunnels: Vec<(String, String, String, TunnelStats)> = Vec::new();
     for (ifindex, cfg) in dp.tunnels() {
-        let mode = Mode::from_map(cfg.mode).map_or("unknown", Mode::name);
+        let mode = Mode::from_map(cfg.mode)
+            .map(Mode::name)
+            .or_else(|| Mode6::from_map(cfg.mode).map(Mode6::name))
+            .unwrap_or("unknown");
         let stats = dp.tunnel_totals(ifindex).unwrap_or_default();
         tunnels.push((
             name_of(ifindex),

@@ -12,4 +12,5 @@ pub mod output;
 pub mod stats;
 pub mod status;
 pub mod tunnel;
+pub mod tunnel6;
 pub mod words;

@@ -43,6 +43,21 @@ Examples:
   xtun tunnel add tun1 mode ipip remote 10.10.20.2 local 10.10.10.2 ttl 64
   xtun tunnel add gre5 mode gre remote 192.0.2.2 local 192.0.2.1 key 5 dev eth0
 
+Over an IPv6 underlay, `xtun -6 tunnel add` (as `ip -6 tunnel add`):
+  NAME | name NAME
+  mode { ip6gre | ip6ip6 | ipip6 | any }   (default ip6ip6)
+  remote { ADDR | any }  local { ADDR | any }   IPv6 addresses
+  dev PHYS               underlay NIC (default: the one with `local`, else
+                         where the route to remote leaves)
+  encaplimit { none | 0..255 }   RFC 2473 encapsulation limit (default 4)
+  hoplimit 0..255        also ttl, hlim (default 64; 0: the inner packet's)
+  tclass { 0x0..0xff | inherit }   also tc, tos, dsfield (default 0)
+  flowlabel { 0x0..0xfffff | inherit }   also fl (default 0)
+  [no]allow-localremote
+  [i|o]key KEY  [i|o]csum  [i|o]seq   ip6gre only (the others ignore them,
+                         as the kernel's ip6tnl does)
+  xtun -6 tunnel add t6 mode ip6gre remote fd00:20::2 local fd00:10::2 key 5
+
 The interface is created down and NOARP (one end of a veth pair; its port
 xtpN is where the data plane runs), with the underlay MTU minus the
 encapsulation overhead and no automatic IPv6 link-local address. Bring it up
@@ -128,7 +143,11 @@ impl TunnelCommand {
     }
 }
 
-pub fn run(cmd: TunnelCommand, stats: bool, format: Format) -> Result<()> {
+/// `ipv6`: `xtun -6 tunnel ...`, tunnels over an IPv6 underlay.
+pub fn run(cmd: TunnelCommand, stats: bool, format: Format, ipv6: bool) -> Result<()> {
+    if ipv6 {
+        return super::tunnel6::run(cmd, stats, format);
+    }
     match cmd {
         TunnelCommand::Add { args } => add(&args),
         TunnelCommand::Change { args } => change(&args),
@@ -197,10 +216,10 @@ fn link_with_address(nl: &mut Netlink, addr: Ipv4Addr) -> Result<Option<Link>> {
 
 /// `ARPHRD_ETHER`: Ethernet-like devices (veth, tap, bridge, macvlan,
 /// vxlan, NICs).
-const ARPHRD_ETHER: u16 = 1;
+pub(crate) const ARPHRD_ETHER: u16 = 1;
 
 /// Refuses an underlay that is one of our own tunnel interfaces or ports.
-fn check_not_ours(dp: &Dataplane, underlay: &Link) -> Result<()> {
+pub(crate) fn check_not_ours(dp: &Dataplane, underlay: &Link) -> Result<()> {
     if dp.is_tunnel_or_port(underlay.index) {
         bail!(
             "the tunnel would leave by {}, an xtun tunnel; xtun does not nest tunnels",
@@ -387,7 +406,7 @@ pub(crate) fn create(spec: &TunnelSpec) -> Result<()> {
 /// entries that no tunnel's configuration accounts for (a killed `change`).
 /// Says what it repaired. Runs under the namespace lock, so no live `xtun`
 /// is halfway through anything.
-fn repair(nl: &mut Netlink, dp: &mut Dataplane) -> Result<()> {
+pub(crate) fn repair(nl: &mut Netlink, dp: &mut Dataplane) -> Result<()> {
     // Pairs an `add` killed halfway left under their provisional name.
     for link in nl.links()? {
         if device::is_unfinished(&link.name) && link.kind.as_deref() == Some("veth") {
@@ -454,6 +473,9 @@ pub(crate) fn change(args: &[String]) -> Result<()> {
     };
     let mut nl = Netlink::new()?;
     let (mut dp, link, old) = find_tunnel(&mut nl, name, "change")?;
+    if is_ipv6_underlay(old.mode) {
+        bail!("change tunnel \"{name}\" failed: a tunnel over IPv6 (use `xtun -6 tunnel change`; its underlay family cannot change)");
+    }
     repair(&mut nl, &mut dp)?;
     let dev = if old.flags & TUNNEL_F_BOUND_DEV != 0 {
         nl.link_by_index(old.underlay_ifindex)?.map(|l| l.name)
@@ -496,7 +518,7 @@ pub(crate) fn change(args: &[String]) -> Result<()> {
 
 /// Detaches an underlay that `tunnel add` attached implicitly, once no
 /// tunnel uses it any more.
-fn release_underlay(nl: &mut Netlink, dp: &mut Dataplane, ifindex: u32) -> Result<()> {
+pub(crate) fn release_underlay(nl: &mut Netlink, dp: &mut Dataplane, ifindex: u32) -> Result<()> {
     if !dp.tunnels_on_underlay(ifindex).is_empty() {
         return Ok(());
     }
@@ -592,6 +614,11 @@ fn show(args: &[String], stats: bool, format: Format) -> Result<()> {
     let (dp, mut tunnels) = match (&sel.name, sel.mode) {
         (Some(name), Some(_)) => {
             let (dp, link, cfg) = find_tunnel(&mut nl, name, "get")?;
+            if is_ipv6_underlay(cfg.mode) {
+                bail!(
+                    "get tunnel \"{name}\" failed: a tunnel over IPv6 (see `xtun -6 tunnel show`)"
+                );
+            }
             (Some(dp), vec![(link, cfg)])
         }
         _ => match Dataplane::find(&mut nl)? {
@@ -604,6 +631,8 @@ fn show(args: &[String], stats: bool, format: Format) -> Result<()> {
                     // `ip tunnel show` lists only ipip, gre and sit
                     // devices, not gretap's Ethernet ones.
                     .filter(|(_, cfg)| cfg.mode != MODE_GRETAP)
+                    // Nor tunnels over IPv6: `ip -6 tunnel show` lists those.
+                    .filter(|(_, cfg)| !is_ipv6_underlay(cfg.mode))
                     .filter_map(|(ifindex, cfg)| {
                         let link = links.iter().find(|l| l.index == ifindex)?;
                         let dev = bound_dev(&links, &cfg);

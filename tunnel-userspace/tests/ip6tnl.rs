@@ -7,9 +7,7 @@
 
 mod common;
 
-use common::net::{
-    address_ipv6, eventually, heavy_traffic, ping, stdout, transfer, Capture, XTUN,
-};
+use common::net::{address_ipv6, eventually, heavy_traffic, ping, stdout, transfer, Capture, XTUN};
 use tunnel_userspace::testbed::{run, unique_prefix, Netns};
 
 /// ns1 — router — ns2 with IPv6 addresses only on the underlay.
@@ -39,13 +37,27 @@ impl V6Path {
             ns.exec(&["ip", "-6", "addr", "add", &host, "dev", dev, "nodad"])
                 .unwrap();
             ns.exec(&["ip", "link", "set", dev, "up"]).unwrap();
-            let other = if net == "10" { "fd00:20::/64" } else { "fd00:10::/64" };
-            ns.exec(&["ip", "-6", "route", "add", other, "via", &format!("fd00:{net}::1")])
-                .unwrap();
+            let other = if net == "10" {
+                "fd00:20::/64"
+            } else {
+                "fd00:10::/64"
+            };
+            ns.exec(&[
+                "ip",
+                "-6",
+                "route",
+                "add",
+                other,
+                "via",
+                &format!("fd00:{net}::1"),
+            ])
+            .unwrap();
             path.router
                 .exec(&["ip", "-6", "addr", "add", &gw, "dev", peer, "nodad"])
                 .unwrap();
-            path.router.exec(&["ip", "link", "set", peer, "up"]).unwrap();
+            path.router
+                .exec(&["ip", "link", "set", peer, "up"])
+                .unwrap();
         }
         path.router
             .exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
@@ -106,6 +118,7 @@ const FIELDS: &[&str] = &[
     "ipv6.src",
     "ipv6.dst",
     "ipv6.nxt",
+    "ipv6.dstopts.nxt",
     "ipv6.opt.tel",
     "gre.key",
     "ip.src",
@@ -123,7 +136,11 @@ fn field<'a>(line: &'a str, name: &str) -> &'a str {
 fn mode_end_to_end(tag: &str, mode: &str, extra: &[&str], mtu: u32, key: Option<&str>) {
     let path = V6Path::new(tag);
     path.add_tunnels(mode, extra);
-    let link = stdout(path.ns1.exec(&["ip", "-o", "link", "show", "tun1"]).unwrap());
+    let link = stdout(
+        path.ns1
+            .exec(&["ip", "-o", "link", "show", "tun1"])
+            .unwrap(),
+    );
     assert!(link.contains(&format!("mtu {mtu} ")), "{mode}: {link}");
 
     let capture = Capture::start(&path.router, "r1", "ip6 and not icmp6");
@@ -140,12 +157,6 @@ fn mode_end_to_end(tag: &str, mode: &str, extra: &[&str], mtu: u32, key: Option<
     }
     let lines = capture.decode(expected, FIELDS);
     let limited = !extra.contains(&"none");
-    let proto = match mode {
-        "ip6gre" => "47",
-        "ipip6" => "4",
-        "ip6ip6" => "41",
-        _ => "",
-    };
     assert_eq!(lines.len(), expected, "{mode}: {lines:#?}");
     for line in &lines {
         let request = field(line, "icmp.type") == "8" || field(line, "icmpv6.type") == "128";
@@ -156,18 +167,28 @@ fn mode_end_to_end(tag: &str, mode: &str, extra: &[&str], mtu: u32, key: Option<
         };
         assert!(field(line, "ipv6.src").starts_with(src), "{mode}: {line}");
         assert!(field(line, "ipv6.dst").starts_with(dst), "{mode}: {line}");
-        let nxt = field(line, "ipv6.nxt");
-        if limited {
-            // Destination options (60) first, then the tunnel protocol;
-            // the option says 4, the kernel's default limit.
-            assert!(nxt.starts_with("60,"), "{mode}: {line}");
-            assert!(field(line, "ipv6.opt.tel").starts_with('4'), "{mode}: {line}");
+        // The outer header's next header (the inner IPv6 header's follows).
+        let nxt = field(line, "ipv6.nxt").split(',').next().unwrap();
+        let carried = if limited {
+            // Destination options (60) first, holding the encapsulation
+            // limit 4 (the kernel's default), then the tunnel protocol.
+            assert_eq!(nxt, "60", "{mode}: {line}");
+            assert!(
+                field(line, "ipv6.opt.tel").starts_with('4'),
+                "{mode}: {line}"
+            );
+            field(line, "ipv6.dstopts.nxt")
         } else {
-            assert!(!nxt.starts_with("60"), "{mode}: {line}");
-        }
-        if !proto.is_empty() {
-            assert!(nxt.contains(proto), "{mode}: next headers {nxt} in {line}");
-        }
+            assert_eq!(field(line, "ipv6.opt.tel"), "", "{mode}: {line}");
+            nxt
+        };
+        let inner_v6 = !field(line, "icmpv6.type").is_empty();
+        let expected = match mode {
+            "ip6gre" => "47",
+            _ if inner_v6 => "41",
+            _ => "4",
+        };
+        assert_eq!(carried, expected, "{mode}: {line}");
         assert_eq!(field(line, "gre.key"), key.unwrap_or(""), "{mode}: {line}");
     }
 
@@ -179,8 +200,17 @@ fn mode_end_to_end(tag: &str, mode: &str, extra: &[&str], mtu: u32, key: Option<
         transfer(&path.ns1, &path.ns2, "fd00:200::10", 16 << 20);
     }
     // Counted on the tunnel, as `ip -s tunnel show` counts.
-    let shown = stdout(path.ns1.exec(&[XTUN, "-6", "-s", "tunnel", "show", "tun1"]).unwrap());
-    let rx: Vec<&str> = shown.lines().nth(2).unwrap_or("").split_whitespace().collect();
+    let shown = stdout(
+        path.ns1
+            .exec(&[XTUN, "-6", "-s", "tunnel", "show", "tun1"])
+            .unwrap(),
+    );
+    let rx: Vec<&str> = shown
+        .lines()
+        .nth(2)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     let packets: u64 = rx.first().and_then(|p| p.parse().ok()).unwrap_or(0);
     assert!(packets >= 6, "{mode}: {shown}");
 }
@@ -192,7 +222,13 @@ fn ip6gre_carries_both_families() {
 
 #[test]
 fn ip6gre_with_key_and_encaplimit_none() {
-    mode_end_to_end("g6k", "ip6gre", &["key", "5", "encaplimit", "none"], 1452, Some("0x00000005"));
+    mode_end_to_end(
+        "g6k",
+        "ip6gre",
+        &["key", "5", "encaplimit", "none"],
+        1452,
+        Some("0x00000005"),
+    );
 }
 
 #[test]
@@ -215,7 +251,9 @@ fn del_removes_the_tunnel_and_its_traffic_stops() {
     let path = V6Path::new("d6");
     path.add_tunnels("ip6ip6", &[]);
     assert!(ping(&path.ns1, "fd00:200::10", 1).contains("1 received"));
-    path.ns2.exec(&[XTUN, "-6", "tunnel", "del", "tun2"]).unwrap();
+    path.ns2
+        .exec(&[XTUN, "-6", "tunnel", "del", "tun2"])
+        .unwrap();
     let gone = path.ns2.try_exec(&["ip", "link", "show", "tun2"]).unwrap();
     assert!(!gone.status.success(), "tun2 still exists");
     let out = path

@@ -13,11 +13,14 @@ use aya_ebpf::{
         BPF_F_ADJ_ROOM_DECAP_L3_IPV6, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_REDIRECT,
         TC_ACT_SHOT, TC_ACT_UNSPEC,
     },
-    helpers::generated::bpf_redirect,
+    helpers::generated::{bpf_ktime_get_ns, bpf_redirect},
     programs::TcContext,
 };
 use tunnel_common::{
-    maps::{DecapKey6, DecapTarget, TUNNEL_F_ICSUM, TUNNEL_F_ISEQ, TUNNEL_F_TEB, TUNNEL_MAC},
+    maps::{
+        DecapKey6, DecapTarget, Pmtu6Key, PmtuEntry, PMTU_EXPIRES_NS, TUNNEL_F_ICSUM,
+        TUNNEL_F_ISEQ, TUNNEL_F_TEB, TUNNEL_MAC,
+    },
     stats::*,
     wire::{self, Family},
 };
@@ -26,10 +29,14 @@ use crate::{
     classify,
     encap6::{DSTOPT_LEN, NEXTHDR_DEST, TLV_ENCAP_LIMIT, TLV_PADN},
     gre,
-    maps::{self, DECAP6},
+    maps::{self, DECAP6, PMTU6},
     monitor,
     parse::{read_at, write_at, Frame},
 };
+
+const ICMPV6_PKT_TOOBIG: u8 = 2;
+/// The smallest MTU IPv6 allows.
+const IPV6_MIN_MTU: u32 = 1280;
 
 /// Destination-options headers stepped over at most (one is what the
 /// kernel and xtun send).
@@ -51,7 +58,9 @@ fn ifindex(ctx: &TcContext) -> u32 {
 }
 
 /// Decapsulation in tc for tunnels over IPv6; what is not theirs passes.
-#[inline(always)]
+// A function of its own (a BPF subprogram) with its own stack frame:
+// the two paths' headers do not fit in one 512-byte frame.
+#[inline(never)]
 pub fn decap(ctx: &TcContext) -> i32 {
     let ifindex = ifindex(ctx);
     match try_decap(ctx, ifindex) {
@@ -82,6 +91,11 @@ fn try_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
         return Err(RX_TRUNCATED);
     }
     let [mut next, _hop_limit] = u16::from_be(ip[3]).to_be_bytes();
+    if next == wire::IPPROTO_ICMPV6 {
+        // About what our tunnels sent? It goes on to the kernel either way.
+        let local: [u16; 8] = read_at(ctx, wire::ETH_HDR_LEN + 24).map_err(|_| RX_TRUNCATED)?;
+        return Err(note_packet_too_big(ctx, wire::bytes_of(local)));
+    }
     if next != NEXTHDR_DEST && !is_tunnel_proto(next) {
         return Err(RX_PASS_NOT_TUNNEL);
     }
@@ -195,6 +209,92 @@ fn deliver(ctx: &TcContext, ifindex: u32, target: &DecapTarget) -> i32 {
     };
     maps::count(ifindex, counted);
     action
+}
+
+/// An ICMPv6 Packet Too Big (right after the IPv6 header, addressed to
+/// `icmp_dst`) that quotes an outer packet one of our tunnels sent (from
+/// our local address to its remote, its protocol and key) records the
+/// reported MTU for (tunnel, remote), as the kernel's ip6_tnl_err does.
+/// Returns the counter reason.
+#[inline(always)]
+fn note_packet_too_big(ctx: &TcContext, icmp_dst: [u8; 16]) -> u32 {
+    let l4 = wire::ETH_HDR_LEN + wire::IPV6_HDR_LEN;
+    let Ok(head) = read_at::<[u16; 4], TcContext>(ctx, l4) else {
+        return RX_PASS_NOT_TUNNEL;
+    };
+    if u16::from_be(head[0]) != (ICMPV6_PKT_TOOBIG as u16) << 8 {
+        return RX_PASS_NOT_TUNNEL;
+    }
+    let mtu = u32::from_be(wire::join_words(head[2], head[3]));
+    let quoted = l4 + 8;
+    let Ok(ip) = read_at::<Ipv6Words, TcContext>(ctx, quoted) else {
+        return RX_ICMP_IGNORED;
+    };
+    let src: [u8; 16] =
+        wire::bytes_of::<8, 16>([ip[4], ip[5], ip[6], ip[7], ip[8], ip[9], ip[10], ip[11]]);
+    let remote: [u8; 16] = wire::bytes_of::<8, 16>([
+        ip[12], ip[13], ip[14], ip[15], ip[16], ip[17], ip[18], ip[19],
+    ]);
+    let quoted_len = wire::IPV6_HDR_LEN as u32 + u16::from_be(ip[2]) as u32;
+    if u16::from_be(ip[0]) >> 12 != 6 || src != icmp_dst {
+        return RX_ICMP_IGNORED;
+    }
+    let [mut proto, _] = u16::from_be(ip[3]).to_be_bytes();
+    let mut after = quoted + wire::IPV6_HDR_LEN;
+    if proto == NEXTHDR_DEST {
+        let Ok(opts) = read_at::<[u8; 2], TcContext>(ctx, after) else {
+            return RX_ICMP_IGNORED;
+        };
+        proto = opts[0];
+        after += (opts[1] as usize + 1) * 8;
+    }
+    if !is_tunnel_proto(proto) {
+        return RX_ICMP_IGNORED;
+    }
+    // The GRE key, which must be quoted whole when the header has one.
+    let mut key = None;
+    if proto == wire::IPPROTO_GRE {
+        let Ok(flags) = ctx.load::<[u8; 2]>(after) else {
+            return RX_ICMP_IGNORED;
+        };
+        let flags = u16::from_be_bytes(flags);
+        if flags & wire::GRE_KEY != 0 {
+            match ctx.load::<[u8; 4]>(after + wire::gre_key_offset(flags)) {
+                Ok(k) => key = Some(u32::from_ne_bytes(k)),
+                Err(_) => return RX_ICMP_IGNORED,
+            }
+        }
+    }
+    let Some(target) = find_tunnel6(src, remote, proto, key) else {
+        return RX_ICMP_IGNORED;
+    };
+    // Below the IPv6 minimum the path still carries 1280 (RFC 8201); a
+    // report not below the packet it quotes is not one a router makes.
+    let mtu = mtu.max(IPV6_MIN_MTU);
+    if mtu >= quoted_len {
+        return RX_ICMP_IGNORED;
+    }
+    let key = Pmtu6Key {
+        ifindex: target.ifindex,
+        remote,
+    };
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: the value is copied out.
+    if let Some(known) = unsafe { PMTU6.get(key) } {
+        if known.expires_ns > now && known.mtu < mtu {
+            return RX_ICMP_IGNORED;
+        }
+    }
+    let entry = PmtuEntry {
+        mtu,
+        _pad: 0,
+        expires_ns: now + PMTU_EXPIRES_NS,
+    };
+    if PMTU6.insert(key, entry, 0).is_err() {
+        return RX_ICMP_IGNORED;
+    }
+    RX_ICMP_FRAG_NEEDED
 }
 
 #[inline(always)]

@@ -10,7 +10,7 @@ use aya_ebpf::{
         BPF_FIB_LOOKUP_SRC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L4_GRE,
         BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_REDIRECT, TC_ACT_SHOT,
     },
-    helpers::generated::bpf_get_hash_recalc,
+    helpers::generated::{bpf_get_hash_recalc, bpf_ktime_get_ns},
     programs::TcContext,
 };
 use aya_log_ebpf::debug;
@@ -23,10 +23,14 @@ use tunnel_common::{
 use crate::{
     encap::{self, InnerInfo},
     fib, gre,
-    maps::{self, TUNNELS6},
+    maps::{self, PMTU6, TUNNELS6},
     monitor,
     parse::{read_at, write_at},
+    pmtu,
 };
+
+/// The smallest MTU IPv6 allows: no packet that size is ever too big.
+const IPV6_MIN_MTU: u32 = 1280;
 
 /// The destination-options header's length, as sent: one 8-byte unit.
 pub const DSTOPT_LEN: usize = 8;
@@ -63,9 +67,39 @@ fn carries6(mode: u8, family: Family) -> bool {
     }
 }
 
-/// Encapsulates a packet the tunnel interface sent (seen on its port).
+/// Sends a packet the tunnel interface sent (seen on its port): answered
+/// if the path cannot carry it, else encapsulated. Each step a subprogram
+/// called from here, so that their stack frames never add up.
 #[inline(always)]
-pub fn encap(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
+pub fn send(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
+    match enforce_path_mtu(ctx, cfg) {
+        PATH_FITS => encap(ctx, cfg),
+        PATH_ANSWERED => TC_ACT_REDIRECT,
+        _ => TC_ACT_SHOT,
+    }
+}
+
+/// Bytes the tunnel puts in front of an inner packet.
+#[inline(always)]
+fn overhead(cfg: &TunnelConfig) -> usize {
+    let dstopt = if cfg.flags & TUNNEL_F_IGN_ENCAP_LIMIT == 0 {
+        DSTOPT_LEN
+    } else {
+        0
+    };
+    let gre = if cfg.mode == MODE_IP6GRE {
+        wire::gre_header_len(gre_output_flags(cfg))
+    } else {
+        0
+    };
+    wire::IPV6_HDR_LEN + dstopt + gre
+}
+
+/// Encapsulates a packet the tunnel interface sent (seen on its port).
+// A function of its own (a BPF subprogram) with its own stack frame:
+// the two paths' headers do not fit in one 512-byte frame.
+#[inline(never)]
+fn encap(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
     let ifindex = cfg.ifindex;
     match try_encap(ctx, cfg, ifindex) {
         Ok(action) => action,
@@ -180,6 +214,83 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     monitor::handled(ctx, monitor::MON_HOOK_ENCAP, ifindex, ifindex, TX_ENCAP);
     encap::count_tunnel_sent(cfg, inner_len);
     Ok(action)
+}
+
+/// `enforce_path_mtu`: the packet goes on as it is.
+const PATH_FITS: u32 = 0;
+/// `enforce_path_mtu`: it was answered, and the answer sent.
+const PATH_ANSWERED: u32 = 1;
+/// `enforce_path_mtu`: it could not be answered, and was dropped (and
+/// counted).
+const PATH_DROPPED: u32 = 2;
+
+/// A path MTU learnt from ICMPv6 Packet Too Big: an inner packet that
+/// does not fit and may not be fragmented (IPv6, IPv4 with DF) is answered
+/// to its sender with the tunnel's MTU on this path, as the kernel's
+/// ip6_tnl_xmit does; others are sent, and the path may drop them.
+/// `PATH_FITS`, `PATH_ANSWERED` or `PATH_DROPPED`. A subprogram of
+/// its own, with few arguments and its own stack frame: the answers'
+/// headers and route lookups would not fit in the encapsulation's.
+#[inline(never)]
+fn enforce_path_mtu(ctx: &TcContext, cfg: &TunnelConfig) -> u32 {
+    let overhead = overhead(cfg) as u32;
+    let l2 = wire::ETH_HDR_LEN;
+    let inner_len = ctx.len().saturating_sub(l2 as u32);
+    // SAFETY: reading fields of the context the kernel gave us.
+    let (gso_segs, gso_size) = unsafe { ((*ctx.skb.skb).gso_segs, (*ctx.skb.skb).gso_size) };
+    // A GSO packet's segments: at most 100 bytes of headers, and gso_size.
+    let segment = if gso_segs > 1 && gso_size != 0 {
+        100 + gso_size
+    } else {
+        inner_len
+    } + overhead;
+    if segment <= IPV6_MIN_MTU {
+        return PATH_FITS;
+    }
+    // SAFETY: map value, valid while the program runs.
+    let Some(cfg6) = (unsafe { TUNNELS6.get(cfg.ifindex) }) else {
+        return PATH_FITS;
+    };
+    let key = Pmtu6Key {
+        ifindex: cfg.ifindex,
+        remote: cfg6.remote,
+    };
+    // SAFETY: the value is copied out.
+    let Some(known) = (unsafe { PMTU6.get(key) }).copied() else {
+        return PATH_FITS;
+    };
+    // SAFETY: plain helper call.
+    if known.expires_ns <= unsafe { bpf_ktime_get_ns() } || segment <= known.mtu {
+        return PATH_FITS;
+    }
+    let Ok(inner) = inner_info(ctx, cfg.mode, l2) else {
+        return PATH_FITS;
+    };
+    let fit = known.mtu.saturating_sub(overhead);
+    let answer = if inner.is_v6() {
+        pmtu::answer_too_big_v6(ctx, cfg, inner.src6, inner.dst, fit.max(IPV6_MIN_MTU))
+    } else if inner.df() {
+        let v4 = pmtu::InnerV4 {
+            src: inner.src,
+            dst: wire::join_words(inner.dst[0], inner.dst[1]),
+            header_len: inner.header_len,
+            later_fragment: inner.frag & wire::IP_OFFSET != 0,
+        };
+        pmtu::answer_too_big(ctx, cfg, &v4, fit)
+    } else {
+        maps::count(cfg.ifindex, TX_FRAGMENTABLE);
+        return PATH_FITS;
+    };
+    match answer {
+        Ok(_) => {
+            maps::count(cfg.ifindex, TX_TOO_BIG);
+            PATH_ANSWERED
+        }
+        Err(reason) => {
+            count_failure(ctx, cfg, reason);
+            PATH_DROPPED
+        }
+    }
 }
 
 /// The GRE flags an `ip6gre` tunnel sends.

@@ -124,7 +124,7 @@ pub fn xtun_tc6(ctx: TcContext) -> i32 {
     // tunnel's if the device has a configuration.
     if classid != CLASSID_TC_UNDERLAY {
         match tc_port::tunnel_config(ifindex) {
-            Some(cfg) if is_ipv6_underlay(cfg.mode) => return encap6::encap(&ctx, cfg),
+            Some(cfg) if is_ipv6_underlay(cfg.mode) => return encap6::send(&ctx, cfg),
             _ if classid == CLASSID_TUNNEL => return TC_ACT_SHOT,
             _ => {}
         }

@@ -381,3 +381,68 @@ fn truncation_at_every_byte_offset_is_never_decapsulated() {
     }
     assert_eq!(h.dp.tunnel_totals(91).unwrap().rx_packets, 0);
 }
+
+/// An ICMPv6 Packet Too Big from a router on the path, quoting `quoted`
+/// (an outer packet as sent, from its IPv6 header), addressed to `LOCAL`.
+fn packet_too_big(mtu: u32, quoted: &[u8]) -> Vec<u8> {
+    let router = Ipv6Addr::new(0xfd00, 0x30, 0, 0, 0, 0, 0, 1).octets();
+    let builder = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 0x22], [2, 0, 0, 0, 0, 0x11])
+        .ipv6(router, LOCAL.octets(), 64)
+        .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu });
+    let mut out = Vec::new();
+    builder.write(&mut out, quoted).unwrap();
+    out
+}
+
+/// An outer packet as the tunnel sends it: `LOCAL` -> `REMOTE`, the
+/// encapsulation limit, GRE with key 9, a 1400-byte inner packet.
+fn sent_outer() -> Vec<u8> {
+    let inner = vec![0x60; 1400];
+    let mut ext = encap_limit_option(47, 4);
+    ext.extend([0x20, 0, 0x86, 0xdd, 0, 0, 0, 9]);
+    let hdr = Ipv6Header {
+        traffic_class: 0,
+        flow_label: Default::default(),
+        payload_length: (ext.len() + inner.len()) as u16,
+        next_header: IpNumber(60),
+        hop_limit: 64,
+        source: LOCAL.octets(),
+        destination: REMOTE.octets(),
+    };
+    let mut out = hdr.to_bytes().to_vec();
+    out.extend(ext);
+    out.extend(inner);
+    out
+}
+
+#[test]
+fn packet_too_big_about_what_a_tunnel_sent_lowers_its_path_mtu() {
+    let mut h = Harness::new();
+    h.add6(101, MODE_IP6GRE, LOCAL, REMOTE, 0, Some(9));
+    let outer = sent_outer();
+    // Reports that are not about what the tunnel sent change nothing: a
+    // wrong key, another remote, an MTU not below the quoted packet.
+    let mut wrong_key = outer.clone();
+    wrong_key[40 + 8 + 7] ^= 1;
+    let mut other_remote = outer.clone();
+    other_remote[39] ^= 1;
+    for (what, report) in [
+        ("wrong key", packet_too_big(1400, &wrong_key)),
+        ("other remote", packet_too_big(1400, &other_remote)),
+        ("not smaller", packet_too_big(outer.len() as u32, &outer)),
+    ] {
+        let (verdict, out) = h.tc6(&report);
+        assert_eq!((verdict, &out), (TC_ACT_UNSPEC, &report), "{what}");
+        assert!(h.dp.path_mtus6(101).is_empty(), "{what}");
+    }
+    // A report quoting it: the path MTU drops; the ICMP goes on untouched.
+    // Below the IPv6 minimum, it is the minimum (RFC 8201).
+    for (reported, learnt) in [(1400, 1400), (1000, 1280)] {
+        let report = packet_too_big(reported, &outer);
+        let (verdict, out) = h.tc6(&report);
+        assert_eq!((verdict, out), (TC_ACT_UNSPEC, report));
+        let known = h.dp.path_mtus6(101);
+        assert_eq!(known.len(), 1);
+        assert_eq!((known[0].0, known[0].1), (REMOTE.octets(), learnt));
+    }
+}

@@ -156,6 +156,25 @@ impl Dataplane {
             .find_map(|k| v6.decap6.get(k, 0).ok().map(|t| t.ifindex))
     }
 
+    /// The path MTUs learnt from ICMPv6 Packet Too Big for the tunnel on
+    /// `ifindex` that still hold: (remote, MTU, seconds left).
+    pub fn path_mtus6(&self, ifindex: u32) -> Vec<([u8; 16], u32, u64)> {
+        let Some(v6) = self.v6.as_ref() else {
+            return Vec::new();
+        };
+        // bpf_ktime_get_ns() counts CLOCK_MONOTONIC.
+        let now = super::monotonic_ns();
+        let mut found: Vec<([u8; 16], u32, u64)> = v6
+            .pmtu6
+            .iter()
+            .flatten()
+            .filter(|(k, e)| k.ifindex == ifindex && e.expires_ns > now)
+            .map(|(k, e)| (k.remote, e.mtu, (e.expires_ns - now) / 1_000_000_000))
+            .collect();
+        found.sort();
+        found
+    }
+
     /// The IPv6 decapsulation index.
     pub fn decap_index6(&self) -> Vec<(DecapKey6, DecapTarget)> {
         self.v6

@@ -1,0 +1,268 @@
+//! Tunnels over an IPv6 underlay end to end, as a user sets them up with
+//! `xtun -6 tunnel add`: ns1 (fd00:10::2) — an IPv6-only router — ns2
+//! (fd00:20::2). Each mode carries pings and a 16 MiB TCP transfer in the
+//! inner families it carries; the router's capture, decoded by tshark,
+//! shows the outer IPv6 header, the encapsulation-limit option and the GRE
+//! key. Needs root; every namespace is removed on drop.
+
+mod common;
+
+use common::net::{address_ipv6, eventually, heavy_traffic, ping, stdout, transfer, Capture, XTUN};
+use tunnel_userspace::testbed::{run, unique_prefix, Netns};
+
+/// ns1 — router — ns2 with IPv6 addresses only on the underlay.
+struct V6Path {
+    ns1: Netns,
+    ns2: Netns,
+    router: Netns,
+}
+
+impl V6Path {
+    fn new(tag: &str) -> Self {
+        let prefix = unique_prefix(tag);
+        let path = Self {
+            ns1: Netns::new(format!("{prefix}-ns1")).unwrap(),
+            ns2: Netns::new(format!("{prefix}-ns2")).unwrap(),
+            router: Netns::new(format!("{prefix}-rt")).unwrap(),
+        };
+        let r = path.router.name.as_str();
+        for (ns, dev, peer, net) in [(&path.ns1, "v1", "r1", "10"), (&path.ns2, "v2", "r2", "20")] {
+            run(&[
+                "ip", "link", "add", dev, "netns", &ns.name, "type", "veth", "peer", "name", peer,
+                "netns", r,
+            ])
+            .unwrap();
+            let host = format!("fd00:{net}::2/64");
+            let gw = format!("fd00:{net}::1/64");
+            ns.exec(&["ip", "-6", "addr", "add", &host, "dev", dev, "nodad"])
+                .unwrap();
+            ns.exec(&["ip", "link", "set", dev, "up"]).unwrap();
+            let other = if net == "10" {
+                "fd00:20::/64"
+            } else {
+                "fd00:10::/64"
+            };
+            ns.exec(&[
+                "ip",
+                "-6",
+                "route",
+                "add",
+                other,
+                "via",
+                &format!("fd00:{net}::1"),
+            ])
+            .unwrap();
+            path.router
+                .exec(&["ip", "-6", "addr", "add", &gw, "dev", peer, "nodad"])
+                .unwrap();
+            path.router
+                .exec(&["ip", "link", "set", peer, "up"])
+                .unwrap();
+        }
+        path.router
+            .exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+            .unwrap();
+        // Neighbour discovery takes a moment on fresh links.
+        assert!(
+            eventually(|| path
+                .ns1
+                .try_exec(&["ping", "-6", "-c", "1", "-W", "1", "fd00:20::2"])
+                .is_ok_and(|o| o.status.success())),
+            "the underlay does not carry IPv6"
+        );
+        path
+    }
+
+    /// `xtun -6 tunnel add` on both sides, with `extra` options; tun1 in
+    /// ns1, tun2 in ns2, up, with the inner addresses of the families the
+    /// mode carries.
+    fn add_tunnels(&self, mode: &str, extra: &[&str]) {
+        for (ns, name, remote, local) in [
+            (&self.ns1, "tun1", "fd00:20::2", "fd00:10::2"),
+            (&self.ns2, "tun2", "fd00:10::2", "fd00:20::2"),
+        ] {
+            let mut args = vec![
+                XTUN, "-6", "tunnel", "add", name, "mode", mode, "remote", remote, "local", local,
+            ];
+            args.extend_from_slice(extra);
+            ns.exec(&args).unwrap();
+            ns.exec(&["ip", "link", "set", name, "up"]).unwrap();
+            if carries_v4(mode) {
+                let (addr, peer) = if name == "tun1" {
+                    ("10.10.100.10", "10.10.200.10")
+                } else {
+                    ("10.10.200.10", "10.10.100.10")
+                };
+                ns.exec(&["ip", "addr", "add", addr, "peer", peer, "dev", name])
+                    .unwrap();
+            }
+        }
+        if carries_v6(mode) {
+            address_ipv6([
+                (&self.ns1, "tun1", "fd00:100::10"),
+                (&self.ns2, "tun2", "fd00:200::10"),
+            ]);
+        }
+    }
+}
+
+fn carries_v4(mode: &str) -> bool {
+    mode != "ip6ip6"
+}
+
+fn carries_v6(mode: &str) -> bool {
+    mode != "ipip6"
+}
+
+const FIELDS: &[&str] = &[
+    "ipv6.src",
+    "ipv6.dst",
+    "ipv6.nxt",
+    "ipv6.dstopts.nxt",
+    "ipv6.opt.tel",
+    "gre.key",
+    "ip.src",
+    "icmp.type",
+    "icmpv6.type",
+];
+
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    let i = FIELDS.iter().position(|f| *f == name).unwrap();
+    line.split(';').nth(i).unwrap_or("")
+}
+
+/// Pings both ways in each family the mode carries, checks the wire, the
+/// MTU and moves 16 MiB over TCP in each family.
+fn mode_end_to_end(tag: &str, mode: &str, extra: &[&str], mtu: u32, key: Option<&str>) {
+    let path = V6Path::new(tag);
+    path.add_tunnels(mode, extra);
+    let link = stdout(
+        path.ns1
+            .exec(&["ip", "-o", "link", "show", "tun1"])
+            .unwrap(),
+    );
+    assert!(link.contains(&format!("mtu {mtu} ")), "{mode}: {link}");
+
+    let capture = Capture::start(&path.router, "r1", "ip6 and not icmp6");
+    let mut expected = 0;
+    if carries_v4(mode) {
+        let out = ping(&path.ns1, "10.10.200.10", 3);
+        assert!(out.contains("3 received"), "{mode} IPv4 inside: {out}");
+        expected += 6;
+    }
+    if carries_v6(mode) {
+        let out = ping(&path.ns1, "fd00:200::10", 3);
+        assert!(out.contains("3 received"), "{mode} IPv6 inside: {out}");
+        expected += 6;
+    }
+    let lines = capture.decode(expected, FIELDS);
+    let limited = !extra.contains(&"none");
+    assert_eq!(lines.len(), expected, "{mode}: {lines:#?}");
+    for line in &lines {
+        let request = field(line, "icmp.type") == "8" || field(line, "icmpv6.type") == "128";
+        let (src, dst) = if request {
+            ("fd00:10::2", "fd00:20::2")
+        } else {
+            ("fd00:20::2", "fd00:10::2")
+        };
+        assert!(field(line, "ipv6.src").starts_with(src), "{mode}: {line}");
+        assert!(field(line, "ipv6.dst").starts_with(dst), "{mode}: {line}");
+        // The outer header's next header (the inner IPv6 header's follows).
+        let nxt = field(line, "ipv6.nxt").split(',').next().unwrap();
+        let carried = if limited {
+            // Destination options (60) first, holding the encapsulation
+            // limit 4 (the kernel's default), then the tunnel protocol.
+            assert_eq!(nxt, "60", "{mode}: {line}");
+            assert!(
+                field(line, "ipv6.opt.tel").starts_with('4'),
+                "{mode}: {line}"
+            );
+            field(line, "ipv6.dstopts.nxt")
+        } else {
+            assert_eq!(field(line, "ipv6.opt.tel"), "", "{mode}: {line}");
+            nxt
+        };
+        let inner_v6 = !field(line, "icmpv6.type").is_empty();
+        let expected = match mode {
+            "ip6gre" => "47",
+            _ if inner_v6 => "41",
+            _ => "4",
+        };
+        assert_eq!(carried, expected, "{mode}: {line}");
+        assert_eq!(field(line, "gre.key"), key.unwrap_or(""), "{mode}: {line}");
+    }
+
+    let _heavy = heavy_traffic();
+    if carries_v4(mode) {
+        transfer(&path.ns1, &path.ns2, "10.10.200.10", 16 << 20);
+    }
+    if carries_v6(mode) {
+        transfer(&path.ns1, &path.ns2, "fd00:200::10", 16 << 20);
+    }
+    // Counted on the tunnel, as `ip -s tunnel show` counts.
+    let shown = stdout(
+        path.ns1
+            .exec(&[XTUN, "-6", "-s", "tunnel", "show", "tun1"])
+            .unwrap(),
+    );
+    let rx: Vec<&str> = shown
+        .lines()
+        .nth(2)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let packets: u64 = rx.first().and_then(|p| p.parse().ok()).unwrap_or(0);
+    assert!(packets >= 6, "{mode}: {shown}");
+}
+
+#[test]
+fn ip6gre_carries_both_families() {
+    mode_end_to_end("g6", "ip6gre", &[], 1448, None);
+}
+
+#[test]
+fn ip6gre_with_key_and_encaplimit_none() {
+    mode_end_to_end(
+        "g6k",
+        "ip6gre",
+        &["key", "5", "encaplimit", "none"],
+        1452,
+        Some("0x00000005"),
+    );
+}
+
+#[test]
+fn ip6ip6_carries_ipv6() {
+    mode_end_to_end("66", "ip6ip6", &[], 1452, None);
+}
+
+#[test]
+fn ipip6_carries_ipv4() {
+    mode_end_to_end("46", "ipip6", &[], 1452, None);
+}
+
+#[test]
+fn any_carries_both_families() {
+    mode_end_to_end("a6", "any", &[], 1452, None);
+}
+
+#[test]
+fn del_removes_the_tunnel_and_its_traffic_stops() {
+    let path = V6Path::new("d6");
+    path.add_tunnels("ip6ip6", &[]);
+    assert!(ping(&path.ns1, "fd00:200::10", 1).contains("1 received"));
+    path.ns2
+        .exec(&[XTUN, "-6", "tunnel", "del", "tun2"])
+        .unwrap();
+    let gone = path.ns2.try_exec(&["ip", "link", "show", "tun2"]).unwrap();
+    assert!(!gone.status.success(), "tun2 still exists");
+    let out = path
+        .ns1
+        .try_exec(&["ping", "-6", "-c", "1", "-W", "1", "fd00:200::10"])
+        .unwrap();
+    assert!(!out.status.success(), "answered after del");
+    assert_eq!(
+        stdout(path.ns2.exec(&[XTUN, "-6", "tunnel", "show"]).unwrap()),
+        ""
+    );
+}

@@ -1,5 +1,5 @@
-//! A VM running Debian's kernel, with ip_gre, ipip and sit loaded, as the
-//! peer of xtun: its assets (found where `cargo xtask setup` unpacks them),
+//! A VM running Debian's kernel, with ip_gre, ipip, sit, ip6_gre and
+//! ip6_tunnel loaded, as the peer of xtun: its assets (found where `cargo xtask setup` unpacks them),
 //! the initramfs the test builds from installed Debian packages, and the VM
 //! itself, driven over its serial console.
 //!
@@ -27,7 +27,15 @@ const INIT: &str = include_str!("init.sh");
 
 /// Modules the VM needs; their dependencies come from each module's own
 /// `depends=` and are loaded first.
-const MODULES: &[&str] = &["virtio_pci", "virtio_net", "ip_gre", "ipip", "sit"];
+const MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_net",
+    "ip_gre",
+    "ipip",
+    "sit",
+    "ip6_gre",
+    "ip6_tunnel",
+];
 
 /// Where `cargo xtask setup` unpacks the kernel and qemu packages.
 fn vm_root() -> PathBuf {

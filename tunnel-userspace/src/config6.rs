@@ -22,6 +22,8 @@ const IPV6_HEADER: u32 = 40;
 /// The destination-options header carrying the RFC 2473 tunnel
 /// encapsulation limit option (padded to 8 bytes).
 const ENCAP_LIMIT_HEADER: u32 = 8;
+/// The Ethernet header an ip6gretap frame carries inside.
+const ETH_HEADER: u32 = 14;
 /// The kernel never gives an IPv6 tunnel less (IPV6_MIN_MTU).
 const IPV6_MIN_MTU: u32 = 1280;
 
@@ -63,6 +65,14 @@ pub enum Config6Error {
     Help,
     #[error("unknown argument \"{0}\"")]
     Unknown(String),
+    #[error("invalid hoplimit \"{0}\": expected 0..255 or inherit")]
+    BadHlim(String),
+    #[error("GRE checksums on ip6gretap are not supported yet")]
+    TapCsum,
+    #[error("an ip6gretap link needs remote ADDR (xtun has no remote any for Ethernet)")]
+    TapRemote,
+    #[error("unknown link type \"{0}\" (xtun link supports gretap and ip6gretap)")]
+    UnknownLinkType(String),
 }
 
 impl Config6Error {
@@ -85,6 +95,7 @@ impl Config6Error {
             )),
             BadEncapLimit(v) => IpError::invalid("invalid ELIM", v),
             BadHopLimit(v) => IpError::invalid("invalid TTL", v),
+            BadHlim(v) => IpError::invalid("invalid HLIM", v),
             BadTclass(v) => IpError::invalid("invalid TClass", v),
             BadFlowlabel(v) => IpError::invalid("invalid Flowlabel", v),
             BadKey(_, key) if key.contains('.') => IpError::failed(format!(
@@ -111,6 +122,9 @@ pub enum Mode6 {
     IpIp6,
     /// IPv4 or IPv6 over IPv6 (`any`).
     Any,
+    /// Ethernet over GRE over IPv6: `xtun link add ... type ip6gretap`,
+    /// not a mode `ip -6 tunnel` takes.
+    Ip6GreTap,
 }
 
 impl Mode6 {
@@ -120,6 +134,7 @@ impl Mode6 {
             Self::Ip6Ip6 => MODE_IP6IP6,
             Self::IpIp6 => MODE_IPIP6,
             Self::Any => MODE_ANY6,
+            Self::Ip6GreTap => MODE_IP6GRETAP,
         }
     }
 
@@ -129,12 +144,18 @@ impl Mode6 {
             MODE_IP6IP6 => Some(Self::Ip6Ip6),
             MODE_IPIP6 => Some(Self::IpIp6),
             MODE_ANY6 => Some(Self::Any),
+            MODE_IP6GRETAP => Some(Self::Ip6GreTap),
             _ => None,
         }
     }
 
     pub fn is_gre(self) -> bool {
-        self == Self::Ip6Gre
+        matches!(self, Self::Ip6Gre | Self::Ip6GreTap)
+    }
+
+    /// Carries whole Ethernet frames (ip6gretap).
+    pub fn is_tap(self) -> bool {
+        self == Self::Ip6GreTap
     }
 
     /// The word `mode` takes.
@@ -144,13 +165,14 @@ impl Mode6 {
             Self::Ip6Ip6 => "ip6ip6",
             Self::IpIp6 => "ipip6",
             Self::Any => "any",
+            Self::Ip6GreTap => "ip6gretap",
         }
     }
 
     /// The word `ip -6 tunnel show` prints before "/ipv6" (`tnl_strproto`).
     pub fn show_name(self) -> &'static str {
         match self {
-            Self::Ip6Gre => "gre",
+            Self::Ip6Gre | Self::Ip6GreTap => "gre",
             Self::Ip6Ip6 => "ipv6",
             Self::IpIp6 => "ip",
             Self::Any => "any",
@@ -160,10 +182,10 @@ impl Mode6 {
     /// The kernel driver: ip6gre, or ip6tnl for the others. Within ip6tnl
     /// `ip -6 tunnel change` may switch the mode; not across drivers.
     fn driver(self) -> &'static str {
-        if self.is_gre() {
-            "ip6gre"
-        } else {
-            "ip6tnl"
+        match self {
+            Self::Ip6Gre => "ip6gre",
+            Self::Ip6GreTap => "ip6gretap",
+            _ => "ip6tnl",
         }
     }
 }
@@ -463,6 +485,9 @@ impl Tunnel6Spec {
                 .filter(|on| **on)
                 .count() as u32;
         }
+        if self.mode.is_tap() {
+            overhead += ETH_HEADER;
+        }
         underlay_mtu.saturating_sub(overhead).max(IPV6_MIN_MTU)
     }
 
@@ -489,6 +514,7 @@ impl Tunnel6Spec {
             (self.tclass.is_none(), TUNNEL_F_TOS_INHERIT),
             (self.flowlabel.is_none(), TUNNEL_F_FLOWLABEL_INHERIT),
             (self.allow_localremote, TUNNEL_F_ALLOW_LOCALREMOTE),
+            (self.mode.is_tap(), TUNNEL_F_TEB),
         ] {
             if on {
                 flags |= flag;
@@ -520,6 +546,241 @@ impl Tunnel6Spec {
             _pad: [0; 3],
         };
         (cfg, cfg6)
+    }
+}
+
+/// The keywords of `ip link add NAME type ip6gretap` (iproute2's
+/// ip/link_gre6.c) that `ip` matches by prefix, in the order it tries
+/// them: an abbreviation means the first it starts.
+pub const IP6GRETAP_WORDS: &[&str] = &[
+    "key", "nokey", "ikey", "noikey", "okey", "nookey", "seq", "noseq", "iseq", "noiseq", "oseq",
+    "nooseq", "csum", "nocsum", "icsum", "noicsum", "ocsum", "noocsum", "remote", "local", "dev",
+    "ttl", "hoplimit", "hlim", "tos", "tclass", "dsfield",
+];
+
+/// The keywords of ip6gretap that `ip` takes only whole.
+pub const IP6GRETAP_EXACT: &[&str] = &[
+    "flowlabel",
+    "fl",
+    "encaplimit",
+    "allow-localremote",
+    "noallow-localremote",
+];
+
+/// Keywords of iproute2's ip6gretap that xtun does not implement.
+const IP6GRETAP_UNSUPPORTED: &[&str] = &[
+    "dscp",
+    "noencap",
+    "encap",
+    "encap-sport",
+    "encap-dport",
+    "encap-csum",
+    "noencap-csum",
+    "encap-udp6-csum",
+    "noencap-udp6-csum",
+    "encap-remcsum",
+    "noencap-remcsum",
+    "external",
+    "fwmark",
+    "erspan",
+    "erspan_ver",
+    "erspan_dir",
+    "erspan_hwid",
+];
+
+impl Tunnel6Spec {
+    /// The words after `xtun link add` for `type ip6gretap`, as `ip link
+    /// add` reads them: `[name] NAME type ip6gretap`, then link_gre6.c's
+    /// options, with its defaults (hoplimit 64, encaplimit 4).
+    pub fn parse_link<S: AsRef<str>>(args: &[S]) -> Result<Self, Config6Error> {
+        let mut it = args.iter().map(AsRef::as_ref);
+        let mut name: Option<String> = None;
+        let kind = loop {
+            let Some(word) = it.next() else {
+                return Err(Config6Error::MissingName);
+            };
+            let mut value = || {
+                it.next()
+                    .ok_or_else(|| Config6Error::MissingArgument(word.to_string()))
+            };
+            match word {
+                "type" => break value()?,
+                "name" | "dev" => set_name(&mut name, value()?)?,
+                w if grammar::matches(w, "help") => return Err(Config6Error::Help),
+                w if name.is_none() && !w.starts_with('-') => set_name(&mut name, w)?,
+                other => return Err(Config6Error::Unknown(other.to_string())),
+            }
+        };
+        if kind != "ip6gretap" {
+            return Err(Config6Error::UnknownLinkType(kind.to_string()));
+        }
+        let mut spec = Tunnel6Spec {
+            name: name.ok_or(Config6Error::MissingName)?,
+            mode: Mode6::Ip6GreTap,
+            remote: None,
+            local: None,
+            dev: None,
+            encap_limit: Some(DEFAULT_ENCAP_LIMIT),
+            hop_limit: DEFAULT_HOP_LIMIT,
+            tclass: Some(0),
+            flowlabel: Some(0),
+            ikey: None,
+            okey: None,
+            icsum: false,
+            ocsum: false,
+            iseq: false,
+            oseq: false,
+            allow_localremote: false,
+        };
+        while let Some(word) = it.next() {
+            if IP6GRETAP_UNSUPPORTED.contains(&word) {
+                return Err(Config6Error::Unsupported(word.to_string()));
+            }
+            let keyword = if IP6GRETAP_EXACT.contains(&word) {
+                word
+            } else {
+                grammar::first_match(word, IP6GRETAP_WORDS)
+                    .ok_or_else(|| Config6Error::Unknown(word.to_string()))?
+            };
+            let mut value = || {
+                it.next()
+                    .ok_or_else(|| Config6Error::MissingArgument(keyword.to_string()))
+            };
+            match keyword {
+                "key" => {
+                    let k = parse_key6(keyword, value()?)?;
+                    (spec.ikey, spec.okey) = (Some(k), Some(k));
+                }
+                "nokey" => (spec.ikey, spec.okey) = (None, None),
+                "ikey" => spec.ikey = Some(parse_key6(keyword, value()?)?),
+                "noikey" => spec.ikey = None,
+                "okey" => spec.okey = Some(parse_key6(keyword, value()?)?),
+                "nookey" => spec.okey = None,
+                "seq" => (spec.iseq, spec.oseq) = (true, true),
+                "noseq" => (spec.iseq, spec.oseq) = (false, false),
+                "iseq" => spec.iseq = true,
+                "noiseq" => spec.iseq = false,
+                "oseq" => spec.oseq = true,
+                "nooseq" => spec.oseq = false,
+                "csum" | "icsum" | "ocsum" => return Err(Config6Error::TapCsum),
+                "nocsum" | "noicsum" | "noocsum" => {}
+                "remote" => spec.remote = parse_addr6(value()?)?,
+                "local" => spec.local = parse_addr6(value()?)?,
+                "dev" => {
+                    let v = value()?;
+                    validate_ifname(v).map_err(|_| Config6Error::BadName(v.to_string()))?;
+                    spec.dev = Some(v.to_string());
+                }
+                "ttl" | "hoplimit" | "hlim" => {
+                    let v = value()?;
+                    spec.hop_limit = match v {
+                        "inherit" => 0,
+                        _ => grammar::parse_u8(v)
+                            .ok_or_else(|| Config6Error::BadHlim(v.to_string()))?,
+                    };
+                }
+                "tos" | "tclass" | "dsfield" => {
+                    let v = value()?;
+                    spec.tclass = match v {
+                        "inherit" => None,
+                        _ => Some(
+                            grammar::parse_hex(v)
+                                .and_then(|t| u8::try_from(t).ok())
+                                .ok_or_else(|| Config6Error::BadTclass(v.to_string()))?,
+                        ),
+                    };
+                }
+                "flowlabel" | "fl" => {
+                    let v = value()?;
+                    spec.flowlabel = match v {
+                        "inherit" => None,
+                        _ => Some(
+                            grammar::parse_hex(v)
+                                .filter(|l| *l <= u64::from(FLOWLABEL_MAX))
+                                .map(|l| l as u32)
+                                .ok_or_else(|| Config6Error::BadFlowlabel(v.to_string()))?,
+                        ),
+                    };
+                }
+                "encaplimit" => {
+                    let v = value()?;
+                    spec.encap_limit = match v {
+                        "none" => None,
+                        _ => Some(
+                            grammar::parse_u8(v)
+                                .ok_or_else(|| Config6Error::BadEncapLimit(v.to_string()))?,
+                        ),
+                    };
+                }
+                "allow-localremote" => spec.allow_localremote = true,
+                "noallow-localremote" => spec.allow_localremote = false,
+                other => return Err(Config6Error::Unknown(other.to_string())),
+            }
+        }
+        if spec.remote.is_none() {
+            return Err(Config6Error::TapRemote);
+        }
+        Ok(spec)
+    }
+}
+
+/// The ip6gretap line of `ip -d link show` (link_gre6.c's print_opt).
+pub struct Link6Line<'a> {
+    pub cfg: &'a TunnelConfig,
+    pub cfg6: &'a Tunnel6Config,
+    pub dev: Option<&'a str>,
+}
+
+impl fmt::Display for Link6Line<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (cfg, cfg6) = (self.cfg, self.cfg6);
+        let flag = |b: u32| cfg.flags & b != 0;
+        let addr = |a: [u8; 16]| {
+            let a = Ipv6Addr::from(a);
+            if a.is_unspecified() {
+                "any".to_string()
+            } else {
+                a.to_string()
+            }
+        };
+        write!(
+            f,
+            "ip6gretap remote {} local {}",
+            addr(cfg6.remote),
+            addr(cfg6.local)
+        )?;
+        if let Some(dev) = self.dev {
+            write!(f, " dev {dev}")?;
+        }
+        match cfg.ttl {
+            0 => write!(f, " hoplimit inherit")?,
+            ttl => write!(f, " hoplimit {ttl}")?,
+        }
+        if flag(TUNNEL_F_IGN_ENCAP_LIMIT) {
+            write!(f, " encaplimit none")?;
+        } else {
+            write!(f, " encaplimit {}", cfg6.encap_limit)?;
+        }
+        if flag(TUNNEL_F_TOS_INHERIT) {
+            write!(f, " tclass inherit")?;
+        } else {
+            write!(f, " tclass 0x{:02x}", cfg.tos)?;
+        }
+        if flag(TUNNEL_F_FLOWLABEL_INHERIT) {
+            write!(f, " flowlabel inherit")?;
+        } else {
+            write!(f, " flowlabel 0x{:05x}", cfg6.flowlabel & FLOWLABEL_MAX)?;
+        }
+        for (word, key) in crate::config::link_keys(cfg) {
+            write!(f, " {word} {key}")?;
+        }
+        for word in crate::config::link_flag_words(cfg) {
+            write!(f, " {word}")?;
+        }
+        if flag(TUNNEL_F_ALLOW_LOCALREMOTE) {
+            write!(f, " allow-localremote")?;
+        }
+        Ok(())
     }
 }
 

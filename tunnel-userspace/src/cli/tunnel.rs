@@ -441,8 +441,15 @@ fn find_tunnel(
 ) -> Result<(Dataplane, Link, TunnelConfig)> {
     let (dp, link, cfg) = find_any(nl, name, verb)?;
     // As `ip tunnel` knows only ipip, gre and sit devices.
-    if cfg.mode == MODE_GRETAP {
-        bail!("{verb} tunnel \"{name}\" failed: a gretap link (see `xtun link`)");
+    if cfg.mode == MODE_GRETAP || cfg.mode == MODE_IP6GRETAP {
+        bail!(
+            "{verb} tunnel \"{name}\" failed: {} link (see `xtun link`)",
+            if cfg.mode == MODE_GRETAP {
+                "a gretap"
+            } else {
+                "an ip6gretap"
+            }
+        );
     }
     Ok((dp, link, cfg))
 }

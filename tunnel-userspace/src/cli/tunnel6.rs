@@ -177,9 +177,16 @@ pub(crate) fn create(spec: &Tunnel6Spec) -> Result<()> {
     check_decap_free(&mut nl, &mut dp, "add", &spec.name, &cfg, &cfg6)?;
 
     let failed = |err: anyhow::Error| err.context(format!("add tunnel \"{}\" failed", spec.name));
-    let new = device::create(&mut nl, mtu, false).map_err(|e| failed(e.into()))?;
+    // ip6gretap: an Ethernet interface (ARP, a random MAC, a bridge port).
+    let ethernet = spec.mode.is_tap();
+    let new = device::create(&mut nl, mtu, ethernet).map_err(|e| failed(e.into()))?;
     let link = new.link.clone();
     let result = (|| -> Result<()> {
+        if ethernet {
+            // Frames that are not IP are encapsulated in front of the whole
+            // frame and pass the port once more: it takes them whole.
+            nl.set_mtu(new.port.index, underlay.mtu.max(mtu))?;
+        }
         set_segmentation(&mut nl, link.index, spec)?;
         let port = new.port.index;
         dp.add_tunnel6(link.index, TunnelDevice::Veth { port }, cfg, cfg6)?;
@@ -209,6 +216,10 @@ fn find_tunnel6(
     let (dp, link, cfg) = super::tunnel::find_any(nl, name, verb)?;
     if !is_ipv6_underlay(cfg.mode) {
         bail!("{verb} tunnel \"{name}\" failed: a tunnel over IPv4 (see `xtun tunnel`; its underlay family cannot change)");
+    }
+    // As `ip -6 tunnel` knows only ip6tnl and ip6gre devices.
+    if cfg.mode == MODE_IP6GRETAP {
+        bail!("{verb} tunnel \"{name}\" failed: an ip6gretap link (see `xtun link`)");
     }
     let cfg6 = dp.tunnel6(link.index).ok_or_else(|| {
         anyhow!("{verb} tunnel \"{name}\" failed: its IPv6 part is missing from the data plane")
@@ -281,6 +292,10 @@ fn show(args: &[String], stats: bool, format: Format) -> Result<()> {
                     .into_iter()
                     .filter_map(|(ifindex, cfg6)| {
                         let cfg = dp.tunnel(ifindex)?;
+                        // `ip -6 tunnel show` lists no ip6gretap links.
+                        if cfg.mode == MODE_IP6GRETAP {
+                            return None;
+                        }
                         let link = links.iter().find(|l| l.index == ifindex)?;
                         let dev = bound_dev(&links, &cfg);
                         sel.selects(&link.name, &cfg, &cfg6, dev)

@@ -426,7 +426,9 @@ impl Tunnel6Spec {
 
     /// The words `xtun -6 tunnel add` takes to make this tunnel again.
     pub fn to_words(&self) -> Vec<String> {
-        let mut w: Vec<String> = vec![self.name.clone(), "mode".into(), self.mode.name().into()];
+        // ip6gretap is made by `xtun link add NAME type ip6gretap ...`.
+        let kind = if self.mode.is_tap() { "type" } else { "mode" };
+        let mut w: Vec<String> = vec![self.name.clone(), kind.into(), self.mode.name().into()];
         let addr = |a: Option<Ipv6Addr>| a.map_or("any".to_string(), |a| a.to_string());
         w.extend(["remote".into(), addr(self.remote)]);
         w.extend(["local".into(), addr(self.local)]);
@@ -1115,6 +1117,127 @@ mod tests {
         assert_eq!(any.mode, Mode6::Any);
     }
 
+    fn link(s: &str) -> Result<Tunnel6Spec, Config6Error> {
+        Tunnel6Spec::parse_link(&s.split_whitespace().collect::<Vec<_>>())
+    }
+
+    fn link_line(s: &str) -> String {
+        let spec = link(s).unwrap();
+        let (cfg, cfg6) = spec.to_config(2, spec.mtu(1500), None);
+        Link6Line {
+            cfg: &cfg,
+            cfg6: &cfg6,
+            dev: None,
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn ip6gretap_reads_link_gre6s_words_and_defaults() {
+        let spec = link("g6tap type ip6gretap remote fd00:20::2 local fd00:10::2").unwrap();
+        assert_eq!(spec.mode, Mode6::Ip6GreTap);
+        assert_eq!((spec.hop_limit, spec.encap_limit), (64, Some(4)));
+        assert_eq!(spec.mtu(1500), 1434);
+        let (cfg, cfg6) = spec.to_config(7, 1434, None);
+        assert_eq!(cfg.mode, MODE_IP6GRETAP);
+        assert_eq!(cfg.flags, TUNNEL_F_TEB);
+        assert_eq!(
+            (cfg.ttl, cfg.tos, cfg.mtu, cfg.underlay_ifindex),
+            (64, 0, 1434, 7)
+        );
+        assert_eq!((cfg.local, cfg.remote), (0, 0));
+        assert_eq!(
+            cfg6.remote,
+            "fd00:20::2".parse::<Ipv6Addr>().unwrap().octets()
+        );
+        assert_eq!(cfg6.encap_limit, 4);
+
+        let keyed = link("name t dev t type ip6gretap rem fd00::2 k 9 s hl inherit tc inherit fl inherit encaplimit none").unwrap();
+        assert_eq!((keyed.ikey, keyed.okey), (Some(9), Some(9)));
+        assert!(keyed.iseq && keyed.oseq);
+        assert_eq!(keyed.hop_limit, 0);
+        let (cfg, _) = keyed.to_config(7, 1400, None);
+        assert_eq!(cfg.ikey, 9u32.to_be());
+        assert_eq!(
+            cfg.flags,
+            TUNNEL_F_TEB
+                | TUNNEL_F_IKEY
+                | TUNNEL_F_OKEY
+                | TUNNEL_F_ISEQ
+                | TUNNEL_F_OSEQ
+                | TUNNEL_F_IGN_ENCAP_LIMIT
+                | TUNNEL_F_TOS_INHERIT
+                | TUNNEL_F_FLOWLABEL_INHERIT
+        );
+        let mtu = |s: &str| link(s).unwrap().mtu(1500);
+        // The kernel counts 4 bytes for the key (ip6gre_calc_hlen).
+        assert_eq!(mtu("t type ip6gretap remote fd00::2 key 9"), 1430);
+        assert_eq!(mtu("t type ip6gretap remote fd00::2 key 9 seq"), 1426);
+        assert_eq!(mtu("t type ip6gretap remote fd00::2 encaplimit none"), 1442);
+        assert_eq!(mtu("t type ip6gretap remote fd00::2 okey 1 oseq"), 1426);
+        assert_eq!(mtu("t type ip6gretap remote fd00::2 ikey 1 nokey"), 1434);
+    }
+
+    #[test]
+    fn ip6gretap_refuses_what_it_cannot_do() {
+        for csum in ["csum", "icsum", "ocsum", "cs"] {
+            assert_eq!(
+                link(&format!("t type ip6gretap remote fd00::2 {csum}")),
+                Err(Config6Error::TapCsum)
+            );
+        }
+        assert_eq!(
+            Config6Error::TapCsum.to_string(),
+            "GRE checksums on ip6gretap are not supported yet"
+        );
+        assert_eq!(link("t type ip6gretap"), Err(Config6Error::TapRemote));
+        assert_eq!(
+            link("t type ip6gretap remote any"),
+            Err(Config6Error::TapRemote)
+        );
+        assert_eq!(
+            link("t type ip6gretap remote fd00::2 external"),
+            Err(Config6Error::Unsupported("external".into()))
+        );
+        assert_eq!(
+            link("t type vxlan remote fd00::2"),
+            Err(Config6Error::UnknownLinkType("vxlan".into()))
+        );
+        let err = |s: &str| link(s).unwrap_err().as_iproute2().unwrap().message;
+        assert_eq!(
+            err("t type ip6gretap remote fd00::2 hoplimit 256"),
+            "Error: argument \"256\" is wrong: invalid HLIM"
+        );
+        assert_eq!(
+            err("t type ip6gretap remote fd00::2 encaplimit x"),
+            "Error: argument \"x\" is wrong: invalid ELIM"
+        );
+        assert_eq!(
+            err("t type ip6gretap remote 10.0.0.1"),
+            "Error: inet6 address is expected rather than \"10.0.0.1\"."
+        );
+        assert_eq!(
+            err("t type ip6gretap remote fd00::2 flowlabel 0x100000"),
+            "Error: argument \"0x100000\" is wrong: invalid Flowlabel"
+        );
+        assert_eq!(
+            err("t type ip6gretap remote fd00::2 bogus"),
+            "Error: either \"name\" is duplicate, or \"bogus\" is a garbage."
+        );
+    }
+
+    #[test]
+    fn ip6gretap_shows_as_ip_d_link_show() {
+        assert_eq!(
+            link_line("g6tap type ip6gretap remote fd00:20::2 local fd00:10::2"),
+            "ip6gretap remote fd00:20::2 local fd00:10::2 hoplimit 64 encaplimit 4 tclass 0x00 flowlabel 0x00000"
+        );
+        assert_eq!(
+            link_line("g type ip6gretap remote fd00:20::2 key 9 seq hoplimit 0 encaplimit none tclass 0x10 flowlabel inherit"),
+            "ip6gretap remote fd00:20::2 local any hoplimit inherit encaplimit none tclass 0x10 flowlabel inherit ikey 0.0.0.9 okey 0.0.0.9 iseq oseq"
+        );
+    }
+
     #[test]
     fn configs_round_trip() {
         for words in [
@@ -1127,5 +1250,12 @@ mod tests {
             assert_eq!(back, spec, "{words}");
             assert_eq!(Tunnel6Spec::parse(&back.to_words()).unwrap(), spec);
         }
+        let spec =
+            link("t type ip6gretap remote fd00::2 ikey 3 oseq encaplimit none tclass inherit")
+                .unwrap();
+        let (cfg, cfg6) = spec.to_config(3, 1400, None);
+        let back = Tunnel6Spec::from_config("t", &cfg, &cfg6, None).unwrap();
+        assert_eq!(back, spec);
+        assert_eq!(Tunnel6Spec::parse_link(&back.to_words()).unwrap(), spec);
     }
 }

@@ -372,6 +372,10 @@ fn ipv6_tunnel_lines(nl: &mut Netlink) -> Result<Vec<String>> {
         ) else {
             continue;
         };
+        // ip6gretap links are `ip link` state, as gretap's.
+        if cfg.mode == MODE_IP6GRETAP {
+            continue;
+        }
         let dev = super::tunnel::bound_dev(&links, &cfg).map(str::to_string);
         let Some(spec) = Tunnel6Spec::from_config(&link.name, &cfg, &cfg6, dev) else {
             continue;

@@ -54,8 +54,8 @@ Example:
   xtun link add g6tap type ip6gretap remote fd00:20::2 local fd00:10::2
   ip link set g6tap master br0 up
 
-An ip6gretap interface has the underlay MTU minus 62 bytes (66 with a key,
-54 with encaplimit none).";
+An ip6gretap interface has the underlay MTU minus 66 bytes (70 with a key,
+58 with encaplimit none).";
 
 /// The words `xtun link add` completes to: both link types' keywords.
 const LINK_WORDS: &[&str] = &[

@@ -148,6 +148,80 @@ fn ipv6_tunnel_bad_input_gets_one_line_errors_and_changes_nothing() {
 }
 
 #[test]
+fn ip6gretap_bad_input_gets_one_line_errors_and_changes_nothing() {
+    let topo = SeedTopology::new("badg6").unwrap();
+    let ns = &topo.ns1;
+    exec_line(ns, "ip addr add fd00:10::2/64 dev v1 nodad");
+    let add = "link add g6x type ip6gretap remote fd00:20::2 local fd00:10::2";
+    let csum = "xtun: GRE checksums on ip6gretap are not supported yet\n";
+    let cases: Vec<(String, &str)> = vec![
+        (format!("{add} csum"), csum),
+        (format!("{add} icsum"), csum),
+        (format!("{add} ocsum key 9"), csum),
+        (
+            format!("{add} hoplimit 256"),
+            "Error: argument \"256\" is wrong: invalid HLIM\n",
+        ),
+        (
+            format!("{add} tclass 0x100"),
+            "Error: argument \"0x100\" is wrong: invalid TClass\n",
+        ),
+        (
+            format!("{add} flowlabel 0x100000"),
+            "Error: argument \"0x100000\" is wrong: invalid Flowlabel\n",
+        ),
+        (
+            format!("{add} encaplimit 256"),
+            "Error: argument \"256\" is wrong: invalid ELIM\n",
+        ),
+        (
+            format!("{add} encaplimit"),
+            "Command line is not complete. Try option \"help\"\n",
+        ),
+        (
+            format!("{add} okey 1.2.3"),
+            "Error: an IP address is expected rather than \"1.2.3\"\n",
+        ),
+        (
+            format!("{add} dev nosuch0"),
+            "Cannot find device \"nosuch0\"\n",
+        ),
+        (
+            format!("{add} fwmark 1"),
+            "xtun: option \"fwmark\" is not supported by xtun yet\n",
+        ),
+        (
+            "link add g6x type ip6gretap remote 10.10.20.2".to_string(),
+            "Error: inet6 address is expected rather than \"10.10.20.2\".\n",
+        ),
+        (
+            "link add g6x type ip6gretap local fd00:10::2".to_string(),
+            "xtun: an ip6gretap link needs remote ADDR (xtun has no remote any for Ethernet)\n",
+        ),
+        (
+            "-6 tunnel add g6x mode ip6gretap remote fd00:20::2".to_string(),
+            "Unknown tunnel mode \"ip6gretap\"\n",
+        ),
+    ];
+    for (line, expected) in &cases {
+        let out = try_xtun_line(ns, line);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{line} must fail");
+        assert_eq!(err, *expected, "{line}");
+        let links = stdout(ns.exec(&["ip", "-o", "link", "show"]).unwrap());
+        assert!(
+            !links.contains(": g6x"),
+            "{line} left an interface: {links}"
+        );
+        assert_eq!(
+            attached_program_ids(ns),
+            Vec::<String>::new(),
+            "{line} left programs"
+        );
+    }
+}
+
+#[test]
 fn batch_runs_many_commands_in_one_process_and_stops_at_the_first_error() {
     let topo = SeedTopology::new("batch").unwrap();
     let file = std::env::temp_dir().join(format!("{}-batch.txt", topo.ns1.name));

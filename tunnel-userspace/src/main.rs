@@ -77,10 +77,10 @@ enum Command {
         #[command(subcommand)]
         action: cli::tunnel::TunnelCommand,
     },
-    /// Ethernet over GRE interfaces, as `ip link ... type gretap`.
+    /// Ethernet over GRE interfaces, as `ip link ... type gretap|ip6gretap`.
     #[command(
         visible_aliases = ["l"],
-        after_help = "Examples:\n  xtun link add gtap type gretap remote 10.10.20.2 local 10.10.10.2 key 9\n  xtun link show\n  xtun link del gtap"
+        after_help = "Examples:\n  xtun link add gtap type gretap remote 10.10.20.2 local 10.10.10.2 key 9\n  xtun link add g6tap type ip6gretap remote fd00:20::2 local fd00:10::2\n  xtun link show\n  xtun link del gtap"
     )]
     Link {
         #[command(subcommand)]

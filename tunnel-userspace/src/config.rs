@@ -60,9 +60,9 @@ pub enum ConfigError {
     BadPrefix(String),
     #[error("invalid prefix length in \"{0}\": expected 0..{1}")]
     BadPrefixLen(String, u8),
-    #[error("unknown link type \"{0}\" (xtun link supports gretap)")]
+    #[error("unknown link type \"{0}\" (xtun link supports gretap and ip6gretap)")]
     UnknownLinkType(String),
-    #[error("link type is required: type gretap")]
+    #[error("link type is required: type gretap or type ip6gretap")]
     MissingLinkType,
     #[error("a gretap link needs remote ADDR (xtun has no remote any for Ethernet)")]
     GretapRemote,

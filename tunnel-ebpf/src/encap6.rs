@@ -212,13 +212,7 @@ fn try_encap<const ETHERNET: bool>(
     let inner = inner_info::<ETHERNET>(ctx, cfg.mode, l2)?;
     let inner_len = ctx.len().saturating_sub(l2 as u32);
     let is_gre = cfg.mode == MODE_IP6GRE || ethernet;
-    let mut gre_flags = if is_gre { gre_output_flags(cfg) } else { 0 };
-    if ETHERNET {
-        // No GRE checksums on ip6gretap (userspace refuses `csum` there):
-        // summing a whole frame of any length would cost xtun_tc6 more
-        // verifier budget than it has left.
-        gre_flags &= !wire::GRE_CSUM;
-    }
+    let gre_flags = if is_gre { gre_output_flags(cfg) } else { 0 };
     // A checksum or sequence number is per packet: GSO cannot repeat them.
     // SAFETY: reading a field of the context the kernel gave us.
     let gso_segs = unsafe { (*ctx.skb.skb).gso_segs };

@@ -513,3 +513,25 @@ fn ip6gretap_delivers_frames_with_their_own_header_and_refuses_ip_in_gre() {
     let ip = frame6(47, &[], &[0, 0, 8, 0], &inner_packet(0), 0);
     assert_eq!(h.tc6(&ip), (TC_ACT_UNSPEC, ip.clone()));
 }
+
+#[test]
+fn ip6gretap_checksum_covers_the_whole_frame() {
+    let mut h = Harness::new();
+    let flags = TUNNEL_F_TEB | TUNNEL_F_OCSUM | TUNNEL_F_ICSUM;
+    h.add6(1, MODE_IP6GRETAP, LOCAL, REMOTE, flags, None);
+    for frame in [host_frame(0x0800, &inner_packet(0)), arp_request()] {
+        let (verdict, out) = h.tap6(&frame);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        let (_, _, payload) = decode(&out);
+        assert_eq!(&payload[..4], &[0x80, 0, 0x65, 0x58]);
+        let mut sum: u32 = payload
+            .chunks(2)
+            .map(|w| u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u32)
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff, "GRE checksum over the header and the frame");
+        assert_eq!(&payload[8..], &frame[..]);
+    }
+}

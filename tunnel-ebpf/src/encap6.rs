@@ -99,18 +99,33 @@ fn frame_fits(ctx: &TcContext, cfg: &TunnelConfig) -> bool {
     path_mtu6(cfg).is_none_or(|mtu| segment <= mtu)
 }
 
-/// The outer packets' length: the packet's own, or a GSO packet's
-/// segments' (at most 100 bytes of headers, and gso_size).
+/// The inner packets that will be on the wire: the packet's own length,
+/// or for a GSO packet one segment's: its IP and transport headers (TCP's
+/// data offset; anything else has UDP's 8 bytes) and gso_size. An
+/// overestimate would answer every segment of a flow that already fits.
 #[inline(always)]
 fn segment_len(ctx: &TcContext) -> u32 {
-    let inner_len = ctx.len().saturating_sub(wire::ETH_HDR_LEN as u32);
+    let l3 = wire::ETH_HDR_LEN;
+    let inner_len = ctx.len().saturating_sub(l3 as u32);
     // SAFETY: reading fields of the context the kernel gave us.
     let (gso_segs, gso_size) = unsafe { ((*ctx.skb.skb).gso_segs, (*ctx.skb.skb).gso_size) };
-    if gso_segs > 1 && gso_size != 0 {
-        100 + gso_size
-    } else {
-        inner_len
+    if gso_segs <= 1 || gso_size == 0 {
+        return inner_len;
     }
+    let first: u8 = ctx.load(l3).unwrap_or(0);
+    let (ip_len, proto_at) = if first >> 4 == 6 {
+        (wire::IPV6_HDR_LEN as u32, 6)
+    } else {
+        ((first & 0x0f) as u32 * 4, 9)
+    };
+    let proto: u8 = ctx.load(l3 + proto_at).unwrap_or(0);
+    let l4_len = if proto == wire::IPPROTO_TCP {
+        let offset: u8 = ctx.load(l3 + ip_len as usize + 12).unwrap_or(0);
+        ((offset >> 4) as u32 * 4).max(20)
+    } else {
+        8
+    };
+    ip_len + l4_len + gso_size
 }
 
 /// The path MTU learnt for the tunnel's remote, while it holds.

@@ -202,6 +202,11 @@ impl Harness {
         verdict_and_bytes(self.dp.test_run_tc6(input, 1), "tc6")
     }
 
+    /// `xtun_tap6`'s verdict on `input`, and its output bytes.
+    pub fn tap6(&self, input: &[u8]) -> (u32, Vec<u8>) {
+        verdict_and_bytes(self.dp.test_run_tap6(input, 1), "tap6")
+    }
+
     /// Deletes a tunnel as `xtun tunnel del` does.
     pub fn remove(&mut self, ifindex: u32) {
         self.dp.forget_tunnel(ifindex);

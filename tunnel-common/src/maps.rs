@@ -68,6 +68,9 @@ pub const PROG_DEFRAG: &str = "xtun_defrag";
 /// filter after `PROG_TC`'s). Its own program, so that the verifier walks
 /// it on its own budget.
 pub const PROG_TC6: &str = "xtun_tc6";
+/// Encapsulation on the ports of ip6gretap links (whole frames over IPv6),
+/// a program of its own for its own verifier budget.
+pub const PROG_TAP6: &str = "xtun_tap6";
 
 pub const MAX_TUNNELS: u32 = 65536;
 /// Interfaces whose ifindex is below this keep their counters in an array
@@ -772,6 +775,7 @@ mod tests {
             PROG_XDP_DECAP,
             PROG_TC,
             PROG_TC6,
+            PROG_TAP6,
         ] {
             assert!(name.len() <= 15, "{name}");
         }

@@ -32,6 +32,7 @@ use crate::{
     maps::{self, DECAP6, PMTU6},
     monitor,
     parse::{read_at, write_at, Frame},
+    teb::EthWords,
 };
 
 const ICMPV6_PKT_TOOBIG: u8 = 2;
@@ -139,11 +140,13 @@ fn try_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
         None => (0, Family::V6, None),
     };
     let target = find_tunnel6(local, remote, next, key).ok_or(RX_PASS_NO_TUNNEL)?;
-    let inner_off = l4 + gre_len;
+    let mut inner_off = l4 + gre_len;
+    let mut teb = false;
     if let Some(g) = &gre {
-        // Frames (ip6gretap) are not carried over IPv6 yet: a frame never
-        // goes to an IP tunnel.
-        if g.teb || target.flags & TUNNEL_F_TEB != 0 {
+        // A frame never goes to an IP tunnel, nor an IP packet to an
+        // ip6gretap link (the kernel keeps them apart): left to the kernel.
+        teb = target.flags & TUNNEL_F_TEB != 0;
+        if g.teb != teb {
             return Err(RX_BAD_PAYLOAD);
         }
         let has_csum = g.flags & wire::GRE_CSUM != 0;
@@ -157,20 +160,37 @@ fn try_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
             return drop(ctx, ifindex, &target, RX_OUT_OF_SEQ);
         }
     }
-    if let Err(reason) = classify::check_inner_and_ecn(ctx, inner_off, inner, outer_tclass) {
-        return drop(ctx, ifindex, &target, reason);
+    // The Ethernet header the inner packet leaves with: the outer
+    // addresses and the inner family, or an ip6gretap frame's own.
+    let mut header = EthWords {
+        addresses: read_at(ctx, 0).map_err(|_| RX_TRUNCATED)?,
+        ether_type: inner.ether_type().to_be(),
+    };
+    let mut family = Some(inner);
+    if teb {
+        if !Frame::load(ctx, inner_off, (&raw mut header).cast(), wire::ETH_HDR_LEN) {
+            return drop(ctx, ifindex, &target, RX_TRUNCATED);
+        }
+        inner_off += wire::ETH_HDR_LEN;
+        // ECN as for an IP tunnel where the frame carries IP, as the
+        // kernel's ip6gretap does; other frames have nothing to mark.
+        family = Family::from_ether_type(u16::from_be(header.ether_type));
+    }
+    if let Some(family) = family {
+        if let Err(reason) = classify::check_inner_and_ecn(ctx, inner_off, family, outer_tclass) {
+            return drop(ctx, ifindex, &target, reason);
+        }
     }
     let strip = inner_off - wire::ETH_HDR_LEN;
-    let l3_flag = match inner {
-        Family::V4 => BPF_F_ADJ_ROOM_DECAP_L3_IPV4,
-        Family::V6 => BPF_F_ADJ_ROOM_DECAP_L3_IPV6,
+    let l3_flag = match family {
+        Some(Family::V6) => BPF_F_ADJ_ROOM_DECAP_L3_IPV6,
+        _ => BPF_F_ADJ_ROOM_DECAP_L3_IPV4,
     };
-    let addresses: [u16; 6] = read_at(ctx, 0).map_err(|_| RX_TRUNCATED)?;
     let flags = (BPF_F_ADJ_ROOM_FIXED_GSO | l3_flag) as u64;
     if ctx
         .adjust_room(-(strip as i32), BPF_ADJ_ROOM_MAC, flags)
         .is_err()
-        || write_at(ctx, 0, (addresses, inner.ether_type().to_be())).is_err()
+        || write_at(ctx, 0, header).is_err()
     {
         return drop(ctx, ifindex, &target, RX_ADJUST_FAIL);
     }
@@ -192,7 +212,9 @@ fn try_decap(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
 #[inline(always)]
 fn deliver(ctx: &TcContext, ifindex: u32, target: &DecapTarget) -> i32 {
     let action = if target.port != 0 {
-        if write_at(ctx, 0, wire::words_of::<6, 3>(TUNNEL_MAC)).is_err() {
+        // An ip6gretap frame keeps its own destination.
+        let own = target.flags & TUNNEL_F_TEB != 0;
+        if !own && write_at(ctx, 0, wire::words_of::<6, 3>(TUNNEL_MAC)).is_err() {
             maps::count(ifindex, RX_DELIVER_FAIL);
             return TC_ACT_SHOT;
         }

@@ -27,6 +27,7 @@ use crate::{
     monitor,
     parse::{read_at, write_at},
     pmtu,
+    teb::{self, Room},
 };
 
 /// The smallest MTU IPv6 allows: no packet that size is ever too big.
@@ -67,16 +68,79 @@ fn carries6(mode: u8, family: Family) -> bool {
     }
 }
 
-/// Sends a packet the tunnel interface sent (seen on its port): answered
-/// if the path cannot carry it, else encapsulated. Each step a subprogram
-/// called from here, so that their stack frames never add up.
+/// Sends a packet the tunnel interface of an IP tunnel sent (seen on its
+/// port; `xtun_tc6`): answered if the path cannot carry it, else
+/// encapsulated. Each step a subprogram called from here, so that their
+/// stack frames never add up.
 #[inline(always)]
 pub fn send(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
     match enforce_path_mtu(ctx, cfg) {
-        PATH_FITS => encap(ctx, cfg),
+        PATH_FITS => encap::<false>(ctx, cfg),
         PATH_ANSWERED => TC_ACT_REDIRECT,
         _ => TC_ACT_SHOT,
     }
+}
+
+/// Sends a frame an ip6gretap link sent (seen on its port; `xtun_tap6`,
+/// a program of its own: whole frames double the paths the verifier
+/// walks). A frame the path cannot carry is dropped, as the kernel's
+/// ip6gretap drops it: a bridged frame is not the link's to answer.
+#[inline(always)]
+pub fn send_frames(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
+    // The path MTU is checked inside: counting a drop here would put its
+    // monitor event on this frame's stack, on top of encap's.
+    encap::<true>(ctx, cfg)
+}
+
+/// Does the frame fit the path MTU learnt for the link's remote?
+#[inline(always)]
+fn frame_fits(ctx: &TcContext, cfg: &TunnelConfig) -> bool {
+    let segment = segment_len(ctx) + overhead(cfg) as u32;
+    path_mtu6(cfg).is_none_or(|mtu| segment <= mtu)
+}
+
+/// The inner packets that will be on the wire: the packet's own length,
+/// or for a GSO packet one segment's: its IP and transport headers (TCP's
+/// data offset; anything else has UDP's 8 bytes) and gso_size. An
+/// overestimate would answer every segment of a flow that already fits.
+#[inline(always)]
+fn segment_len(ctx: &TcContext) -> u32 {
+    let l3 = wire::ETH_HDR_LEN;
+    let inner_len = ctx.len().saturating_sub(l3 as u32);
+    // SAFETY: reading fields of the context the kernel gave us.
+    let (gso_segs, gso_size) = unsafe { ((*ctx.skb.skb).gso_segs, (*ctx.skb.skb).gso_size) };
+    if gso_segs <= 1 || gso_size == 0 {
+        return inner_len;
+    }
+    let first: u8 = ctx.load(l3).unwrap_or(0);
+    let (ip_len, proto_at) = if first >> 4 == 6 {
+        (wire::IPV6_HDR_LEN as u32, 6)
+    } else {
+        ((first & 0x0f) as u32 * 4, 9)
+    };
+    let proto: u8 = ctx.load(l3 + proto_at).unwrap_or(0);
+    let l4_len = if proto == wire::IPPROTO_TCP {
+        let offset: u8 = ctx.load(l3 + ip_len as usize + 12).unwrap_or(0);
+        ((offset >> 4) as u32 * 4).max(20)
+    } else {
+        8
+    };
+    ip_len + l4_len + gso_size
+}
+
+/// The path MTU learnt for the tunnel's remote, while it holds.
+#[inline(always)]
+fn path_mtu6(cfg: &TunnelConfig) -> Option<u32> {
+    // SAFETY: map value, valid while the program runs.
+    let cfg6 = unsafe { TUNNELS6.get(cfg.ifindex) }?;
+    let key = Pmtu6Key {
+        ifindex: cfg.ifindex,
+        remote: cfg6.remote,
+    };
+    // SAFETY: the value is copied out.
+    let known = (unsafe { PMTU6.get(key) }).copied()?;
+    // SAFETY: plain helper call.
+    (known.expires_ns > unsafe { bpf_ktime_get_ns() }).then_some(known.mtu)
 }
 
 /// Bytes the tunnel puts in front of an inner packet.
@@ -87,21 +151,38 @@ fn overhead(cfg: &TunnelConfig) -> usize {
     } else {
         0
     };
-    let gre = if cfg.mode == MODE_IP6GRE {
-        wire::gre_header_len(gre_output_flags(cfg))
-    } else {
-        0
+    let gre = match cfg.mode {
+        MODE_IP6GRE => wire::gre_header_len(gre_output_flags(cfg)),
+        // The frame's own Ethernet header travels too.
+        MODE_IP6GRETAP => wire::gre_header_len(gre_output_flags(cfg)) + wire::ETH_HDR_LEN,
+        _ => 0,
     };
     wire::IPV6_HDR_LEN + dstopt + gre
+}
+
+/// Marks a frame encapsulated here and sent back into its port's ingress
+/// (`teb::Room::Prepended`): its second pass only routes it.
+const REENTRY_TC_INDEX: u32 = 0x86dd;
+
+/// Is this an ip6gretap frame encapsulated and sent back into the port?
+#[inline(always)]
+fn is_reentry(ctx: &TcContext) -> bool {
+    // SAFETY: reading fields tc programs may access.
+    unsafe {
+        let skb = ctx.skb.skb;
+        (*skb).tc_index == REENTRY_TC_INDEX && (*skb).protocol == wire::ETH_P_IPV6.to_be() as u32
+    }
 }
 
 /// Encapsulates a packet the tunnel interface sent (seen on its port).
 // A function of its own (a BPF subprogram) with its own stack frame:
 // the two paths' headers do not fit in one 512-byte frame.
 #[inline(never)]
-fn encap(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
+// One function for IP packets and one for whole frames (`ETHERNET`):
+// their paths never mix, and the verifier walks each on its own.
+fn encap<const ETHERNET: bool>(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
     let ifindex = cfg.ifindex;
-    match try_encap(ctx, cfg, ifindex) {
+    match try_encap::<ETHERNET>(ctx, cfg, ifindex) {
         Ok(action) => action,
         Err(reason) => {
             count_failure(ctx, cfg, reason);
@@ -117,7 +198,11 @@ fn encap(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
 }
 
 #[inline(always)]
-fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u32> {
+fn try_encap<const ETHERNET: bool>(
+    ctx: &TcContext,
+    cfg: &TunnelConfig,
+    ifindex: u32,
+) -> Result<i32, u32> {
     // SAFETY: map value, valid while the program runs; userspace replaces
     // it whole.
     let cfg6 = unsafe { TUNNELS6.get(ifindex) }.ok_or(TX_NO_ROUTE)?;
@@ -126,9 +211,22 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     } else {
         return Err(TX_BAD_INNER);
     };
-    let inner = inner_info(ctx, cfg.mode, l2)?;
+    let ethernet = ETHERNET;
+    if cfg6.remote == [0; 16] {
+        return Err(TX_NO_NEIGH);
+    }
+    let path = route_to(ctx, cfg, cfg6)?;
+    if ethernet && is_reentry(ctx) {
+        // SAFETY: tc_index is writable from tc programs.
+        unsafe { (*ctx.skb.skb).tc_index = 0 };
+        return redirect(&path);
+    }
+    if ethernet && !frame_fits(ctx, cfg) {
+        return Err(TX_TOO_BIG_DROP);
+    }
+    let inner = inner_info::<ETHERNET>(ctx, cfg.mode, l2)?;
     let inner_len = ctx.len().saturating_sub(l2 as u32);
-    let is_gre = cfg.mode == MODE_IP6GRE;
+    let is_gre = cfg.mode == MODE_IP6GRE || ethernet;
     let gre_flags = if is_gre { gre_output_flags(cfg) } else { 0 };
     // A checksum or sequence number is per packet: GSO cannot repeat them.
     // SAFETY: reading a field of the context the kernel gave us.
@@ -136,29 +234,30 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     if gre_flags & (wire::GRE_CSUM | wire::GRE_SEQ) != 0 && gso_segs > 1 {
         return Err(TX_GSO_UNSUPPORTED);
     }
-    if cfg6.remote == [0; 16] {
-        return Err(TX_NO_NEIGH);
-    }
-    let path = route_to(ctx, cfg, cfg6)?;
     let encap_limit = cfg.flags & TUNNEL_F_IGN_ENCAP_LIMIT == 0;
-    let dstopt = if encap_limit { DSTOPT_LEN } else { 0 };
-    let gre_len = if is_gre {
-        wire::gre_header_len(gre_flags)
-    } else {
-        0
-    };
-    let overhead = wire::IPV6_HDR_LEN + dstopt + gre_len;
+    let overhead = overhead(cfg);
     let (gre, inner_sum) = encap::gre_header(ctx, cfg, gre_flags, &inner, l2, inner_len)?;
 
-    let mut flags = (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6) as u64;
-    if is_gre {
-        flags |= BPF_F_ADJ_ROOM_ENCAP_L4_GRE as u64;
-    }
-    ctx.adjust_room(overhead as i32, BPF_ADJ_ROOM_MAC, flags)
-        .map_err(|_| TX_NO_BUFS)?;
+    let room = if ethernet {
+        // inner_info found an IP header where skb->protocol is IP.
+        teb::make_room(
+            ctx,
+            overhead,
+            inner.header_len != 0,
+            BPF_F_ADJ_ROOM_ENCAP_L3_IPV6,
+        )?
+    } else {
+        let mut flags = (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6) as u64;
+        if is_gre {
+            flags |= BPF_F_ADJ_ROOM_ENCAP_L4_GRE as u64;
+        }
+        ctx.adjust_room(overhead as i32, BPF_ADJ_ROOM_MAC, flags)
+            .map_err(|_| TX_NO_BUFS)?;
+        Room::Adjusted
+    };
 
     let proto = match cfg.mode {
-        MODE_IP6GRE => wire::IPPROTO_GRE,
+        MODE_IP6GRE | MODE_IP6GRETAP => wire::IPPROTO_GRE,
         _ if inner.is_v6() => wire::IPPROTO_IPV6,
         _ => wire::IPPROTO_IPIP,
     };
@@ -172,7 +271,11 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     let tclass = wire::ecn_encapsulate(dscp, inner.tos);
     let label = flow_label(ctx, cfg, cfg6, &inner, l2);
     let first = (6u32 << 28) | ((tclass as u32) << 20) | (label & 0xF_FFFF);
-    let payload_len = (inner_len as usize + dstopt + gre_len).min(u16::MAX as usize) as u16;
+    // Everything after the outer IPv6 header, as the packet now stands.
+    let payload_len = ctx
+        .len()
+        .saturating_sub((wire::ETH_HDR_LEN + wire::IPV6_HDR_LEN) as u32)
+        .min(u16::MAX as u32) as u16;
     let headers = OuterHeaders6 {
         eth_type: wire::ETH_P_IPV6.to_be(),
         first: wire::split_words(first.to_be()),
@@ -203,9 +306,10 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     if is_gre {
         gre::write(ctx, off, &gre, inner_sum).map_err(|_| TX_NO_BUFS)?;
     }
-    let action = match path.next_hop {
-        Some(nh) => fib::redirect_neigh(path.oif, fib::next_hop_v6(nh)),
-        None => fib::redirect_routed(path.oif),
+    let action = if room == Room::Prepended {
+        teb::send_prepended(ctx, cfg.datapath_ifindex(), REENTRY_TC_INDEX)
+    } else {
+        redirect(&path)?
     };
     if action != TC_ACT_REDIRECT {
         return Err(TX_NO_ROUTE);
@@ -234,39 +338,17 @@ const PATH_DROPPED: u32 = 2;
 #[inline(never)]
 fn enforce_path_mtu(ctx: &TcContext, cfg: &TunnelConfig) -> u32 {
     let overhead = overhead(cfg) as u32;
-    let l2 = wire::ETH_HDR_LEN;
-    let inner_len = ctx.len().saturating_sub(l2 as u32);
-    // SAFETY: reading fields of the context the kernel gave us.
-    let (gso_segs, gso_size) = unsafe { ((*ctx.skb.skb).gso_segs, (*ctx.skb.skb).gso_size) };
-    // A GSO packet's segments: at most 100 bytes of headers, and gso_size.
-    let segment = if gso_segs > 1 && gso_size != 0 {
-        100 + gso_size
-    } else {
-        inner_len
-    } + overhead;
+    let segment = segment_len(ctx) + overhead;
     if segment <= IPV6_MIN_MTU {
         return PATH_FITS;
     }
-    // SAFETY: map value, valid while the program runs.
-    let Some(cfg6) = (unsafe { TUNNELS6.get(cfg.ifindex) }) else {
+    let Some(mtu) = path_mtu6(cfg).filter(|&mtu| segment > mtu) else {
         return PATH_FITS;
     };
-    let key = Pmtu6Key {
-        ifindex: cfg.ifindex,
-        remote: cfg6.remote,
-    };
-    // SAFETY: the value is copied out.
-    let Some(known) = (unsafe { PMTU6.get(key) }).copied() else {
+    let Ok(inner) = inner_info::<false>(ctx, cfg.mode, wire::ETH_HDR_LEN) else {
         return PATH_FITS;
     };
-    // SAFETY: plain helper call.
-    if known.expires_ns <= unsafe { bpf_ktime_get_ns() } || segment <= known.mtu {
-        return PATH_FITS;
-    }
-    let Ok(inner) = inner_info(ctx, cfg.mode, l2) else {
-        return PATH_FITS;
-    };
-    let fit = known.mtu.saturating_sub(overhead);
+    let fit = mtu.saturating_sub(overhead);
     let answer = if inner.is_v6() {
         pmtu::answer_too_big_v6(ctx, cfg, inner.src6, inner.dst, fit.max(IPV6_MIN_MTU))
     } else if inner.df() {
@@ -293,7 +375,20 @@ fn enforce_path_mtu(ctx: &TcContext, cfg: &TunnelConfig) -> u32 {
     }
 }
 
-/// The GRE flags an `ip6gre` tunnel sends.
+/// Sends the outer packet along `path`.
+#[inline(always)]
+fn redirect(path: &Path6) -> Result<i32, u32> {
+    let action = match path.next_hop {
+        Some(nh) => fib::redirect_neigh(path.oif, fib::next_hop_v6(nh)),
+        None => fib::redirect_routed(path.oif),
+    };
+    if action != TC_ACT_REDIRECT {
+        return Err(TX_NO_ROUTE);
+    }
+    Ok(action)
+}
+
+/// The GRE flags an `ip6gre` and `ip6gretap` tunnel sends.
 #[inline(always)]
 fn gre_output_flags(cfg: &TunnelConfig) -> u16 {
     let mut flags = 0;
@@ -311,13 +406,21 @@ fn gre_output_flags(cfg: &TunnelConfig) -> u16 {
 
 /// The inner packet's headers, at `l2`; Err when the mode cannot carry it.
 #[inline(always)]
-fn inner_info(ctx: &TcContext, mode: u8, l2: usize) -> Result<InnerInfo, u32> {
+fn inner_info<const ETHERNET: bool>(
+    ctx: &TcContext,
+    mode: u8,
+    l2: usize,
+) -> Result<InnerInfo, u32> {
     // SAFETY: reading a field of the context the kernel gave us.
     let protocol = unsafe { (*ctx.skb.skb).protocol } as u16;
+    // An ip6gretap link carries whole frames, IP or not.
+    let ethernet = ETHERNET;
     if protocol == wire::ETH_P_IP.to_be() && carries6(mode, Family::V4) {
-        InnerInfo::v4(&read_head(ctx, l2)?, false)
+        InnerInfo::v4(&read_head(ctx, l2)?, ethernet)
     } else if protocol == wire::ETH_P_IPV6.to_be() && carries6(mode, Family::V6) {
-        InnerInfo::v6(&read_head(ctx, l2)?, false)
+        InnerInfo::v6(&read_head(ctx, l2)?, ethernet)
+    } else if ethernet {
+        Ok(InnerInfo::opaque())
     } else {
         Err(TX_BAD_INNER)
     }

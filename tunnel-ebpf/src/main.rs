@@ -52,6 +52,7 @@ use aya_ebpf::{
 use aya_log_ebpf::trace;
 use tunnel_common::maps::{
     is_ipv6_underlay, CLASSID_TC_UNDERLAY, CLASSID_TUNNEL, CLASSID_XDP_UNDERLAY, LOG_TRACE,
+    MODE_IP6GRETAP,
 };
 
 #[xdp]
@@ -124,12 +125,26 @@ pub fn xtun_tc6(ctx: TcContext) -> i32 {
     // tunnel's if the device has a configuration.
     if classid != CLASSID_TC_UNDERLAY {
         match tc_port::tunnel_config(ifindex) {
-            Some(cfg) if is_ipv6_underlay(cfg.mode) => return encap6::send(&ctx, cfg),
+            Some(cfg) if is_ipv6_underlay(cfg.mode) && cfg.mode != MODE_IP6GRETAP => {
+                return encap6::send(&ctx, cfg)
+            }
             _ if classid == CLASSID_TUNNEL => return TC_ACT_SHOT,
             _ => {}
         }
     }
     decap6::decap(&ctx)
+}
+
+/// Encapsulation on the ports of ip6gretap links: whole frames over
+/// IPv6. Its own program, for its own verifier budget.
+#[classifier]
+pub fn xtun_tap6(ctx: TcContext) -> i32 {
+    // SAFETY: reading a field of the context the kernel gave us.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    match tc_port::tunnel_config(ifindex) {
+        Some(cfg) if cfg.mode == MODE_IP6GRETAP => encap6::send_frames(&ctx, cfg),
+        _ => TC_ACT_SHOT,
+    }
 }
 
 #[cfg(not(test))]

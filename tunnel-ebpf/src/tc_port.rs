@@ -130,7 +130,7 @@ fn try_encap(ctx: &TcContext, cfg: &TunnelConfig, ifindex: u32) -> Result<i32, u
     let ip = inner.header_len != 0;
     let room = push_headers(ctx, cfg, overhead, &outer, &gre, ip, inner_sum)?;
     let action = if room == Room::Prepended {
-        teb::send_prepended(ctx, cfg.datapath_ifindex())
+        teb::send_prepended(ctx, cfg.datapath_ifindex(), teb::REENTRY_TC_INDEX)
     } else {
         send(path)?
     };
@@ -346,7 +346,7 @@ fn push_headers(
 ) -> Result<Room, u32> {
     let is_gre = gre.teb || cfg.mode == MODE_GRE;
     let room = if gre.teb {
-        teb::make_room(ctx, overhead, ip)?
+        teb::make_room(ctx, overhead, ip, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4)?
     } else {
         let mut flags = (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) as u64;
         if is_gre {

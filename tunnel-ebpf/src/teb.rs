@@ -5,8 +5,8 @@
 use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_ENCAP_L2_MASK,
-        BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
-        BPF_F_ADJ_ROOM_ENCAP_L4_GRE, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS,
+        BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L4_GRE,
+        BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS,
     },
     helpers::generated::{bpf_redirect, bpf_skb_change_head},
     programs::TcContext,
@@ -51,10 +51,11 @@ pub fn decapsulated_header<F: Frame>(ctx: &F, m: &Matched) -> Result<EthWords, (
     })
 }
 
-/// Marks a frame encapsulated here and sent back into its port's ingress
-/// (`Room::Prepended`): its second pass only routes it. tc_index is free
-/// for this since the kernel dropped dsmark and tcindex (6.3).
-const REENTRY_TC_INDEX: u32 = 0x6558;
+/// Marks a frame encapsulated here (outer IPv4) and sent back into its
+/// port's ingress (`Room::Prepended`): its second pass only routes it.
+/// tc_index is free for this since the kernel dropped dsmark and tcindex
+/// (6.3).
+pub const REENTRY_TC_INDEX: u32 = 0x6558;
 
 /// How a frame got room for its outer headers.
 #[derive(PartialEq, Eq)]
@@ -69,17 +70,18 @@ pub enum Room {
     Prepended,
 }
 
-/// Makes `overhead` bytes of room for the outer Ethernet, IPv4 and GRE
-/// headers in front of the frame, `ip` or not (as skb->protocol says:
-/// what adjust_room goes by).
+/// Makes `overhead` bytes of room for the outer Ethernet, IP (`outer_l3`:
+/// `BPF_F_ADJ_ROOM_ENCAP_L3_IPV4` or `_IPV6`) and GRE headers in front of
+/// the frame, `ip` or not (as skb->protocol says: what adjust_room goes
+/// by).
 #[inline(always)]
-pub fn make_room(ctx: &TcContext, overhead: usize, ip: bool) -> Result<Room, u32> {
+pub fn make_room(ctx: &TcContext, overhead: usize, ip: bool, outer_l3: u32) -> Result<Room, u32> {
     if ip {
         let frame_header: EthWords = read_at(ctx, 0).map_err(|_| TX_BAD_INNER)?;
         let inner_l2 = ((wire::ETH_HDR_LEN as u64) & BPF_ADJ_ROOM_ENCAP_L2_MASK as u64)
             << BPF_ADJ_ROOM_ENCAP_L2_SHIFT;
         let flags = (BPF_F_ADJ_ROOM_FIXED_GSO
-            | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
+            | outer_l3
             | BPF_F_ADJ_ROOM_ENCAP_L4_GRE
             | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
             | inner_l2;
@@ -100,12 +102,12 @@ pub fn make_room(ctx: &TcContext, overhead: usize, ip: bool) -> Result<Room, u32
 
 /// Sends a `Room::Prepended` packet, now an IPv4 packet in an Ethernet
 /// frame, back into the ingress of the port it came from: receiving it
-/// sets skb->protocol from its EtherType, and the second pass
-/// (`is_reentry`) routes it like any other.
+/// sets skb->protocol from its EtherType, and the second pass (which
+/// finds `mark` in tc_index) routes it like any other.
 #[inline(always)]
-pub fn send_prepended(ctx: &TcContext, port: u32) -> i32 {
+pub fn send_prepended(ctx: &TcContext, port: u32, mark: u32) -> i32 {
     // SAFETY: tc_index is writable from tc programs.
-    unsafe { (*ctx.skb.skb).tc_index = REENTRY_TC_INDEX };
+    unsafe { (*ctx.skb.skb).tc_index = mark };
     // SAFETY: plain helper call.
     (unsafe { bpf_redirect(port, BPF_F_INGRESS as u64) }) as i32
 }

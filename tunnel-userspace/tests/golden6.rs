@@ -446,3 +446,92 @@ fn packet_too_big_about_what_a_tunnel_sent_lowers_its_path_mtu() {
         assert_eq!((known[0].0, known[0].1), (REMOTE.octets(), learnt));
     }
 }
+
+/// A frame a host behind a bridge sends: `payload` between two hosts' own
+/// MAC addresses.
+fn host_frame(ether_type: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x0a, 0, 0, 0, 0, 0xbb, 0x0a, 0, 0, 0, 0, 0xaa];
+    f.extend_from_slice(&ether_type.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An ARP request from 10.50.0.1 for 10.50.0.2, broadcast.
+fn arp_request() -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x0a, 0, 0, 0, 0, 0xaa, 0x08, 0x06]);
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&[0x0a, 0, 0, 0, 0, 0xaa, 10, 50, 0, 1]);
+    f.extend_from_slice(&[0, 0, 0, 0, 0, 0, 10, 50, 0, 2]);
+    f
+}
+
+#[test]
+fn ip6gretap_encapsulates_whole_frames_ip_or_not() {
+    let mut h = Harness::new();
+    h.add6(1, MODE_IP6GRETAP, LOCAL, REMOTE, TUNNEL_F_TEB, Some(9));
+    for frame in [host_frame(0x0800, &inner_packet(0)), arp_request()] {
+        let (verdict, out) = h.tap6(&frame);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        let (hdr, ext, payload) = decode(&out);
+        assert_eq!(hdr.destination, REMOTE.octets());
+        assert_eq!(hdr.payload_length as usize, 8 + 8 + frame.len());
+        assert_eq!(ext.destination_options.unwrap().next_header, IpNumber(47));
+        // K bit, transparent Ethernet bridging, key 9, then the frame.
+        assert_eq!(&payload[..8], &[0x20, 0, 0x65, 0x58, 0, 0, 0, 9]);
+        assert_eq!(&payload[8..], &frame[..]);
+        let carried = etherparse::Ethernet2Header::from_slice(&payload[8..])
+            .unwrap()
+            .0;
+        assert_eq!(carried.source, [0x0a, 0, 0, 0, 0, 0xaa]);
+    }
+    assert_eq!(h.dp.tunnel_totals(1).unwrap().tx_packets, 2);
+    // xtun_tc6 leaves the link's frames alone (here, without a port's
+    // role, they pass on untouched); xtun_tap6 takes nothing else.
+    let frame = host_frame(0x0800, &inner_packet(0));
+    assert_eq!(h.tc6(&frame), (TC_ACT_UNSPEC, frame.clone()));
+    let mut h = Harness::new();
+    h.add6(1, MODE_IP6GRE, LOCAL, REMOTE, 0, None);
+    let ip = with_eth(0x0800, &inner_packet(0));
+    h.dp.test_run_tap6(&ip, 1)
+        .expect_err("xtun_tap6 is loaded for ip6gretap links only");
+}
+
+#[test]
+fn ip6gretap_delivers_frames_with_their_own_header_and_refuses_ip_in_gre() {
+    let mut h = Harness::new();
+    h.add6(111, MODE_IP6GRETAP, LOCAL, REMOTE, TUNNEL_F_TEB, None);
+    let teb = [0u8, 0, 0x65, 0x58];
+    for frame in [host_frame(0x0800, &inner_packet(0)), arp_request()] {
+        let input = frame6(60, &encap_limit_option(47, 4), &teb, &frame, 0);
+        let (verdict, out) = h.tc6(&input);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(out, frame, "delivered whole, its own header first");
+    }
+    assert_eq!(h.dp.tunnel_totals(111).unwrap().rx_packets, 2);
+    // An IP packet in GRE is not the link's: left to the kernel.
+    let ip = frame6(47, &[], &[0, 0, 8, 0], &inner_packet(0), 0);
+    assert_eq!(h.tc6(&ip), (TC_ACT_UNSPEC, ip.clone()));
+}
+
+#[test]
+fn ip6gretap_checksum_covers_the_whole_frame() {
+    let mut h = Harness::new();
+    let flags = TUNNEL_F_TEB | TUNNEL_F_OCSUM | TUNNEL_F_ICSUM;
+    h.add6(1, MODE_IP6GRETAP, LOCAL, REMOTE, flags, None);
+    for frame in [host_frame(0x0800, &inner_packet(0)), arp_request()] {
+        let (verdict, out) = h.tap6(&frame);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        let (_, _, payload) = decode(&out);
+        assert_eq!(&payload[..4], &[0x80, 0, 0x65, 0x58]);
+        let mut sum: u32 = payload
+            .chunks(2)
+            .map(|w| u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u32)
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff, "GRE checksum over the header and the frame");
+        assert_eq!(&payload[8..], &frame[..]);
+    }
+}

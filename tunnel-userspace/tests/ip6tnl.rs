@@ -10,11 +10,13 @@ mod common;
 use common::net::{address_ipv6, eventually, heavy_traffic, ping, stdout, transfer, Capture, XTUN};
 use tunnel_userspace::testbed::{run, unique_prefix, Netns};
 
-/// ns1 — router — ns2 with IPv6 addresses only on the underlay.
+/// ns1 — router — ns2 with IPv6 addresses only on the underlay (and, for
+/// `narrow`, a second router behind a link with a smaller MTU).
 struct V6Path {
     ns1: Netns,
     ns2: Netns,
     router: Netns,
+    _rt2: Option<Netns>,
 }
 
 impl V6Path {
@@ -24,6 +26,7 @@ impl V6Path {
             ns1: Netns::new(format!("{prefix}-ns1")).unwrap(),
             ns2: Netns::new(format!("{prefix}-ns2")).unwrap(),
             router: Netns::new(format!("{prefix}-rt")).unwrap(),
+            _rt2: None,
         };
         let r = path.router.name.as_str();
         for (ns, dev, peer, net) in [(&path.ns1, "v1", "r1", "10"), (&path.ns2, "v2", "r2", "20")] {
@@ -62,6 +65,83 @@ impl V6Path {
         path.router
             .exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
             .unwrap();
+        path.wait_for_underlay();
+        path
+    }
+
+    /// ns1 — rt1 — rt2 — ns2, the rt1–rt2 link (fd00:15::/64) with MTU
+    /// `mtu`, as a real path often has.
+    fn narrow(tag: &str, mtu: u32) -> Self {
+        let prefix = unique_prefix(tag);
+        let path = Self {
+            ns1: Netns::new(format!("{prefix}-ns1")).unwrap(),
+            ns2: Netns::new(format!("{prefix}-ns2")).unwrap(),
+            router: Netns::new(format!("{prefix}-r1")).unwrap(),
+            _rt2: Some(Netns::new(format!("{prefix}-r2")).unwrap()),
+        };
+        let rt2 = path._rt2.as_ref().unwrap();
+        let mtu = mtu.to_string();
+        let links = [
+            (
+                &path.ns1,
+                "v1",
+                "fd00:10::2",
+                &path.router,
+                "r1",
+                "fd00:10::1",
+                "1500",
+            ),
+            (
+                &path.router,
+                "n1",
+                "fd00:15::1",
+                rt2,
+                "n2",
+                "fd00:15::2",
+                mtu.as_str(),
+            ),
+            (
+                rt2,
+                "r2",
+                "fd00:20::1",
+                &path.ns2,
+                "v2",
+                "fd00:20::2",
+                "1500",
+            ),
+        ];
+        for (a, a_dev, a_addr, b, b_dev, b_addr, link_mtu) in links {
+            run(&[
+                "ip", "link", "add", a_dev, "netns", &a.name, "mtu", link_mtu, "type", "veth",
+                "peer", "name", b_dev, "netns", &b.name, "mtu", link_mtu,
+            ])
+            .unwrap();
+            for (ns, dev, addr) in [(a, a_dev, a_addr), (b, b_dev, b_addr)] {
+                let cidr = format!("{addr}/64");
+                ns.exec(&["ip", "-6", "addr", "add", &cidr, "dev", dev, "nodad"])
+                    .unwrap();
+                ns.exec(&["ip", "link", "set", dev, "up"]).unwrap();
+            }
+        }
+        for (ns, via) in [
+            (&path.ns1, "fd00:10::1"),
+            (&path.router, "fd00:15::2"),
+            (rt2, "fd00:15::1"),
+            (&path.ns2, "fd00:20::1"),
+        ] {
+            ns.exec(&["ip", "-6", "route", "add", "default", "via", via])
+                .unwrap();
+        }
+        for r in [&path.router, rt2] {
+            r.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+                .unwrap();
+        }
+        path.wait_for_underlay();
+        path
+    }
+
+    fn wait_for_underlay(&self) {
+        let path = self;
         // Neighbour discovery takes a moment on fresh links.
         assert!(
             eventually(|| path
@@ -70,7 +150,6 @@ impl V6Path {
                 .is_ok_and(|o| o.status.success())),
             "the underlay does not carry IPv6"
         );
-        path
     }
 
     /// `xtun -6 tunnel add` on both sides, with `extra` options; tun1 in
@@ -264,5 +343,52 @@ fn del_removes_the_tunnel_and_its_traffic_stops() {
     assert_eq!(
         stdout(path.ns2.exec(&[XTUN, "-6", "tunnel", "show"]).unwrap()),
         ""
+    );
+}
+
+#[test]
+fn packet_too_big_from_a_narrow_path_lowers_the_path_mtu_and_tcp_gets_through() {
+    let path = V6Path::narrow("pm6", 1400);
+    path.add_tunnels("ip6gre", &[]);
+    let _heavy = heavy_traffic();
+    // Full-sized segments do not fit the 1400-byte link: its router says
+    // so in ICMPv6 Packet Too Big, the tunnel learns the path MTU and tells
+    // the inner senders, whose TCP then sends smaller segments.
+    transfer(&path.ns1, &path.ns2, "10.10.200.10", 4 << 20);
+    transfer(&path.ns1, &path.ns2, "fd00:200::10", 4 << 20);
+    let shown = stdout(
+        path.ns1
+            .exec(&[XTUN, "-6", "-d", "tunnel", "show", "tun1"])
+            .unwrap(),
+    );
+    assert!(
+        shown.contains("path mtu 1400 to fd00:20::2"),
+        "learnt path MTU: {shown}"
+    );
+    // An unfragmentable ping too big for the path is answered with the
+    // MTU left for it (1400 - 40 - 8 - 4), by the tunnel.
+    let out = path
+        .ns1
+        .try_exec(&[
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            "1400",
+            "10.10.200.10",
+        ])
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("mtu = 1348") || text.contains("mtu=1348"),
+        "{text}"
     );
 }

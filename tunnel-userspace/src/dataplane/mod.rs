@@ -176,6 +176,8 @@ pub struct Dataplane {
     defrag: Option<(OwnedFd, u32)>,
     /// The IPv6 underlay's program; loaded when a tunnel over IPv6 needs it.
     tc6: Option<(OwnedFd, u32)>,
+    /// ip6gretap ports' program; loaded when such a link needs it.
+    tap6: Option<(OwnedFd, u32)>,
     /// The IPv6 underlay's maps; None until `tc6` is loaded (an instance
     /// without tunnels over IPv6 may have none).
     v6: Option<V6Maps>,
@@ -248,7 +250,11 @@ pub(crate) fn program_name(id: u32) -> Option<String> {
 
 /// Is `name` one of our program names (as the kernel reports them)?
 fn is_ours(name: &str) -> bool {
-    name == PROG_XDP_DECAP || name == PROG_TC || name == PROG_DEFRAG || name == PROG_TC6
+    name == PROG_XDP_DECAP
+        || name == PROG_TC
+        || name == PROG_DEFRAG
+        || name == PROG_TC6
+        || name == PROG_TAP6
 }
 
 impl Dataplane {
@@ -304,6 +310,7 @@ impl Dataplane {
         let mut tc = None;
         let mut defrag = None;
         let mut tc6 = None;
+        let mut tap6 = None;
         let mut map_ids = BTreeSet::new();
         for prog in loaded_programs().flatten() {
             let Some(name) = prog.name_as_str().map(str::to_owned) else {
@@ -324,6 +331,8 @@ impl Dataplane {
                 defrag = Some((fd, prog.id()));
             } else if name == PROG_TC6 {
                 tc6 = Some((fd, prog.id()));
+            } else if name == PROG_TAP6 {
+                tap6 = Some((fd, prog.id()));
             } else {
                 tc = Some((fd, prog.id()));
             }
@@ -348,6 +357,7 @@ impl Dataplane {
             tc_id,
             defrag,
             tc6,
+            tap6,
             v6,
             tunnels: take_shaped(&mut maps, MAP_TUNNELS)?,
             tunnels_by_if: maps
@@ -455,6 +465,7 @@ impl Dataplane {
             tc_id,
             defrag,
             tc6: None,
+            tap6: None,
             v6,
             tunnels,
             tunnels_by_if,

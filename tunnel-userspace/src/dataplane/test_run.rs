@@ -2,7 +2,7 @@
 //! (BPF_PROG_TEST_RUN, through aya): the golden tests and the benchmarks.
 
 use aya::programs::{Program, SchedClassifier, TestRun as _, TestRunOptions, Xdp};
-use tunnel_common::maps::{PROG_TC, PROG_TC6, PROG_XDP_DECAP};
+use tunnel_common::maps::{PROG_TAP6, PROG_TC, PROG_TC6, PROG_XDP_DECAP};
 
 use super::{Dataplane, DataplaneError, Result};
 
@@ -39,6 +39,13 @@ impl Dataplane {
     /// `add_tunnel6`.
     pub fn test_run_tc6(&self, data: &[u8], repeat: u32) -> Result<TestRun> {
         let prog: &SchedClassifier = self.program(PROG_TC6)?.try_into()?;
+        run(data, repeat, |opts| prog.test_run(opts))
+    }
+
+    /// Runs `xtun_tap6` over `data` (a frame). It is loaded by the first
+    /// `add_tunnel6` of an ip6gretap link.
+    pub fn test_run_tap6(&self, data: &[u8], repeat: u32) -> Result<TestRun> {
+        let prog: &SchedClassifier = self.program(PROG_TAP6)?.try_into()?;
         run(data, repeat, |opts| prog.test_run(opts))
     }
 

@@ -111,10 +111,10 @@ impl Dataplane {
                 .filter(|e| e.program(PROG_TC6).is_some());
             let loaded = match fresh {
                 // A fresh load's object holds every map already.
-                Some(ebpf) => load_tc6(ebpf)?,
+                Some(ebpf) => load_classifier(ebpf, PROG_TC6)?,
                 None => {
                     let mut object = load_object_sharing(&self.shared_map_ids)?;
-                    let loaded = load_tc6(&mut object)?;
+                    let loaded = load_classifier(&mut object, PROG_TC6)?;
                     if self.v6.is_none() {
                         self.v6 = V6Maps::from_object(&mut object)?;
                     }
@@ -131,6 +131,30 @@ impl Dataplane {
         }
         Ok(RawFdOf(
             self.tc6.as_ref().map_or(-1, |(fd, _)| fd.as_raw_fd()),
+        ))
+    }
+
+    /// `xtun_tap6`, for ip6gretap ports, loaded if this instance has none
+    /// yet: from the object `xtun_tc6` came from, or else a new one
+    /// sharing the instance's maps (the IPv6 ones included).
+    pub(super) fn ensure_tap6(&mut self) -> Result<RawFdOf> {
+        self.ensure_tc6()?;
+        if self.tap6.is_none() {
+            let fresh = self
+                ._ebpf
+                .as_mut()
+                .filter(|e| e.program(PROG_TAP6).is_some());
+            let loaded = match fresh {
+                Some(ebpf) => load_classifier(ebpf, PROG_TAP6)?,
+                None => {
+                    let mut object = load_object_sharing(&self.shared_map_ids)?;
+                    load_classifier(&mut object, PROG_TAP6)?
+                }
+            };
+            self.tap6 = Some(loaded);
+        }
+        Ok(RawFdOf(
+            self.tap6.as_ref().map_or(-1, |(fd, _)| fd.as_raw_fd()),
         ))
     }
 
@@ -198,6 +222,9 @@ impl Dataplane {
             return Err(DataplaneError::Incomplete("not a mode over IPv6"));
         }
         self.ensure_tc6()?;
+        if cfg.mode == MODE_IP6GRETAP {
+            self.ensure_tap6()?;
+        }
         cfg.flags &= !TUNNEL_F_ETH_DEV;
         (cfg.port_ifindex, cfg.flags) = match device {
             TunnelDevice::Veth { port } => (port, cfg.flags | TUNNEL_F_ETH_DEV),
@@ -325,12 +352,19 @@ impl Dataplane {
         stale
     }
 
-    /// Attaches `xtun_tc6` to the port of the tunnel over IPv6 on
-    /// `ifindex`: what the tunnel interface sends is encapsulated there.
-    /// (The port has IPv6 forwarding on from its creation, which the
-    /// route lookups there need.)
+    /// Attaches `xtun_tc6` (`xtun_tap6` for an ip6gretap link) to the port
+    /// of the tunnel over IPv6 on `ifindex`: what the tunnel interface
+    /// sends is encapsulated there. (The port has IPv6 forwarding on from
+    /// its creation, which the route lookups there need.)
     pub fn attach_tunnel6(&mut self, nl: &mut Netlink, ifindex: u32, port: u32) -> Result<()> {
-        let fd = self.ensure_tc6()?;
+        let frames = self
+            .tunnel(ifindex)
+            .is_some_and(|cfg| cfg.mode == MODE_IP6GRETAP);
+        let fd = if frames {
+            self.ensure_tap6()?
+        } else {
+            self.ensure_tc6()?
+        };
         self.track_interface(ifindex)?;
         nl.add_clsact(port)?;
         nl.add_bpf_filter(
@@ -373,11 +407,11 @@ impl Dataplane {
 /// A descriptor borrowed from the handle.
 pub(super) struct RawFdOf(pub std::os::fd::RawFd);
 
-/// Loads the object's `xtun_tc6` into the kernel: its fd and id.
-pub(super) fn load_tc6(ebpf: &mut Ebpf) -> Result<(OwnedFd, u32)> {
+/// Loads the object's tc program `name` into the kernel: its fd and id.
+pub(super) fn load_classifier(ebpf: &mut Ebpf, name: &'static str) -> Result<(OwnedFd, u32)> {
     let prog: &mut SchedClassifier = ebpf
-        .program_mut(PROG_TC6)
-        .ok_or(DataplaneError::Missing(PROG_TC6))?
+        .program_mut(name)
+        .ok_or(DataplaneError::Missing(name))?
         .try_into()?;
     prog.load()?;
     Ok((prog.fd()?.as_fd().try_clone_to_owned()?, prog.info()?.id()))

@@ -107,18 +107,6 @@ fn bad_input_is_one_line_and_creates_nothing() {
     let ns = &path.ns1;
     let base = "bad type ip6gretap remote fd00:20::2 local fd00:10::2";
     for (extra, says) in [
-        (
-            "csum",
-            "xtun: GRE checksums on ip6gretap are not supported yet",
-        ),
-        (
-            "icsum",
-            "xtun: GRE checksums on ip6gretap are not supported yet",
-        ),
-        (
-            "ocsum",
-            "xtun: GRE checksums on ip6gretap are not supported yet",
-        ),
         ("key", "Command line is not complete"),
         ("ikey x", "invalid value for \"ikey\": \"x\""),
         ("hoplimit 256", "argument \"256\" is wrong: invalid HLIM"),
@@ -296,5 +284,25 @@ fn two_bridges_joined_by_ip6gretap_with_a_key() {
         &["key", "9"],
         1430,
         "hoplimit 64 encaplimit 4 tclass 0x00 flowlabel 0x00000 ikey 0.0.0.9 okey 0.0.0.9",
+    );
+}
+
+#[test]
+fn two_bridges_joined_by_ip6gretap_with_key_checksums_and_sequence_numbers() {
+    // 40 + GRE 16 + 14, no destination-options header: 1500 - 70.
+    bridges_end_to_end(
+        "g6brc",
+        &[
+            "key",
+            "9",
+            "csum",
+            "seq",
+            "encaplimit",
+            "none",
+            "tclass",
+            "inherit",
+        ],
+        1430,
+        "hoplimit 64 encaplimit none tclass inherit flowlabel 0x00000 ikey 0.0.0.9 okey 0.0.0.9 iseq oseq icsum ocsum",
     );
 }

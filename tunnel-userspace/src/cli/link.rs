@@ -41,6 +41,7 @@ Arguments, as for `ip link add NAME type ip6gretap` (over an IPv6 underlay):
   remote ADDR            outer IPv6 destination (required)
   local { ADDR | any }   outer IPv6 source (default any: the route's source)
   key KEY | ikey KEY okey KEY   GRE keys; a number or a dotted quad
+  csum | icsum | ocsum   GRE checksums (over the whole frame)
   seq | iseq | oseq      GRE sequence numbers
   hoplimit { 0..255 | inherit }   outer hop limit (default 64)
   tclass { 00..ff | inherit }     outer traffic class (default 0)
@@ -48,7 +49,6 @@ Arguments, as for `ip link add NAME type ip6gretap` (over an IPv6 underlay):
   encaplimit { none | 0..255 }    RFC 2473 encapsulation limit (default 4)
   allow-localremote      allow a remote that is an address of this host
   dev PHYS               underlay NIC (default: where the route to remote leaves)
-  (GRE checksums are not supported on ip6gretap yet.)
 
 Example:
   xtun link add g6tap type ip6gretap remote fd00:20::2 local fd00:10::2

@@ -318,6 +318,11 @@ fn show(args: &[String], stats: bool, format: Format) -> Result<()> {
             })
             .flatten();
         let underlay = underlay_in_use(&mut nl, &links, cfg, cfg6);
+        // Learnt from ICMPv6 Packet Too Big: (remote, MTU, seconds left).
+        let path_mtus = dp
+            .as_ref()
+            .map(|dp| dp.path_mtus6(link.index))
+            .unwrap_or_default();
         if format.json {
             docs.push(tunnel_json(
                 link,
@@ -325,6 +330,7 @@ fn show(args: &[String], stats: bool, format: Format) -> Result<()> {
                 cfg6,
                 dev,
                 underlay,
+                &path_mtus,
                 counters.as_ref(),
             ));
             continue;
@@ -349,6 +355,15 @@ fn show(args: &[String], stats: bool, format: Format) -> Result<()> {
         if format.details {
             if let Some(underlay) = underlay {
                 record.push_str(&format!("\n    underlay {}", underlay.name));
+            }
+        }
+        // `-d` or `-s`: what the path allows, as `tunnel show` says it.
+        if format.details || counters.is_some() {
+            for (remote, mtu, left) in &path_mtus {
+                record.push_str(&format!(
+                    "\n    path mtu {mtu} to {} expires {left}s",
+                    Ipv6Addr::from(*remote)
+                ));
             }
         }
         format.print_record(&record);
@@ -386,6 +401,7 @@ fn tunnel_json(
     cfg6: &Tunnel6Config,
     dev: Option<&str>,
     underlay: Option<&Link>,
+    path_mtus: &[([u8; 16], u32, u64)],
     stats: Option<&TunnelStats>,
 ) -> Ordered {
     let flag = |f: u32| cfg.flags & f != 0;
@@ -455,6 +471,13 @@ fn tunnel_json(
     doc.push("ifindex", link.index);
     doc.push("underlay", underlay.map(|l| l.name.clone()));
     doc.push("mtu", cfg.mtu);
+    let path_mtus: Vec<Value> = path_mtus
+        .iter()
+        .map(|(remote, mtu, left)| {
+            json!({ "remote": Ipv6Addr::from(*remote).to_string(), "mtu": mtu, "expires_in": left })
+        })
+        .collect();
+    doc.push("path_mtu", json!(path_mtus));
     if let Some(s) = stats {
         doc.push("stats", json!({
             "rx": {

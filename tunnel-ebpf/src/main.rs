@@ -57,15 +57,25 @@ use tunnel_common::maps::{
 
 #[xdp]
 pub fn xtun_decap(ctx: XdpContext) -> u32 {
-    match xdp::try_xdp(&ctx) {
+    // Each family's path a subprogram of its own: their stack frames
+    // would not fit in one.
+    if let Some(action) = xdp::try_xdp6(&ctx) {
+        return action;
+    }
+    xdp_v4(&ctx)
+}
+
+#[inline(never)]
+fn xdp_v4(ctx: &XdpContext) -> u32 {
+    match xdp::try_xdp(ctx) {
         Ok(action) => action,
         Err(reason) => {
             // SAFETY: reading a field of the context the kernel gave us.
             let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
             maps::count(ifindex, reason);
-            monitor::dropped(&ctx, monitor::MON_HOOK_XDP, ifindex, 0, reason);
+            monitor::dropped(ctx, monitor::MON_HOOK_XDP, ifindex, 0, reason);
             if maps::log_enabled(LOG_TRACE) {
-                trace!(&ctx, "pass ifindex={} reason={}", ifindex, reason);
+                trace!(ctx, "pass ifindex={} reason={}", ifindex, reason);
             }
             xdp_action::XDP_PASS
         }

@@ -535,3 +535,55 @@ fn ip6gretap_checksum_covers_the_whole_frame() {
         assert_eq!(&payload[8..], &frame[..]);
     }
 }
+
+#[test]
+fn xdp_decapsulates_over_ipv6_and_leaves_checksums_and_the_rest_to_tc() {
+    let mut h = Harness::new();
+    h.add6(121, MODE_IP6GRE, LOCAL, REMOTE, 0, Some(9));
+    h.add6(122, MODE_ANY6, LOCAL, REMOTE, 0, None);
+    h.add6(
+        123,
+        MODE_IP6GRETAP,
+        LOCAL,
+        Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 3),
+        TUNNEL_F_TEB,
+        None,
+    );
+    let v4 = inner_packet(0);
+    let v6 = inner_packet6(0);
+    let keyed = [0x20, 0, 8, 0, 0, 0, 0, 9];
+    for (input, tunnel, expected) in [
+        (
+            frame6(60, &encap_limit_option(47, 4), &keyed, &v4, 0),
+            121,
+            with_eth(0x0800, &v4),
+        ),
+        (frame6(41, &[], &[], &v6, 0), 122, with_eth(0x86DD, &v6)),
+    ] {
+        let (verdict, out) = h.xdp(&input);
+        assert_eq!(verdict, XDP_PASS);
+        let mut tagged = h.tag(tunnel);
+        tagged.extend(expected);
+        assert_eq!(out, tagged, "stripped and tagged for tunnel {tunnel}");
+        assert_eq!(h.dp.tunnel_totals(tunnel).unwrap().rx_packets, 1);
+    }
+    // An ip6gretap frame keeps its own header.
+    let frame = host_frame(0x0800, &v4);
+    let mut from_tap = frame6(47, &[], &[0, 0, 0x65, 0x58], &frame, 0);
+    from_tap[14 + 8 + 15] = 3;
+    let (verdict, out) = h.xdp(&from_tap);
+    assert_eq!(verdict, XDP_PASS);
+    let mut tagged = h.tag(123);
+    tagged.extend(&frame);
+    assert_eq!(out, tagged);
+    // A GRE checksum (only tc can tell one pending offload), a Packet Too
+    // Big, and what is not ours pass untouched, for xtun_tc6 or the kernel.
+    let mut h = Harness::new();
+    h.add6(124, MODE_IP6GRE, LOCAL, REMOTE, TUNNEL_F_ICSUM, None);
+    let with_csum = frame6(47, &[], &[0x80, 0, 8, 0, 0, 0, 0, 0], &v4, 0);
+    let too_big = packet_too_big(1400, &sent_outer());
+    let unknown = frame6(41, &[], &[], &v6, 0);
+    for input in [with_csum, too_big, unknown] {
+        assert_eq!(h.xdp(&input), (XDP_PASS, input));
+    }
+}

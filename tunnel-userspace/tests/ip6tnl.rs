@@ -392,3 +392,27 @@ fn packet_too_big_from_a_narrow_path_lowers_the_path_mtu_and_tcp_gets_through() 
         "{text}"
     );
 }
+
+#[test]
+fn xdp_decapsulation_over_ipv6_carries_pings_and_tcp() {
+    let path = V6Path::new("x6");
+    path.add_tunnels("ip6gre", &["key", "7"]);
+    for (ns, dev) in [(&path.ns1, "v1"), (&path.ns2, "v2")] {
+        ns.exec(&[XTUN, "attach", dev, "--decap", "xdp"]).unwrap();
+        let link = stdout(ns.exec(&["ip", "-o", "link", "show", dev]).unwrap());
+        assert!(link.contains("xdp"), "{dev}: {link}");
+    }
+    let out = ping(&path.ns1, "10.10.200.10", 3);
+    assert!(out.contains("3 received"), "IPv4 inside: {out}");
+    let out = ping(&path.ns1, "fd00:200::10", 3);
+    assert!(out.contains("3 received"), "IPv6 inside: {out}");
+    let _heavy = heavy_traffic();
+    transfer(&path.ns1, &path.ns2, "10.10.200.10", 16 << 20);
+    transfer(&path.ns1, &path.ns2, "fd00:200::10", 16 << 20);
+    // And back to tc: the IPv6 filter is still there.
+    path.ns2
+        .exec(&[XTUN, "attach", "v2", "--decap", "tc"])
+        .unwrap();
+    let out = ping(&path.ns1, "fd00:200::10", 3);
+    assert!(out.contains("3 received"), "after switching to tc: {out}");
+}

@@ -101,8 +101,10 @@ fn an_xdp_underlay_joins_an_instance_that_had_only_tc() {
         ids.sort();
         ids
     };
-    // The same maps, not new ones; only the forwarding fast path's, which
-    // no tc program uses, come with the XDP program.
+    // The same maps, not new ones; only those no tc program of this
+    // instance uses come with the XDP program: the forwarding fast path's,
+    // and the IPv6 decapsulation index (xtun_tc6, loaded with the first
+    // tunnel over IPv6, then shares it).
     let (before_ids, after_ids) = (shared(&before), shared(&after));
     let mut added: Vec<&str> = after["maps"]
         .as_array()
@@ -119,7 +121,12 @@ fn an_xdp_underlay_joins_an_instance_that_had_only_tc() {
     );
     assert_eq!(
         added,
-        ["XTUN_FWD_LANS", "XTUN_FWD_PORTS", "XTUN_FWD_STATE"],
+        [
+            "XTUN_DECAP6",
+            "XTUN_FWD_LANS",
+            "XTUN_FWD_PORTS",
+            "XTUN_FWD_STATE"
+        ],
         "the same maps, not new ones"
     );
     // The tunnel still works, and nothing was pinned on the way.
@@ -137,6 +144,41 @@ fn an_xdp_underlay_joins_an_instance_that_had_only_tc() {
         })
         .unwrap_or(0);
     assert_eq!(pins, 0);
+
+    // The first tunnel over IPv6 brings xtun_tc6, which takes the XDP
+    // program's IPv6 decapsulation index rather than a second one.
+    exec_line(&topo.ns1, "ip -6 addr add fd00:99::1/64 dev v9 nodad");
+    topo.ns1
+        .exec(&[
+            XTUN,
+            "-6",
+            "tunnel",
+            "add",
+            "t6",
+            "mode",
+            "ip6ip6",
+            "remote",
+            "fd00:99::2",
+            "local",
+            "fd00:99::1",
+            "dev",
+            "v9",
+        ])
+        .unwrap();
+    let with_v6: serde_json::Value = xtun_json(&topo.ns1, &["status"]);
+    let decap6 = with_v6["maps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["name"] == "XTUN_DECAP6")
+        .count();
+    assert_eq!(decap6, 1, "{with_v6}");
+    let index = stdout(
+        topo.ns1
+            .exec(&[XTUN, "map", "dump", "XTUN_DECAP6"])
+            .unwrap(),
+    );
+    assert!(index.contains("fd00:99::2"), "{index}");
 }
 
 #[test]

@@ -426,7 +426,16 @@ impl Tunnel6Spec {
     pub fn to_words(&self) -> Vec<String> {
         // ip6gretap is made by `xtun link add NAME type ip6gretap ...`.
         let kind = if self.mode.is_tap() { "type" } else { "mode" };
-        let mut w: Vec<String> = vec![self.name.clone(), kind.into(), self.mode.name().into()];
+        // A name the grammar would read as a keyword (`encaplimit`, `seq`)
+        // goes after `name`, as `ip -6 tunnel` lets one say.
+        let bare = self.mode.is_tap()
+            || Self::parse(&[self.name.as_str()]).is_ok_and(|s| s.name == self.name);
+        let mut w: Vec<String> = if bare {
+            vec![self.name.clone()]
+        } else {
+            vec!["name".into(), self.name.clone()]
+        };
+        w.extend([kind.into(), self.mode.name().into()]);
         let addr = |a: Option<Ipv6Addr>| a.map_or("any".to_string(), |a| a.to_string());
         w.extend(["remote".into(), addr(self.remote)]);
         w.extend(["local".into(), addr(self.local)]);

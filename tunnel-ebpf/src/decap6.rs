@@ -32,12 +32,9 @@ use crate::{
     maps::{self, DECAP6, PMTU6},
     monitor,
     parse::{read_at, write_at, Frame},
+    pmtu::{ICMPV6_PKT_TOOBIG, IPV6_MIN_MTU},
     teb::EthWords,
 };
-
-const ICMPV6_PKT_TOOBIG: u8 = 2;
-/// The smallest MTU IPv6 allows.
-const IPV6_MIN_MTU: u32 = 1280;
 
 /// Destination-options headers stepped over at most (one is what the
 /// kernel and xtun send).

@@ -26,12 +26,10 @@ use crate::{
     maps::{self, PMTU6, TUNNELS6},
     monitor,
     parse::{read_at, write_at},
-    pmtu,
+    pmtu::{self, IPV6_MIN_MTU},
+    tc_port::PLACEHOLDER_DST,
     teb::{self, Room},
 };
-
-/// The smallest MTU IPv6 allows: no packet that size is ever too big.
-const IPV6_MIN_MTU: u32 = 1280;
 
 /// The destination-options header's length, as sent: one 8-byte unit.
 pub const DSTOPT_LEN: usize = 8;
@@ -41,10 +39,6 @@ pub const NEXTHDR_DEST: u8 = 60;
 pub const TLV_ENCAP_LIMIT: u8 = 4;
 /// The PadN option type.
 pub const TLV_PADN: u8 = 1;
-
-/// The Ethernet header's destination: a placeholder, which
-/// `bpf_redirect_neigh` replaces (it needs one that is not multicast).
-const PLACEHOLDER_DST: [u16; 3] = wire::words_of([0x02, 0, 0, 0, 0, 0x01]);
 
 /// The IPv6 header's fixed part after the Ethernet addresses, as halfwords
 /// in memory order: EtherType, version/class/label, payload length, next

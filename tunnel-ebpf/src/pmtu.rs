@@ -345,7 +345,7 @@ fn send<H>(ctx: &TcContext, cfg: &TunnelConfig, to: Destination, headers: H) -> 
     Ok(action)
 }
 
-const ICMPV6_PKT_TOOBIG: u8 = 2;
+pub const ICMPV6_PKT_TOOBIG: u8 = 2;
 /// The smallest MTU IPv6 allows: below it, no "packet too big" is sent.
 pub const IPV6_MIN_MTU: u32 = 1280;
 

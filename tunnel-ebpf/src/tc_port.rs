@@ -31,7 +31,7 @@ use crate::{
 /// The Ethernet header's destination: a placeholder (`bpf_redirect_neigh`
 /// writes the real addresses, but it refuses an skb without a MAC header,
 /// or with a multicast destination). The source is left as it is.
-const PLACEHOLDER_DST: [u16; 3] = wire::words_of([0x02, 0, 0, 0, 0, 0x01]);
+pub const PLACEHOLDER_DST: [u16; 3] = wire::words_of([0x02, 0, 0, 0, 0, 0x01]);
 
 /// Where the outer packet goes: its source, the interface it leaves by,
 /// and the next hop where the route lookup found one (without, the kernel

@@ -179,7 +179,7 @@ impl Mode6 {
 
     /// The kernel driver: ip6gre, or ip6tnl for the others. Within ip6tnl
     /// `ip -6 tunnel change` may switch the mode; not across drivers.
-    fn driver(self) -> &'static str {
+    pub fn driver(self) -> &'static str {
         match self {
             Self::Ip6Gre => "ip6gre",
             Self::Ip6GreTap => "ip6gretap",

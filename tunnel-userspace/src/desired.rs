@@ -1,8 +1,9 @@
 //! The declarative configuration of `xtun apply -f FILE` and `xtun export`:
 //! a TOML file listing the underlays to attach to and the tunnels, with
 //! their neighbours, potential routers, state and addresses. Every tunnel
-//! is checked by the same `ip tunnel` grammar as `xtun tunnel add`, and
-//! every error names the file, line, column and key.
+//! is checked by the same grammar as `xtun tunnel add` (`xtun -6 tunnel
+//! add` for the modes over IPv6), and every error names the file, line,
+//! column and key.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -15,7 +16,10 @@ use serde::Deserialize;
 use thiserror::Error;
 use toml::{Spanned, Value};
 
-use crate::config::{validate_ifname, ConfigError, Mode, Prefix, Tos, TunnelSpec};
+use crate::{
+    config::{validate_ifname, ConfigError, Mode, Prefix, Tos, TunnelSpec},
+    config6::{Mode6, Tunnel6Spec},
+};
 
 /// An error at a place in the file.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -104,6 +108,15 @@ pub struct TunnelEntry {
     pub routers: BTreeMap<Ipv4Addr, bool>,
 }
 
+/// One tunnel over IPv6 of the file: a `[[tunnel]]` whose mode is one of
+/// `ip -6 tunnel`'s (ip6gre, ip6ip6, ipip6, any).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tunnel6Entry {
+    pub spec: Tunnel6Spec,
+    pub up: bool,
+    pub addresses: BTreeSet<Address>,
+}
+
 /// The whole file, validated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Desired {
@@ -113,6 +126,7 @@ pub struct Desired {
     /// as `xtun attach LAN --forward xdp`).
     pub forward: BTreeSet<String>,
     pub tunnels: Vec<TunnelEntry>,
+    pub tunnels6: Vec<Tunnel6Entry>,
 }
 
 #[derive(Deserialize)]
@@ -211,16 +225,157 @@ pub fn parse(file: &str, text: &str) -> Result<Desired, FileError> {
     }
     let mut names = BTreeSet::new();
     for table in &raw.tunnel {
-        let entry = tunnel_entry(&at, table)?;
-        if !names.insert(entry.spec.name.clone()) {
-            return Err(at.error(
-                table.span(),
-                format!("tunnel \"{}\" is listed twice", entry.spec.name),
-            ));
+        let name = if is_over_ipv6(table.get_ref()) {
+            let entry = tunnel6_entry(&at, table)?;
+            let name = entry.spec.name.clone();
+            desired.tunnels6.push(entry);
+            name
+        } else {
+            let entry = tunnel_entry(&at, table)?;
+            let name = entry.spec.name.clone();
+            desired.tunnels.push(entry);
+            name
+        };
+        if !names.insert(name.clone()) {
+            return Err(at.error(table.span(), format!("tunnel \"{name}\" is listed twice")));
         }
-        desired.tunnels.push(entry);
     }
     Ok(desired)
+}
+
+/// Is `table` a tunnel over IPv6, by its mode?
+fn is_over_ipv6(table: &BTreeMap<Spanned<String>, Spanned<Value>>) -> bool {
+    table
+        .iter()
+        .find(|(k, _)| k.get_ref() == "mode")
+        .and_then(|(_, v)| v.get_ref().as_str())
+        .is_some_and(|mode| mode.parse::<Mode6>().is_ok())
+}
+
+fn boolean(at: &Locator, key: &Spanned<String>, value: &Spanned<Value>) -> Result<bool, FileError> {
+    value
+        .get_ref()
+        .as_bool()
+        .ok_or_else(|| type_error(at, key, value, "true or false"))
+}
+
+/// `addresses = ["ADDR[/LEN] [peer PEER]", ...]`.
+fn address_list(
+    at: &Locator,
+    key: &Spanned<String>,
+    value: &Spanned<Value>,
+) -> Result<BTreeSet<Address>, FileError> {
+    let list = value
+        .get_ref()
+        .as_array()
+        .ok_or_else(|| type_error(at, key, value, "a list of \"ADDR[/LEN] [peer PEER]\""))?;
+    let mut addresses = BTreeSet::new();
+    for item in list {
+        let text = item
+            .as_str()
+            .ok_or_else(|| type_error(at, key, value, "a list of strings"))?;
+        let address = text
+            .parse::<Address>()
+            .map_err(|e| at.error(value.span(), format!("key `addresses`: {e}")))?;
+        addresses.insert(address);
+    }
+    Ok(addresses)
+}
+
+/// The grammar's error for the words of a table, blamed on the key whose
+/// words the message quotes, else on the table.
+fn blame(
+    at: &Locator,
+    table: Range<usize>,
+    words_by_key: &[(String, Range<usize>, Vec<String>)],
+    message: String,
+) -> FileError {
+    let culprit = words_by_key.iter().find(|(_, _, w)| {
+        w.iter()
+            .skip(1)
+            .chain(w.first().filter(|_| w.len() == 1))
+            .any(|word| message.contains(&format!("\"{word}\"")))
+    });
+    match culprit {
+        Some((key, span, _)) => at.error(span.clone(), format!("key `{key}`: {message}")),
+        None => at.error(table, format!("tunnel: {message}")),
+    }
+}
+
+/// One `[[tunnel]]` table over IPv6: its words for the `ip -6 tunnel`
+/// grammar, checked by `Tunnel6Spec::parse`, then `up` and `addresses`.
+fn tunnel6_entry(
+    at: &Locator,
+    table: &Spanned<BTreeMap<Spanned<String>, Spanned<Value>>>,
+) -> Result<Tunnel6Entry, FileError> {
+    let mut words_by_key: Vec<(String, Range<usize>, Vec<String>)> = Vec::new();
+    let mut up = false;
+    let mut addresses = BTreeSet::new();
+    for (key, value) in table.get_ref() {
+        let name = key.get_ref().as_str();
+        let words: Vec<String> = match (name, value.get_ref()) {
+            ("name" | "mode" | "remote" | "local" | "dev", Value::String(s)) => {
+                vec![name.to_string(), s.clone()]
+            }
+            ("name" | "mode" | "remote" | "local" | "dev", _) => {
+                return Err(type_error(at, key, value, "a string"))
+            }
+            ("key" | "ikey" | "okey", Value::Integer(n)) => vec![name.to_string(), n.to_string()],
+            ("key" | "ikey" | "okey", Value::String(s)) => vec![name.to_string(), s.clone()],
+            ("key" | "ikey" | "okey", _) => {
+                return Err(type_error(at, key, value, "a number or a dotted quad"))
+            }
+            ("csum" | "icsum" | "ocsum" | "seq" | "iseq" | "oseq", _) => {
+                if boolean(at, key, value)? {
+                    vec![name.to_string()]
+                } else {
+                    vec![]
+                }
+            }
+            ("allow-localremote", _) => {
+                let on = boolean(at, key, value)?;
+                vec![if on { name } else { "noallow-localremote" }.to_string()]
+            }
+            // `ip -6 tunnel` writes a hop limit of 0 as "inherit".
+            ("hoplimit", Value::String(s)) if s == "inherit" => vec![name.to_string(), "0".into()],
+            ("tclass" | "flowlabel", Value::Integer(n)) => {
+                vec![name.to_string(), format!("0x{n:x}")]
+            }
+            ("hoplimit" | "encaplimit", Value::Integer(n)) => vec![name.to_string(), n.to_string()],
+            ("hoplimit" | "encaplimit" | "tclass" | "flowlabel", Value::String(s)) => {
+                vec![name.to_string(), s.clone()]
+            }
+            ("hoplimit" | "encaplimit" | "tclass" | "flowlabel", _) => {
+                return Err(type_error(at, key, value, "a number or a string"))
+            }
+            ("up", _) => {
+                up = boolean(at, key, value)?;
+                vec![]
+            }
+            ("addresses", _) => {
+                addresses = address_list(at, key, value)?;
+                vec![]
+            }
+            (other, _) => {
+                return Err(at.error(
+                    key.span(),
+                    format!("unknown key `{other}` for a tunnel over IPv6"),
+                ));
+            }
+        };
+        words_by_key.push((name.to_string(), value.span(), words));
+    }
+    let words: Vec<String> = words_by_key
+        .iter()
+        .flat_map(|(_, _, w)| w.clone())
+        .collect();
+    let spec = Tunnel6Spec::parse(&words)
+        .map_err(|e| blame(at, table.span(), &words_by_key, e.to_string()))?;
+    Ok(Tunnel6Entry {
+        spec,
+        up,
+        addresses,
+    })
 }
 
 fn type_error(
@@ -267,21 +422,14 @@ fn tunnel_entry(
                 _ => return Err(type_error(at, key, value, "a number or a string")),
             },
             "csum" | "icsum" | "ocsum" | "seq" | "iseq" | "oseq" => {
-                let on = value
-                    .get_ref()
-                    .as_bool()
-                    .ok_or_else(|| type_error(at, key, value, "true or false"))?;
-                if on {
+                if boolean(at, key, value)? {
                     vec![name.to_string()]
                 } else {
                     vec![]
                 }
             }
             "pmtudisc" | "rpfilter" => {
-                let on = value
-                    .get_ref()
-                    .as_bool()
-                    .ok_or_else(|| type_error(at, key, value, "true or false"))?;
+                let on = boolean(at, key, value)?;
                 vec![if on {
                     name.to_string()
                 } else {
@@ -289,25 +437,11 @@ fn tunnel_entry(
                 }]
             }
             "up" => {
-                up = value
-                    .get_ref()
-                    .as_bool()
-                    .ok_or_else(|| type_error(at, key, value, "true or false"))?;
+                up = boolean(at, key, value)?;
                 vec![]
             }
             "addresses" => {
-                let list = value.get_ref().as_array().ok_or_else(|| {
-                    type_error(at, key, value, "a list of \"ADDR[/LEN] [peer PEER]\"")
-                })?;
-                for item in list {
-                    let text = item
-                        .as_str()
-                        .ok_or_else(|| type_error(at, key, value, "a list of strings"))?;
-                    let address = text
-                        .parse::<Address>()
-                        .map_err(|e| at.error(value.span(), format!("key `addresses`: {e}")))?;
-                    addresses.insert(address);
-                }
+                addresses = address_list(at, key, value)?;
                 vec![]
             }
             "neigh" => {
@@ -352,20 +486,8 @@ fn tunnel_entry(
         .iter()
         .flat_map(|(_, _, w)| w.clone())
         .collect();
-    let spec = TunnelSpec::parse(&words).map_err(|e| {
-        // Blame the key whose words the message quotes, else the table.
-        let message = e.to_string();
-        let culprit = words_by_key.iter().find(|(_, _, w)| {
-            w.iter()
-                .skip(1)
-                .chain(w.first().filter(|_| w.len() == 1))
-                .any(|word| message.contains(&format!("\"{word}\"")))
-        });
-        match culprit {
-            Some((key, span, _)) => at.error(span.clone(), format!("key `{key}`: {message}")),
-            None => at.error(table.span(), format!("tunnel: {message}")),
-        }
-    })?;
+    let spec = TunnelSpec::parse(&words)
+        .map_err(|e| blame(at, table.span(), &words_by_key, e.to_string()))?;
     if !neighbours.is_empty() && spec.remote.is_some() && spec.mode != Mode::Isatap {
         return Err(at.error(
             table.span(),
@@ -465,29 +587,16 @@ pub fn render(desired: &Desired) -> String {
         if let Some(dev) = &s.dev {
             let _ = writeln!(out, "dev = {}", quote(dev));
         }
-        match (s.ikey, s.okey) {
-            (Some(i), Some(o)) if i == o => {
-                let _ = writeln!(out, "key = {i}");
-            }
-            (i, o) => {
-                if let Some(i) = i {
-                    let _ = writeln!(out, "ikey = {i}");
-                }
-                if let Some(o) = o {
-                    let _ = writeln!(out, "okey = {o}");
-                }
-            }
-        }
-        for (on, word) in [
-            (s.icsum, "icsum"),
-            (s.ocsum, "ocsum"),
-            (s.iseq, "iseq"),
-            (s.oseq, "oseq"),
-        ] {
-            if on {
-                let _ = writeln!(out, "{word} = true");
-            }
-        }
+        render_keys(&mut out, (s.ikey, s.okey));
+        render_flags(
+            &mut out,
+            &[
+                (s.icsum, "icsum"),
+                (s.ocsum, "ocsum"),
+                (s.iseq, "iseq"),
+                (s.oseq, "oseq"),
+            ],
+        );
         if s.ttl == 0 {
             out.push_str("ttl = \"inherit\"\n");
         } else {
@@ -524,7 +633,86 @@ pub fn render(desired: &Desired) -> String {
             out.push_str("]\n");
         }
     }
+    for t in &desired.tunnels6 {
+        render6(&mut out, t);
+    }
     out
+}
+
+/// `key`, or `ikey` and `okey` when they differ.
+fn render_keys(out: &mut String, (ikey, okey): (Option<u32>, Option<u32>)) {
+    match (ikey, okey) {
+        (Some(i), Some(o)) if i == o => {
+            let _ = writeln!(out, "key = {i}");
+        }
+        (i, o) => {
+            for (word, k) in [("ikey", i), ("okey", o)] {
+                if let Some(k) = k {
+                    let _ = writeln!(out, "{word} = {k}");
+                }
+            }
+        }
+    }
+}
+
+/// The boolean keys that are on.
+fn render_flags(out: &mut String, flags: &[(bool, &str)]) {
+    for (on, word) in flags {
+        if *on {
+            let _ = writeln!(out, "{word} = true");
+        }
+    }
+}
+
+/// A tunnel over IPv6 as its `[[tunnel]]` table.
+fn render6(out: &mut String, t: &Tunnel6Entry) {
+    let s = &t.spec;
+    let addr = |a: Option<std::net::Ipv6Addr>| a.map_or("any".to_string(), |a| a.to_string());
+    let _ = writeln!(
+        out,
+        "\n[[tunnel]]\nname = {}\nmode = \"{}\"\nremote = \"{}\"\nlocal = \"{}\"",
+        quote(&s.name),
+        s.mode.name(),
+        addr(s.remote),
+        addr(s.local)
+    );
+    if let Some(dev) = &s.dev {
+        let _ = writeln!(out, "dev = {}", quote(dev));
+    }
+    render_keys(out, (s.ikey, s.okey));
+    render_flags(
+        out,
+        &[
+            (s.icsum, "icsum"),
+            (s.ocsum, "ocsum"),
+            (s.iseq, "iseq"),
+            (s.oseq, "oseq"),
+            (s.allow_localremote, "allow-localremote"),
+        ],
+    );
+    match s.encap_limit {
+        Some(limit) => {
+            let _ = writeln!(out, "encaplimit = {limit}");
+        }
+        None => out.push_str("encaplimit = \"none\"\n"),
+    }
+    if s.hop_limit == 0 {
+        out.push_str("hoplimit = \"inherit\"\n");
+    } else {
+        let _ = writeln!(out, "hoplimit = {}", s.hop_limit);
+    }
+    let tclass = s.tclass.map_or("inherit".into(), |t| format!("0x{t:02x}"));
+    let flowlabel = s
+        .flowlabel
+        .map_or("inherit".into(), |l| format!("0x{l:05x}"));
+    let _ = writeln!(out, "tclass = \"{tclass}\"\nflowlabel = \"{flowlabel}\"");
+    if t.up {
+        out.push_str("up = true\n");
+    }
+    if !t.addresses.is_empty() {
+        let list: Vec<String> = t.addresses.iter().map(|a| format!("\"{a}\"")).collect();
+        let _ = writeln!(out, "addresses = [{}]", list.join(", "));
+    }
 }
 
 #[cfg(test)]
@@ -557,6 +745,27 @@ remote = "any"
 local = "192.0.2.1"
 dev = "eth0"
 neigh = [{ prefix = "10.20.0.0/16", remote = "192.0.2.20" }]
+
+[[tunnel]]
+name = "t6k"
+mode = "ip6gre"
+remote = "fd00:20::6"
+local = "fd00:10::2"
+key = 5
+encaplimit = "none"
+hoplimit = 32
+tclass = "inherit"
+flowlabel = 0x12345
+up = true
+addresses = ["10.10.106.10 peer 10.10.206.10"]
+
+[[tunnel]]
+name = "t4ip6"
+mode = "ipip6"
+remote = "fd00:20::4"
+local = "any"
+hoplimit = "inherit"
+allow-localremote = true
 "#;
 
     #[test]
@@ -574,6 +783,36 @@ neigh = [{ prefix = "10.20.0.0/16", remote = "192.0.2.20" }]
         let mgre = &d.tunnels[1];
         assert_eq!(mgre.spec.remote, None);
         assert_eq!(mgre.neighbours.len(), 1);
+        // Modes over IPv6 take `ip -6 tunnel`'s grammar.
+        let t6k = &d.tunnels6[0];
+        assert_eq!(
+            t6k.spec,
+            Tunnel6Spec::parse(&[
+                "t6k",
+                "mode",
+                "ip6gre",
+                "remote",
+                "fd00:20::6",
+                "local",
+                "fd00:10::2",
+                "key",
+                "5",
+                "encaplimit",
+                "none",
+                "hoplimit",
+                "32",
+                "tclass",
+                "inherit",
+                "flowlabel",
+                "0x12345",
+            ])
+            .unwrap()
+        );
+        assert!(t6k.up && t6k.addresses.len() == 1);
+        let t4ip6 = &d.tunnels6[1];
+        assert_eq!((t4ip6.spec.mode, t4ip6.spec.local), (Mode6::IpIp6, None));
+        assert_eq!(t4ip6.spec.hop_limit, 0);
+        assert!(t4ip6.spec.allow_localremote && !t4ip6.up);
     }
 
     #[test]
@@ -629,6 +868,22 @@ neigh = [{ prefix = "10.20.0.0/16", remote = "192.0.2.20" }]
             (
                 "[[attach]]\ndev = \"lan0\"\ndecap = \"tc\"\nforward = \"xdp\"\n",
                 "f.toml:4:11: key `forward`: \"xdp\" runs in XDP, it cannot go with decap = \"tc\"",
+            ),
+            (
+                "[[tunnel]]\nname = \"t\"\nmode = \"ip6gre\"\nremote = \"fd00::1\"\nencaplimit = 300\n",
+                "f.toml:5:14: key `encaplimit`: invalid encaplimit \"300\": expected none or 0..255",
+            ),
+            (
+                "[[tunnel]]\nname = \"t\"\nmode = \"ip6ip6\"\nremote = \"10.0.0.1\"\n",
+                "f.toml:4:10: key `remote`: invalid IPv6 address \"10.0.0.1\"",
+            ),
+            (
+                "[[tunnel]]\nname = \"t\"\nmode = \"any\"\nremote = \"fd00::1\"\nneigh = []\n",
+                "f.toml:5:1: unknown key `neigh` for a tunnel over IPv6",
+            ),
+            (
+                "[[tunnel]]\nname = \"t\"\nmode = \"gre\"\nremote = \"1.1.1.1\"\n\n[[tunnel]]\nname = \"t\"\nmode = \"ip6gre\"\nremote = \"fd00::1\"\n",
+                "f.toml:6:1: tunnel \"t\" is listed twice",
             ),
             (
                 "[[tunnel]]\nname = \"t\"\nmode = \"gre\"\nremote = \"1.1.1.1\"\naddresses = [\"1.2.3.4/40\"]\n",

@@ -44,6 +44,10 @@ pub enum DeviceError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "{0} is not in this /sys (mount sysfs in the network namespace, as `ip netns exec` does)"
+    )]
+    NotInSysfs(String),
 }
 
 fn sysctl(path: String, value: &str) -> Result<(), DeviceError> {
@@ -141,4 +145,108 @@ pub fn set_mtu(nl: &mut Netlink, ifindex: u32, port: u32, mtu: u32) -> Result<()
     }
     nl.set_mtu(ifindex, mtu)?;
     Ok(())
+}
+
+/// How the pair of tunnel interface `ifindex` hands what it sends to the
+/// data plane. A tunnel that writes a GRE checksum or sequence number
+/// (`per_packet_header`) needs one header per packet, which GSO cannot make
+/// after a BPF encapsulation: its interface takes single packets only (TCP
+/// builds GSO packets whatever the device's features say). A tunnel that
+/// numbers its packets (`numbered`, `oseq`) must send them in the order it
+/// numbers them, or a receiver with `iseq` drops those overtaken: the
+/// kernel numbers under its tunnel's transmit lock; here the port's
+/// receive is steered (RPS) to one CPU, so the data plane numbers and sends
+/// them one at a time, in the order they were queued there.
+pub fn set_transmit(
+    nl: &mut Netlink,
+    ifindex: u32,
+    per_packet_header: bool,
+    numbered: bool,
+) -> Result<(), DeviceError> {
+    const GSO_MAX_SEGS: u32 = 65535;
+    let segs = if per_packet_header { 1 } else { GSO_MAX_SEGS };
+    nl.set_gso_max_segs(ifindex, segs)?;
+    let name = port_name(ifindex);
+    let port = nl
+        .link_by_name(&name)?
+        .ok_or_else(|| DeviceError::Gone(name.clone()))?;
+    let cpus = if numbered {
+        let online = online_cpus();
+        let cpu = online
+            .get(port.index as usize % online.len().max(1))
+            .copied()
+            .unwrap_or(0);
+        cpu_mask(cpu)
+    } else {
+        "0".to_string()
+    };
+    steer_receive(&port, &cpus)
+}
+
+/// Writes `mask` to the RPS CPU mask of each receive queue of `port`, after
+/// checking that this /sys shows `port` itself (under `nsenter` it shows the
+/// namespace it was mounted in, where another device may have its name).
+fn steer_receive(port: &Link, mask: &str) -> Result<(), DeviceError> {
+    let dir = format!("/sys/class/net/{}", port.name);
+    let read = |file: &str| std::fs::read_to_string(format!("{dir}/{file}")).unwrap_or_default();
+    let address = port
+        .address
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    if read("ifindex").trim() != port.index.to_string() || read("address").trim() != address {
+        return Err(DeviceError::NotInSysfs(port.name.clone()));
+    }
+    let queues = std::fs::read_dir(format!("{dir}/queues"))
+        .map_err(|_| DeviceError::NotInSysfs(port.name.clone()))?;
+    for queue in queues.flatten() {
+        let name = queue.file_name().to_string_lossy().into_owned();
+        if name.starts_with("rx-") {
+            sysctl(format!("{dir}/queues/{name}/rps_cpus"), mask)?;
+        }
+    }
+    Ok(())
+}
+
+/// The online CPUs, from the kernel's list ("0-3,6").
+fn online_cpus() -> Vec<u32> {
+    let list = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    parse_cpu_list(&list)
+}
+
+fn parse_cpu_list(list: &str) -> Vec<u32> {
+    let mut cpus = Vec::new();
+    for range in list.trim().split(',').filter(|r| !r.is_empty()) {
+        let (first, last) = range.split_once('-').unwrap_or((range, range));
+        if let (Ok(first), Ok(last)) = (first.parse::<u32>(), last.parse::<u32>()) {
+            cpus.extend(first..=last);
+        }
+    }
+    cpus
+}
+
+/// A CPU mask with only `cpu` set, as sysfs writes them: hexadecimal words
+/// of 32 CPUs, the highest first, separated by commas.
+fn cpu_mask(cpu: u32) -> String {
+    let mut words = vec![format!("{:x}", 1u32 << (cpu % 32))];
+    words.extend((0..cpu / 32).map(|_| "00000000".to_string()));
+    words.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_and_masks_are_read_and_written_as_sysfs_does() {
+        assert_eq!(parse_cpu_list("0-3,6\n"), vec![0, 1, 2, 3, 6]);
+        assert_eq!(parse_cpu_list("0\n"), vec![0]);
+        assert_eq!(parse_cpu_list(""), Vec::<u32>::new());
+        assert_eq!(cpu_mask(0), "1");
+        assert_eq!(cpu_mask(5), "20");
+        assert_eq!(cpu_mask(31), "80000000");
+        assert_eq!(cpu_mask(33), "2,00000000");
+        assert_eq!(cpu_mask(64), "1,00000000,00000000");
+    }
 }

@@ -116,6 +116,8 @@ pub struct Link {
     /// Id of the attached XDP program and how it is attached.
     pub xdp_prog_id: Option<u32>,
     pub xdp_attached: u8,
+    /// The link-layer address (`IFLA_ADDRESS`), empty if it has none.
+    pub address: Vec<u8>,
 }
 
 /// A bpf classifier found on a clsact hook.
@@ -735,6 +737,7 @@ fn as_link(reply: &RouteNetlinkMessage) -> Option<Link> {
         match attribute {
             LinkAttribute::IfName(name) => link.name = name.clone(),
             LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
+            LinkAttribute::Address(address) => link.address = address.clone(),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     if let LinkInfo::Kind(kind) = info {

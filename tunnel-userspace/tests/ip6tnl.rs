@@ -416,3 +416,107 @@ fn xdp_decapsulation_over_ipv6_carries_pings_and_tcp() {
     let out = ping(&path.ns1, "fd00:200::10", 3);
     assert!(out.contains("3 received"), "after switching to tc: {out}");
 }
+
+/// `xtun apply` of a file with a tunnel over IPv6 (mode ip6gre) brings it
+/// up with its addresses on both sides; applying again, or what `export`
+/// wrote, changes nothing; a changed option is a `-6 tunnel change`, a
+/// mode of the other driver a delete and add, and a tunnel left out of
+/// the file is deleted.
+#[test]
+fn apply_and_export_handle_tunnels_over_ipv6() {
+    let path = V6Path::new("ap6");
+    let dir = std::env::temp_dir().join(unique_prefix("ap6"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, text: &str| {
+        let f = dir.join(name);
+        std::fs::write(&f, text).unwrap();
+        f.to_string_lossy().into_owned()
+    };
+    let side = |name: &str, remote: &str, local: &str, addr: &str, peer: &str, extra: &str| {
+        format!(
+            "[[tunnel]]\nname = \"{name}\"\nmode = \"ip6gre\"\nremote = \"{remote}\"\nlocal = \"{local}\"\nkey = 7\nencaplimit = \"none\"\n{extra}\nup = true\naddresses = [\"{addr} peer {peer}\"]\n"
+        )
+    };
+    let tun1 = |extra: &str| {
+        side(
+            "tun1",
+            "fd00:20::2",
+            "fd00:10::2",
+            "10.10.100.10",
+            "10.10.200.10",
+            extra,
+        )
+    };
+    let f1 = file("ns1.toml", &tun1(""));
+    let f2 = file(
+        "ns2.toml",
+        &side(
+            "tun2",
+            "fd00:10::2",
+            "fd00:20::2",
+            "10.10.200.10",
+            "10.10.100.10",
+            "",
+        ),
+    );
+    let plan = stdout(
+        path.ns1
+            .exec(&[XTUN, "apply", "-f", &f1, "--dry-run"])
+            .unwrap(),
+    );
+    assert_eq!(
+        plan,
+        "would: -6 tunnel add tun1 mode ip6gre remote fd00:20::2 local fd00:10::2 encaplimit none hoplimit 64 tclass 0x00 flowlabel 0x00000 key 7\nwould: link set tun1 up\nwould: addr add 10.10.100.10/32 peer 10.10.200.10 dev tun1\n"
+    );
+    path.ns1.exec(&[XTUN, "apply", "-f", &f1]).unwrap();
+    path.ns2.exec(&[XTUN, "apply", "-f", &f2]).unwrap();
+    let shown = stdout(path.ns1.exec(&[XTUN, "-6", "tunnel", "show"]).unwrap());
+    assert_eq!(
+        shown,
+        "tun1: gre/ipv6 remote fd00:20::2 local fd00:10::2 encaplimit none hoplimit 64 tclass 0x00 flowlabel 0x00000 (flowinfo 0x00000000) key 7\n"
+    );
+    let out = ping(&path.ns1, "10.10.200.10", 3);
+    assert!(out.contains("3 received"), "{out}");
+    let again = stdout(path.ns1.exec(&[XTUN, "apply", "-f", &f1]).unwrap());
+    assert_eq!(
+        again,
+        format!("no changes: the namespace already matches {f1}\n")
+    );
+    let exported = stdout(path.ns1.exec(&[XTUN, "export"]).unwrap());
+    let f_export = file("export.toml", &exported);
+    let round = stdout(path.ns1.exec(&[XTUN, "apply", "-f", &f_export]).unwrap());
+    assert!(round.starts_with("no changes"), "{round}\n{exported}");
+
+    // One option: changed in place, the tunnel still carries traffic.
+    let f_label = file("label.toml", &tun1("flowlabel = 0x12345"));
+    let out = stdout(path.ns1.exec(&[XTUN, "apply", "-f", &f_label]).unwrap());
+    assert_eq!(
+        out,
+        format!("done: -6 tunnel change tun1 mode ip6gre remote fd00:20::2 local fd00:10::2 encaplimit none hoplimit 64 tclass 0x00 flowlabel 0x12345 key 7\napplied 1 changes from {f_label}\n")
+    );
+    let out = ping(&path.ns1, "10.10.200.10", 2);
+    assert!(out.contains("2 received"), "{out}");
+
+    // ip6gre to ip6ip6 crosses drivers: deleted and added again.
+    let ip6ip6 = tun1("")
+        .replace("ip6gre", "ip6ip6")
+        .replace("key = 7\n", "");
+    let f_mode = file("mode.toml", &ip6ip6);
+    let out = stdout(path.ns1.exec(&[XTUN, "apply", "-f", &f_mode]).unwrap());
+    assert!(
+        out.starts_with("done: -6 tunnel del tun1; -6 tunnel add tun1 mode ip6ip6 "),
+        "{out}"
+    );
+    let shown = stdout(path.ns1.exec(&[XTUN, "-6", "tunnel", "show"]).unwrap());
+    assert!(
+        shown.starts_with("tun1: ipv6/ipv6 remote fd00:20::2 "),
+        "{shown}"
+    );
+
+    // Left out of the file: deleted.
+    let f_empty = file("empty.toml", "");
+    let out = stdout(path.ns1.exec(&[XTUN, "apply", "-f", &f_empty]).unwrap());
+    assert!(out.starts_with("done: tunnel del tun1\n"), "{out}");
+    assert!(stdout(path.ns1.exec(&[XTUN, "-6", "tunnel", "show"]).unwrap()).is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}

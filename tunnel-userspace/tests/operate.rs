@@ -199,6 +199,10 @@ fn the_debian_package_installs_and_documents_every_command() {
     let plan = dry_run(&ns, &example);
     assert!(plan.contains("would: tunnel add gre1 mode gre"), "{plan}");
     assert!(
+        plan.contains("would: -6 tunnel add gre6 mode ip6gre remote 2001:db8::2 "),
+        "{plan}"
+    );
+    assert!(
         plan.contains("would: neigh add 10.30.0.0/16 lladdr 192.0.2.30 dev mgre0"),
         "{plan}"
     );

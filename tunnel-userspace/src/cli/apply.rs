@@ -12,11 +12,11 @@ use tunnel_userspace::{
     config::{Prefix, TunnelSpec},
     config6::Tunnel6Spec,
     dataplane::{Dataplane, FILTER_UNDERLAY},
-    desired::{self, Address, DecapPref, Desired, TunnelEntry},
+    desired::{self, Address, DecapPref, Desired, Tunnel6Entry, TunnelEntry},
     netlink::{Link, Netlink},
 };
 
-use super::{attach, neigh, tunnel};
+use super::{attach, neigh, tunnel, tunnel6};
 
 /// One step of a plan, in the order it runs.
 enum Step {
@@ -28,6 +28,10 @@ enum Step {
     Change(TunnelSpec),
     /// Mode or `dev` removed: `ip tunnel change` cannot do it.
     Replace(TunnelSpec),
+    Add6(Tunnel6Spec),
+    Change6(Tunnel6Spec),
+    /// Driver (ip6gre, ip6tnl) or `dev` removed.
+    Replace6(Tunnel6Spec),
     Up(String),
     Address(String, Address),
     NeighAdd(String, Prefix, Ipv4Addr),
@@ -53,6 +57,14 @@ impl std::fmt::Display for Step {
             Step::Replace(spec) => write!(
                 f,
                 "tunnel del {0}; tunnel add {1}",
+                spec.name,
+                spec.to_words().join(" ")
+            ),
+            Step::Add6(spec) => write!(f, "-6 tunnel add {}", spec.to_words().join(" ")),
+            Step::Change6(spec) => write!(f, "-6 tunnel change {}", spec.to_words().join(" ")),
+            Step::Replace6(spec) => write!(
+                f,
+                "-6 tunnel del {0}; -6 tunnel add {1}",
                 spec.name,
                 spec.to_words().join(" ")
             ),
@@ -102,8 +114,7 @@ pub fn current(nl: &mut Netlink) -> Result<Desired> {
         routers.entry(ifindex).or_default().insert(router, default);
     }
     // gretap links are `ip link` state, not `ip tunnel`'s: neither
-    // exported nor removed by an apply. Nor are tunnels over IPv6, which
-    // the file format cannot describe yet (`export` lists them as comments).
+    // exported nor removed by an apply. Tunnels over IPv6 follow.
     for (ifindex, cfg) in dp
         .tunnels()
         .into_iter()
@@ -120,25 +131,55 @@ pub fn current(nl: &mut Netlink) -> Result<Desired> {
         let Some(spec) = TunnelSpec::from_config(&link.name, &cfg, dev) else {
             continue;
         };
-        let addresses = nl
-            .addresses(ifindex)?
-            .into_iter()
-            .map(|(local, len, address)| Address {
-                local,
-                len,
-                peer: (address != local).then_some(address),
-            })
-            .collect();
         state.tunnels.push(TunnelEntry {
             spec,
-            up: link.flags & libc::IFF_UP as u32 != 0,
-            addresses,
+            up: is_up(link),
+            addresses: addresses(nl, ifindex)?,
             neighbours: neighbours.remove(&ifindex).unwrap_or_default(),
             routers: routers.remove(&ifindex).unwrap_or_default(),
         });
     }
     state.tunnels.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    for (ifindex, cfg6) in dp.tunnels6() {
+        let (Some(link), Some(cfg)) = (
+            links.iter().find(|l| l.index == ifindex),
+            dp.tunnel(ifindex),
+        ) else {
+            continue;
+        };
+        // ip6gretap links are `ip link` state, as gretap's.
+        if cfg.mode == MODE_IP6GRETAP {
+            continue;
+        }
+        let dev = tunnel::bound_dev(&links, &cfg).map(str::to_string);
+        let Some(spec) = Tunnel6Spec::from_config(&link.name, &cfg, &cfg6, dev) else {
+            continue;
+        };
+        state.tunnels6.push(Tunnel6Entry {
+            spec,
+            up: is_up(link),
+            addresses: addresses(nl, ifindex)?,
+        });
+    }
+    state.tunnels6.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
     Ok(state)
+}
+
+fn is_up(link: &Link) -> bool {
+    link.flags & libc::IFF_UP as u32 != 0
+}
+
+/// The addresses on interface `ifindex`, in the file's terms.
+fn addresses(nl: &mut Netlink, ifindex: u32) -> Result<BTreeSet<Address>> {
+    Ok(nl
+        .addresses(ifindex)?
+        .into_iter()
+        .map(|(local, len, address)| Address {
+            local,
+            len,
+            peer: (address != local).then_some(address),
+        })
+        .collect())
 }
 
 /// The steps from `now` to `want`.
@@ -165,9 +206,16 @@ fn plan(now: &Desired, want: &Desired) -> Vec<Step> {
         .map(|t| (t.spec.name.as_str(), t))
         .collect();
     let wanted: BTreeSet<&str> = want.tunnels.iter().map(|t| t.spec.name.as_str()).collect();
-    for t in &now.tunnels {
-        if !wanted.contains(t.spec.name.as_str()) {
-            steps.push(Step::Delete(t.spec.name.clone()));
+    let wanted6: BTreeSet<&str> = want.tunnels6.iter().map(|t| t.spec.name.as_str()).collect();
+    // A name that moves between the families is deleted and added again.
+    for name in now.tunnels.iter().map(|t| t.spec.name.as_str()) {
+        if !wanted.contains(name) {
+            steps.push(Step::Delete(name.to_string()));
+        }
+    }
+    for name in now.tunnels6.iter().map(|t| t.spec.name.as_str()) {
+        if !wanted6.contains(name) {
+            steps.push(Step::Delete(name.to_string()));
         }
     }
     let none = (
@@ -201,12 +249,7 @@ fn plan(now: &Desired, want: &Desired) -> Vec<Step> {
             .map_or((none.0, &none.1, &none.2, &none.3), |b| {
                 (b.up, &b.addresses, &b.neighbours, &b.routers)
             });
-        if t.up && !up {
-            steps.push(Step::Up(name.clone()));
-        }
-        for a in t.addresses.difference(addresses) {
-            steps.push(Step::Address(name.clone(), *a));
-        }
+        interface_steps(&mut steps, &name, (t.up, &t.addresses), (up, addresses));
         for prefix in neighbours.keys() {
             if !t.neighbours.contains_key(prefix) {
                 steps.push(Step::NeighDel(name.clone(), *prefix));
@@ -233,12 +276,55 @@ fn plan(now: &Desired, want: &Desired) -> Vec<Step> {
             }
         }
     }
+    let have6: BTreeMap<&str, &Tunnel6Entry> = now
+        .tunnels6
+        .iter()
+        .map(|t| (t.spec.name.as_str(), t))
+        .collect();
+    for t in &want.tunnels6 {
+        let name = t.spec.name.clone();
+        let before = match have6.get(name.as_str()) {
+            None => {
+                steps.push(Step::Add6(t.spec.clone()));
+                None
+            }
+            Some(old) if old.spec == t.spec => Some(*old),
+            Some(old)
+                if old.spec.mode.driver() != t.spec.mode.driver()
+                    || (old.spec.dev.is_some() && t.spec.dev.is_none()) =>
+            {
+                steps.push(Step::Replace6(t.spec.clone()));
+                None
+            }
+            Some(old) => {
+                steps.push(Step::Change6(t.spec.clone()));
+                Some(*old)
+            }
+        };
+        let (up, addresses) = before.map_or((false, &none.1), |b| (b.up, &b.addresses));
+        interface_steps(&mut steps, &name, (t.up, &t.addresses), (up, addresses));
+    }
     for dev in now.attach.keys() {
         if !want.attach.contains_key(dev) {
             steps.push(Step::Detach(dev.clone()));
         }
     }
     steps
+}
+
+/// Up and addresses of interface `name`: (wanted, had).
+fn interface_steps(
+    steps: &mut Vec<Step>,
+    name: &str,
+    (up, addresses): (bool, &BTreeSet<Address>),
+    (was_up, had): (bool, &BTreeSet<Address>),
+) {
+    if up && !was_up {
+        steps.push(Step::Up(name.to_string()));
+    }
+    for a in addresses.difference(had) {
+        steps.push(Step::Address(name.to_string(), *a));
+    }
 }
 
 fn run_step(nl: &mut Netlink, step: &Step) -> Result<()> {
@@ -271,6 +357,12 @@ fn run_step(nl: &mut Netlink, step: &Step) -> Result<()> {
         Step::Replace(spec) => {
             tunnel::del(&spec.name)?;
             tunnel::add(&spec.to_words())
+        }
+        Step::Add6(spec) => tunnel6::add(&spec.to_words()),
+        Step::Change6(spec) => tunnel6::change(&spec.to_words()),
+        Step::Replace6(spec) => {
+            tunnel::del(&spec.name)?;
+            tunnel6::add(&spec.to_words())
         }
         Step::Up(name) => {
             let i = index(nl, name)?;
@@ -323,6 +415,7 @@ pub fn apply(file: &str, dry_run: bool) -> Result<()> {
         .attach
         .keys()
         .chain(want.tunnels.iter().filter_map(|t| t.spec.dev.as_ref()))
+        .chain(want.tunnels6.iter().filter_map(|t| t.spec.dev.as_ref()))
     {
         if nl.link_by_name(dev)?.is_none() {
             anyhow::bail!("{file}: Cannot find device \"{dev}\"");
@@ -351,44 +444,5 @@ pub fn apply(file: &str, dry_run: bool) -> Result<()> {
 pub fn export() -> Result<()> {
     let mut nl = Netlink::new()?;
     print!("{}", desired::render(&current(&mut nl)?));
-    for line in ipv6_tunnel_lines(&mut nl)? {
-        println!("{line}");
-    }
     Ok(())
-}
-
-/// Tunnels over IPv6, which an apply file cannot hold yet: TOML comments
-/// with the `xtun -6 tunnel add` line that makes each again.
-fn ipv6_tunnel_lines(nl: &mut Netlink) -> Result<Vec<String>> {
-    let Some(dp) = Dataplane::find(nl)? else {
-        return Ok(Vec::new());
-    };
-    let links = nl.links()?;
-    let mut lines = Vec::new();
-    for (ifindex, cfg6) in dp.tunnels6() {
-        let (Some(link), Some(cfg)) = (
-            links.iter().find(|l| l.index == ifindex),
-            dp.tunnel(ifindex),
-        ) else {
-            continue;
-        };
-        // ip6gretap links are `ip link` state, as gretap's.
-        if cfg.mode == MODE_IP6GRETAP {
-            continue;
-        }
-        let dev = super::tunnel::bound_dev(&links, &cfg).map(str::to_string);
-        let Some(spec) = Tunnel6Spec::from_config(&link.name, &cfg, &cfg6, dev) else {
-            continue;
-        };
-        if lines.is_empty() {
-            lines.push(
-                "\n# Tunnels over IPv6 are not in the apply format yet; made by:".to_string(),
-            );
-        }
-        lines.push(format!(
-            "# xtun -6 tunnel add {}",
-            spec.to_words().join(" ")
-        ));
-    }
-    Ok(lines)
 }

@@ -267,19 +267,24 @@ fn set_rpfilter(name: &str, spec: &TunnelSpec) -> Result<()> {
     Ok(())
 }
 
-/// Tunnels that write a GRE checksum or sequence number need one header
-/// per packet, which the kernel's GSO cannot produce after a BPF
-/// encapsulation: their interfaces take single packets only (TCP always
-/// builds GSO packets otherwise, whatever the device's features say).
-fn set_segmentation(nl: &mut Netlink, ifindex: u32, spec: &TunnelSpec) -> Result<()> {
-    const GSO_MAX_SEGS: u32 = 65535;
-    let segs = if spec.needs_per_packet_header() {
-        1
-    } else {
-        GSO_MAX_SEGS
-    };
-    nl.set_gso_max_segs(ifindex, segs)
-        .context("limiting segmentation offload")
+/// One packet per GRE header, sent in the order numbered (`device::set_transmit`).
+fn set_transmit(nl: &mut Netlink, ifindex: u32, spec: &TunnelSpec) -> Result<()> {
+    device::set_transmit(nl, ifindex, spec.needs_per_packet_header(), spec.oseq)
+        .or_else(warn_unordered)
+        .context("setting up transmission")
+}
+
+/// Without a /sys of its own namespace xtun cannot steer a numbered
+/// tunnel's transmission to one CPU: the tunnel works, but a peer with
+/// `iseq` may drop the packets that CPUs send out of their order.
+pub(crate) fn warn_unordered(err: device::DeviceError) -> Result<(), device::DeviceError> {
+    match err {
+        device::DeviceError::NotInSysfs(_) => {
+            eprintln!("xtun: warning: {err}; packets sent by several CPUs at once may leave out of sequence");
+            Ok(())
+        }
+        other => Err(other),
+    }
 }
 
 /// Fails if another tunnel already receives what `cfg` would.
@@ -377,7 +382,7 @@ pub(crate) fn create(spec: &TunnelSpec) -> Result<()> {
             // frame and pass the port once more: it takes them whole.
             nl.set_mtu(new.port.index, underlay.mtu.max(mtu))?;
         }
-        set_segmentation(&mut nl, link.index, &spec)?;
+        set_transmit(&mut nl, link.index, &spec)?;
         set_rpfilter(&link.name, &spec)?;
         dp.add_tunnel(
             link.index,
@@ -502,8 +507,8 @@ pub(crate) fn change(args: &[String]) -> Result<()> {
     let mut cfg = spec.to_config(local, underlay.index, mtu);
     cfg.default_src = default_source(&mut nl, &spec);
     check_decap_free(&mut nl, &mut dp, "change", name, &cfg)?;
-    if spec.needs_per_packet_header() != base.needs_per_packet_header() {
-        set_segmentation(&mut nl, link.index, &spec)?;
+    if (spec.needs_per_packet_header(), spec.oseq) != (base.needs_per_packet_header(), base.oseq) {
+        set_transmit(&mut nl, link.index, &spec)?;
     }
     if spec.rpfilter != base.rpfilter {
         set_rpfilter(name, &spec)?;

@@ -17,7 +17,10 @@ use tunnel_userspace::{
 use super::{
     attach::lookup,
     output::{Format, Ordered},
-    tunnel::{bound_dev, check_not_ours, release_underlay, repair, TunnelCommand, ARPHRD_ETHER},
+    tunnel::{
+        bound_dev, check_not_ours, release_underlay, repair, warn_unordered, TunnelCommand,
+        ARPHRD_ETHER,
+    },
 };
 
 pub fn run(cmd: TunnelCommand, stats: bool, format: Format) -> Result<()> {
@@ -138,17 +141,12 @@ fn check_decap_free(
     Ok(())
 }
 
-/// GRE checksums and sequence numbers need one header per packet, which
-/// GSO cannot make after a BPF encapsulation (see tunnel.rs).
-fn set_segmentation(nl: &mut Netlink, ifindex: u32, spec: &Tunnel6Spec) -> Result<()> {
-    const GSO_MAX_SEGS: u32 = 65535;
-    let segs = if needs_per_packet_header(spec) {
-        1
-    } else {
-        GSO_MAX_SEGS
-    };
-    nl.set_gso_max_segs(ifindex, segs)
-        .context("limiting segmentation offload")
+/// One packet per GRE header, sent in the order numbered (`device::set_transmit`).
+fn set_transmit(nl: &mut Netlink, ifindex: u32, spec: &Tunnel6Spec) -> Result<()> {
+    let numbered = spec.mode.is_gre() && spec.oseq;
+    device::set_transmit(nl, ifindex, needs_per_packet_header(spec), numbered)
+        .or_else(warn_unordered)
+        .context("setting up transmission")
 }
 
 fn needs_per_packet_header(spec: &Tunnel6Spec) -> bool {
@@ -187,7 +185,7 @@ pub(crate) fn create(spec: &Tunnel6Spec) -> Result<()> {
             // frame and pass the port once more: it takes them whole.
             nl.set_mtu(new.port.index, underlay.mtu.max(mtu))?;
         }
-        set_segmentation(&mut nl, link.index, spec)?;
+        set_transmit(&mut nl, link.index, spec)?;
         let port = new.port.index;
         dp.add_tunnel6(link.index, TunnelDevice::Veth { port }, cfg, cfg6)?;
         dp.attach_tunnel6(&mut nl, link.index, port)
@@ -248,8 +246,8 @@ pub(crate) fn change(args: &[String]) -> Result<()> {
     let mtu = spec.mtu(underlay.mtu);
     let (cfg, cfg6) = spec.to_config(underlay.index, mtu, default_src);
     check_decap_free(&mut nl, &mut dp, "change", name, &cfg, &cfg6)?;
-    if needs_per_packet_header(&spec) != needs_per_packet_header(&base) {
-        set_segmentation(&mut nl, link.index, &spec)?;
+    if (needs_per_packet_header(&spec), spec.oseq) != (needs_per_packet_header(&base), base.oseq) {
+        set_transmit(&mut nl, link.index, &spec)?;
     }
     if underlay.index != old.underlay_ifindex {
         dp.attach_underlay(&mut nl, &underlay, false, DecapChoice::Auto)

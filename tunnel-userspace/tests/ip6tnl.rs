@@ -7,7 +7,10 @@
 
 mod common;
 
-use common::net::{address_ipv6, eventually, heavy_traffic, ping, stdout, transfer, Capture, XTUN};
+use common::net::{
+    address_ipv6, assert_all_answered, eventually, heavy_traffic, ping, spawn_in, stdout, transfer,
+    xtun_json, Capture, XTUN,
+};
 use tunnel_userspace::testbed::{run, unique_prefix, Netns};
 
 /// ns1 — router — ns2 with IPv6 addresses only on the underlay (and, for
@@ -519,4 +522,95 @@ fn apply_and_export_handle_tunnels_over_ipv6() {
     assert!(out.starts_with("done: tunnel del tun1\n"), "{out}");
     assert!(stdout(path.ns1.exec(&[XTUN, "-6", "tunnel", "show"]).unwrap()).is_empty());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `xtun upgrade` swaps `xtun_tc6` (on the port and the underlay) and
+/// `xtun_tap6` (on an ip6gretap port) with the rest, atomically: a ping
+/// flood through an ip6gre tunnel loses nothing while both sides upgrade,
+/// and afterwards every program is new and the filters run the new ones.
+#[test]
+fn upgrade_swaps_the_ipv6_programs_without_loss() {
+    let _heavy = heavy_traffic();
+    let path = V6Path::new("up6");
+    path.add_tunnels("ip6gre", &[]);
+    let tap = "g6up";
+    path.ns1
+        .exec(&[
+            XTUN,
+            "link",
+            "add",
+            tap,
+            "type",
+            "ip6gretap",
+            "remote",
+            "fd00:20::9",
+            "local",
+            "fd00:10::2",
+        ])
+        .unwrap();
+    let programs = |ns: &Netns| -> Vec<(String, u64)> {
+        xtun_json(ns, &["status"])["programs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["id"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let before = programs(&path.ns1);
+    let names: Vec<&str> = before.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names.contains(&"xtun_tc6") && names.contains(&"xtun_tap6"),
+        "{before:?}"
+    );
+    let flood = spawn_in(
+        &path.ns1,
+        &["ping", "-i", "0.002", "-c", "1500", "-q", "10.10.200.10"],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for ns in [&path.ns1, &path.ns2] {
+        let out = stdout(ns.exec(&[XTUN, "upgrade"]).unwrap());
+        assert!(
+            out.starts_with("upgraded ") && out.contains("tc6 "),
+            "{out}"
+        );
+    }
+    assert_all_answered(flood, 1500);
+    let after = programs(&path.ns1);
+    assert_eq!(after.len(), before.len(), "{before:?} -> {after:?}");
+    for (name, id) in &after {
+        assert!(
+            !before.iter().any(|(_, old)| old == id),
+            "{name} {id} is not new: {before:?} -> {after:?}"
+        );
+    }
+    let id_of = |name: &str| after.iter().find(|(n, _)| n == name).unwrap().1;
+    let filters = |dev: &str| {
+        stdout(
+            path.ns1
+                .exec(&["tc", "filter", "show", "dev", dev, "ingress"])
+                .unwrap(),
+        )
+    };
+    let underlay = filters("v1");
+    assert!(
+        underlay.contains(&format!("id {} name xtun_tc6 ", id_of("xtun_tc6"))),
+        "{underlay}"
+    );
+    let tap_index = stdout(
+        path.ns1
+            .exec(&["cat", &format!("/sys/class/net/{tap}/ifindex")])
+            .unwrap(),
+    );
+    let tap_port = filters(&format!("xtp{}", tap_index.trim()));
+    assert!(
+        tap_port.contains(&format!("id {} name xtun_tap6 ", id_of("xtun_tap6"))),
+        "{tap_port}"
+    );
+    let out = ping(&path.ns1, "10.10.200.10", 2);
+    assert!(out.contains("2 received"), "{out}");
 }

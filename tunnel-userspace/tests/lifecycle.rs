@@ -179,6 +179,19 @@ fn an_xdp_underlay_joins_an_instance_that_had_only_tc() {
             .unwrap(),
     );
     assert!(index.contains("fd00:99::2"), "{index}");
+    // `map list` lists the IPv6 maps with the rest.
+    let listed = xtun_json(&topo.ns1, &["map", "list"]);
+    let entries = |name: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {listed}"))["entries"]
+            .clone()
+    };
+    assert_eq!(entries("XTUN_TUNNELS6"), 1);
+    assert_eq!(entries("XTUN_DECAP6"), 1);
 }
 
 #[test]

@@ -108,17 +108,22 @@ pub fn upgrade() -> Result<()> {
     let Some(mut dp) = Dataplane::find(&mut nl)? else {
         bail!("xtun is not attached in this network namespace");
     };
-    let (old_xdp, old_tc) = dp.program_ids();
-    let replaced = dp.upgrade(&mut nl).context("upgrading the data plane")?;
-    let (new_xdp, new_tc) = dp.program_ids();
-    let ids = |xdp: Option<u32>, tc: u32| match xdp {
-        Some(xdp) => format!("xdp {xdp}, tc {tc}"),
-        None => format!("tc {tc}"),
+    let ids = |dp: &Dataplane| {
+        let (xdp, tc) = dp.program_ids();
+        let mut ids: Vec<String> = xdp.map(|id| format!("xdp {id}")).into_iter().collect();
+        ids.push(format!("tc {tc}"));
+        ids.extend(
+            dp.ipv6_program_ids()
+                .iter()
+                .map(|(hook, id)| format!("{hook} {id}")),
+        );
+        ids.join(", ")
     };
+    let old = ids(&dp);
+    let replaced = dp.upgrade(&mut nl).context("upgrading the data plane")?;
     println!(
-        "upgraded {replaced} attachments: programs {} -> {}",
-        ids(old_xdp, old_tc),
-        ids(new_xdp, new_tc)
+        "upgraded {replaced} attachments: programs {old} -> {}",
+        ids(&dp)
     );
     Ok(())
 }

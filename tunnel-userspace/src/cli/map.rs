@@ -48,13 +48,13 @@ pub fn run(cmd: MapCommand, format: Format) -> Result<()> {
     };
     match cmd {
         MapCommand::List => list(&dp.map_list()?, format),
+        // The IPv6 underlay's tunnels and receive index, decoded (`--raw`
+        // for their bytes).
+        MapCommand::Dump { name, raw } if !raw && (name == MAP_DECAP6 || name == MAP_TUNNELS6) => {
+            print_ipv6_map(&mut nl, &dp, &name, format)
+        }
         MapCommand::Dump { name, raw } => match dp.map_dump(&name)? {
             Some(dump) => print_dump(&mut nl, &dump, raw, format),
-            // The IPv6 underlay's maps come with `xtun_tc6`, which the
-            // generic listing may not reach: read them through the handle.
-            None if name == MAP_DECAP6 || name == MAP_TUNNELS6 => {
-                print_ipv6_map(&mut nl, &dp, &name, format)
-            }
             None => bail!("no map named \"{name}\" (see `xtun map list`)"),
         },
     }

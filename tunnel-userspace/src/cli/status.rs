@@ -38,6 +38,7 @@ pub fn show(format: Format) -> Result<()> {
         bail!("xtun is not attached in this network namespace");
     };
     let (xdp_id, tc_id) = dp.program_ids();
+    let ipv6_ids: Vec<u32> = dp.ipv6_program_ids().iter().map(|(_, id)| *id).collect();
     let mut interfaces = Vec::new();
     let links = nl.links()?;
     // Tunnel interfaces, by their ports: a port is shown with its tunnel.
@@ -119,7 +120,7 @@ pub fn show(format: Format) -> Result<()> {
     }
     let programs: Vec<Value> = loaded_programs()
         .flatten()
-        .filter(|p| Some(p.id()) == xdp_id || p.id() == tc_id)
+        .filter(|p| Some(p.id()) == xdp_id || p.id() == tc_id || ipv6_ids.contains(&p.id()))
         .map(|p| {
             json!({
                 "id": p.id(),

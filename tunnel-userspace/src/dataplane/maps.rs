@@ -95,7 +95,8 @@ impl Dataplane {
     /// The instance's maps: every map used by its programs, by id.
     fn map_infos(&self) -> Result<Vec<MapInfo>> {
         let mut ids = BTreeSet::new();
-        for id in self.xdp_id.into_iter().chain([self.tc_id]) {
+        let ipv6 = self.ipv6_program_ids().into_iter().map(|(_, id)| id);
+        for id in self.xdp_id.into_iter().chain([self.tc_id]).chain(ipv6) {
             if let Some(info) = program_info(id) {
                 ids.extend(info.map_ids()?.unwrap_or_default());
             }

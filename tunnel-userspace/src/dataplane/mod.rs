@@ -492,6 +492,16 @@ impl Dataplane {
         (self.xdp_id, self.tc_id)
     }
 
+    /// The programs of tunnels over IPv6 this instance runs, by short
+    /// name: `xtun_tc6` ("tc6") and `xtun_tap6` ("tap6"), each loaded when
+    /// first needed.
+    pub fn ipv6_program_ids(&self) -> Vec<(&'static str, u32)> {
+        [("tc6", &self.tc6), ("tap6", &self.tap6)]
+            .into_iter()
+            .filter_map(|(hook, loaded)| loaded.as_ref().map(|(_, id)| (hook, *id)))
+            .collect()
+    }
+
     pub fn current_settings(&self) -> Result<Settings> {
         Ok(self.settings.get(&0, 0)?)
     }

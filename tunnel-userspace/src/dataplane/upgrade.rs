@@ -12,6 +12,7 @@ use super::{
     build_id,
     forward::ForwardMaps,
     monitor::MonitorMaps,
+    tunnels6::load_classifier,
     Dataplane, DataplaneError, Result, FILTER_DEFRAG, FILTER_TUNNEL, OBJECT,
 };
 use crate::netlink::{self, Netlink, TcHook};
@@ -32,6 +33,22 @@ impl Dataplane {
         let (new_xdp_fd, new_xdp_id) = load_xdp(&mut object)?;
         let (new_tc_fd, new_tc_id) = load_tc(&mut object)?;
         let new_defrag = load_defrag(&mut object)?;
+        // The IPv6 programs, where this instance runs them.
+        let new_tc6 = match self.tc6 {
+            Some(_) => Some(load_classifier(&mut object, PROG_TC6)?),
+            None => None,
+        };
+        let new_tap6 = match self.tap6 {
+            Some(_) => Some(load_classifier(&mut object, PROG_TAP6)?),
+            None => None,
+        };
+        let ipv6_swaps: Vec<(u32, i32)> = [(&self.tc6, &new_tc6), (&self.tap6, &new_tap6)]
+            .into_iter()
+            .filter_map(|(old, new)| match (old, new) {
+                (Some((_, old_id)), Some((new_fd, _))) => Some((*old_id, new_fd.as_raw_fd())),
+                _ => None,
+            })
+            .collect();
         // An instance from before `XTUN_TUN_BY_IF` gets the map now: it is
         // filled before any program that reads it is attached.
         let mut by_if: Array<MapData, TunnelConfig> = Array::try_from(
@@ -78,6 +95,24 @@ impl Dataplane {
             }
             for hook in [TcHook::Ingress, TcHook::Egress] {
                 for filter in nl.bpf_filters(link.index, hook)? {
+                    let ipv6 = ipv6_swaps
+                        .iter()
+                        .find(|(old_id, _)| filter.prog_id == Some(*old_id));
+                    if let Some((_, new_fd)) = ipv6 {
+                        // Underlays have it at their own priority, ports at ours.
+                        let name = filter.name.as_deref().unwrap_or(FILTER_TUNNEL);
+                        nl.add_bpf_filter_at(
+                            filter.prio,
+                            link.index,
+                            hook,
+                            *new_fd,
+                            name,
+                            filter.classid,
+                            true,
+                        )?;
+                        replaced += 1;
+                        continue;
+                    }
                     if filter.prio != netlink::FILTER_PRIO || filter.prog_id != Some(self.tc_id) {
                         continue;
                     }
@@ -115,6 +150,12 @@ impl Dataplane {
         self.tc_fd = new_tc_fd;
         self.tc_id = new_tc_id;
         self.defrag = Some(new_defrag);
+        if new_tc6.is_some() {
+            self.tc6 = new_tc6;
+        }
+        if new_tap6.is_some() {
+            self.tap6 = new_tap6;
+        }
         self._ebpf = Some(object);
         Ok(replaced)
     }

@@ -323,9 +323,8 @@ const PATH_ANSWERED: u32 = 1;
 const PATH_DROPPED: u32 = 2;
 
 /// A path MTU learnt from ICMPv6 Packet Too Big: an inner packet that
-/// does not fit and may not be fragmented (IPv6, IPv4 with DF) is answered
-/// to its sender with the tunnel's MTU on this path, as the kernel's
-/// ip6_tnl_xmit does; others are sent, and the path may drop them.
+/// does not fit is answered to its sender with the tunnel's MTU on this
+/// path, as the kernel's ip6_tnl_xmit does (IPv4 even without DF).
 /// `PATH_FITS`, `PATH_ANSWERED` or `PATH_DROPPED`. A subprogram of
 /// its own, with few arguments and its own stack frame: the answers'
 /// headers and route lookups would not fit in the encapsulation's.
@@ -343,9 +342,11 @@ fn enforce_path_mtu(ctx: &TcContext, cfg: &TunnelConfig) -> u32 {
         return PATH_FITS;
     };
     let fit = mtu.saturating_sub(overhead);
+    // IPv4 is answered with or without DF: routers cannot fragment the
+    // outer IPv6 packet, and the kernel's ip6 tunnels answer it alike.
     let answer = if inner.is_v6() {
         pmtu::answer_too_big_v6(ctx, cfg, inner.src6, inner.dst, fit.max(IPV6_MIN_MTU))
-    } else if inner.df() {
+    } else {
         let v4 = pmtu::InnerV4 {
             src: inner.src,
             dst: wire::join_words(inner.dst[0], inner.dst[1]),
@@ -353,9 +354,6 @@ fn enforce_path_mtu(ctx: &TcContext, cfg: &TunnelConfig) -> u32 {
             later_fragment: inner.frag & wire::IP_OFFSET != 0,
         };
         pmtu::answer_too_big(ctx, cfg, &v4, fit)
-    } else {
-        maps::count(cfg.ifindex, TX_FRAGMENTABLE);
-        return PATH_FITS;
     };
     match answer {
         Ok(_) => {

@@ -773,7 +773,7 @@ fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<()> {
     let stats = globals.stats > 0;
     match command {
         Command::Tunnel { action } => cli::tunnel::run(action, stats, format, globals.ipv6),
-        Command::Link { action } => cli::link::run(action, format),
+        Command::Link { action } => cli::link::run(action, stats, format),
         Command::Neigh { action } => cli::neigh::run(action, format),
         Command::Apply { file, dry_run } => cli::apply::apply(&file, dry_run),
         Command::Completion { .. } | Command::Manpages { .. } => unreachable!("handled in run"),

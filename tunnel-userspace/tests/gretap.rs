@@ -589,6 +589,14 @@ fn two_bridges_joined_by_gretap() {
     transfer(&host_a, &host_b, "10.50.0.2", 16 << 20);
     transfer(&host_b, &host_a, "10.50.0.1", 4 << 20);
     assert_eq!(counter(&topo.ns1, COUNTER_NAMES[TX_NO_BUFS as usize]), 0);
+
+    // `-s` counts the link's frames as `tunnel show -s` counts a tunnel's.
+    let shown = xtun(&topo.ns1, &["-s", "link", "show", "gtap"]);
+    assert!(shown.contains("\nRX: Packets    Bytes"), "{shown}");
+    let stats = &xtun_json(&topo.ns1, &["-s", "link", "show", "gtap"])[0]["stats"];
+    assert!(stats["tx"]["bytes"].as_u64().unwrap() > 16 << 20, "{stats}");
+    assert!(stats["rx"]["bytes"].as_u64().unwrap() > 4 << 20, "{stats}");
+    assert_eq!(stats["rx"]["errors"], 0, "{stats}");
 }
 
 /// ICMP "fragmentation needed" from a router on the way to 10.10.20.2,

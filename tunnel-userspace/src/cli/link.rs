@@ -136,7 +136,7 @@ impl LinkCommand {
     }
 }
 
-pub fn run(cmd: LinkCommand, format: Format) -> Result<()> {
+pub fn run(cmd: LinkCommand, stats: bool, format: Format) -> Result<()> {
     match cmd {
         LinkCommand::Add { args } => {
             if link_type(&args) == Some("ip6gretap") {
@@ -154,7 +154,7 @@ pub fn run(cmd: LinkCommand, format: Format) -> Result<()> {
             }
             tunnel::remove(nl, dp, &link, &cfg)
         }
-        LinkCommand::Show { args } => show(link_name(&args)?, format),
+        LinkCommand::Show { args } => show(link_name(&args)?, stats, format),
     }
 }
 
@@ -183,7 +183,7 @@ fn link_name(args: &[String]) -> Result<Option<String>> {
     Ok(Some(name.clone()))
 }
 
-fn show(name: Option<String>, format: Format) -> Result<()> {
+fn show(name: Option<String>, stats: bool, format: Format) -> Result<()> {
     let mut nl = Netlink::new()?;
     let links = nl.links()?;
     let mut found: Vec<(Link, TunnelConfig)> = match &name {
@@ -212,7 +212,7 @@ fn show(name: Option<String>, format: Format) -> Result<()> {
         },
     };
     found.sort_by_key(|(link, _)| link.index);
-    let dp = if found.iter().any(|(_, cfg)| cfg.mode == MODE_IP6GRETAP) {
+    let dp = if stats || found.iter().any(|(_, cfg)| cfg.mode == MODE_IP6GRETAP) {
         Dataplane::find(&mut nl)?
     } else {
         None
@@ -231,19 +231,31 @@ fn show(name: Option<String>, format: Format) -> Result<()> {
         let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", link.name))
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
+        // `-s`: the data plane's counters, as `tunnel show -s` has them.
+        let counters = stats
+            .then(|| dp.as_ref().and_then(|dp| dp.tunnel_totals(link.index)))
+            .flatten();
         if format.json {
-            docs.push(match &cfg6 {
+            let mut doc = match &cfg6 {
                 Some(cfg6) => link6_json(link, &mac, cfg, cfg6, dev),
                 None => link_json(link, &mac, cfg, dev),
-            });
+            };
+            if let (Some(s), Some(doc)) = (&counters, doc.as_object_mut()) {
+                doc.insert("stats".into(), tunnel::stats_json(s));
+            }
+            docs.push(doc);
             continue;
         }
         let line = match &cfg6 {
             Some(cfg6) => Link6Line { cfg, cfg6, dev }.to_string(),
             None => LinkLine { cfg, dev }.to_string(),
         };
+        let counters = counters
+            .as_ref()
+            .map(tunnel::stats_text)
+            .unwrap_or_default();
         format.print_record(&format!(
-            "{}: {}: mtu {}\n    link/ether {mac} brd ff:ff:ff:ff:ff:ff\n    {line}",
+            "{}: {}: mtu {}\n    link/ether {mac} brd ff:ff:ff:ff:ff:ff\n    {line}{counters}",
             link.index, link.name, link.mtu,
         ));
     }

@@ -690,15 +690,8 @@ fn show(args: &[String], stats: bool, format: Format) -> Result<()> {
             dev,
         }
         .to_string();
-        if let Some(s) = counters {
-            record.push_str(&format!(
-                "\nRX: Packets    Bytes        Errors CsumErrs OutOfSeq Mcasts\n    {:<10} {:<12} {:<6} {:<8} {:<8} {:<8}",
-                s.rx_packets, s.rx_bytes, s.rx_errors, s.rx_csum_errors, s.rx_out_of_seq, s.rx_mcasts
-            ));
-            record.push_str(&format!(
-                "\nTX: Packets    Bytes        Errors DeadLoop NoRoute  NoBufs\n    {:<10} {:<12} {:<6} {:<8} {:<8} {:<6}",
-                s.tx_packets, s.tx_bytes, s.tx_errors, s.tx_dead_loop, s.tx_no_route, s.tx_no_bufs
-            ));
+        if let Some(s) = &counters {
+            record.push_str(&stats_text(s));
         }
         // `-d`: where the packets leave now; `-d` or `-s`: what the path
         // allows, as learnt from ICMP.
@@ -832,17 +825,31 @@ fn tunnel_json(
         );
     }
     if let Some(s) = stats {
-        doc.push("stats", json!({
-            "rx": {
-                "packets": s.rx_packets, "bytes": s.rx_bytes, "errors": s.rx_errors,
-                "csum_errors": s.rx_csum_errors, "out_of_sequence": s.rx_out_of_seq,
-                "multicast": s.rx_mcasts,
-            },
-            "tx": {
-                "packets": s.tx_packets, "bytes": s.tx_bytes, "errors": s.tx_errors,
-                "dead_loop": s.tx_dead_loop, "no_route": s.tx_no_route, "no_buffers": s.tx_no_bufs,
-            },
-        }));
+        doc.push("stats", stats_json(s));
     }
     doc
+}
+
+/// `-s`: a tunnel's counters as `ip -s tunnel show` prints them.
+pub(crate) fn stats_text(s: &TunnelStats) -> String {
+    format!(
+        "\nRX: Packets    Bytes        Errors CsumErrs OutOfSeq Mcasts\n    {:<10} {:<12} {:<6} {:<8} {:<8} {:<8}\nTX: Packets    Bytes        Errors DeadLoop NoRoute  NoBufs\n    {:<10} {:<12} {:<6} {:<8} {:<8} {:<6}",
+        s.rx_packets, s.rx_bytes, s.rx_errors, s.rx_csum_errors, s.rx_out_of_seq, s.rx_mcasts,
+        s.tx_packets, s.tx_bytes, s.tx_errors, s.tx_dead_loop, s.tx_no_route, s.tx_no_bufs
+    )
+}
+
+/// `-s -j`: the same counters, as `stats`.
+pub(crate) fn stats_json(s: &TunnelStats) -> Value {
+    json!({
+        "rx": {
+            "packets": s.rx_packets, "bytes": s.rx_bytes, "errors": s.rx_errors,
+            "csum_errors": s.rx_csum_errors, "out_of_sequence": s.rx_out_of_seq,
+            "multicast": s.rx_mcasts,
+        },
+        "tx": {
+            "packets": s.tx_packets, "bytes": s.tx_bytes, "errors": s.tx_errors,
+            "dead_loop": s.tx_dead_loop, "no_route": s.tx_no_route, "no_buffers": s.tx_no_bufs,
+        },
+    })
 }

@@ -340,15 +340,8 @@ fn show(args: &[String], stats: bool, format: Format) -> Result<()> {
             dev,
         }
         .to_string();
-        if let Some(s) = counters {
-            record.push_str(&format!(
-                "\nRX: Packets    Bytes        Errors CsumErrs OutOfSeq Mcasts\n    {:<10} {:<12} {:<6} {:<8} {:<8} {:<8}",
-                s.rx_packets, s.rx_bytes, s.rx_errors, s.rx_csum_errors, s.rx_out_of_seq, s.rx_mcasts
-            ));
-            record.push_str(&format!(
-                "\nTX: Packets    Bytes        Errors DeadLoop NoRoute  NoBufs\n    {:<10} {:<12} {:<6} {:<8} {:<8} {:<6}",
-                s.tx_packets, s.tx_bytes, s.tx_errors, s.tx_dead_loop, s.tx_no_route, s.tx_no_bufs
-            ));
+        if let Some(s) = &counters {
+            record.push_str(&super::tunnel::stats_text(s));
         }
         if format.details {
             if let Some(underlay) = underlay {
@@ -477,17 +470,7 @@ fn tunnel_json(
         .collect();
     doc.push("path_mtu", json!(path_mtus));
     if let Some(s) = stats {
-        doc.push("stats", json!({
-            "rx": {
-                "packets": s.rx_packets, "bytes": s.rx_bytes, "errors": s.rx_errors,
-                "csum_errors": s.rx_csum_errors, "out_of_sequence": s.rx_out_of_seq,
-                "multicast": s.rx_mcasts,
-            },
-            "tx": {
-                "packets": s.tx_packets, "bytes": s.tx_bytes, "errors": s.tx_errors,
-                "dead_loop": s.tx_dead_loop, "no_route": s.tx_no_route, "no_buffers": s.tx_no_bufs,
-            },
-        }));
+        doc.push("stats", super::tunnel::stats_json(s));
     }
     doc
 }

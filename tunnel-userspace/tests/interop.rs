@@ -1,6 +1,6 @@
 //! Interop with the Linux kernel's own tunnels: a VM running Debian's kernel
-//! (ip_gre, ipip, sit, and ip6_gre and ip6_tunnel over IPv6) is the peer of
-//! xtun. qemu runs in a namespace the test
+//! (ip_gre, ipip, sit, and ip6_gre and ip6_tunnel over IPv6, and gretap and
+//! ip6gretap links) is the peer of xtun. qemu runs in a namespace the test
 //! makes; its NIC is a tap there, which is xtun's underlay. Every case is
 //! configured on both ends in one boot; each is then checked both ways with
 //! ping and a 16 MiB TCP transfer (hashed at both ends), and the counters the
@@ -56,6 +56,16 @@ enum Setup {
     /// xtun `remote any` with a neighbour entry naming the VM (and one
     /// naming a remote that does not exist); the VM has a plain GRE tunnel.
     Multipoint,
+    /// Ethernet over GRE: `xtun link add` and `ip link add` of `kind`
+    /// (gretap, ip6gretap) with the options given, IPv4 on the Ethernet
+    /// interfaces (ARP resolved across the link once, then pinned, so
+    /// that the counted pings are all that cross it).
+    Tap {
+        kind: &'static str,
+        xtun: &'static str,
+        kernel: &'static str,
+        over_v6: bool,
+    },
 }
 
 struct Case {
@@ -75,6 +85,10 @@ fn cases() -> Vec<Case> {
     let p2p6 = |name, mode, xtun, kernel, inner_v6| Case {
         name,
         setup: Setup::PointToPoint { mode, xtun, kernel, inner_v6, over_v6: true },
+    };
+    let tap = |name, kind, xtun, kernel, over_v6| Case {
+        name,
+        setup: Setup::Tap { kind, xtun, kernel, over_v6 },
     };
     vec![
         p2p("gre", "gre", "", "", false),
@@ -96,6 +110,9 @@ fn cases() -> Vec<Case> {
         p2p6("ip6ip6", "ip6ip6", "", "", true),
         p2p6("ipip6", "ipip6", "", "", false),
         p2p6("any, IPv4 inside", "any", "", "", false),
+        tap("gretap key 9", "gretap", "key 9", "key 9", false),
+        tap("ip6gretap", "ip6gretap", "", "", true),
+        tap("ip6gretap key+csum+seq", "ip6gretap", "key 9 csum seq", "key 9 csum seq", true),
     ]
 }
 
@@ -109,7 +126,29 @@ fn vm_outer6(i: usize) -> String {
 
 /// Is case `i` a tunnel over the IPv6 underlay?
 fn over_v6(case: &Case) -> bool {
-    matches!(case.setup, Setup::PointToPoint { over_v6: true, .. })
+    matches!(
+        case.setup,
+        Setup::PointToPoint { over_v6: true, .. } | Setup::Tap { over_v6: true, .. }
+    )
+}
+
+/// Where each end counts case `i`'s packets.
+#[derive(Clone, Copy)]
+enum Counted {
+    /// `ip -s tunnel show` and `xtun -s tunnel show`.
+    Tunnel,
+    /// The same over IPv6 (`-6`), the kernel's from /proc/net/dev.
+    Tunnel6,
+    /// An Ethernet link: /proc/net/dev and `xtun -s link show`.
+    Link,
+}
+
+fn counted(case: &Case) -> Counted {
+    match case.setup {
+        Setup::Tap { .. } => Counted::Link,
+        _ if over_v6(case) => Counted::Tunnel6,
+        _ => Counted::Tunnel,
+    }
 }
 
 /// (xtun's inner address, the VM's) of case `i`.
@@ -118,7 +157,8 @@ fn inner(case: &Case, i: usize) -> (String, String) {
         Setup::PointToPoint {
             inner_v6: false, ..
         }
-        | Setup::Multipoint => (format!("10.200.{i}.1"), format!("10.200.{i}.2")),
+        | Setup::Multipoint
+        | Setup::Tap { .. } => (format!("10.200.{i}.1"), format!("10.200.{i}.2")),
         Setup::PointToPoint { inner_v6: true, .. } => {
             (format!("fd00:200:{i}::1"), format!("fd00:200:{i}::2"))
         }
@@ -250,6 +290,64 @@ impl Peer {
                      ip tunnel prl prl-default {HOST} dev {kt} && ip link set {kt} up && \
                      ip -6 addr add fd00:300::5efe:{outer}/64 dev {kt} nodad && \
                      ip -6 addr add {theirs}/128 dev {kt} nodad"
+                ));
+            }
+            Setup::Tap {
+                kind,
+                xtun,
+                kernel,
+                over_v6,
+            } => {
+                let (vm_end, host_end) = if over_v6 {
+                    let outer6 = vm_outer6(i);
+                    self.vm()
+                        .ok(&format!("ip -6 addr add {outer6}/64 dev eth0 nodad"));
+                    (outer6, HOST6.to_string())
+                } else {
+                    (outer, HOST.to_string())
+                };
+                self.xtun(&format!(
+                    "link add {xt} type {kind} remote {vm_end} local {host_end} {xtun}"
+                ));
+                self.vm().ok(&format!(
+                    "ip link add {kt} type {kind} remote {host_end} local {vm_end} {kernel}"
+                ));
+                // IPv4 only: IPv6 would send its own packets across.
+                for (dev, addr) in [(&xt, &mine), (&kt, &theirs)] {
+                    let cmd = format!(
+                        "sysctl -qw net.ipv6.conf.{dev}.disable_ipv6=1 && ip link set {dev} up \
+                         && ip addr add {addr}/24 dev {dev}"
+                    );
+                    if dev == &xt {
+                        self.host(&cmd);
+                    } else {
+                        self.vm().ok(&cmd);
+                    }
+                }
+                // ARP across the link, both ways, then pinned.
+                let warm = self
+                    .ns
+                    .try_exec(&["ping", "-c", "1", "-W", "10", &theirs])
+                    .unwrap();
+                assert!(
+                    warm.status.success(),
+                    "{}: no ARP across the link",
+                    case.name
+                );
+                let vm_mac = self.vm().ok(&format!("cat /sys/class/net/{kt}/address"));
+                // The namespace's /sys, as `ip netns exec` mounts it.
+                let host_mac = self
+                    .ns
+                    .exec(&["cat", &format!("/sys/class/net/{xt}/address")])
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap();
+                self.host(&format!(
+                    "ip neigh replace {theirs} lladdr {} dev {xt} nud permanent",
+                    vm_mac.trim()
+                ));
+                self.vm().ok(&format!(
+                    "ip neigh replace {mine} lladdr {} dev {kt} nud permanent",
+                    host_mac.trim()
                 ));
             }
             Setup::Multipoint => {
@@ -421,34 +519,36 @@ impl Peer {
     }
 
     /// The kernel's counters of kt{i}, from `ip -s tunnel show`.
-    fn kernel_counters(&mut self, i: usize, six: bool) -> KernelCounters {
-        if six {
+    fn kernel_counters(&mut self, i: usize, counted: Counted) -> KernelCounters {
+        if let Counted::Link = counted {
+            let out = self.vm().ok("cat /proc/net/dev");
+            return KernelCounters::from_proc_net_dev(&out, &format!("kt{i}"), None)
+                .unwrap_or_else(|| panic!("no kt{i} in /proc/net/dev:\n{out}"));
+        }
+        if let Counted::Tunnel6 = counted {
             // iproute2 6.1's `ip -6 -s tunnel show` prints zeros for a
             // tunnel with IPv4 inside, whose device counts all the same:
             // the device's counters, and the tunnel's own error counters.
             let out = self.vm().ok("cat /proc/net/dev");
             let tunnel = self.vm().ok(&format!("ip -6 -s tunnel show kt{i}"));
-            return KernelCounters::from_proc_net_dev(&out, &format!("kt{i}"), &tunnel)
+            return KernelCounters::from_proc_net_dev(&out, &format!("kt{i}"), Some(&tunnel))
                 .unwrap_or_else(|| panic!("no kt{i} in /proc/net/dev:\n{out}"));
         }
         let out = self.vm().ok(&format!("ip -s tunnel show kt{i}"));
         KernelCounters::parse(&out).unwrap_or_else(|| panic!("parsing ip -s tunnel show:\n{out}"))
     }
 
-    /// xtun's counters of xt{i}, from `xtun -j -s tunnel show`.
-    fn xtun_counters(&self, i: usize, six: bool) -> serde_json::Value {
-        let family = if six { "-6" } else { "-4" };
+    /// xtun's counters of xt{i}, from `xtun -j -s tunnel show` (or
+    /// `link show`).
+    fn xtun_counters(&self, i: usize, counted: Counted) -> serde_json::Value {
+        let (family, object) = match counted {
+            Counted::Tunnel => ("-4", "tunnel"),
+            Counted::Tunnel6 => ("-6", "tunnel"),
+            Counted::Link => ("-4", "link"),
+        };
         let out = self
             .ns
-            .exec(&[
-                XTUN,
-                family,
-                "-j",
-                "-s",
-                "tunnel",
-                "show",
-                &format!("xt{i}"),
-            ])
+            .exec(&[XTUN, family, "-j", "-s", object, "show", &format!("xt{i}")])
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let entry = if v.is_array() { v[0].clone() } else { v };
@@ -478,8 +578,10 @@ struct KernelCounters {
 
 impl KernelCounters {
     /// From `dev`'s line of /proc/net/dev, with the GRE error counters of
-    /// `ip -s tunnel show` (`tunnel`).
-    fn from_proc_net_dev(text: &str, dev: &str, tunnel: &str) -> Option<Self> {
+    /// `ip -s tunnel show` (`tunnel`), or else its own: a GRE checksum
+    /// error is a CRC error there (in `frame`), one out of sequence a FIFO
+    /// error (`fifo`).
+    fn from_proc_net_dev(text: &str, dev: &str, tunnel: Option<&str>) -> Option<Self> {
         let line = text
             .lines()
             .find(|l| l.trim_start().starts_with(&format!("{dev}:")))?;
@@ -489,7 +591,13 @@ impl KernelCounters {
             .split_whitespace()
             .map(|w| w.parse().ok())
             .collect::<Option<_>>()?;
-        let gre = Self::parse(tunnel)?;
+        let (csum_errors, out_of_seq) = match tunnel {
+            Some(tunnel) => {
+                let gre = Self::parse(tunnel)?;
+                (gre.csum_errors, gre.out_of_seq)
+            }
+            None => (n[5], n[4]),
+        };
         Some(Self {
             rx_bytes: n[0],
             rx_packets: n[1],
@@ -497,7 +605,8 @@ impl KernelCounters {
             tx_bytes: n[8],
             tx_packets: n[9],
             tx_errors: n[10],
-            ..gre
+            csum_errors,
+            out_of_seq,
         })
     }
 
@@ -654,12 +763,12 @@ fn kernel_tunnels_interoperate_with_xtun() {
         let i = *i;
         let (mine, theirs) = inner(case, i);
         let port = 5000 + i as u16;
-        let before = Snapshot::take(&mut peer, i, over_v6(case));
+        let before = Snapshot::take(&mut peer, i, counted(case));
         let mut checks = vec![
             ("ping xtun->VM", peer.ping_from_host(&theirs)),
             ("ping VM->xtun", peer.ping_from_vm(&mine)),
         ];
-        let after = Snapshot::take(&mut peer, i, over_v6(case));
+        let after = Snapshot::take(&mut peer, i, counted(case));
         checks.push(("ping counters", ping_counters(&before, &after, 6)));
         checks.extend([
             (
@@ -668,7 +777,7 @@ fn kernel_tunnels_interoperate_with_xtun() {
             ),
             ("TCP VM->xtun", peer.tcp_from_vm(&mine, port)),
         ]);
-        let totals = Snapshot::take(&mut peer, i, over_v6(case));
+        let totals = Snapshot::take(&mut peer, i, counted(case));
         checks.push(("total counters", total_counters(&mut peer, &totals)));
         rows.push(Row {
             case: case.name,
@@ -705,10 +814,10 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn take(peer: &mut Peer, i: usize, six: bool) -> Self {
+    fn take(peer: &mut Peer, i: usize, counted: Counted) -> Self {
         Self {
-            kernel: peer.kernel_counters(i, six),
-            xtun: peer.xtun_counters(i, six),
+            kernel: peer.kernel_counters(i, counted),
+            xtun: peer.xtun_counters(i, counted),
         }
     }
 

@@ -122,6 +122,9 @@ counters! {
     FWD_PASS_TOO_BIG = 45, "fwd_pass_too_big";
     /// Fast path: the reverse-path check did not pass; the kernel decides.
     FWD_PASS_RPFILTER = 46, "fwd_pass_rpfilter";
+    /// An inner IPv6 packet whose tunnel encapsulation limit (RFC 2473) is
+    /// 0: answered with ICMPv6 Parameter Problem and dropped.
+    TX_ENCAP_LIMIT = 47, "tx_encap_limit_exceeded";
 }
 
 #[cfg(test)]
@@ -131,7 +134,7 @@ mod tests {
     #[test]
     fn counter_slots_are_dense_and_named() {
         assert_eq!(COUNTER_COUNT as usize, COUNTER_NAMES.len());
-        assert_eq!(FWD_PASS_RPFILTER + 1, COUNTER_COUNT);
+        assert_eq!(TX_ENCAP_LIMIT + 1, COUNTER_COUNT);
         // The names are indexed by position in the list, the constants by
         // the number written beside them: read both from this file, so a
         // slot numbered out of order or used twice is caught.

@@ -68,11 +68,126 @@ fn carries6(mode: u8, family: Family) -> bool {
 /// stack frames never add up.
 #[inline(always)]
 pub fn send(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
+    // As the kernel's ip6 tunnels: the inner encapsulation limit first,
+    // then the path MTU.
+    let limit = check_encap_limit(ctx, cfg);
+    if limit == LIMIT_ANSWERED {
+        return TC_ACT_REDIRECT;
+    }
+    if limit == LIMIT_DROPPED {
+        return TC_ACT_SHOT;
+    }
     match enforce_path_mtu(ctx, cfg) {
-        PATH_FITS => encap::<false>(ctx, cfg),
+        PATH_FITS => encap::<false>(ctx, cfg, limit),
         PATH_ANSWERED => TC_ACT_REDIRECT,
         _ => TC_ACT_SHOT,
     }
+}
+
+/// `check_encap_limit`: the inner packet has no encapsulation limit.
+const LIMIT_NONE: u32 = 0;
+/// `check_encap_limit`: it has one, in the low byte.
+const LIMIT_FOUND: u32 = 0x100;
+/// `check_encap_limit`: it was 0, and the Parameter Problem was sent.
+const LIMIT_ANSWERED: u32 = 0x200;
+/// `check_encap_limit`: it was 0, and no answer could be sent.
+const LIMIT_DROPPED: u32 = 0x400;
+/// Extension headers walked to find an inner encapsulation limit.
+const INNER_EXT_HEADERS: usize = 4;
+/// Options looked at in each destination-options header walked.
+const INNER_OPTIONS: usize = 8;
+
+/// RFC 2473 4.1.1 at the tunnel entry, as the kernel's ip6 tunnels do it:
+/// an inner IPv6 packet that carries a tunnel encapsulation limit of 0 is
+/// answered with ICMPv6 Parameter Problem pointing at it and dropped; one
+/// that carries any other limit is sent with that limit less one (whatever
+/// the tunnel's `encaplimit`). `LIMIT_FOUND | limit`, `LIMIT_NONE`,
+/// `LIMIT_ANSWERED` or `LIMIT_DROPPED`. A subprogram of its own, for its
+/// answer's stack frame, as `enforce_path_mtu`.
+#[inline(never)]
+fn check_encap_limit(ctx: &TcContext, cfg: &TunnelConfig) -> u32 {
+    // SAFETY: reading a field of the context the kernel gave us.
+    let protocol = unsafe { (*ctx.skb.skb).protocol } as u16;
+    if protocol != wire::ETH_P_IPV6.to_be() || !carries6(cfg.mode, Family::V6) {
+        return LIMIT_NONE;
+    }
+    let l3 = wire::ETH_HDR_LEN;
+    let Some((offset, limit)) = inner_encap_limit(ctx, l3) else {
+        return LIMIT_NONE;
+    };
+    if limit != 0 {
+        return LIMIT_FOUND | limit as u32;
+    }
+    let (Ok(src), Ok(dst)) = (
+        read_at::<[u16; 8], _>(ctx, l3 + 8),
+        read_at::<[u16; 8], _>(ctx, l3 + 24),
+    ) else {
+        return LIMIT_DROPPED;
+    };
+    // The pointer names the limit's own byte, after the option's type and
+    // length.
+    let pointer = offset as u32 + 2;
+    match pmtu::answer_v6(ctx, cfg, src, dst, pmtu::ICMPV6_PARAMPROB, pointer) {
+        Ok(_) => {
+            maps::count(cfg.ifindex, TX_ENCAP_LIMIT);
+            LIMIT_ANSWERED
+        }
+        Err(_) => {
+            count_failure(ctx, cfg, TX_ENCAP_LIMIT);
+            LIMIT_DROPPED
+        }
+    }
+}
+
+/// The tunnel encapsulation limit option of the inner IPv6 packet at `l3`,
+/// found as the kernel's `ip6_tnl_parse_tlv_enc_lim` finds it: in a
+/// destination-options header among the extension headers (hop-by-hop,
+/// routing, authentication, destination options, a first fragment), the
+/// first option of type 4 and length 1. Its offset from the inner header,
+/// and its value. Bounded: `INNER_EXT_HEADERS` headers, `INNER_OPTIONS`
+/// options in each.
+#[inline(always)]
+fn inner_encap_limit(ctx: &TcContext, l3: usize) -> Option<(usize, u8)> {
+    let mut next: u8 = ctx.load(l3 + 6).ok()?;
+    let mut off = l3 + wire::IPV6_HDR_LEN;
+    for _ in 0..INNER_EXT_HEADERS {
+        let len = match next {
+            // Hop-by-hop, routing and destination options: 8-byte units.
+            0 | 43 | NEXTHDR_DEST => (ctx.load::<u8>(off + 1).ok()? as usize + 1) * 8,
+            // Fragment: only a first fragment is walked over.
+            44 => {
+                let frag_off: u16 = ctx.load(off + 2).ok()?;
+                if frag_off != 0 {
+                    return None;
+                }
+                8
+            }
+            // Authentication: 4-byte units, less two.
+            51 => (ctx.load::<u8>(off + 1).ok()? as usize + 2) * 4,
+            _ => return None,
+        };
+        if next == NEXTHDR_DEST {
+            let mut i = 2;
+            for _ in 0..INNER_OPTIONS {
+                if i + 3 > len {
+                    break;
+                }
+                let option: [u8; 3] = ctx.load(off + i).ok()?;
+                if option[0] == TLV_ENCAP_LIMIT && option[1] == 1 {
+                    return Some((off + i - l3, option[2]));
+                }
+                // Pad1 is a single byte; every other option has a length.
+                i += if option[0] == 0 {
+                    1
+                } else {
+                    option[1] as usize + 2
+                };
+            }
+        }
+        next = ctx.load(off).ok()?;
+        off += len;
+    }
+    None
 }
 
 /// Sends a frame an ip6gretap link sent (seen on its port; `xtun_tap6`,
@@ -83,7 +198,7 @@ pub fn send(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
 pub fn send_frames(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
     // The path MTU is checked inside: counting a drop here would put its
     // monitor event on this frame's stack, on top of encap's.
-    encap::<true>(ctx, cfg)
+    encap::<true>(ctx, cfg, LIMIT_NONE)
 }
 
 /// Does the frame fit the path MTU learnt for the link's remote?
@@ -174,9 +289,9 @@ fn is_reentry(ctx: &TcContext) -> bool {
 #[inline(never)]
 // One function for IP packets and one for whole frames (`ETHERNET`):
 // their paths never mix, and the verifier walks each on its own.
-fn encap<const ETHERNET: bool>(ctx: &TcContext, cfg: &TunnelConfig) -> i32 {
+fn encap<const ETHERNET: bool>(ctx: &TcContext, cfg: &TunnelConfig, limit: u32) -> i32 {
     let ifindex = cfg.ifindex;
-    match try_encap::<ETHERNET>(ctx, cfg, ifindex) {
+    match try_encap::<ETHERNET>(ctx, cfg, ifindex, limit) {
         Ok(action) => action,
         Err(reason) => {
             count_failure(ctx, cfg, reason);
@@ -196,6 +311,7 @@ fn try_encap<const ETHERNET: bool>(
     ctx: &TcContext,
     cfg: &TunnelConfig,
     ifindex: u32,
+    limit: u32,
 ) -> Result<i32, u32> {
     // SAFETY: map value, valid while the program runs; userspace replaces
     // it whole.
@@ -228,8 +344,17 @@ fn try_encap<const ETHERNET: bool>(
     if gre_flags & (wire::GRE_CSUM | wire::GRE_SEQ) != 0 && gso_segs > 1 {
         return Err(TX_GSO_UNSUPPORTED);
     }
-    let encap_limit = cfg.flags & TUNNEL_F_IGN_ENCAP_LIMIT == 0;
-    let overhead = overhead(cfg);
+    // The limit sent: the inner packet's less one if it has one, else the
+    // tunnel's, if it has one (`check_encap_limit`).
+    let configured = cfg.flags & TUNNEL_F_IGN_ENCAP_LIMIT == 0;
+    let inner_limit = !ETHERNET && limit & LIMIT_FOUND != 0;
+    let encap_limit = configured || inner_limit;
+    let limit_sent = if inner_limit {
+        (limit as u8).wrapping_sub(1)
+    } else {
+        cfg6.encap_limit
+    };
+    let overhead = overhead(cfg) + if configured { 0 } else { DSTOPT_LEN } * inner_limit as usize;
     let (gre, inner_sum) = encap::gre_header(ctx, cfg, gre_flags, &inner, l2, inner_len)?;
 
     let room = if ethernet {
@@ -284,16 +409,8 @@ fn try_encap<const ETHERNET: bool>(
     if encap_limit {
         // Next header, length 0 (8 bytes), the limit option, then PadN
         // over the last three bytes, as the kernel's ip6_tnl sends it.
-        let option: [u16; 4] = wire::words_of([
-            proto,
-            0,
-            TLV_ENCAP_LIMIT,
-            1,
-            cfg6.encap_limit,
-            TLV_PADN,
-            1,
-            0,
-        ]);
+        let option: [u16; 4] =
+            wire::words_of([proto, 0, TLV_ENCAP_LIMIT, 1, limit_sent, TLV_PADN, 1, 0]);
         write_at(ctx, off, option).map_err(|_| TX_NO_BUFS)?;
         off += DSTOPT_LEN;
     }

@@ -346,6 +346,8 @@ fn send<H>(ctx: &TcContext, cfg: &TunnelConfig, to: Destination, headers: H) -> 
 }
 
 pub const ICMPV6_PKT_TOOBIG: u8 = 2;
+/// ICMPv6 "parameter problem" (code 0: erroneous header field).
+pub const ICMPV6_PARAMPROB: u8 = 4;
 /// The smallest MTU IPv6 allows: below it, no "packet too big" is sent.
 pub const IPV6_MIN_MTU: u32 = 1280;
 
@@ -366,6 +368,21 @@ pub fn answer_too_big_v6(
     src: [u16; 8],
     dst: [u16; 8],
     mtu: u32,
+) -> Result<i32, u32> {
+    answer_v6(ctx, cfg, src, dst, ICMPV6_PKT_TOOBIG, mtu)
+}
+
+/// Answers an inner IPv6 packet from `src` with an ICMPv6 error of
+/// `error_type` (code 0) whose 32-bit field is `value` (the MTU of a
+/// "packet too big", the pointer of a "parameter problem"), quoting it.
+#[inline(always)]
+pub fn answer_v6(
+    ctx: &TcContext,
+    cfg: &TunnelConfig,
+    src: [u16; 8],
+    dst: [u16; 8],
+    error_type: u8,
+    value: u32,
 ) -> Result<i32, u32> {
     // Not from an unspecified or multicast source, not to a multicast
     // destination, never to an ICMPv6 error (RFC 4443 2.4).
@@ -403,12 +420,12 @@ pub fn answer_too_big_v6(
     ip[3] = u16::from_be_bytes([IPPROTO_ICMPV6, 64]).to_be();
     ip[4..12].copy_from_slice(&from);
     ip[12..20].copy_from_slice(&src);
-    let [mtu_hi, mtu_lo] = wire::split_words(mtu.to_be());
+    let [value_hi, value_lo] = wire::split_words(value.to_be());
     let mut icmp = [
-        u16::from_be_bytes([ICMPV6_PKT_TOOBIG, 0]).to_be(),
+        u16::from_be_bytes([error_type, 0]).to_be(),
         0,
-        mtu_hi,
-        mtu_lo,
+        value_hi,
+        value_lo,
     ];
     // The pseudo-header: both addresses, the length and next header.
     let pseudo = csum::sum_array(&wire::bytes_of::<8, 16>(from))

@@ -8,8 +8,8 @@
 mod common;
 
 use common::net::{
-    address_ipv6, assert_all_answered, eventually, heavy_traffic, ping, ping_with, spawn_in,
-    stdout, transfer, xtun_json, Capture, XTUN,
+    address_ipv6, assert_all_answered, eventually, heavy_traffic, ping, ping_with, python,
+    spawn_in, stdout, transfer, xtun_json, Capture, XTUN,
 };
 use tunnel_userspace::testbed::{run, unique_prefix, Netns};
 
@@ -627,4 +627,50 @@ fn upgrade_swaps_the_ipv6_programs_without_loss() {
     );
     let out = ping(&path.ns1, "10.10.200.10", 2);
     assert!(out.contains("2 received"), "{out}");
+}
+
+/// RFC 2473 end to end: an inner IPv6 packet with its own encapsulation
+/// limit of 3 crosses an ip6ip6 tunnel with 2 on the outer header (tshark
+/// reads both), and is answered; one with a limit of 0 is answered by the
+/// tunnel with ICMPv6 Parameter Problem pointing at the limit (44: the
+/// option at 40 + 2, then its type and length) and never crosses.
+#[test]
+fn inner_encapsulation_limits_are_honoured_end_to_end() {
+    let path = V6Path::new("tel");
+    path.add_tunnels("ip6ip6", &[]);
+    let capture = Capture::start(&path.router, "r1", "ip6 and not icmp6");
+    let script = r#"
+from scapy.all import *
+def probe(limit, seq):
+    tel = [HBHOptUnknown(otype=4, optdata=bytes([limit])), PadN(optdata=b"\x00")]
+    return IPv6(dst="fd00:200::10")/IPv6ExtHdrDestOpt(autopad=0, options=tel)/ICMPv6EchoRequest(id=7, seq=seq)
+send(probe(3, 1), verbose=0)
+ans = sr1(probe(0, 2), timeout=5, verbose=0)
+if ans is not None and ICMPv6ParamProblem in ans:
+    print("problem", ans[ICMPv6ParamProblem].code, ans[ICMPv6ParamProblem].ptr)
+else:
+    print("problem none", ans)
+"#;
+    let out = python(&path.ns1, script);
+    assert!(out.contains("problem 0 44"), "{out}");
+    // (scapy's own neighbour solicitations cross too.)
+    let lines = capture.decode(2, &["ipv6.src", "ipv6.opt.tel", "icmpv6.type"]);
+    let echo = |ty: &str| {
+        lines
+            .iter()
+            .filter(|l| l.ends_with(&format!(";{ty}")))
+            .count()
+    };
+    // One request, with 2 outside and 3 inside, and its reply: the limit-0
+    // probe never crossed.
+    assert_eq!((echo("128"), echo("129")), (1, 1), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l == "fd00:10::2,fd00:100::10;2,3;128"),
+        "{lines:?}"
+    );
+    let counters = stdout(path.ns1.exec(&[XTUN, "-j", "stats"]).unwrap());
+    assert!(
+        counters.contains("\"tx_encap_limit_exceeded\":1"),
+        "{counters}"
+    );
 }

@@ -526,11 +526,11 @@ fn ip_6_tunnel_lines_json_and_mtus_of_issue_17() {
         assert_eq!(mtu[name], want, "{name}");
     }
 
-    // export lists them as the lines that make them again; apply of its
-    // output leaves them alone.
+    // export writes them as tables with `ip -6 tunnel`'s keys; apply of
+    // its output leaves them alone.
     let exported = s.ok("export");
     assert!(
-        exported.contains("\n# xtun -6 tunnel add t6k mode ip6gre remote fd00:20::6 local fd00:10::2 encaplimit none hoplimit 32 tclass inherit flowlabel 0x12345 key 5\n"),
+        exported.contains("\n[[tunnel]]\nname = \"t6k\"\nmode = \"ip6gre\"\nremote = \"fd00:20::6\"\nlocal = \"fd00:10::2\"\nkey = 5\nencaplimit = \"none\"\nhoplimit = 32\ntclass = \"inherit\"\nflowlabel = \"0x12345\"\n"),
         "{exported}"
     );
     let file = std::env::temp_dir().join(format!("{}-export.toml", s.ns.name));

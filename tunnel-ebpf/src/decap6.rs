@@ -402,7 +402,7 @@ fn options_skippable(opts: &[u8; DSTOPT_LEN]) -> bool {
 /// The tunnel a packet belongs to, most specific first: (local, remote),
 /// `local any`, `remote any`, both.
 #[inline(always)]
-fn find_tunnel6(
+pub fn find_tunnel6(
     local: [u8; 16],
     remote: [u8; 16],
     proto: u8,

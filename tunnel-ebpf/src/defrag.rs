@@ -1,5 +1,7 @@
-//! Outer IPv4 fragments of GRE, IPIP and SIT packets, put back together
-//! before decapsulation, as the kernel's `ip_defrag` does before `ip_gre`.
+//! Outer IPv4 fragments of GRE, IPIP and SIT packets, and outer IPv6
+//! fragments of ip6gre and ip6tnl packets, put back together before
+//! decapsulation, as the kernel's `ip_defrag` (`ipv6_frag_rcv`) does before
+//! `ip_gre` (`ip6_gre`, `ip6_tunnel`).
 //! Without it, a tunnel packet fragmented on a narrow path would be
 //! reassembled by the kernel into a datagram that no protocol handler here
 //! receives.
@@ -42,7 +44,7 @@ use tunnel_common::{
     wire::{self, Ipv4Words},
 };
 
-use crate::{classify, gre, maps, parse::read_at};
+use crate::{classify, decap6, gre, maps, parse::read_at};
 
 /// Datagrams being reassembled at once, across all underlays.
 const FRAG_SLOTS: u32 = 64;
@@ -69,16 +71,20 @@ pub struct FragSet {
     /// Bytes copied in minus its length (or plus `UNKNOWN_LENGTH`):
     /// whoever brings it to zero completes the datagram.
     balance: u64,
-    src: u32,
-    dst: u32,
-    id: u16,
+    /// The datagram's addresses (IPv4's in the first word, the rest 0).
+    src: [u32; 4],
+    dst: [u32; 4],
+    id: u32,
     proto: u8,
     /// 1 once the first fragment matched a configured tunnel.
     vouched: u8,
+    /// 4 or 6.
+    version: u8,
+    _pad0: u8,
     /// Payload length, from the last fragment; 0 until then.
     len: u32,
-    /// The first fragment's IPv4 header.
-    header: Ipv4Words,
+    /// The first fragment's IP header: IPv4's 20 bytes or IPv6's 40.
+    header: [u16; HEADER_WORDS],
     _pad: [u8; 4],
     /// Which 8-byte blocks of the payload are in.
     blocks: [u64; BITMAP_WORDS],
@@ -107,9 +113,23 @@ fn ingress_ifindex(ctx: &TcContext) -> u32 {
     unsafe { (*ctx.skb.skb).ifindex }
 }
 
+/// Words of the longest IP header kept: IPv6's.
+const HEADER_WORDS: usize = wire::IPV6_HDR_LEN / 2;
+/// IPv6's fragment header.
+const NEXTHDR_FRAGMENT: u8 = 44;
+const FRAG_HDR_LEN: usize = 8;
+
 /// What one fragment says about its datagram.
 struct Fragment {
-    header: Ipv4Words,
+    /// 4 or 6.
+    version: u8,
+    src: [u32; 4],
+    dst: [u32; 4],
+    id: u32,
+    /// What the datagram carries (IPv6: the fragment header's next header).
+    proto: u8,
+    /// Where its payload starts in the packet.
+    payload_at: usize,
     /// Payload bytes from `offset`, a multiple of 8 unless `last`.
     offset: usize,
     len: usize,
@@ -120,8 +140,12 @@ struct Fragment {
 /// that is not a tunnel fragment, or a datagram just completed.
 #[inline(always)]
 fn try_defrag(ctx: &TcContext) -> Result<i32, u32> {
-    let Some(frag) = tunnel_fragment(ctx) else {
-        return Ok(TC_ACT_UNSPEC);
+    let frag = match tunnel_fragment(ctx) {
+        Some(frag) => frag,
+        None => match tunnel_fragment6(ctx) {
+            Some(frag) => frag,
+            None => return Ok(TC_ACT_UNSPEC),
+        },
     };
     let vouched = if frag.offset == 0 {
         if !first_fragment_is_ours(ctx, &frag) {
@@ -136,7 +160,7 @@ fn try_defrag(ctx: &TcContext) -> Result<i32, u32> {
         return Err(RX_REASM_REFUSED);
     }
     let now = unsafe { bpf_ktime_get_ns() };
-    let set = find_set(ctx, &frag.header, vouched, now)?;
+    let set = find_set(ctx, &frag, vouched, now)?;
     // SAFETY (this block and below): `set` is a map value, valid while the
     // program runs; fields other CPUs may write are only touched atomically
     // or written whole.
@@ -158,7 +182,17 @@ fn try_defrag(ctx: &TcContext) -> Result<i32, u32> {
             Claim::Overlap => return Err(discard(set)),
         }
         if frag.offset == 0 {
-            (*set).header = frag.header;
+            // The first fragment's IP header, straight into the slot.
+            let header = (*set).header.as_mut_ptr() as *mut _;
+            let header_len = if frag.version == 6 {
+                wire::IPV6_HDR_LEN
+            } else {
+                wire::IPV4_HDR_LEN
+            };
+            let skb = ctx.skb.skb as *const _;
+            if bpf_skb_load_bytes(skb, EthHdr::LEN as u32, header, header_len as u32) != 0 {
+                return Err(discard(set));
+            }
             (*set).vouched = 1;
         }
         // Bounds the verifier can see: it does not follow `end`'s check
@@ -170,7 +204,7 @@ fn try_defrag(ctx: &TcContext) -> Result<i32, u32> {
             return Err(discard(set));
         }
         let at = (*set).data.as_mut_ptr().add(offset);
-        let payload = (EthHdr::LEN + wire::IPV4_HDR_LEN) as u32;
+        let payload = frag.payload_at as u32;
         if bpf_skb_load_bytes(ctx.skb.skb as *const _, payload, at as *mut _, copy as u32) != 0 {
             return Err(discard(set));
         }
@@ -225,23 +259,87 @@ fn tunnel_fragment(ctx: &TcContext) -> Option<Fragment> {
         len &= !7;
     }
     Some(Fragment {
-        header,
+        version: 4,
+        src: [header.src(), 0, 0, 0],
+        dst: [header.dst(), 0, 0, 0],
+        id: header.0[2] as u32,
+        proto,
+        payload_at: EthHdr::LEN + wire::IPV4_HDR_LEN,
         offset: (frag & wire::IP_OFFSET) as usize * 8,
         len,
         last,
     })
 }
 
-/// Does a first fragment's header (with the GRE key, when there is one)
-/// match a configured tunnel?
+/// The same for an outer IPv6 fragment: its fragment header right after
+/// the IPv6 header (where the kernel's tunnels and routers put it), of a
+/// datagram that starts with the destination options or a tunnel
+/// protocol. A fragment with more to come whose length is not a multiple
+/// of 8 is the kernel's to refuse.
 #[inline(always)]
+fn tunnel_fragment6(ctx: &TcContext) -> Option<Fragment> {
+    let ethertype: u16 = read_at(ctx, 12).ok()?;
+    if ethertype != wire::ETH_P_IPV6.to_be() {
+        return None;
+    }
+    let fixed: [u16; 4] = read_at(ctx, EthHdr::LEN).ok()?;
+    let [next, _] = u16::from_be(fixed[3]).to_be_bytes();
+    if u16::from_be(fixed[0]) >> 12 != 6 || next != NEXTHDR_FRAGMENT {
+        return None;
+    }
+    let payload_len = u16::from_be(fixed[2]) as usize;
+    let frag_at = EthHdr::LEN + wire::IPV6_HDR_LEN;
+    if payload_len < FRAG_HDR_LEN || frag_at + payload_len > ctx.len() as usize {
+        return None;
+    }
+    let fh: [u16; 4] = read_at(ctx, frag_at).ok()?;
+    let [proto, _] = u16::from_be(fh[0]).to_be_bytes();
+    if proto != 60
+        && proto != wire::IPPROTO_GRE
+        && proto != wire::IPPROTO_IPIP
+        && proto != wire::IPPROTO_IPV6
+    {
+        return None;
+    }
+    let frag_off = u16::from_be(fh[1]);
+    let last = frag_off & 1 == 0;
+    let len = payload_len - FRAG_HDR_LEN;
+    if !last && !len.is_multiple_of(8) {
+        return None;
+    }
+    Some(Fragment {
+        version: 6,
+        src: read_at(ctx, EthHdr::LEN + 8).ok()?,
+        dst: read_at(ctx, EthHdr::LEN + 24).ok()?,
+        id: wire::join_words(fh[2], fh[3]),
+        proto,
+        payload_at: frag_at + FRAG_HDR_LEN,
+        offset: (frag_off & !7) as usize,
+        len,
+        last,
+    })
+}
+
+/// Does a first fragment's header (with the GRE key, when there is one)
+/// match a configured tunnel? A subprogram, for the lookup keys' stack.
+#[inline(never)]
 fn first_fragment_is_ours(ctx: &TcContext, frag: &Fragment) -> bool {
-    let ip = &frag.header;
-    let l4 = EthHdr::LEN + wire::IPV4_HDR_LEN;
-    let proto = ip.proto();
+    let mut l4 = frag.payload_at;
+    let mut proto = frag.proto;
+    if frag.version == 6 && proto == 60 {
+        // The destination options (the encapsulation limit) first.
+        let Ok([next, units]) = read_at::<[u8; 2], _>(ctx, l4) else {
+            return false;
+        };
+        proto = next;
+        l4 += (units as usize + 1) * 8;
+    }
     let key = if proto == wire::IPPROTO_GRE {
         // The GRE header, as much of it as the fragment has, must be linear.
-        let headers = l4 + frag.len.min(wire::GRE_MAX_LEN);
+        let headers = l4
+            + (frag.payload_at + frag.len)
+                .saturating_sub(l4)
+                .min(wire::GRE_MAX_LEN);
         if ctx.pull_data(headers as u32).is_err() {
             return false;
         }
@@ -252,16 +350,29 @@ fn first_fragment_is_ours(ctx: &TcContext, frag: &Fragment) -> bool {
     } else {
         None
     };
-    classify::find_tunnel(DecapKey::new(ip.dst(), ip.src(), proto, key)).is_some()
+    if frag.version == 6 {
+        // SAFETY: the addresses' words hold their bytes in memory order
+        // (read from the packet as they are), so their bytes are the
+        // addresses.
+        let bytes = |a: [u32; 4]| unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(a) };
+        return decap6::find_tunnel6(bytes(frag.dst), bytes(frag.src), proto, key).is_some();
+    }
+    classify::find_tunnel(DecapKey::new(frag.dst[0], frag.src[0], proto, key)).is_some()
 }
 
 /// The slot of the fragment's datagram: its own, or a new one taken from a
 /// free, expired or (for a vouched-for fragment) unvouched slot.
 #[inline(always)]
-fn find_set(ctx: &TcContext, ip: &Ipv4Words, vouched: bool, now: u64) -> Result<*mut FragSet, u32> {
-    let (src, dst, id, proto) = (ip.src(), ip.dst(), ip.0[2], ip.proto());
-    let hash =
-        (src ^ dst.rotate_left(16) ^ ((id as u32) << 8) ^ proto as u32).wrapping_mul(0x9E37_79B1);
+fn find_set(
+    ctx: &TcContext,
+    frag: &Fragment,
+    vouched: bool,
+    now: u64,
+) -> Result<*mut FragSet, u32> {
+    let (src, dst, id, proto) = (frag.src, frag.dst, frag.id, frag.proto);
+    let fold = |a: [u32; 4]| a[0] ^ a[1] ^ a[2] ^ a[3];
+    let hash = (fold(src) ^ fold(dst).rotate_left(16) ^ id.rotate_left(8) ^ proto as u32)
+        .wrapping_mul(0x9E37_79B1);
     // The slot to take if the datagram has none: a free or expired one
     // first, else (for a vouched-for fragment) an unvouched one. Plain
     // values rather than an Option, whose unset payload the verifier
@@ -280,7 +391,11 @@ fn find_set(ctx: &TcContext, ip: &Ipv4Words, vouched: bool, now: u64) -> Result<
         let (started, mine, set_vouched) = unsafe {
             (
                 core::ptr::read_volatile(&(*set).started_ns),
-                (*set).src == src && (*set).dst == dst && (*set).id == id && (*set).proto == proto,
+                (*set).src == src
+                    && (*set).dst == dst
+                    && (*set).id == id
+                    && (*set).proto == proto
+                    && (*set).version == frag.version,
                 (*set).vouched != 0,
             )
         };
@@ -324,6 +439,7 @@ fn find_set(ctx: &TcContext, ip: &Ipv4Words, vouched: bool, now: u64) -> Result<
         (*set).dst = dst;
         (*set).id = id;
         (*set).proto = proto;
+        (*set).version = frag.version;
         (*set).vouched = 0;
         (*set).len = 0;
         (*set).balance = UNKNOWN_LENGTH;
@@ -441,19 +557,32 @@ unsafe fn rebuild(ctx: &TcContext, set: *mut FragSet) -> Result<(), u32> {
             return Err(discard(set));
         }
         let mut header = (*set).header;
-        let tot_len = (wire::IPV4_HDR_LEN + len) as u16;
-        header.0[1] = tot_len.to_be();
-        header.0[3] = 0;
-        header.0[5] = 0;
-        header.0[5] = wire::ipv4_header_checksum(&header.0);
+        // IPv4: its length, no fragment bits, a new sum. IPv6: its payload
+        // length, and what the fragment header said comes next in place
+        // of the fragment header, which goes.
+        let header_len = if (*set).version == 6 {
+            header[2] = (len as u16).to_be();
+            let [_, hop_limit] = u16::from_be(header[3]).to_be_bytes();
+            header[3] = u16::from_be_bytes([(*set).proto, hop_limit]).to_be();
+            wire::IPV6_HDR_LEN
+        } else {
+            let mut v4 = Ipv4Words([0; wire::IPV4_HDR_LEN / 2]);
+            v4.0.copy_from_slice(&header[..wire::IPV4_HDR_LEN / 2]);
+            v4.0[1] = ((wire::IPV4_HDR_LEN + len) as u16).to_be();
+            v4.0[3] = 0;
+            v4.0[5] = 0;
+            v4.0[5] = wire::ipv4_header_checksum(&v4.0);
+            header[..wire::IPV4_HDR_LEN / 2].copy_from_slice(&v4.0);
+            wire::IPV4_HDR_LEN
+        };
         let skb = ctx.skb.skb;
-        let payload = EthHdr::LEN + wire::IPV4_HDR_LEN;
+        let payload = EthHdr::LEN + header_len;
         let ok = bpf_skb_change_tail(skb, (payload + len) as u32, 0) == 0
             && bpf_skb_store_bytes(
                 skb as *mut _,
                 EthHdr::LEN as u32,
-                &header as *const Ipv4Words as *const _,
-                wire::IPV4_HDR_LEN as u32,
+                header.as_ptr() as *const _,
+                header_len as u32,
                 0,
             ) == 0
             && bpf_skb_store_bytes(

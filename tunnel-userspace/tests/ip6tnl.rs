@@ -674,3 +674,75 @@ else:
         "{counters}"
     );
 }
+
+/// The data plane's counter `name` on interface `dev` in `ns`.
+fn if_counter(ns: &Netns, dev: &str, name: &str) -> u64 {
+    let v = xtun_json(ns, &["stats"]);
+    v.as_array()
+        .and_then(|rows| rows.iter().find(|r| r["ifname"] == dev))
+        .and_then(|r| r["counters"][name].as_u64())
+        .unwrap_or(0)
+}
+
+/// Outer IPv6 fragments, as a kernel's ip6 tunnel or a router's
+/// fragmentation leaves them (scapy's `fragment6` in the router: an ip6gre
+/// packet from ns1 to ns2, encapsulation limit and key 7, carrying a
+/// 1,200-byte echo request, in 400-byte pieces): put back together before
+/// decapsulation, in any order, a duplicate dropped, with `--decap tc`
+/// and `xdp` alike; the echo is answered.
+fn ipv6_outer_fragments(tag: &str, decap: &str) {
+    let path = V6Path::new(tag);
+    path.add_tunnels("ip6gre", &["key", "7"]);
+    path.ns2
+        .exec(&[XTUN, "attach", "v2", "--decap", decap])
+        .unwrap();
+    let delivered = || {
+        let out = stdout(
+            path.ns2
+                .exec(&["cat", "/sys/class/net/tun2/statistics/rx_packets"])
+                .unwrap(),
+        );
+        out.trim().parse::<u64>().unwrap()
+    };
+    let before = delivered();
+    let script = r#"
+from scapy.all import *
+inner = IP(src="10.10.100.10", dst="10.10.200.10")/ICMP(id=0x4243, seq=1)/Raw(b"x" * 1200)
+tel = [HBHOptUnknown(otype=4, optdata=b"\x04"), PadN(optdata=b"\x00")]
+outer = (IPv6(src="fd00:10::2", dst="fd00:20::2")/IPv6ExtHdrFragment(id=0x1234)
+         /IPv6ExtHdrDestOpt(autopad=0, options=tel)/GRE(key_present=1, key=7, proto=0x0800)/inner)
+f = fragment6(outer, 400)
+assert len(f) == 4, len(f)
+for p in [f[3], f[1], f[0], f[1], f[2]]:
+    sendp(Ether(dst=getmacbyip6("fd00:20::2"))/p, iface="r2", verbose=0)
+"#;
+    python(&path.router, script);
+    assert!(
+        eventually(|| delivered() == before + 1),
+        "{decap}: not delivered"
+    );
+    assert_eq!(if_counter(&path.ns2, "v2", "rx_reassembled"), 1, "{decap}");
+    assert_eq!(
+        if_counter(&path.ns2, "v2", "rx_fragments_queued"),
+        3,
+        "{decap}"
+    );
+    assert_eq!(
+        if_counter(&path.ns2, "v2", "rx_fragment_duplicates"),
+        1,
+        "{decap}"
+    );
+    // And the tunnel still carries ordinary traffic.
+    let out = ping(&path.ns1, "10.10.200.10", 2);
+    assert!(out.contains("2 received"), "{decap}: {out}");
+}
+
+#[test]
+fn ipv6_outer_fragments_are_reassembled_in_tc() {
+    ipv6_outer_fragments("f6tc", "tc");
+}
+
+#[test]
+fn ipv6_outer_fragments_are_reassembled_after_xdp() {
+    ipv6_outer_fragments("f6xd", "xdp");
+}

@@ -435,7 +435,7 @@ impl Peer {
         .join()
         .unwrap();
         sent?;
-        let (_, out) = self.vm().sh_timeout(
+        let (_, out) = self.vm_or_host_evidence(
             &format!("for i in $(seq 300); do [ -f {got} ] && break; sleep 0.2; done; cat {got}"),
             Duration::from_secs(120),
         );
@@ -473,7 +473,7 @@ impl Peer {
                 .map_err(|e| format!("receiving: {e}"))?;
             Ok(data)
         });
-        let (rc, out) = self.vm().sh_timeout(
+        let (rc, out) = self.vm_or_host_evidence(
             &format!("nc {listen} {port} < /tmp/blob"),
             Duration::from_secs(400),
         );
@@ -500,6 +500,36 @@ impl Peer {
                 data.len(),
                 self.vm_blob_sha
             ))
+        }
+    }
+
+    /// `cmd` in the VM; if it does not finish in `limit`, the panic says
+    /// what the host saw of the tunnels too (their counters, the tap's and
+    /// the sockets'), as the VM's console can no longer be asked.
+    fn vm_or_host_evidence(&mut self, cmd: &str, limit: Duration) -> (i32, String) {
+        let vm = self.vm.as_mut().unwrap();
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vm.sh_timeout(cmd, limit)));
+        match result {
+            Ok(done) => done,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .unwrap_or_else(|| "the VM did not answer".to_string());
+                let host = self
+                    .ns
+                    .exec(&[
+                        "sh",
+                        "-c",
+                        &format!(
+                            "ip -s link show {TAP}; {XTUN} stats; {XTUN} -s tunnel show; ss -tin"
+                        ),
+                    ])
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                panic!("{what}\n--- host side at the stall ---\n{host}");
+            }
         }
     }
 

@@ -44,7 +44,7 @@ use tunnel_common::{
     wire::{self, Ipv4Words},
 };
 
-use crate::{classify, decap6, gre, maps, parse::read_at};
+use crate::{classify, decap6, encap6::NEXTHDR_DEST, gre, maps, parse::read_at};
 
 /// Datagrams being reassembled at once, across all underlays.
 const FRAG_SLOTS: u32 = 64;
@@ -294,7 +294,7 @@ fn tunnel_fragment6(ctx: &TcContext) -> Option<Fragment> {
     }
     let fh: [u16; 4] = read_at(ctx, frag_at).ok()?;
     let [proto, _] = u16::from_be(fh[0]).to_be_bytes();
-    if proto != 60
+    if proto != NEXTHDR_DEST
         && proto != wire::IPPROTO_GRE
         && proto != wire::IPPROTO_IPIP
         && proto != wire::IPPROTO_IPV6
@@ -326,7 +326,7 @@ fn tunnel_fragment6(ctx: &TcContext) -> Option<Fragment> {
 fn first_fragment_is_ours(ctx: &TcContext, frag: &Fragment) -> bool {
     let mut l4 = frag.payload_at;
     let mut proto = frag.proto;
-    if frag.version == 6 && proto == 60 {
+    if frag.version == 6 && proto == NEXTHDR_DEST {
         // The destination options (the encapsulation limit) first.
         let Ok([next, units]) = read_at::<[u8; 2], _>(ctx, l4) else {
             return false;

@@ -354,7 +354,13 @@ fn try_encap<const ETHERNET: bool>(
     } else {
         cfg6.encap_limit
     };
-    let overhead = overhead(cfg) + if configured { 0 } else { DSTOPT_LEN } * inner_limit as usize;
+    // With `encaplimit none`, an inner limit still adds the option.
+    let added = if inner_limit && !configured {
+        DSTOPT_LEN
+    } else {
+        0
+    };
+    let overhead = overhead(cfg) + added;
     let (gre, inner_sum) = encap::gre_header(ctx, cfg, gre_flags, &inner, l2, inner_len)?;
 
     let room = if ethernet {

@@ -143,8 +143,8 @@ fn check_decap_free(
 
 /// One packet per GRE header, sent in the order numbered (`device::set_transmit`).
 fn set_transmit(nl: &mut Netlink, ifindex: u32, spec: &Tunnel6Spec) -> Result<()> {
-    let numbered = spec.mode.is_gre() && spec.oseq;
-    device::set_transmit(nl, ifindex, needs_per_packet_header(spec), numbered)
+    // The grammar keeps `oseq` for ip6gre and ip6gretap only.
+    device::set_transmit(nl, ifindex, needs_per_packet_header(spec), spec.oseq)
         .or_else(warn_unordered)
         .context("setting up transmission")
 }

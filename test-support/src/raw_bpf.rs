@@ -129,3 +129,45 @@ pub fn create_map(
         },
     )
 }
+
+/// One BPF instruction with a 16-bit offset (loads, stores and jumps).
+pub const fn insn_off(opcode: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+    insn(opcode, dst, src, imm) | ((off as u16 as u64) << 16)
+}
+
+/// `dst = value`: the two instructions of a 64-bit immediate load.
+pub const fn ld_imm64(dst: u8, value: u64) -> [u64; 2] {
+    [
+        insn(0x18, dst, 0, value as u32 as i32),
+        insn(0, 0, 0, (value >> 32) as u32 as i32),
+    ]
+}
+
+const BPF_LINK_CREATE: libc::c_long = 28;
+/// The attach type of an XDP link.
+const BPF_XDP: u32 = 37;
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+    _rest: [u64; 4],
+}
+
+/// Attaches XDP program `prog` to `ifindex` (of the calling thread's
+/// namespace) in the driver's mode; detached when the link is closed.
+pub fn attach_xdp(prog: &OwnedFd, ifindex: u32) -> io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd as _;
+    bpf(
+        BPF_LINK_CREATE,
+        &LinkCreateAttr {
+            prog_fd: prog.as_raw_fd() as u32,
+            target_ifindex: ifindex,
+            attach_type: BPF_XDP,
+            ..Default::default()
+        },
+    )
+}

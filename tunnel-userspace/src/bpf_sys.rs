@@ -27,6 +27,45 @@ struct TestRunAttr {
     _pad: u32,
 }
 
+/// `BPF_PROG_TEST_RUN` flag: run an XDP program over real frames whose
+/// `XDP_TX` and `XDP_REDIRECT` really transmit.
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+
+/// Runs XDP program `prog_fd` `repeat` times in live-frames mode over
+/// copies of `frame` received on `ifindex` (of the calling thread's
+/// namespace): frames it sends with `XDP_TX` leave by that device (the
+/// gateway bench's generator). The program must write the whole frame each
+/// run: recycled pages keep what the receivers wrote into them.
+pub fn xdp_live_frames(prog_fd: RawFd, frame: &[u8], ifindex: u32, repeat: u32) -> io::Result<()> {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx queue,
+    // egress_ifindex.
+    let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+    let attr = TestRunAttr {
+        prog_fd: prog_fd as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat,
+        ctx_size_in: std::mem::size_of_val(&ctx) as u32,
+        ctx_in: ctx.as_ptr() as u64,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        ..Default::default()
+    };
+    // SAFETY: `attr` is a valid attribute block whose pointers outlive the
+    // call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &attr as *const TestRunAttr,
+            std::mem::size_of::<TestRunAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The outcome of one BPF_PROG_TEST_RUN.
 #[derive(Debug, Clone)]
 pub struct TestRun {

@@ -2,14 +2,17 @@
 //! gw2 → server, all veth, and 64-byte UDP frames from `trafgen` at the
 //! client forwarded by the gateways, counted where they arrive at the server.
 //!
-//! Four ways to join the two sites, measured round by round in one run:
+//! Five ways to join the two sites, measured round by round in one run:
 //! plain kernel forwarding (no tunnel), the kernel's VXLAN devices between
 //! the gateways, xtun's tunnel as routes into it use it today (the kernel's
-//! stack on both sides), and xtun's XDP forwarding fast path.
+//! stack on both sides), xtun's XDP forwarding fast path, and the floor:
+//! the least any XDP gateway does for the flow. Each with two generators:
+//! trafgen (skbs, which veth copies before XDP sees them) and XDP frames
+//! (as a NIC's driver hands them to XDP).
 
 use std::{
     collections::BTreeMap,
-    os::unix::process::CommandExt as _,
+    os::{fd::OwnedFd, unix::process::CommandExt as _},
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -20,7 +23,7 @@ use serde_json::{json, Value};
 use tunnel_common::stats::*;
 use tunnel_userspace::testbed::{unique_prefix, Netns};
 
-use super::{median, summary};
+use super::{frames, median, summary};
 
 /// Addresses: one /24 per link, all under 10.61.0.0/16, and the tunnel's
 /// own point-to-point addresses.
@@ -135,18 +138,20 @@ impl Sites {
     }
 }
 
-/// One way of joining the sites.
+/// One way of joining the sites. Its setup returns the XDP links that
+/// keep its own programs attached, if any.
 struct GatewayPath {
     name: &'static str,
-    setup: fn(&Sites, &str) -> Result<()>,
+    setup: fn(&Sites, &str) -> Result<Vec<OwnedFd>>,
 }
 
 const PLAIN: &str = "plain forwarding (no tunnel)";
 const VXLAN: &str = "kernel VXLAN gateways";
 const STACK: &str = "xtun GRE, stack path";
 const FAST: &str = "xtun GRE, XDP fast path";
+const FLOOR: &str = "XDP floor (fixed headers)";
 
-const PATHS: [GatewayPath; 4] = [
+const PATHS: [GatewayPath; 5] = [
     GatewayPath {
         name: PLAIN,
         setup: plain,
@@ -163,19 +168,23 @@ const PATHS: [GatewayPath; 4] = [
         name: FAST,
         setup: xtun_fast,
     },
+    GatewayPath {
+        name: FLOOR,
+        setup: floor,
+    },
 ];
 
 /// The router knows both sites; the gateways route to each other's site
 /// through it. In the tunnel paths it knows only the underlay.
-fn plain(sites: &Sites, _: &str) -> Result<()> {
+fn plain(sites: &Sites, _: &str) -> Result<Vec<OwnedFd>> {
     sites.route_sites_via("10.61.2.2", "10.61.3.2")?;
     let router = sites.ns(Role::Router);
     router.exec(&["ip", "route", "add", CLIENT_NET, "via", GW1_UNDERLAY])?;
     router.exec(&["ip", "route", "add", SERVER_NET, "via", GW2_UNDERLAY])?;
-    Ok(())
+    Ok(Vec::new())
 }
 
-fn vxlan(sites: &Sites, _: &str) -> Result<()> {
+fn vxlan(sites: &Sites, _: &str) -> Result<Vec<OwnedFd>> {
     for (role, local, remote, dev, addr, peer) in [
         (
             Role::Gw1,
@@ -202,7 +211,8 @@ fn vxlan(sites: &Sites, _: &str) -> Result<()> {
         ns.exec(&["ip", "link", "set", "vx0", "up"])?;
         ns.exec(&["ip", "addr", "add", addr, "peer", peer, "dev", "vx0"])?;
     }
-    sites.route_sites_via(GW2_INNER, GW1_INNER)
+    sites.route_sites_via(GW2_INNER, GW1_INNER)?;
+    Ok(Vec::new())
 }
 
 /// xtun's GRE tunnel between the gateways, with each underlay attached as
@@ -239,20 +249,96 @@ fn xtun_tunnels(sites: &Sites, xtun: &str, decap: &str) -> Result<()> {
     sites.route_sites_via(GW2_INNER, GW1_INNER)
 }
 
-fn xtun_stack(sites: &Sites, xtun: &str) -> Result<()> {
-    xtun_tunnels(sites, xtun, "auto")
+fn xtun_stack(sites: &Sites, xtun: &str) -> Result<Vec<OwnedFd>> {
+    xtun_tunnels(sites, xtun, "auto")?;
+    Ok(Vec::new())
 }
 
 /// The fast path: underlays decapsulating in XDP, and each gateway's LAN
 /// interface attached with `--forward xdp`.
-fn xtun_fast(sites: &Sites, xtun: &str) -> Result<()> {
+fn xtun_fast(sites: &Sites, xtun: &str) -> Result<Vec<OwnedFd>> {
     xtun_tunnels(sites, xtun, "xdp")?;
     for (role, lan) in [(Role::Gw1, "g1c"), (Role::Gw2, "g2s")] {
         sites
             .ns(role)
             .exec(&[xtun, "attach", lan, "--forward", "xdp"])?;
     }
-    Ok(())
+    Ok(Vec::new())
+}
+
+/// The floor: gw1's LAN pushes fixed outer IPv4 and GRE headers onto the
+/// flow and redirects it to the underlay, gw2's underlay pops them and
+/// redirects the flow to its LAN, with no route lookup, TTL or counter.
+/// Everything else (ARP, ping) takes plain forwarding's routes.
+fn floor(sites: &Sites, _: &str) -> Result<Vec<OwnedFd>> {
+    plain(sites, "")?;
+    let (gw1, router, gw2, server) = (
+        sites.ns(Role::Gw1),
+        sites.ns(Role::Router),
+        sites.ns(Role::Gw2),
+        sites.ns(Role::Server),
+    );
+    let mut outer = Vec::with_capacity(38);
+    outer.extend(mac_bytes(&mac_of(router, "ru1")?)?);
+    outer.extend(mac_bytes(&mac_of(gw1, "g1u")?)?);
+    outer.extend([0x08, 0x00]);
+    outer.extend(ipv4_header(
+        FRAME_IP_LEN + frames::GRE_OVERHEAD as u16,
+        47,
+        GW1_UNDERLAY,
+        GW2_UNDERLAY,
+    )?);
+    outer.extend([0, 0, 0x08, 0x00]);
+    let encap = frames::load_floor_encap(outer.as_slice().try_into()?, ifindex_of(gw1, "g1u")?)?;
+    let mut eth = Vec::with_capacity(14);
+    eth.extend(mac_bytes(&mac_of(server, "s0")?)?);
+    eth.extend(mac_bytes(&mac_of(gw2, "g2s")?)?);
+    eth.extend([0x08, 0x00]);
+    let decap = frames::load_floor_decap(eth.as_slice().try_into()?, ifindex_of(gw2, "g2s")?)?;
+    Ok(vec![
+        frames::attach(&gw1.name, "g1c", encap)?,
+        frames::attach(&gw2.name, "g2u", decap)?,
+    ])
+}
+
+fn ifindex_of(ns: &Netns, dev: &str) -> Result<u32> {
+    let out = ns.exec(&["ip", "-j", "link", "show", "dev", dev])?;
+    let links: Value = serde_json::from_slice(&out.stdout)?;
+    links[0]["ifindex"]
+        .as_u64()
+        .map(|i| i as u32)
+        .with_context(|| format!("no ifindex for {dev}"))
+}
+
+fn mac_bytes(mac: &str) -> Result<[u8; 6]> {
+    let bytes: Vec<u8> = mac
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("not a MAC: {mac}"))
+}
+
+/// An IPv4 header without options, TTL 64, with its checksum.
+fn ipv4_header(total_len: u16, protocol: u8, src: &str, dst: &str) -> Result<[u8; 20]> {
+    let src: std::net::Ipv4Addr = src.parse()?;
+    let dst: std::net::Ipv4Addr = dst.parse()?;
+    let mut h = [0u8; 20];
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&total_len.to_be_bytes());
+    h[8] = 64;
+    h[9] = protocol;
+    h[12..16].copy_from_slice(&src.octets());
+    h[16..20].copy_from_slice(&dst.octets());
+    let sum: u32 = h
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let check = !(((folded & 0xffff) + (folded >> 16)) as u16);
+    h[10..12].copy_from_slice(&check.to_be_bytes());
+    Ok(h)
 }
 
 /// Drops the flow where it arrives at the server, after the device has
@@ -351,24 +437,69 @@ fn mac_of(ns: &Netns, dev: &str) -> Result<String> {
         .with_context(|| format!("no MAC for {dev}"))
 }
 
-/// A trafgen packet: one fixed UDP flow from the client to the server's
-/// discard port, 64 bytes from Ethernet header to payload.
-fn trafgen_config(src_mac: &str, dst_mac: &str) -> String {
-    let bytes = |mac: &str| {
-        mac.split(':')
-            .map(|b| format!("0x{b}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let octets = |ip: &str| ip.replace('.', ", ");
-    // 14 Ethernet + 20 IPv4 + 8 UDP + 22 payload = 64; no UDP checksum.
-    format!(
-        "{{\n  {}, {}, c16(0x0800),\n  0x45, 0x00, c16(50), c16(0), c16(0), 64, 17, csumip(14, 33),\n  {}, {},\n  c16(4000), c16(9), c16(30), c16(0),\n  fill(0x42, 22),\n}}\n",
-        bytes(dst_mac),
-        bytes(src_mac),
-        octets(CLIENT),
-        octets(SERVER),
-    )
+/// The flow's IPv4 packet length: 64-byte frames (14 Ethernet + 20 IPv4
+/// + 8 UDP + 22 payload).
+const FRAME_IP_LEN: u16 = 50;
+
+/// The flow's frame: one fixed UDP flow from the client to the server's
+/// discard port, 64 bytes from Ethernet header to payload, no UDP checksum.
+fn udp_frame(src_mac: &str, dst_mac: &str) -> Result<Vec<u8>> {
+    let mut frame = Vec::with_capacity(64);
+    frame.extend(mac_bytes(dst_mac)?);
+    frame.extend(mac_bytes(src_mac)?);
+    frame.extend([0x08, 0x00]);
+    frame.extend(ipv4_header(FRAME_IP_LEN, 17, CLIENT, SERVER)?);
+    frame.extend(4000u16.to_be_bytes());
+    frame.extend(9u16.to_be_bytes());
+    frame.extend((FRAME_IP_LEN - 20).to_be_bytes());
+    frame.extend([0, 0]);
+    frame.resize(64, 0x42);
+    Ok(frame)
+}
+
+/// trafgen's configuration for `frame`: its bytes, sent as they are.
+fn trafgen_config(frame: &[u8]) -> String {
+    let bytes: Vec<String> = frame.iter().map(|b| format!("0x{b:02x}")).collect();
+    format!("{{\n  {}\n}}\n", bytes.join(", "))
+}
+
+/// What makes the client's flow.
+#[derive(Clone, Copy, PartialEq)]
+enum Load {
+    /// trafgen: skbs from a packet socket, which veth copies into a page
+    /// of its own before an XDP program may see them.
+    Trafgen,
+    /// The bench's XDP live-frames generator: frames in page-pool pages,
+    /// as a NIC's driver hands them to XDP.
+    XdpFrames,
+}
+
+const LOADS: [(Load, &str); 2] = [(Load::Trafgen, "trafgen"), (Load::XdpFrames, "XDP frames")];
+
+/// A running generator, stopped on drop.
+enum Running {
+    Trafgen(Generator),
+    XdpFrames(frames::FrameGenerator),
+}
+
+impl Running {
+    fn start(client: &Netns, load: Load, frame: &[u8]) -> Result<Self> {
+        Ok(match load {
+            Load::Trafgen => Self::Trafgen(Generator::start(client, &trafgen_config(frame))?),
+            Load::XdpFrames => Self::XdpFrames(frames::FrameGenerator::start(
+                &client.name,
+                "c0",
+                frame.to_vec(),
+            )?),
+        })
+    }
+
+    fn check_running(&mut self) -> Result<()> {
+        match self {
+            Self::Trafgen(g) => g.check_running(),
+            Self::XdpFrames(g) => g.check_running(),
+        }
+    }
 }
 
 /// Counters read at one moment: every device's rx packets and drops, and
@@ -384,6 +515,9 @@ struct Snapshot {
     /// "role counter" → packets, summed over interfaces: what the fast
     /// path forwarded, and what it handed to the kernel and why.
     fast_path: BTreeMap<String, u64>,
+    /// "role/dev" → frames XDP redirected on the gateways' receiving ends
+    /// (veth's own count): what the floor gateways forwarded.
+    xdp_redirects: BTreeMap<String, u64>,
     cpu: f64,
     at: Instant,
 }
@@ -460,11 +594,23 @@ impl Snapshot {
                 }
             }
         }
+        let mut xdp_redirects = BTreeMap::new();
+        for (role, role_name, dev) in [(Role::Gw1, "gw1", "g1c"), (Role::Gw2, "gw2", "g2u")] {
+            let out = sites.ns(role).exec(&["ethtool", "-S", dev])?;
+            let redirected = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.trim().split_once(": "))
+                .filter(|(k, _)| k.starts_with("rx_queue_") && k.ends_with("_xdp_redirect"))
+                .filter_map(|(_, v)| v.parse::<u64>().ok())
+                .sum();
+            xdp_redirects.insert(format!("{role_name}/{dev}"), redirected);
+        }
         Ok(Self {
             server_rx,
             device_drops,
             xtun_drops,
             fast_path,
+            xdp_redirects,
             cpu: kernel_cpu_seconds(),
             at: Instant::now(),
         })
@@ -558,18 +704,19 @@ fn grown(
 /// rings and caches warm.
 const WARM_UP: Duration = Duration::from_millis(500);
 
-/// One measurement of a built path. With `fast_path`, fails unless the
-/// gateways forwarded (nearly) every packet counted at the server in XDP:
-/// otherwise the figure would be the kernel's path under the fast path's
-/// name.
+/// One measurement of a built path, `name`. For the fast path and the
+/// floor, fails unless the gateways forwarded (nearly) every packet counted
+/// at the server in XDP: otherwise the figure would be the kernel's path
+/// under their name.
 fn measure(
     sites: &Sites,
+    name: &str,
     xtun: Option<&str>,
-    fast_path: bool,
-    config: &str,
+    load: Load,
+    frame: &[u8],
     seconds: u32,
 ) -> Result<Sample> {
-    let mut generator = Generator::start(sites.ns(Role::Client), config)?;
+    let mut generator = Running::start(sites.ns(Role::Client), load, frame)?;
     thread::sleep(WARM_UP);
     generator.check_running()?;
     let before = Snapshot::take(sites, xtun)?;
@@ -583,7 +730,17 @@ fn measure(
         grown(&before.device_drops, &after.device_drops).collect();
     drops.extend(grown(&before.xtun_drops, &after.xtun_drops));
     let fast: BTreeMap<String, u64> = grown(&before.fast_path, &after.fast_path).collect();
-    if fast_path {
+    if name == FLOOR {
+        let redirected: BTreeMap<String, u64> =
+            grown(&before.xdp_redirects, &after.xdp_redirects).collect();
+        for dev in ["gw1/g1c", "gw2/g2u"] {
+            let n = redirected.get(dev).copied().unwrap_or(0) as f64;
+            if n < 0.9 * packets {
+                bail!("{dev} redirected {n} frames for {packets} packets at the server: the floor's programs are not taken");
+            }
+        }
+    }
+    if name == FAST {
         for key in [
             format!("gw1 {FORWARDED_TO_TUNNEL}"),
             format!("gw2 {FORWARDED_FROM_TUNNEL}"),
@@ -611,86 +768,107 @@ pub fn run(quick: bool, xtun: &str, rows: &mut Vec<(String, String, Value)>) -> 
     let mut built = Vec::new();
     for path in &PATHS {
         let sites = Sites::new()?;
-        (path.setup)(&sites, xtun).with_context(|| format!("setting up {}", path.name))?;
+        let links =
+            (path.setup)(&sites, xtun).with_context(|| format!("setting up {}", path.name))?;
         // The path must carry the flow before it is measured.
         sites
             .ns(Role::Client)
             .exec(&["ping", "-c", "1", "-W", "2", SERVER])
             .with_context(|| format!("{}: client cannot reach the server", path.name))?;
         sink_at_server(&sites)?;
-        let config = trafgen_config(
+        let frame = udp_frame(
             &mac_of(sites.ns(Role::Client), "c0")?,
             &mac_of(sites.ns(Role::Gw1), "g1c")?,
-        );
+        )?;
         let uses_xtun = path.name == STACK || path.name == FAST;
-        built.push((path.name, sites, config, uses_xtun));
+        built.push((path.name, sites, links, frame, uses_xtun));
     }
-    let mut pps: Vec<Vec<f64>> = vec![Vec::new(); built.len()];
-    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); built.len()];
-    let mut drops: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); built.len()];
-    let mut fast: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); built.len()];
+    // Per path and load: packets/s and CPU per round, drops and fast-path
+    // counters over all rounds.
+    let cells = built.len() * LOADS.len();
+    let mut pps: Vec<Vec<f64>> = vec![Vec::new(); cells];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); cells];
+    let mut drops: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); cells];
+    let mut fast: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); cells];
     for _ in 0..rounds {
-        for (i, (name, sites, config, uses_xtun)) in built.iter().enumerate() {
-            let sample = measure(
-                sites,
-                uses_xtun.then_some(xtun),
-                *name == FAST,
-                config,
-                seconds,
-            )
-            .with_context(|| format!("measuring {name}"))?;
-            pps[i].push(sample.pps);
-            cpu[i].push(sample.cpu_seconds_per_mpkt);
-            for (k, v) in sample.drops {
-                *drops[i].entry(k).or_default() += v;
-            }
-            for (k, v) in sample.fast_path {
-                *fast[i].entry(k).or_default() += v;
+        for (i, (name, sites, _, frame, uses_xtun)) in built.iter().enumerate() {
+            for (j, (load, load_name)) in LOADS.iter().enumerate() {
+                let cell = i * LOADS.len() + j;
+                let sample = measure(
+                    sites,
+                    name,
+                    uses_xtun.then_some(xtun),
+                    *load,
+                    frame,
+                    seconds,
+                )
+                .with_context(|| format!("measuring {name} with {load_name}"))?;
+                pps[cell].push(sample.pps);
+                cpu[cell].push(sample.cpu_seconds_per_mpkt);
+                for (k, v) in sample.drops {
+                    *drops[cell].entry(k).or_default() += v;
+                }
+                for (k, v) in sample.fast_path {
+                    *fast[cell].entry(k).or_default() += v;
+                }
             }
         }
     }
     let mut paths = serde_json::Map::new();
     for (i, (name, ..)) in built.iter().enumerate() {
-        let doc = json!({
-            "udp_64b_pps": summary(pps[i].clone()),
-            "kernel_cpu_seconds_per_million_packets": summary(cpu[i].clone()),
-            "drops": drops[i],
-            "xtun_fast_path_counters": fast[i],
-        });
-        rows.push((
-            name.to_string(),
-            "UDP 64 B packets/s (trafgen)".into(),
-            doc["udp_64b_pps"].clone(),
-        ));
-        rows.push((
-            name.to_string(),
-            "kernel CPU s per million packets".into(),
-            doc["kernel_cpu_seconds_per_million_packets"].clone(),
-        ));
-        paths.insert(name.to_string(), doc);
+        let mut doc = serde_json::Map::new();
+        for (j, (_, load_name)) in LOADS.iter().enumerate() {
+            let cell = i * LOADS.len() + j;
+            let per_load = json!({
+                "udp_64b_pps": summary(pps[cell].clone()),
+                "kernel_cpu_seconds_per_million_packets": summary(cpu[cell].clone()),
+                "drops": drops[cell],
+                "xtun_fast_path_counters": fast[cell],
+            });
+            rows.push((
+                name.to_string(),
+                format!("UDP 64 B packets/s ({load_name})"),
+                per_load["udp_64b_pps"].clone(),
+            ));
+            rows.push((
+                name.to_string(),
+                format!("kernel CPU s per Mpkt ({load_name})"),
+                per_load["kernel_cpu_seconds_per_million_packets"].clone(),
+            ));
+            doc.insert(load_name.to_string(), per_load);
+        }
+        paths.insert(name.to_string(), Value::Object(doc));
     }
-    let pps_of = |name: &str| {
+    let pps_of = |name: &str, load: &str| {
         paths
             .get(name)
-            .map_or(f64::NAN, |p| median(&p["udp_64b_pps"]))
+            .map_or(f64::NAN, |p| median(&p[load]["udp_64b_pps"]))
     };
     let mut ratios = serde_json::Map::new();
-    for (label, over, under) in [
-        ("fast path / plain", FAST, PLAIN),
-        ("fast path / VXLAN", FAST, VXLAN),
-        ("stack / plain", STACK, PLAIN),
-        ("stack / VXLAN", STACK, VXLAN),
-    ] {
-        let ratio = pps_of(over) / pps_of(under);
-        rows.push((
-            "gateway ratio (pps)".into(),
-            label.into(),
-            json!({ "median": ratio, "min": null, "max": null, "n": 1 }),
-        ));
-        ratios.insert(label.into(), json!(ratio));
+    for (_, load_name) in LOADS {
+        for (label, over, under) in [
+            ("fast path / plain", FAST, PLAIN),
+            ("fast path / VXLAN", FAST, VXLAN),
+            ("stack / plain", STACK, PLAIN),
+            ("stack / VXLAN", STACK, VXLAN),
+            ("floor / plain", FLOOR, PLAIN),
+            ("fast path / floor", FAST, FLOOR),
+        ] {
+            let ratio = pps_of(over, load_name) / pps_of(under, load_name);
+            let label = format!("{label} ({load_name})");
+            rows.push((
+                "gateway ratio (pps)".into(),
+                label.clone(),
+                json!({ "median": ratio, "min": null, "max": null, "n": 1 }),
+            ));
+            ratios.insert(label, json!(ratio));
+        }
     }
     Ok(json!({
-        "generator": "trafgen, 1 worker on CPU 0 at high priority, 64-byte frames, one UDP flow",
+        "generators": {
+            "trafgen": "trafgen, 1 worker on CPU 0 at high priority, 64-byte frames, one UDP flow",
+            "XDP frames": "BPF_PROG_TEST_RUN live frames sent from the client's veth, on CPU 0 at high priority, the same 64-byte frame",
+        },
         "rounds": rounds,
         "seconds": seconds,
         "paths": paths,
@@ -704,7 +882,11 @@ pub fn print_drops(gateway: &Value) {
         return;
     };
     println!("\ngateway drops (all rounds; devices, then xtun's counters):");
-    for (name, doc) in paths {
+    for (name, load_name, doc) in paths.iter().flat_map(|(name, doc)| {
+        LOADS
+            .iter()
+            .map(move |(_, load_name)| (name, *load_name, &doc[*load_name]))
+    }) {
         let drops = doc["drops"].as_object();
         let listed: Vec<String> = drops
             .into_iter()
@@ -716,6 +898,6 @@ pub fn print_drops(gateway: &Value) {
         } else {
             listed.join(", ")
         };
-        println!("  {name:<32} {listed}");
+        println!("  {:<48} {listed}", format!("{name} ({load_name})"));
     }
 }

@@ -8,6 +8,7 @@
 //! 3. Control plane: adding, showing and dumping many tunnels.
 
 mod baselines;
+mod frames;
 mod gateway;
 
 use std::{
@@ -1215,7 +1216,7 @@ fn main() -> Result<()> {
     let gateway = if micro_only || args.iter().any(|a| a == "--throughput-only") {
         json!({})
     } else {
-        eprintln!("bench: site gateway forwarding (trafgen)...");
+        eprintln!("bench: site gateway forwarding (trafgen, then XDP frames)...");
         gateway::run(quick, &xtun, &mut rows)?
     };
     let ratios = ratios(&micro, &tput);

@@ -1,6 +1,8 @@
 //! The kernel's routing table and neighbours: `bpf_fib_lookup` for a route
 //! (tc and XDP), `bpf_redirect_neigh` to send to a next hop (tc).
 
+use core::mem::MaybeUninit;
+
 pub use aya_ebpf::bindings::bpf_fib_lookup as FibParams;
 use aya_ebpf::{
     bindings::{bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1},
@@ -12,12 +14,42 @@ use tunnel_common::wire;
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
 
+// `request_in` writes the request as whole aligned words.
+const _: () = assert!(
+    core::mem::size_of::<FibParams>().is_multiple_of(4) && core::mem::align_of::<FibParams>() >= 4
+);
+
 /// An empty route request for `family`, asked as if the packet arrived on
 /// `ifindex`; the caller sets the addresses.
 #[inline(always)]
 pub fn request(family: u8, ifindex: u32) -> FibParams {
     // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
     let mut params: FibParams = unsafe { core::mem::zeroed() };
+    params.family = family;
+    params.ifindex = ifindex;
+    params
+}
+
+/// As `request`, but written in place into `slot` and without the
+/// `memset` call that zeroing the whole request compiles to (bpf-linker
+/// leaves memset to a subprogram that stores byte by byte, 320
+/// instructions here): one store per 32-bit word, volatile so that LLVM
+/// cannot merge them back into that call. In place, because copying the
+/// request out would bring the call back. For the XDP fast path, which
+/// asks several routes per packet.
+#[inline(always)]
+pub fn request_in(slot: &mut MaybeUninit<FibParams>, family: u8, ifindex: u32) -> &mut FibParams {
+    const WORDS: usize = core::mem::size_of::<FibParams>() / 4;
+    let words = slot.as_mut_ptr().cast::<u32>();
+    let mut i = 0;
+    while i < WORDS {
+        // SAFETY: within the request, which is 4-byte aligned and a
+        // whole number of words long.
+        unsafe { words.add(i).write_volatile(0) };
+        i += 1;
+    }
+    // SAFETY: every byte is written, and zero is valid for every field.
+    let params = unsafe { slot.assume_init_mut() };
     params.family = family;
     params.ifindex = ifindex;
     params

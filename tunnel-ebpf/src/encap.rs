@@ -208,6 +208,8 @@ pub struct RouteQuery {
 /// else is forwarded). Err(None) where it cannot be looked up here (a
 /// tunnel without a port): the caller falls back to the configuration.
 /// Err(Some(FWD_PASS_TOO_BIG)) when a `tot_len` asked for exceeds the MTU.
+/// The XDP fast path asks the same route in `forward::outer_route` (tc's
+/// instruction budget keeps this one as it is): keep the two in step.
 #[inline(always)]
 pub fn route_to<C: EbpfContext>(
     ctx: &C,

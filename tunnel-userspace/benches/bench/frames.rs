@@ -164,7 +164,7 @@ const ETH_P_IP: [u8; 2] = [0x08, 0x00];
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_GRE: u8 = 47;
 /// Outer IPv4 and GRE headers without options.
-pub const GRE_OVERHEAD: usize = 24;
+const GRE_OVERHEAD: usize = 24;
 
 /// The floor gateway towards the tunnel: an IPv4 UDP frame gets the fixed
 /// `outer` (Ethernet, IPv4 and a 4-byte GRE header, 38 bytes) in place of

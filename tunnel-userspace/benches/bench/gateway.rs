@@ -1,6 +1,6 @@
 //! The site gateway (`cargo xtask bench --gateway`): client → gw1 → router →
-//! gw2 → server, all veth, and 64-byte UDP frames from `trafgen` at the
-//! client forwarded by the gateways, counted where they arrive at the server.
+//! gw2 → server, all veth, and 64-byte UDP frames generated at the client
+//! forwarded by the gateways, counted where they arrive at the server.
 //!
 //! Five ways to join the two sites, measured round by round in one run:
 //! plain kernel forwarding (no tunnel), the kernel's VXLAN devices between
@@ -19,6 +19,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
+use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
 use serde_json::{json, Value};
 use tunnel_common::stats::*;
 use tunnel_userspace::testbed::{unique_prefix, Netns};
@@ -282,13 +283,14 @@ fn floor(sites: &Sites, _: &str) -> Result<Vec<OwnedFd>> {
     outer.extend(mac_bytes(&mac_of(router, "ru1")?)?);
     outer.extend(mac_bytes(&mac_of(gw1, "g1u")?)?);
     outer.extend([0x08, 0x00]);
+    let gre = [0, 0, 0x08, 0x00];
     outer.extend(ipv4_header(
-        FRAME_IP_LEN + frames::GRE_OVERHEAD as u16,
-        47,
+        FRAME_IP_LEN + gre.len() as u16,
+        IpNumber::GRE,
         GW1_UNDERLAY,
         GW2_UNDERLAY,
     )?);
-    outer.extend([0, 0, 0x08, 0x00]);
+    outer.extend(gre);
     let encap = frames::load_floor_encap(outer.as_slice().try_into()?, ifindex_of(gw1, "g1u")?)?;
     let mut eth = Vec::with_capacity(14);
     eth.extend(mac_bytes(&mac_of(server, "s0")?)?);
@@ -320,25 +322,13 @@ fn mac_bytes(mac: &str) -> Result<[u8; 6]> {
         .map_err(|_| anyhow::anyhow!("not a MAC: {mac}"))
 }
 
-/// An IPv4 header without options, TTL 64, with its checksum.
-fn ipv4_header(total_len: u16, protocol: u8, src: &str, dst: &str) -> Result<[u8; 20]> {
-    let src: std::net::Ipv4Addr = src.parse()?;
-    let dst: std::net::Ipv4Addr = dst.parse()?;
-    let mut h = [0u8; 20];
-    h[0] = 0x45;
-    h[2..4].copy_from_slice(&total_len.to_be_bytes());
-    h[8] = 64;
-    h[9] = protocol;
-    h[12..16].copy_from_slice(&src.octets());
-    h[16..20].copy_from_slice(&dst.octets());
-    let sum: u32 = h
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    let folded = (sum & 0xffff) + (sum >> 16);
-    let check = !(((folded & 0xffff) + (folded >> 16)) as u16);
-    h[10..12].copy_from_slice(&check.to_be_bytes());
-    Ok(h)
+/// An IPv4 header without options, TTL 64, with its checksum, for
+/// `payload_len` bytes of `protocol`.
+fn ipv4_header(payload_len: u16, protocol: IpNumber, src: &str, dst: &str) -> Result<Vec<u8>> {
+    let (src, dst): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (src.parse()?, dst.parse()?);
+    let mut header = Ipv4Header::new(payload_len, 64, protocol, src.octets(), dst.octets())?;
+    header.header_checksum = header.calc_header_checksum();
+    Ok(header.to_bytes().to_vec())
 }
 
 /// Drops the flow where it arrives at the server, after the device has
@@ -442,18 +432,15 @@ fn mac_of(ns: &Netns, dev: &str) -> Result<String> {
 const FRAME_IP_LEN: u16 = 50;
 
 /// The flow's frame: one fixed UDP flow from the client to the server's
-/// discard port, 64 bytes from Ethernet header to payload, no UDP checksum.
+/// discard port, 64 bytes from Ethernet header to payload.
 fn udp_frame(src_mac: &str, dst_mac: &str) -> Result<Vec<u8>> {
-    let mut frame = Vec::with_capacity(64);
-    frame.extend(mac_bytes(dst_mac)?);
-    frame.extend(mac_bytes(src_mac)?);
-    frame.extend([0x08, 0x00]);
-    frame.extend(ipv4_header(FRAME_IP_LEN, 17, CLIENT, SERVER)?);
-    frame.extend(4000u16.to_be_bytes());
-    frame.extend(9u16.to_be_bytes());
-    frame.extend((FRAME_IP_LEN - 20).to_be_bytes());
-    frame.extend([0, 0]);
-    frame.resize(64, 0x42);
+    let (src, dst): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (CLIENT.parse()?, SERVER.parse()?);
+    let builder = PacketBuilder::ethernet2(mac_bytes(src_mac)?, mac_bytes(dst_mac)?)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .udp(4000, 9);
+    let payload = [0x42; FRAME_IP_LEN as usize - 28];
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut frame, &payload)?;
     Ok(frame)
 }
 

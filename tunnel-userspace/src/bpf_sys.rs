@@ -40,7 +40,7 @@ pub fn xdp_live_frames(prog_fd: RawFd, frame: &[u8], ifindex: u32, repeat: u32) 
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx queue,
     // egress_ifindex.
     let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
-    let attr = TestRunAttr {
+    let mut attr = TestRunAttr {
         prog_fd: prog_fd as u32,
         data_size_in: frame.len() as u32,
         data_in: frame.as_ptr() as u64,
@@ -50,13 +50,18 @@ pub fn xdp_live_frames(prog_fd: RawFd, frame: &[u8], ifindex: u32, repeat: u32) 
         flags: BPF_F_TEST_XDP_LIVE_FRAMES,
         ..Default::default()
     };
-    // SAFETY: `attr` is a valid attribute block whose pointers outlive the
-    // call.
+    test_run(&mut attr)
+}
+
+/// BPF_PROG_TEST_RUN with `attr`, which the kernel updates in place.
+fn test_run(attr: &mut TestRunAttr) -> io::Result<()> {
+    // SAFETY: `attr` is a valid attribute block whose pointers (set by the
+    // callers) outlive the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
             BPF_PROG_TEST_RUN,
-            &attr as *const TestRunAttr,
+            attr as *mut TestRunAttr,
             std::mem::size_of::<TestRunAttr>(),
         )
     };
@@ -100,18 +105,7 @@ pub fn prog_test_run(
         attr.ctx_size_in = ctx.len() as u32;
         attr.ctx_in = ctx.as_ptr() as u64;
     }
-    // SAFETY: attr points at valid buffers that outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            std::mem::size_of::<TestRunAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    test_run(&mut attr)?;
     out.truncate(attr.data_size_out as usize);
     Ok(TestRun {
         retval: attr.retval,

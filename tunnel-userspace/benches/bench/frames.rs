@@ -15,7 +15,7 @@ use std::{
     os::fd::{AsRawFd as _, OwnedFd},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     thread::{self, JoinHandle},
 };
@@ -197,24 +197,10 @@ pub fn load_floor_decap(eth: &[u8; 14], ifindex: u32) -> io::Result<OwnedFd> {
     load("xtun_floor_dec", &p.redirect(ifindex))
 }
 
-/// Runs `f` on a thread of its own inside namespace `ns`.
-pub fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> Result<T> {
-    let path = format!("/run/netns/{ns}");
-    thread::spawn(move || -> io::Result<T> {
-        enter_netns(&path)?;
-        f()
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("thread in {ns} panicked"))?
-    .with_context(|| format!("in namespace {ns}"))
-}
-
-fn enter_netns(path: &str) -> io::Result<()> {
+/// Moves the calling thread into network namespace `ns`.
+fn enter_netns(ns: &str) -> io::Result<()> {
     use std::os::fd::AsRawFd as _;
-    let file = std::fs::File::open(path)?;
+    let file = std::fs::File::open(format!("/run/netns/{ns}"))?;
     // SAFETY: setns(2) on a namespace file we opened; it moves only the
     // calling thread, which is ours alone.
     if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -223,11 +209,17 @@ fn enter_netns(path: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Attaches `prog` to `dev` in namespace `ns`: attached while the returned
-/// link is open.
+/// Attaches `prog` to `dev` in namespace `ns` (from a thread of its own
+/// there): attached while the returned link is open.
 pub fn attach(ns: &str, dev: &str, prog: OwnedFd) -> Result<OwnedFd> {
-    let dev = dev.to_string();
-    in_netns(ns, move || attach_xdp(&prog, ifindex(&dev)?))
+    let (ns_name, dev_name) = (ns.to_string(), dev.to_string());
+    thread::spawn(move || {
+        enter_netns(&ns_name)?;
+        attach_xdp(&prog, ifindex(&dev_name)?)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("thread in {ns} panicked"))?
+    .with_context(|| format!("attaching to {dev} in {ns}"))
 }
 
 /// `dev`'s index in the calling thread's namespace.
@@ -244,48 +236,43 @@ fn ifindex(dev: &str) -> io::Result<u32> {
 /// (CPU 0, as trafgen's worker) takes them, until dropped.
 pub struct FrameGenerator {
     stop: Arc<AtomicBool>,
-    failed: Arc<Mutex<Option<String>>>,
-    worker: Option<JoinHandle<()>>,
+    worker: Option<JoinHandle<io::Result<()>>>,
 }
 
 /// Frames per BPF_PROG_TEST_RUN call: a few tenths of a second each.
 const FRAMES_PER_CALL: u32 = 50_000;
 
 impl FrameGenerator {
-    pub fn start(ns: &str, dev: &str, frame: Vec<u8>) -> Result<Self> {
+    pub fn start(ns: &str, dev: &str, frame: Vec<u8>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let failed = Arc::new(Mutex::new(None));
-        let path = format!("/run/netns/{ns}");
-        let dev = dev.to_string();
-        let (stop_w, failed_w) = (stop.clone(), failed.clone());
+        let (ns, dev, stopping) = (ns.to_string(), dev.to_string(), stop.clone());
         let worker = thread::spawn(move || {
-            let run = || -> io::Result<()> {
-                enter_netns(&path)?;
-                pin_to_cpu0_at_high_priority();
-                let prog = load_generator(&frame)?;
-                let index = ifindex(&dev)?;
-                while !stop_w.load(Ordering::Relaxed) {
-                    xdp_live_frames(prog.as_raw_fd(), &frame, index, FRAMES_PER_CALL)?;
-                }
-                Ok(())
-            };
-            if let Err(e) = run() {
-                *failed_w.lock().unwrap() = Some(e.to_string());
+            enter_netns(&ns)?;
+            pin_to_cpu0_at_high_priority();
+            let prog = load_generator(&frame)?;
+            let index = ifindex(&dev)?;
+            while !stopping.load(Ordering::Relaxed) {
+                xdp_live_frames(prog.as_raw_fd(), &frame, index, FRAMES_PER_CALL)?;
             }
+            Ok(())
         });
-        Ok(Self {
+        Self {
             stop,
-            failed,
             worker: Some(worker),
-        })
+        }
     }
 
     /// Fails with the generator's error if it has stopped.
-    pub fn check_running(&self) -> Result<()> {
-        if let Some(e) = self.failed.lock().unwrap().as_ref() {
-            bail!("the XDP frame generator stopped: {e}");
+    pub fn check_running(&mut self) -> Result<()> {
+        match self
+            .worker
+            .take_if(|w| w.is_finished())
+            .map(JoinHandle::join)
+        {
+            None => Ok(()),
+            Some(Ok(Err(e))) => bail!("the XDP frame generator stopped: {e}"),
+            Some(_) => bail!("the XDP frame generator stopped"),
         }
-        Ok(())
     }
 }
 

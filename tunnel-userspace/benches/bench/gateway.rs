@@ -483,7 +483,7 @@ impl Running {
                 &client.name,
                 "c0",
                 frame.to_vec(),
-            )?),
+            )),
         })
     }
 

@@ -16,7 +16,7 @@ use tokio::{
 use tunnel_common::maps::{
     LEASE_REFRESH_NS, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_OFF, LOG_TRACE, LOG_WARN,
 };
-use tunnel_userspace::{dataplane::Dataplane, netlink::Netlink};
+use tunnel_userspace::{dataplane::Dataplane, lock::NamespaceLock, netlink::Netlink};
 
 use super::status::level_name;
 
@@ -73,7 +73,10 @@ pub fn run(level: Level) -> Result<()> {
     logger.flush();
     // Leased: should this process die without putting the level back
     // (SIGKILL, a lost session), the data plane does so within seconds.
-    dp.set_log_level_leased(level.value(), previous)?;
+    // The settings word is shared with monitors: changed under the lock.
+    NamespaceLock::acquire()
+        .context("locking the namespace's data plane")
+        .and_then(|_lock| Ok(dp.set_log_level_leased(level.value(), previous)?))?;
     eprintln!(
         "xtun: streaming data-plane logs at level {} (was {}); Ctrl-C to stop",
         level_name(level.value()),
@@ -83,7 +86,9 @@ pub fn run(level: Level) -> Result<()> {
         .enable_all()
         .build()?;
     let result = runtime.block_on(stream(logger, &mut dp));
-    dp.end_log_lease(previous)
+    NamespaceLock::acquire()
+        .context("locking the namespace's data plane")
+        .and_then(|_lock| Ok(dp.end_log_lease(previous)?))
         .context("restoring the log level")?;
     result
 }

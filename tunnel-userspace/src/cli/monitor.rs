@@ -270,6 +270,12 @@ fn stream(
             if last_renew.elapsed() >= renew_every {
                 dp.monitor_renew(&claim)
                     .context("renewing the monitor's lease")?;
+                if dp.monitor_bits_lapsed(&claim)? {
+                    let _lock =
+                        NamespaceLock::acquire().context("locking the namespace's data plane")?;
+                    dp.monitor_set_bits(&claim)
+                        .context("renewing the monitor's lease")?;
+                }
                 last_renew = Instant::now();
                 if let Some(s) = dp.monitor_slots()?.get(claim.slot as usize) {
                     let lost = s.lost_rate_limit + s.lost_ring_full;
@@ -300,8 +306,12 @@ fn stream(
             );
         }
     }
-    dp.monitor_release(&claim)
-        .context("releasing the monitor slot")?;
+    {
+        // Other monitors exiting at the same moment change the same word.
+        let _lock = NamespaceLock::acquire().context("locking the namespace's data plane")?;
+        dp.monitor_release(&claim)
+            .context("releasing the monitor slot")?;
+    }
     match result {
         // A reader that went away (`| head`, wireshark closed) ends the monitor.
         Err(e)

@@ -57,6 +57,14 @@ pub struct MonitorSlot {
 
 /// The monitor and log-lease side of the data plane: every access `xtun
 /// monitor` and `xtun log` make goes through these.
+/// The settings word with a claim's bits: its slot, and its `all` bit as
+/// claimed.
+fn claim_bits(all: bool, slot: u32, monitors: u32) -> u32 {
+    let bit = 1 << slot;
+    let all_bit = bit << MONITOR_ALL_SHIFT;
+    (monitors & !all_bit) | bit | if all { all_bit } else { 0 }
+}
+
 impl Dataplane {
     fn monitor_maps(&mut self) -> Result<&mut MonitorMaps> {
         self.monitor.as_mut().ok_or(DataplaneError::Incomplete(
@@ -109,12 +117,12 @@ impl Dataplane {
     }
 
     /// Sets the claim's bits in the settings word (a lease that lapsed
-    /// was released by the data plane: renewing takes it back).
-    fn monitor_set_bits(&mut self, claim: &MonitorClaim) -> Result<()> {
+    /// was released by the data plane: renewing takes it back). The word is
+    /// shared by every monitor and `xtun log`: the caller holds the
+    /// namespace lock, or two read-modify-writes could lose one.
+    pub fn monitor_set_bits(&mut self, claim: &MonitorClaim) -> Result<()> {
         let mut settings = self.current_settings()?;
-        let bit = 1 << claim.slot;
-        let all = bit << MONITOR_ALL_SHIFT;
-        let want = (settings.monitors & !all) | bit | if claim.all { all } else { 0 };
+        let want = claim_bits(claim.all, claim.slot, settings.monitors);
         if want != settings.monitors {
             settings.monitors = want;
             self.settings.set(0, settings, 0)?;
@@ -122,18 +130,27 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Renews the claim's lease; call it every `LEASE_REFRESH_NS`.
+    /// Whether the settings word lacks the claim's bits (the data plane
+    /// released a lapsed lease), so that `monitor_set_bits` has work to do.
+    pub fn monitor_bits_lapsed(&self, claim: &MonitorClaim) -> Result<bool> {
+        let monitors = self.current_settings()?.monitors;
+        Ok(claim_bits(claim.all, claim.slot, monitors) != monitors)
+    }
+
+    /// Renews the claim's lease (its own slot: no lock needed); call it
+    /// every `LEASE_REFRESH_NS`, then `monitor_bits_lapsed`.
     pub fn monitor_renew(&mut self, claim: &MonitorClaim) -> Result<()> {
         let maps = self.monitor_maps()?;
         let mut lease = maps.leases.get(&claim.slot, 0)?;
         lease.deadline_ns = monotonic_ns() + LEASE_NS;
         lease.pid = std::process::id();
         maps.leases.set(claim.slot, lease, 0)?;
-        self.monitor_set_bits(claim)
+        Ok(())
     }
 
     /// Gives the slot back now (a monitor that exits normally); one that
-    /// dies lets its lease expire instead.
+    /// dies lets its lease expire instead. The caller holds the namespace
+    /// lock (see `monitor_set_bits`).
     pub fn monitor_release(&mut self, claim: &MonitorClaim) -> Result<()> {
         let mut settings = self.current_settings()?;
         let bit = 1 << claim.slot;

@@ -42,14 +42,37 @@ use crate::{
 /// The IP header's offset: frames on the fast path are plain Ethernet.
 const L3: usize = wire::ETH_HDR_LEN;
 
-/// IPv6 next headers the fast path leaves to the kernel.
-const IPV6_HOP_BY_HOP: u16 = 0;
-const IPV6_FRAGMENT: u16 = 44;
+/// IPv6 next headers the fast path leaves to the kernel: options, and
+/// the extension headers before the transport header policy routing
+/// matches on (the kernel's flow dissector walks them).
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_DEST_OPTIONS: u8 = 60;
+
+/// Transport protocols whose ports (or SPI) the kernel's flow dissector
+/// hands to policy routing, as its `proto_ports_offset` lists them.
+const IPPROTO_DCCP: u8 = 33;
+const IPPROTO_ESP: u8 = 50;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_SCTP: u8 = 132;
+const IPPROTO_UDPLITE: u8 = 136;
 
 /// Why a packet stays off the fast path: Some(counter) for a packet the
 /// kernel forwards instead (counted), None for one that is not forwarded
 /// traffic of ours at all.
 type Pass = Option<u32>;
+
+/// What the kernel's routing of a forwarded packet matches besides its
+/// addresses and TOS: `ip rule ... ipproto P sport S dport D`, which it
+/// fills from the flow dissector (`fib4_rules_early_flow_dissect`, and
+/// fib6's). Ports in network order; 0 where the protocol has none.
+#[derive(Clone, Copy)]
+struct Flow {
+    proto: u8,
+    sport: u16,
+    dport: u16,
+}
 
 /// The fast-path settings of LAN `ifindex`, if it has the fast path.
 #[inline(always)]
@@ -75,8 +98,8 @@ pub fn towards_tunnel(ctx: &XdpContext, lan_ifindex: u32, lan: &ForwardLan) -> u
 
 #[inline(always)]
 fn try_towards_tunnel(ctx: &XdpContext, lan_ifindex: u32, lan: &ForwardLan) -> Result<u32, Pass> {
-    let (mut inner, len) = forwardable(ctx)?;
-    let hop = inner_route(ctx, &inner, lan_ifindex, len, false)?;
+    let (mut inner, len, flow) = forwardable(ctx)?;
+    let hop = inner_route(ctx, &inner, &flow, lan_ifindex, len, false)?;
     // Routed elsewhere than into one of our tunnels: the kernel's.
     // SAFETY: map values stay valid while the program runs.
     let cfg: &TunnelConfig = unsafe { &*TUNNELS.get_ptr(hop.oif).ok_or(None)? };
@@ -85,7 +108,7 @@ fn try_towards_tunnel(ctx: &XdpContext, lan_ifindex: u32, lan: &ForwardLan) -> R
         return Err(None);
     }
     // The kernel's rp_filter on the LAN covers IPv4 only.
-    if !inner.is_v6() && !source_allowed(ctx, &inner, lan_ifindex, lan.rp_filter) {
+    if !inner.is_v6() && !source_allowed(ctx, &inner, &flow, lan_ifindex, lan.rp_filter) {
         return Err(Some(FWD_PASS_RPFILTER));
     }
     let remote = encap::remote(cfg, &inner).map_err(|_| Some(FWD_PASS_NO_ROUTE))?;
@@ -221,16 +244,16 @@ pub fn from_tunnel(ctx: &XdpContext, target: &DecapTarget) -> Option<u32> {
 
 #[inline(always)]
 fn try_from_tunnel(ctx: &XdpContext, tunnel: u32, rp: ReversePath) -> Result<u32, Pass> {
-    let (inner, len) = forwardable(ctx)?;
+    let (inner, len, flow) = forwardable(ctx)?;
     let rp_filter = match (rp.strict_tunnel, inner.is_v6()) {
         (true, _) => 1,
         (false, false) => rp.ipv4_all,
         (false, true) => 0,
     };
-    if !source_allowed(ctx, &inner, tunnel, rp_filter) {
+    if !source_allowed(ctx, &inner, &flow, tunnel, rp_filter) {
         return Err(Some(FWD_PASS_RPFILTER));
     }
-    let hop = inner_route(ctx, &inner, tunnel, len, true)?;
+    let hop = inner_route(ctx, &inner, &flow, tunnel, len, true)?;
     if lan(hop.oif).is_none() {
         return Err(None);
     }
@@ -258,9 +281,10 @@ struct ReversePath {
 
 /// The IP packet after the Ethernet header, if it is one the fast path may
 /// forward: unicast, no options or fragmentation, a TTL left after this
-/// hop. With its length (the frame may carry Ethernet padding after it).
+/// hop. With its length (the frame may carry Ethernet padding after it)
+/// and the transport fields policy routing matches.
 #[inline(always)]
-fn forwardable(ctx: &XdpContext) -> Result<(InnerInfo, u32), Pass> {
+fn forwardable(ctx: &XdpContext) -> Result<(InnerInfo, u32, Flow), Pass> {
     let eth: [u16; 7] = read_at(ctx, 0).map_err(|_| None)?;
     let frame_len = (ctx.data_end() - ctx.data()).saturating_sub(L3) as u32;
     let ip = eth[6] == wire::ETH_P_IP.to_be() || eth[6] == wire::ETH_P_IPV6.to_be();
@@ -271,7 +295,7 @@ fn forwardable(ctx: &XdpContext) -> Result<(InnerInfo, u32), Pass> {
     if u16::from_be(eth[0]) & 0x0100 != 0 {
         return Err(Some(FWD_PASS_MULTICAST));
     }
-    let (inner, len) = if eth[6] == wire::ETH_P_IP.to_be() {
+    let (inner, len, proto) = if eth[6] == wire::ETH_P_IP.to_be() {
         let ip: Ipv4Words = read_at(ctx, L3).map_err(|_| None)?;
         let inner = InnerInfo::v4(&ip, false).map_err(|_| None)?;
         if inner.header_len != wire::IPV4_HDR_LEN {
@@ -284,12 +308,15 @@ fn forwardable(ctx: &XdpContext) -> Result<(InnerInfo, u32), Pass> {
         if u16::from_be(ip.0[8]) >> 8 >= 224 {
             return Err(Some(FWD_PASS_MULTICAST));
         }
-        (inner, ip.tot_len() as u32)
+        (inner, ip.tot_len() as u32, ip.proto())
     } else if eth[6] == wire::ETH_P_IPV6.to_be() {
         let head: [u16; wire::IPV6_HDR_LEN / 2] = read_at(ctx, L3).map_err(|_| None)?;
         let inner = InnerInfo::v6(&head, false).map_err(|_| None)?;
-        match u16::from_be(head[3]) >> 8 {
-            IPV6_HOP_BY_HOP => return Err(Some(FWD_PASS_OPTIONS)),
+        let next = (u16::from_be(head[3]) >> 8) as u8;
+        match next {
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTIONS => {
+                return Err(Some(FWD_PASS_OPTIONS))
+            }
             IPV6_FRAGMENT => return Err(Some(FWD_PASS_FRAGMENT)),
             _ => {}
         }
@@ -304,6 +331,7 @@ fn forwardable(ctx: &XdpContext) -> Result<(InnerInfo, u32), Pass> {
         (
             inner,
             u16::from_be(head[2]) as u32 + wire::IPV6_HDR_LEN as u32,
+            next,
         )
     } else {
         return Err(None);
@@ -314,7 +342,35 @@ fn forwardable(ctx: &XdpContext) -> Result<(InnerInfo, u32), Pass> {
     if inner.ttl <= 1 {
         return Err(Some(FWD_PASS_TTL));
     }
-    Ok((inner, len))
+    let flow = flow_of(ctx, proto, inner.header_len, len);
+    Ok((inner, len, flow))
+}
+
+/// The protocol and ports of a packet whose transport header starts
+/// `header_len` bytes into its `len`: where the kernel's flow dissector
+/// finds ports (`proto_ports_offset`: an SPI for ESP and AH), and 0 for a
+/// protocol without them or a packet too short to hold them.
+#[inline(always)]
+fn flow_of(ctx: &XdpContext, proto: u8, header_len: usize, len: u32) -> Flow {
+    let offset = match proto {
+        wire::IPPROTO_TCP
+        | wire::IPPROTO_UDP
+        | IPPROTO_DCCP
+        | IPPROTO_ESP
+        | IPPROTO_SCTP
+        | IPPROTO_UDPLITE => Some(0),
+        IPPROTO_AH => Some(4),
+        _ => None,
+    };
+    let ports = offset
+        .filter(|off| header_len + off + 4 <= len as usize)
+        .and_then(|off| read_at::<[u16; 2], _>(ctx, L3 + header_len + off).ok());
+    let [sport, dport] = ports.unwrap_or([0, 0]);
+    Flow {
+        proto,
+        sport,
+        dport,
+    }
 }
 
 /// Where the route for the inner packet leads.
@@ -331,12 +387,13 @@ struct Hop {
 fn inner_route(
     ctx: &XdpContext,
     inner: &InnerInfo,
+    flow: &Flow,
     ifindex: u32,
     len: u32,
     neigh: bool,
 ) -> Result<Hop, Pass> {
     let mut slot = MaybeUninit::uninit();
-    let params = inner_request(&mut slot, inner, ifindex, false);
+    let params = inner_request(&mut slot, inner, flow, ifindex, false);
     params.__bindgen_anon_1.tot_len = len as u16;
     let flags = if neigh { 0 } else { BPF_FIB_LOOKUP_SKIP_NEIGH };
     let ret = fib::lookup(ctx, params, flags) as u32;
@@ -357,9 +414,29 @@ fn inner_route(
 }
 
 /// A route request for the inner packet's destination (or, `reverse`, its
-/// source) as received on `ifindex`, made in `slot`.
+/// source, with the ports swapped as `fib_validate_source` swaps them) as
+/// received on `ifindex`, made in `slot`.
 #[inline(always)]
 fn inner_request<'a>(
+    slot: &'a mut MaybeUninit<fib::FibParams>,
+    inner: &InnerInfo,
+    flow: &Flow,
+    ifindex: u32,
+    reverse: bool,
+) -> &'a mut fib::FibParams {
+    let params = request_for(slot, inner, ifindex, reverse);
+    params.l4_protocol = flow.proto;
+    (params.sport, params.dport) = if reverse {
+        (flow.dport, flow.sport)
+    } else {
+        (flow.sport, flow.dport)
+    };
+    params
+}
+
+/// `inner_request`'s addresses.
+#[inline(always)]
+fn request_for<'a>(
     slot: &'a mut MaybeUninit<fib::FibParams>,
     inner: &InnerInfo,
     ifindex: u32,
@@ -397,12 +474,18 @@ fn inner_request<'a>(
 /// (strict) the route back to the source must leave by `ifindex`, with 2
 /// (loose) by any interface; 0 checks nothing.
 #[inline(always)]
-fn source_allowed(ctx: &XdpContext, inner: &InnerInfo, ifindex: u32, rp_filter: u32) -> bool {
+fn source_allowed(
+    ctx: &XdpContext,
+    inner: &InnerInfo,
+    flow: &Flow,
+    ifindex: u32,
+    rp_filter: u32,
+) -> bool {
     if rp_filter == 0 {
         return true;
     }
     let mut slot = MaybeUninit::uninit();
-    let params = inner_request(&mut slot, inner, ifindex, true);
+    let params = inner_request(&mut slot, inner, flow, ifindex, true);
     let ret = fib::lookup(ctx, params, BPF_FIB_LOOKUP_SKIP_NEIGH);
     ret == BPF_FIB_LKUP_RET_SUCCESS as i64 && (rp_filter != 1 || params.ifindex == ifindex)
 }

@@ -338,8 +338,56 @@ fn what_needs_the_kernel_takes_its_path() {
 /// Sends a UDP datagram from `src` (spoofed or not) to a closed port of
 /// the server.
 fn udp_from(g: &Gateways, src: &str) {
-    let packet = format!("IP(src='{src}',dst='{SERVER}')/UDP(sport=4000,dport=5999)/b'x'");
+    udp_ports(g, src, 4000, 5999);
+}
+
+/// The same, between the given ports.
+fn udp_ports(g: &Gateways, src: &str, sport: u16, dport: u16) {
+    let packet = format!("IP(src='{src}',dst='{SERVER}')/UDP(sport={sport},dport={dport})/b'x'");
     scapy(&g.client, &format!("send({packet},verbose=0)"));
+}
+
+#[test]
+fn policy_routing_on_ports_is_obeyed_as_by_the_kernel() {
+    let g = Gateways::new("fwrule", "gre", "");
+    assert_eq!(received(&ping(&g.client, SERVER, 1)), 1);
+    // At gw1, UDP for port 5999 is blackholed, and the route back to the
+    // client's LAN for datagrams from port 4001 (the reverse lookup swaps
+    // the ports) leaves by the underlay, so strict rp_filter refuses them.
+    sh(
+        &g.gw1,
+        &[
+            "ip rule add ipproto udp dport 5999 table 100",
+            "ip route add blackhole 10.30.2.0/24 table 100",
+            "ip rule add ipproto udp dport 4001 table 101",
+            "ip route add 10.30.1.0/24 via 10.31.1.1 table 101",
+        ],
+    );
+    let arrived = || snmp(&g.server, "Udp:", "NoPorts");
+    let settle = || thread::sleep(Duration::from_millis(300));
+    // The kernel's path first, then the fast path: the same outcome.
+    for fast in [false, true] {
+        g.forward(if fast { "xdp" } else { "off" });
+        let by = u64::from(fast);
+        let start = arrived();
+        rises(&g.gw1, "fwd_pass_no_route", by, || {
+            udp_ports(&g, CLIENT, 4000, 5999)
+        });
+        settle();
+        assert_eq!(arrived(), start, "port 5999 passed gw1 (fast path {fast})");
+        rises(&g.gw1, "fwd_pass_rpfilter", by, || {
+            udp_ports(&g, CLIENT, 4001, 5998)
+        });
+        settle();
+        assert_eq!(arrived(), start, "port 4001 passed gw1 (fast path {fast})");
+        rises(&g.gw1, "tx_forwarded_xdp", by, || {
+            udp_ports(&g, CLIENT, 4000, 5998)
+        });
+        assert!(
+            eventually(|| arrived() == start + 1),
+            "other ports did not arrive (fast path {fast})"
+        );
+    }
 }
 
 #[test]

@@ -505,9 +505,11 @@ pub struct ForwardState {
     /// How many LANs have the fast path: decapsulated packets are looked
     /// up for it only while there is one.
     pub lans: u32,
-    /// `net.ipv4.conf.all.rp_filter` when a LAN was last switched on: a
-    /// tunnel interface's IPv4 sources are checked against it.
-    pub rp_filter_all: u32,
+    /// The strictest IPv4 `rp_filter` the kernel applies on any xtun
+    /// tunnel interface (`all`'s, or a tunnel's own), read when a LAN was
+    /// last switched on or a tunnel added or changed: decapsulated IPv4
+    /// sources are checked against it.
+    pub rp_filter_tunnels: u32,
 }
 
 /// Per-interface data-plane counters: one slot per `stats` reason.

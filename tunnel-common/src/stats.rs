@@ -125,6 +125,11 @@ counters! {
     /// An inner IPv6 packet whose tunnel encapsulation limit (RFC 2473) is
     /// 0: answered with ICMPv6 Parameter Problem and dropped.
     TX_ENCAP_LIMIT = 47, "tx_encap_limit_exceeded";
+    /// Fast path: an address the kernel's input path drops as martian
+    /// (IPv4 source 0.0.0.0, in 127/8 or multicast, or the broadcast
+    /// address, destination 0.0.0.0; IPv6 source multicast, loopback or
+    /// IPv4-mapped, destination loopback); the kernel drops it.
+    FWD_PASS_MARTIAN = 48, "fwd_pass_martian";
 }
 
 #[cfg(test)]
@@ -134,7 +139,7 @@ mod tests {
     #[test]
     fn counter_slots_are_dense_and_named() {
         assert_eq!(COUNTER_COUNT as usize, COUNTER_NAMES.len());
-        assert_eq!(TX_ENCAP_LIMIT + 1, COUNTER_COUNT);
+        assert_eq!(FWD_PASS_MARTIAN + 1, COUNTER_COUNT);
         // The names are indexed by position in the list, the constants by
         // the number written beside them: read both from this file, so a
         // slot numbered out of order or used twice is caught.

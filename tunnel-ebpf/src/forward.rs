@@ -226,10 +226,10 @@ pub fn from_tunnel(ctx: &XdpContext, target: &DecapTarget) -> Option<u32> {
     }
     // The kernel's rp_filter on the tunnel interface: `rpfilter` sets it
     // strict there (and tc checks IPv6 sources the same way); otherwise
-    // `all`'s holds, for IPv4 only.
+    // the strictest of `all`'s and the tunnels' own, for IPv4 only.
     let rp = ReversePath {
         strict_tunnel: target.flags & TUNNEL_F_RPFILTER != 0,
-        ipv4_all: state.rp_filter_all,
+        ipv4: state.rp_filter_tunnels,
     };
     match try_from_tunnel(ctx, target.ifindex, rp) {
         Ok(action) => Some(action),
@@ -247,7 +247,7 @@ fn try_from_tunnel(ctx: &XdpContext, tunnel: u32, rp: ReversePath) -> Result<u32
     let (inner, len, flow) = forwardable(ctx)?;
     let rp_filter = match (rp.strict_tunnel, inner.is_v6()) {
         (true, _) => 1,
-        (false, false) => rp.ipv4_all,
+        (false, false) => rp.ipv4,
         (false, true) => 0,
     };
     if !source_allowed(ctx, &inner, &flow, tunnel, rp_filter) {
@@ -275,8 +275,8 @@ fn try_from_tunnel(ctx: &XdpContext, tunnel: u32, rp: ReversePath) -> Result<u32
 struct ReversePath {
     /// `rpfilter`: strict, for both families.
     strict_tunnel: bool,
-    /// `net.ipv4.conf.all.rp_filter`, for IPv4 otherwise.
-    ipv4_all: u32,
+    /// IPv4 otherwise: the strictest `rp_filter` on a tunnel interface.
+    ipv4: u32,
 }
 
 /// The IP packet after the Ethernet header, if it is one the fast path may
@@ -308,6 +308,9 @@ fn forwardable(ctx: &XdpContext) -> Result<(InnerInfo, u32, Flow), Pass> {
         if u16::from_be(ip.0[8]) >> 8 >= 224 {
             return Err(Some(FWD_PASS_MULTICAST));
         }
+        if martian_v4(&ip) {
+            return Err(Some(FWD_PASS_MARTIAN));
+        }
         (inner, ip.tot_len() as u32, ip.proto())
     } else if eth[6] == wire::ETH_P_IPV6.to_be() {
         let head: [u16; wire::IPV6_HDR_LEN / 2] = read_at(ctx, L3).map_err(|_| None)?;
@@ -322,6 +325,9 @@ fn forwardable(ctx: &XdpContext) -> Result<(InnerInfo, u32, Flow), Pass> {
         }
         if u16::from_be(inner.dst[0]) >> 8 == 0xff {
             return Err(Some(FWD_PASS_MULTICAST));
+        }
+        if martian_v6(&inner) {
+            return Err(Some(FWD_PASS_MARTIAN));
         }
         // Link-local addresses are never forwarded.
         let link_local = |first: u16| u16::from_be(first) & 0xffc0 == 0xfe80;
@@ -344,6 +350,34 @@ fn forwardable(ctx: &XdpContext) -> Result<(InnerInfo, u32, Flow), Pass> {
     }
     let flow = flow_of(ctx, proto, inner.header_len, len);
     Ok((inner, len, flow))
+}
+
+/// Addresses `ip_route_input_slow` drops as martian, whatever the route:
+/// a multicast, broadcast, 0.0.0.0 or loopback source (`route_localnet`
+/// would let 127/8 through: the kernel decides that), 0.0.0.0 as the
+/// destination. The rest of 0/8 is unicast since Linux 5.3.
+#[inline(always)]
+fn martian_v4(ip: &Ipv4Words) -> bool {
+    let src_first = u16::from_be(ip.0[6]) >> 8;
+    let src_zero = ip.0[6] | ip.0[7] == 0;
+    let broadcast = ip.0[6] & ip.0[7] == 0xffff;
+    src_zero
+        || src_first == 127
+        || (224..240).contains(&src_first)
+        || broadcast
+        || ip.0[8] | ip.0[9] == 0
+}
+
+/// Addresses `ip6_rcv_core` drops on any interface but loopback (RFC 4291:
+/// a multicast source, the loopback address, an IPv4-mapped source).
+#[inline(always)]
+fn martian_v6(inner: &InnerInfo) -> bool {
+    let (s, d) = (&inner.src6, &inner.dst);
+    let loopback = |a: &[u16; 8]| {
+        a[0] | a[1] | a[2] | a[3] | a[4] | a[5] | a[6] == 0 && u16::from_be(a[7]) == 1
+    };
+    let v4_mapped = s[0] | s[1] | s[2] | s[3] | s[4] == 0 && s[5] == 0xffff;
+    u16::from_be(s[0]) >> 8 == 0xff || loopback(s) || loopback(d) || v4_mapped
 }
 
 /// The protocol and ports of a packet whose transport header starts

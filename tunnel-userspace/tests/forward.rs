@@ -390,6 +390,37 @@ fn policy_routing_on_ports_is_obeyed_as_by_the_kernel() {
     }
 }
 
+/// Turns rp_filter off at gw1 (`all` and the LAN's), and the fast path on
+/// again so that it reads them.
+fn gw1_without_rp_filter(g: &Gateways) {
+    sh(
+        &g.gw1,
+        &[
+            "sysctl -qw net.ipv4.conf.all.rp_filter=0",
+            "sysctl -qw net.ipv4.conf.l1.rp_filter=0",
+        ],
+    );
+    xtun(&g.gw1, &["attach", "l1", "--forward", "xdp"]);
+}
+
+/// A spoofed source that gw1's fast path forwards is refused by gw2's
+/// (and then by gw2's kernel), while the genuine source gets through on
+/// the fast path.
+fn gw2_refuses_a_spoofed_source(g: &Gateways) {
+    let arrived = || snmp(&g.server, "Udp:", "NoPorts");
+    let start = arrived();
+    rises(&g.gw1, "tx_forwarded_xdp", 1, || {
+        rises(&g.gw2, "fwd_pass_rpfilter", 1, || udp_from(g, "10.30.7.7"))
+    });
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(arrived(), start, "a spoofed source passed gw2");
+    rises(&g.gw2, "rx_forwarded_xdp", 1, || udp_from(g, CLIENT));
+    assert!(
+        eventually(|| arrived() == start + 1),
+        "the genuine datagram did not arrive"
+    );
+}
+
 #[test]
 fn rpfilter_still_refuses_a_spoofed_inner_source() {
     let g = Gateways::new("fwrpf", "gre", "rpfilter");
@@ -403,25 +434,39 @@ fn rpfilter_still_refuses_a_spoofed_inner_source() {
     assert_eq!(arrived(), start, "a spoofed source passed gw1");
     // Without rp_filter at gw1 it is forwarded; gw2's tunnel has
     // `rpfilter`, and refuses it.
-    sh(
-        &g.gw1,
-        &[
-            "sysctl -qw net.ipv4.conf.all.rp_filter=0",
-            "sysctl -qw net.ipv4.conf.l1.rp_filter=0",
-        ],
-    );
-    xtun(&g.gw1, &["attach", "l1", "--forward", "xdp"]);
-    rises(&g.gw1, "tx_forwarded_xdp", 1, || {
-        rises(&g.gw2, "fwd_pass_rpfilter", 1, || udp_from(&g, "10.30.7.7"))
+    gw1_without_rp_filter(&g);
+    gw2_refuses_a_spoofed_source(&g);
+}
+
+#[test]
+fn martians_and_a_tunnels_own_rp_filter_are_left_to_the_kernel() {
+    let g = Gateways::new("fwmart", "gre", "");
+    assert_eq!(received(&ping(&g.client, SERVER, 1)), 1);
+    // No rp_filter at gw1: only the martian check keeps these off the
+    // fast path, and gw1's kernel drops them, so none crosses the tunnel.
+    gw1_without_rp_filter(&g);
+    let crossed = || counter(&g.gw2, "rx_decapsulated");
+    let start = crossed();
+    rises(&g.gw1, "fwd_pass_martian", 3, || {
+        for src in ["127.0.0.9", "0.0.0.0", "224.0.0.9"] {
+            udp_from(&g, src);
+        }
     });
     thread::sleep(Duration::from_millis(300));
-    assert_eq!(arrived(), start, "a spoofed source passed gw2");
-    // The genuine source gets through on the fast path.
-    rises(&g.gw2, "rx_forwarded_xdp", 1, || udp_from(&g, CLIENT));
-    assert!(
-        eventually(|| arrived() == start + 1),
-        "the genuine datagram did not arrive"
+    assert_eq!(crossed(), start, "a martian source crossed the tunnel");
+
+    // gw2: `all` off, but the tunnel interface's own rp_filter strict, as
+    // the kernel applies it (the larger of the two); read when the fast
+    // path is switched on.
+    sh(
+        &g.gw2,
+        &[
+            "sysctl -qw net.ipv4.conf.all.rp_filter=0",
+            "sysctl -qw net.ipv4.conf.xt2.rp_filter=1",
+        ],
     );
+    xtun(&g.gw2, &["attach", "l2", "--forward", "xdp"]);
+    gw2_refuses_a_spoofed_source(&g);
 }
 
 #[test]

@@ -615,7 +615,7 @@ const FORWARDED_FROM_TUNNEL: &str = COUNTER_NAMES[RX_FORWARD_XDP as usize];
 
 /// What the fast path forwarded, and what it handed to the kernel, by why.
 fn is_fast_path_counter(name: &str) -> bool {
-    const FAST_PATH: [u32; 9] = [
+    const FAST_PATH: [u32; 10] = [
         TX_FORWARD_XDP,
         RX_FORWARD_XDP,
         FWD_PASS_TTL,
@@ -625,6 +625,7 @@ fn is_fast_path_counter(name: &str) -> bool {
         FWD_PASS_NO_ROUTE,
         FWD_PASS_TOO_BIG,
         FWD_PASS_RPFILTER,
+        FWD_PASS_MARTIAN,
     ];
     FAST_PATH
         .iter()

@@ -33,7 +33,48 @@ fn rp_filter(dev: &str) -> u32 {
         .unwrap_or(0)
 }
 
+/// The name of interface `ifindex` in this namespace.
+fn ifname(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer holds IF_NAMESIZE bytes, as the call requires.
+    let name = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
 impl Dataplane {
+    /// The strictest IPv4 `rp_filter` the kernel applies to packets
+    /// arriving on any of our tunnel interfaces: `all`'s, or a tunnel's
+    /// own (a new interface takes `default`'s, which distributions set to
+    /// loose). Stricter than a tunnel's own is safe: a packet the fast
+    /// path does not pass goes to the kernel, which applies its own.
+    fn tunnels_rp_filter(&self) -> u32 {
+        self.tunnels()
+            .iter()
+            .filter_map(|(ifindex, _)| ifname(*ifindex))
+            .map(|name| rp_filter(&name))
+            .fold(rp_filter("all"), u32::max)
+    }
+
+    /// Rereads the sysctls the fast path's state holds (a tunnel was added
+    /// or changed); nothing to do while no LAN has the fast path.
+    pub(super) fn refresh_forward_state(&mut self) -> Result<()> {
+        let rp_filter_tunnels = self.tunnels_rp_filter();
+        let Some(maps) = self.forward.as_mut() else {
+            return Ok(());
+        };
+        let mut state = maps.state.get(&0, 0)?;
+        if state.lans != 0 && state.rp_filter_tunnels != rp_filter_tunnels {
+            state.rp_filter_tunnels = rp_filter_tunnels;
+            maps.state.set(0, state, 0)?;
+        }
+        Ok(())
+    }
+
     fn forward_maps(&mut self) -> Result<&mut ForwardMaps> {
         self.forward
             .as_mut()
@@ -78,6 +119,7 @@ impl Dataplane {
     /// Switches the fast path on (`Some(lan)`, with its settings) or off
     /// for LAN `ifindex`, and keeps the namespace-wide state in step.
     fn set_forward(&mut self, ifindex: u32, lan: Option<ForwardLan>) -> Result<()> {
+        let rp_filter_tunnels = self.tunnels_rp_filter();
         let maps = self.forward_maps()?;
         match lan {
             Some(lan) => maps.lans.insert(ifindex, lan, 0)?,
@@ -88,7 +130,7 @@ impl Dataplane {
         let lans = maps.lans.keys().filter(|k| k.is_ok()).count() as u32;
         let state = ForwardState {
             lans,
-            rp_filter_all: rp_filter("all"),
+            rp_filter_tunnels,
         };
         maps.state.set(0, state, 0)?;
         Ok(())

@@ -52,8 +52,8 @@ fn sh(ns: &Netns, lines: &[&str]) {
 }
 
 impl Gateways {
-    /// The topology with a `mode` tunnel (`extra` options on both ends)
-    /// carrying the LANs' IPv4 (IPv6 for sit) subnets.
+    /// The topology with a `mode` tunnel (`extra` options on both ends,
+    /// `{underlay}` standing for each gateway's underlay) carrying the LANs' IPv4 (IPv6 for sit) subnets.
     fn new(tag: &str, mode: &str, extra: &str) -> Self {
         Self::with_gw1_remote(tag, mode, extra, "10.31.2.2")
     }
@@ -147,7 +147,8 @@ impl Gateways {
                     &format!("ip route add {far_net}/24 via {router}"),
                     &format!("{XTUN} attach u{me} --decap xdp"),
                     &format!(
-                        "{XTUN} tunnel add xt{me} mode {mode} remote {remote} local {local} ttl 64 {extra}"
+                        "{XTUN} tunnel add xt{me} mode {mode} remote {remote} local {local} ttl 64 {}",
+                        extra.replace("{underlay}", &format!("u{me}"))
                     ),
                     &format!("ip link set xt{me} up"),
                     &format!("ip addr add 10.32.0.{me} peer 10.32.0.{peer} dev xt{me}"),
@@ -262,6 +263,12 @@ fn gre_checksums_are_sent_from_xdp_and_checked_in_tc() {
 }
 
 #[test]
+fn gre_bound_to_its_underlay_forwards_tcp_in_xdp() {
+    let g = Gateways::new("fwdev", "gre", "dev {underlay}");
+    tcp_takes_the_fast_path(&g, SERVER, true);
+}
+
+#[test]
 fn ipip_forwards_tcp_in_xdp() {
     let g = Gateways::new("fwipip", "ipip", "");
     tcp_takes_the_fast_path(&g, SERVER, true);
@@ -333,6 +340,58 @@ fn what_needs_the_kernel_takes_its_path() {
         ping_with(&g.client, SERVER, 1, &["-s", "3000"])
     });
     assert_eq!(received(&out), 1, "{out}");
+}
+
+#[test]
+fn what_needs_the_kernel_takes_its_path_over_sit() {
+    let g = Gateways::new("fwkern6", "sit", "");
+    assert_eq!(received(&ping(&g.client, SERVER6, 1)), 1);
+    // Too big for the tunnel (1,480 bytes): the kernel answers Packet Too
+    // Big, and the client learns the path MTU.
+    let out = rises(&g.gw1, "fwd_pass_too_big", 1, || {
+        ping_with(&g.client, SERVER6, 1, &["-M", "do", "-s", "1450"])
+    });
+    assert!(out.contains("mtu=1480"), "{out}");
+    // Fragments (sized to that MTU by the client), both ways. The first
+    // reply is the server's to lose: its 1,500-byte fragments meet the
+    // tunnel's MTU at gw2's kernel, which answers Packet Too Big.
+    let out = rises(&g.gw2, "fwd_pass_fragment", 2, || {
+        rises(&g.gw1, "fwd_pass_fragment", 2, || {
+            ping_with(&g.client, SERVER6, 3, &["-s", "3000"])
+        })
+    });
+    assert!(received(&out) >= 2, "{out}");
+    // Hop limit 1: the kernel answers Time Exceeded.
+    let out = rises(&g.gw1, "fwd_pass_ttl_expiring", 1, || {
+        ping_with(&g.client, SERVER6, 1, &["-t", "1"])
+    });
+    assert!(out.to_lowercase().contains("time exceeded"), "{out}");
+    // A hop-by-hop header is the kernel's to read; it forwards the packet.
+    let closed = || snmp(&g.server, "snmp6", "Udp6NoPorts");
+    let start = closed();
+    rises(&g.gw1, "fwd_pass_ip_options", 1, || {
+        scapy(
+            &g.client,
+            &format!(
+                "send(IPv6(dst='{SERVER6}')/IPv6ExtHdrHopByHop()/UDP(sport=4000,dport=5999),verbose=0)"
+            ),
+        )
+    });
+    assert!(
+        eventually(|| closed() == start + 1),
+        "the hop-by-hop datagram did not arrive"
+    );
+    // A loopback source is martian: the kernel drops it.
+    let crossed = || counter(&g.gw2, "rx_decapsulated");
+    let before = crossed();
+    rises(&g.gw1, "fwd_pass_martian", 1, || {
+        scapy(
+            &g.client,
+            &format!("send(IPv6(src='::1',dst='{SERVER6}')/UDP(sport=4000,dport=5999),verbose=0)"),
+        )
+    });
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(crossed(), before, "a loopback source crossed the tunnel");
 }
 
 /// Sends a UDP datagram from `src` (spoofed or not) to a closed port of

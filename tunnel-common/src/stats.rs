@@ -108,7 +108,8 @@ counters! {
     RX_FORWARD_XDP = 39, "rx_forwarded_xdp";
     /// Fast path: TTL or hop limit would expire; the kernel answers it.
     FWD_PASS_TTL = 40, "fwd_pass_ttl_expiring";
-    /// Fast path: IPv4 options or an IPv6 hop-by-hop header.
+    /// Fast path: IPv4 options, or an IPv6 hop-by-hop, routing or
+    /// destination-options header.
     FWD_PASS_OPTIONS = 41, "fwd_pass_ip_options";
     /// Fast path: a fragment (IPv4, or IPv6 fragment header).
     FWD_PASS_FRAGMENT = 42, "fwd_pass_fragment";

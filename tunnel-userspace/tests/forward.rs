@@ -18,7 +18,7 @@ use std::{thread, time::Duration};
 
 use common::net::{
     counter, eventually, exec_line, heavy_traffic, ping, ping_with, python, received, scapy, snmp,
-    spawn_in, stdout, transfer, xtun, XTUN,
+    spawn_in, stdout, transfer, xtun, xtun_line, XTUN,
 };
 use tunnel_userspace::testbed::{run, unique_prefix, Netns};
 
@@ -147,14 +147,20 @@ impl Gateways {
                     &format!("ip route add {far_net}/24 via {router}"),
                     &format!("{XTUN} attach u{me} --decap xdp"),
                     &format!(
-                        "{XTUN} tunnel add xt{me} mode {mode} remote {remote} local {local} ttl 64 {}",
+                        "{XTUN} tunnel add xt{me} mode {mode} {} local {local} ttl 64 {}",
+                        // ISATAP takes its remotes from the inner destinations.
+                        if mode == "isatap" {
+                            String::new()
+                        } else {
+                            format!("remote {remote}")
+                        },
                         extra.replace("{underlay}", &format!("u{me}"))
                     ),
                     &format!("ip link set xt{me} up"),
                     &format!("ip addr add 10.32.0.{me} peer 10.32.0.{peer} dev xt{me}"),
                 ],
             );
-            let route = if mode == "sit" {
+            let route = if mode == "sit" || mode == "isatap" {
                 format!("ip -6 route add fd00:30:{peer}::/64 dev xt{me}")
             } else {
                 format!("ip route add 10.30.{peer}.0/24 dev xt{me}")
@@ -260,6 +266,16 @@ fn gre_checksums_are_sent_from_xdp_and_checked_in_tc() {
     // receiving side verifies (and delivers) in tc: only tx is fast.
     let g = Gateways::new("fwcsum", "gre", "csum");
     tcp_takes_the_fast_path(&g, SERVER, false);
+}
+
+#[test]
+fn isatap_forwards_ipv6_tcp_in_xdp() {
+    let g = Gateways::new("fwisa", "isatap", "");
+    // Each gateway is the other's potential router: the LANs' addresses
+    // are not ISATAP ones, so their packets go to (and come from) it.
+    xtun_line(&g.gw1, "tunnel prl prl-default 10.31.2.2 dev xt1");
+    xtun_line(&g.gw2, "tunnel prl prl-default 10.31.1.2 dev xt2");
+    tcp_takes_the_fast_path(&g, SERVER6, true);
 }
 
 #[test]

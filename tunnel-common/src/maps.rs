@@ -507,7 +507,7 @@ pub struct ForwardState {
     pub lans: u32,
     /// The strictest IPv4 `rp_filter` the kernel applies on any xtun
     /// tunnel interface (`all`'s, or a tunnel's own), read when a LAN was
-    /// last switched on or a tunnel added or changed: decapsulated IPv4
+    /// last switched on or a tunnel added: decapsulated IPv4
     /// sources are checked against it.
     pub rp_filter_tunnels: u32,
 }

@@ -42,6 +42,10 @@ use crate::{
 /// The IP header's offset: frames on the fast path are plain Ethernet.
 const L3: usize = wire::ETH_HDR_LEN;
 
+/// The loopback device's ifindex, which the kernel's source validation
+/// asks its route back as coming from.
+const LOOPBACK_IFINDEX: u32 = 1;
+
 /// IPv6 next headers the fast path leaves to the kernel: options, and
 /// the extension headers before the transport header policy routing
 /// matches on (the kernel's flow dissector walks them).
@@ -377,7 +381,9 @@ fn martian_v6(inner: &InnerInfo) -> bool {
         a[0] | a[1] | a[2] | a[3] | a[4] | a[5] | a[6] == 0 && u16::from_be(a[7]) == 1
     };
     let v4_mapped = s[0] | s[1] | s[2] | s[3] | s[4] == 0 && s[5] == 0xffff;
-    u16::from_be(s[0]) >> 8 == 0xff || loopback(s) || loopback(d) || v4_mapped
+    // `ip6_forward` drops the unspecified source too.
+    let unspecified = s[0] | s[1] | s[2] | s[3] | s[4] | s[5] | s[6] | s[7] == 0;
+    u16::from_be(s[0]) >> 8 == 0xff || loopback(s) || loopback(d) || v4_mapped || unspecified
 }
 
 /// The protocol and ports of a packet whose transport header starts
@@ -504,9 +510,14 @@ fn request_for<'a>(
     }
 }
 
-/// Reverse-path filtering as the kernel's `rp_filter` does it: with 1
-/// (strict) the route back to the source must leave by `ifindex`, with 2
-/// (loose) by any interface; 0 checks nothing.
+/// Source validation as the kernel's `fib_validate_source` does it for
+/// IPv4: the route back to the source, asked as from the loopback device
+/// (so `ip rule iif` matches as there), with rp_filter 1 (strict) leaving
+/// by `ifindex`, with 2 (loose) by any interface; with 0 any answer but a
+/// local or broadcast route (the kernel refuses one of its own addresses
+/// as a source) or none. IPv6 has no rp_filter: only `rpfilter`'s strict
+/// check, asked as tc asks it (from the tunnel, without source or ports).
+/// Anything refused here goes to the kernel, which decides.
 #[inline(always)]
 fn source_allowed(
     ctx: &XdpContext,
@@ -515,13 +526,29 @@ fn source_allowed(
     ifindex: u32,
     rp_filter: u32,
 ) -> bool {
-    if rp_filter == 0 {
-        return true;
-    }
     let mut slot = MaybeUninit::uninit();
-    let params = inner_request(&mut slot, inner, flow, ifindex, true);
-    let ret = fib::lookup(ctx, params, BPF_FIB_LOOKUP_SKIP_NEIGH);
-    ret == BPF_FIB_LKUP_RET_SUCCESS as i64 && (rp_filter != 1 || params.ifindex == ifindex)
+    if inner.is_v6() {
+        if rp_filter == 0 {
+            return true;
+        }
+        let params = fib::request_in(&mut slot, fib::AF_INET6, ifindex);
+        params.__bindgen_anon_4.ipv6_dst = fib::v6_words(inner.src6);
+        let ret = fib::lookup(ctx, params, BPF_FIB_LOOKUP_SKIP_NEIGH);
+        return ret == BPF_FIB_LKUP_RET_SUCCESS as i64 && params.ifindex == ifindex;
+    }
+    let params = inner_request(&mut slot, inner, flow, LOOPBACK_IFINDEX, true);
+    let ret = fib::lookup(ctx, params, BPF_FIB_LOOKUP_SKIP_NEIGH) as u32;
+    match rp_filter {
+        0 => matches!(
+            ret,
+            BPF_FIB_LKUP_RET_SUCCESS
+                | BPF_FIB_LKUP_RET_BLACKHOLE
+                | BPF_FIB_LKUP_RET_UNREACHABLE
+                | BPF_FIB_LKUP_RET_PROHIBIT
+        ),
+        1 => ret == BPF_FIB_LKUP_RET_SUCCESS && params.ifindex == ifindex,
+        _ => ret == BPF_FIB_LKUP_RET_SUCCESS,
+    }
 }
 
 /// Drops Ethernet padding after the IP packet's `len` bytes.

@@ -203,8 +203,8 @@ impl Command {
             Command::Attach { .. } | Command::Detach { .. } | Command::Upgrade => true,
             Command::Apply { dry_run, .. } => !dry_run,
             Command::Export | Command::Completion { .. } | Command::Manpages { .. } => false,
-            // `log` streams for as long as it runs; its level switch is a
-            // single map update and needs no lock.
+            // `log` and `monitor` stream for as long as they run, taking
+            // the lock only for their brief changes to the settings word.
             Command::Log { .. }
             | Command::Monitor(_)
             | Command::Stats { .. }
@@ -638,6 +638,10 @@ fn run_batch(file: &str, globals: &Globals) -> anyhow::Result<()> {
             let words: Vec<&str> = words.iter().map(String::as_str).collect();
             match words.as_slice() {
                 [] => Err(anyhow::anyhow!("each line must be one command")),
+                // They run until stopped, and take the lock the batch holds.
+                [verb @ ("monitor" | "log"), ..] => Err(anyhow::anyhow!(
+                    "{verb} streams until stopped: run it on its own, not in a batch"
+                )),
                 ["neigh", "add", rest @ ..] => {
                     neighbour_session(&mut neighbours).and_then(|s| s.queue_add(rest, n + 1))
                 }

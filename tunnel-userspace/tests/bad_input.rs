@@ -247,6 +247,17 @@ fn batch_runs_many_commands_in_one_process_and_stops_at_the_first_error() {
         String::from_utf8_lossy(&out.stderr),
         format!("xtun: {path}:1:33: invalid address \"10.10.20.300\"\n")
     );
+    // Streaming commands would wait for the lock the batch holds.
+    std::fs::write(&file, "monitor -c 1\n").unwrap();
+    let out = topo.ns1.try_exec(&[XTUN, "-batch", path]).unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("xtun: {path}:1:"))
+            && err.ends_with("monitor streams until stopped: run it on its own, not in a batch\n"),
+        "{err}"
+    );
     let shown = stdout(topo.ns1.exec(&[XTUN, "tunnel", "show"]).unwrap());
     assert_eq!(
         shown,

@@ -18,7 +18,7 @@ use tunnel_common::maps::{
 };
 use tunnel_userspace::{dataplane::Dataplane, lock::NamespaceLock, netlink::Netlink};
 
-use super::status::level_name;
+use super::{status::level_name, RELEASE_WAIT};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Level {
@@ -86,10 +86,15 @@ pub fn run(level: Level) -> Result<()> {
         .enable_all()
         .build()?;
     let result = runtime.block_on(stream(logger, &mut dp));
-    NamespaceLock::acquire()
-        .context("locking the namespace's data plane")
-        .and_then(|_lock| Ok(dp.end_log_lease(previous)?))
-        .context("restoring the log level")?;
+    // Not stuck behind a long `-batch` or `apply`: the lease lapses instead,
+    // and the data plane puts the level back itself.
+    match NamespaceLock::acquire_within(RELEASE_WAIT)
+        .context("locking the namespace's data plane")?
+    {
+        Some(_lock) => dp.end_log_lease(previous),
+        None => dp.lapse_log_lease(),
+    }
+    .context("restoring the log level")?;
     result
 }
 

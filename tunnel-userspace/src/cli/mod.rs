@@ -14,3 +14,7 @@ pub mod status;
 pub mod tunnel;
 pub mod tunnel6;
 pub mod words;
+
+/// How long `monitor` and `log` wait for the namespace lock when they
+/// stop, before leaving the rest to their lease's lapse.
+pub const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);

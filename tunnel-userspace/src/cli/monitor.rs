@@ -36,7 +36,7 @@ use tunnel_userspace::{
     netlink::Netlink,
 };
 
-use super::output::Format;
+use super::{output::Format, RELEASE_WAIT};
 
 #[derive(Args, Debug)]
 pub struct MonitorArgs {
@@ -270,11 +270,14 @@ fn stream(
             if last_renew.elapsed() >= renew_every {
                 dp.monitor_renew(&claim)
                     .context("renewing the monitor's lease")?;
+                // Taken back when the lock is free; else at the next round.
                 if dp.monitor_bits_lapsed(&claim)? {
-                    let _lock =
-                        NamespaceLock::acquire().context("locking the namespace's data plane")?;
-                    dp.monitor_set_bits(&claim)
-                        .context("renewing the monitor's lease")?;
+                    if let Some(_lock) = NamespaceLock::acquire_within(Duration::ZERO)
+                        .context("locking the namespace's data plane")?
+                    {
+                        dp.monitor_set_bits(&claim)
+                            .context("renewing the monitor's lease")?;
+                    }
                 }
                 last_renew = Instant::now();
                 if let Some(s) = dp.monitor_slots()?.get(claim.slot as usize) {
@@ -306,12 +309,16 @@ fn stream(
             );
         }
     }
+    // Other monitors exiting at the same moment change the same word: under
+    // the lock, unless a long `-batch` or `apply` holds it, when the data
+    // plane clears the bits once the lease has ended.
+    match NamespaceLock::acquire_within(RELEASE_WAIT)
+        .context("locking the namespace's data plane")?
     {
-        // Other monitors exiting at the same moment change the same word.
-        let _lock = NamespaceLock::acquire().context("locking the namespace's data plane")?;
-        dp.monitor_release(&claim)
-            .context("releasing the monitor slot")?;
+        Some(_lock) => dp.monitor_release(&claim),
+        None => dp.monitor_end_lease(&claim),
     }
+    .context("releasing the monitor slot")?;
     match result {
         // A reader that went away (`| head`, wireshark closed) ends the monitor.
         Err(e)

@@ -46,22 +46,42 @@ fn ifname(ifindex: u32) -> Option<String> {
     Some(name.to_string_lossy().into_owned())
 }
 
+/// Of interfaces whose own `rp_filter`s are `own`, the strictest mode the
+/// kernel applies to any (each applies the larger of `all` and its own):
+/// strict (1) over loose (2) over none (0).
+fn strictest_rp_filter(all: u32, own: &[u32]) -> u32 {
+    let strictness = |mode: u32| match mode {
+        1 => 2,
+        2 => 1,
+        _ => 0,
+    };
+    own.iter()
+        .map(|&mode| all.max(mode))
+        .chain([all])
+        .max_by_key(|&mode| strictness(mode))
+        .unwrap_or(all)
+}
+
 impl Dataplane {
     /// The strictest IPv4 `rp_filter` the kernel applies to packets
-    /// arriving on any of our tunnel interfaces: `all`'s, or a tunnel's
-    /// own (a new interface takes `default`'s, which distributions set to
-    /// loose). Stricter than a tunnel's own is safe: a packet the fast
-    /// path does not pass goes to the kernel, which applies its own.
+    /// arriving on any of our tunnel interfaces: each one's is the larger
+    /// of `all`'s and its own (a new interface takes `default`'s, which
+    /// distributions set to loose), and strict (1) is stricter than loose
+    /// (2), which is stricter than none (0). Stricter than a tunnel's own
+    /// is safe: a packet the fast path does not pass goes to the kernel,
+    /// which applies its own.
     fn tunnels_rp_filter(&self) -> u32 {
-        self.tunnels()
+        let own = self
+            .tunnels()
             .iter()
             .filter_map(|(ifindex, _)| ifname(*ifindex))
             .map(|name| rp_filter(&name))
-            .fold(rp_filter("all"), u32::max)
+            .collect::<Vec<_>>();
+        strictest_rp_filter(rp_filter("all"), &own)
     }
 
-    /// Rereads the sysctls the fast path's state holds (a tunnel was added
-    /// or changed); nothing to do while no LAN has the fast path.
+    /// Rereads the sysctls the fast path's state holds (a tunnel was
+    /// added); nothing to do while no LAN has the fast path.
     pub(super) fn refresh_forward_state(&mut self) -> Result<()> {
         let rp_filter_tunnels = self.tunnels_rp_filter();
         let Some(maps) = self.forward.as_mut() else {
@@ -154,5 +174,25 @@ impl Dataplane {
         };
         self.set_forward(link.index, Some(lan))?;
         Ok(!was_on)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strictest_rp_filter;
+
+    #[test]
+    fn strict_beats_loose_beats_none() {
+        assert_eq!(strictest_rp_filter(0, &[]), 0);
+        assert_eq!(strictest_rp_filter(0, &[0, 2]), 2);
+        // 2 is larger than 1, but loose: one strict tunnel makes it strict.
+        assert_eq!(strictest_rp_filter(0, &[2, 1, 0]), 1);
+        assert_eq!(
+            strictest_rp_filter(2, &[1]),
+            2,
+            "the kernel takes the larger"
+        );
+        assert_eq!(strictest_rp_filter(1, &[0, 0]), 1);
+        assert_eq!(strictest_rp_filter(1, &[2, 0]), 1);
     }
 }

@@ -55,8 +55,6 @@ pub struct MonitorSlot {
     pub lost_ring_full: u64,
 }
 
-/// The monitor and log-lease side of the data plane: every access `xtun
-/// monitor` and `xtun log` make goes through these.
 /// The settings word with a claim's bits: its slot, and its `all` bit as
 /// claimed.
 fn claim_bits(all: bool, slot: u32, monitors: u32) -> u32 {
@@ -65,6 +63,8 @@ fn claim_bits(all: bool, slot: u32, monitors: u32) -> u32 {
     (monitors & !all_bit) | bit | if all { all_bit } else { 0 }
 }
 
+/// The monitor and log-lease side of the data plane: every access `xtun
+/// monitor` and `xtun log` make goes through these.
 impl Dataplane {
     fn monitor_maps(&mut self) -> Result<&mut MonitorMaps> {
         self.monitor.as_mut().ok_or(DataplaneError::Incomplete(
@@ -150,12 +150,19 @@ impl Dataplane {
 
     /// Gives the slot back now (a monitor that exits normally); one that
     /// dies lets its lease expire instead. The caller holds the namespace
-    /// lock (see `monitor_set_bits`).
+    /// lock (see `monitor_set_bits`); without it, `monitor_end_lease`.
     pub fn monitor_release(&mut self, claim: &MonitorClaim) -> Result<()> {
         let mut settings = self.current_settings()?;
         let bit = 1 << claim.slot;
         settings.monitors &= !(bit | bit << MONITOR_ALL_SHIFT);
         self.settings.set(0, settings, 0)?;
+        self.monitor_end_lease(claim)
+    }
+
+    /// Ends the claim's lease without touching the settings word: the data
+    /// plane clears the slot's bits at its next look, as for a monitor that
+    /// died.
+    pub fn monitor_end_lease(&mut self, claim: &MonitorClaim) -> Result<()> {
         let maps = self.monitor_maps()?;
         let mut lease = maps.leases.get(&claim.slot, 0)?;
         lease.deadline_ns = 0;
@@ -230,6 +237,17 @@ impl Dataplane {
         if let Some(maps) = self.monitor.as_mut() {
             let mut lease = maps.leases.get(&LOG_LEASE_SLOT, 0)?;
             lease.deadline_ns = monotonic_ns() + LEASE_NS;
+            maps.leases.set(LOG_LEASE_SLOT, lease, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Lets the lease lapse now without touching the settings word: the
+    /// data plane puts back the level it replaced at its next look.
+    pub fn lapse_log_lease(&mut self) -> Result<()> {
+        if let Some(maps) = self.monitor.as_mut() {
+            let mut lease = maps.leases.get(&LOG_LEASE_SLOT, 0)?;
+            lease.deadline_ns = 1;
             maps.leases.set(LOG_LEASE_SLOT, lease, 0)?;
         }
         Ok(())

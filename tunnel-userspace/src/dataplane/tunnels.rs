@@ -145,7 +145,6 @@ impl Dataplane {
         if old_key != new_key {
             self.decap_mut()?.remove(&old_key)?;
         }
-        self.refresh_forward_state()?;
         Ok(cfg)
     }
 

@@ -491,11 +491,10 @@ impl XdpMeta {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ForwardLan {
-    /// The LAN's effective IPv4 `rp_filter` (the larger of `all` and its
-    /// own): 0 off, 1 strict, 2 loose. The fast path checks what the
-    /// kernel would check, or leaves the packet to it.
-    pub rp_filter: u32,
-    pub _pad: u32,
+    /// Held by earlier versions (a copy of the LAN's rp_filter, now
+    /// unused): kept so that the map's layout, and a data plane loaded
+    /// by such a version, stay readable.
+    pub _reserved: [u32; 2],
 }
 
 /// The fast path's namespace-wide state (slot 0 of `XTUN_FWD_STATE`).
@@ -505,11 +504,9 @@ pub struct ForwardState {
     /// How many LANs have the fast path: decapsulated packets are looked
     /// up for it only while there is one.
     pub lans: u32,
-    /// The strictest IPv4 `rp_filter` the kernel applies on any xtun
-    /// tunnel interface (`all`'s, or a tunnel's own), read when a LAN was
-    /// last switched on or a tunnel added: decapsulated IPv4
-    /// sources are checked against it.
-    pub rp_filter_tunnels: u32,
+    /// Held by earlier versions (a copy of rp_filter sysctls, now unused);
+    /// kept for the map's layout, as `ForwardLan::_reserved`.
+    pub _reserved: u32,
 }
 
 /// Per-interface data-plane counters: one slot per `stats` reason.

@@ -121,7 +121,9 @@ counters! {
     /// Fast path: too big for the route's MTU or the tunnel's path MTU;
     /// the kernel fragments it or answers ICMP.
     FWD_PASS_TOO_BIG = 45, "fwd_pass_too_big";
-    /// Fast path: the reverse-path check did not pass; the kernel decides.
+    /// Fast path: the route back to the source does not leave by the
+    /// interface it came in by (strict reverse path); the kernel decides
+    /// with its rp_filter.
     FWD_PASS_RPFILTER = 46, "fwd_pass_rpfilter";
     /// An inner IPv6 packet whose tunnel encapsulation limit (RFC 2473) is
     /// 0: answered with ICMPv6 Parameter Problem and dropped.

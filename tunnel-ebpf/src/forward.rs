@@ -24,7 +24,7 @@ use aya_ebpf::{
 };
 use tunnel_common::{
     maps::{
-        DecapTarget, ForwardLan, TunnelConfig, MIN_PMTU, MODE_GRE, MODE_GRETAP, TUNNEL_F_BOUND_DEV,
+        DecapTarget, TunnelConfig, MIN_PMTU, MODE_GRE, MODE_GRETAP, TUNNEL_F_BOUND_DEV,
         TUNNEL_F_RPFILTER,
     },
     stats::*,
@@ -78,18 +78,18 @@ struct Flow {
     dport: u16,
 }
 
-/// The fast-path settings of LAN `ifindex`, if it has the fast path.
+/// Whether LAN `ifindex` has the fast path.
 #[inline(always)]
-pub fn lan(ifindex: u32) -> Option<ForwardLan> {
-    // SAFETY: the value is copied out.
-    unsafe { FORWARD_LANS.get(ifindex) }.copied()
+pub fn is_lan(ifindex: u32) -> bool {
+    // SAFETY: only the entry's presence is read.
+    unsafe { FORWARD_LANS.get(ifindex) }.is_some()
 }
 
 /// A packet from a LAN with the fast path: its action, having counted a
 /// packet left to the kernel on the LAN.
 #[inline(always)]
-pub fn towards_tunnel(ctx: &XdpContext, lan_ifindex: u32, lan: &ForwardLan) -> u32 {
-    match try_towards_tunnel(ctx, lan_ifindex, lan) {
+pub fn towards_tunnel(ctx: &XdpContext, lan_ifindex: u32) -> u32 {
+    match try_towards_tunnel(ctx, lan_ifindex) {
         Ok(action) => action,
         Err(pass) => {
             if let Some(reason) = pass {
@@ -101,7 +101,7 @@ pub fn towards_tunnel(ctx: &XdpContext, lan_ifindex: u32, lan: &ForwardLan) -> u
 }
 
 #[inline(always)]
-fn try_towards_tunnel(ctx: &XdpContext, lan_ifindex: u32, lan: &ForwardLan) -> Result<u32, Pass> {
+fn try_towards_tunnel(ctx: &XdpContext, lan_ifindex: u32) -> Result<u32, Pass> {
     let (mut inner, len, flow) = forwardable(ctx)?;
     let hop = inner_route(ctx, &inner, &flow, lan_ifindex, len, false)?;
     // Routed elsewhere than into one of our tunnels: the kernel's.
@@ -112,7 +112,7 @@ fn try_towards_tunnel(ctx: &XdpContext, lan_ifindex: u32, lan: &ForwardLan) -> R
         return Err(None);
     }
     // The kernel's rp_filter on the LAN covers IPv4 only.
-    if !inner.is_v6() && !source_allowed(ctx, &inner, &flow, lan_ifindex, lan.rp_filter) {
+    if !source_leads_back(ctx, &inner, &flow, lan_ifindex, false) {
         return Err(Some(FWD_PASS_RPFILTER));
     }
     let remote = encap::remote(cfg, &inner).map_err(|_| Some(FWD_PASS_NO_ROUTE))?;
@@ -228,14 +228,10 @@ pub fn from_tunnel(ctx: &XdpContext, target: &DecapTarget) -> Option<u32> {
     if state.lans == 0 {
         return None;
     }
-    // The kernel's rp_filter on the tunnel interface: `rpfilter` sets it
-    // strict there (and tc checks IPv6 sources the same way); otherwise
-    // the strictest of `all`'s and the tunnels' own, for IPv4 only.
-    let rp = ReversePath {
-        strict_tunnel: target.flags & TUNNEL_F_RPFILTER != 0,
-        ipv4: state.rp_filter_tunnels,
-    };
-    match try_from_tunnel(ctx, target.ifindex, rp) {
+    // `rpfilter` checks IPv6 sources too (as tc does), where the kernel
+    // has no rp_filter.
+    let rpfilter_ipv6 = target.flags & TUNNEL_F_RPFILTER != 0;
+    match try_from_tunnel(ctx, target.ifindex, rpfilter_ipv6) {
         Ok(action) => Some(action),
         Err(pass) => {
             if let Some(reason) = pass {
@@ -247,18 +243,13 @@ pub fn from_tunnel(ctx: &XdpContext, target: &DecapTarget) -> Option<u32> {
 }
 
 #[inline(always)]
-fn try_from_tunnel(ctx: &XdpContext, tunnel: u32, rp: ReversePath) -> Result<u32, Pass> {
+fn try_from_tunnel(ctx: &XdpContext, tunnel: u32, rpfilter_ipv6: bool) -> Result<u32, Pass> {
     let (inner, len, flow) = forwardable(ctx)?;
-    let rp_filter = match (rp.strict_tunnel, inner.is_v6()) {
-        (true, _) => 1,
-        (false, false) => rp.ipv4,
-        (false, true) => 0,
-    };
-    if !source_allowed(ctx, &inner, &flow, tunnel, rp_filter) {
+    if !source_leads_back(ctx, &inner, &flow, tunnel, rpfilter_ipv6) {
         return Err(Some(FWD_PASS_RPFILTER));
     }
     let hop = inner_route(ctx, &inner, &flow, tunnel, len, true)?;
-    if lan(hop.oif).is_none() {
+    if !is_lan(hop.oif) {
         return Err(None);
     }
     if FORWARD_PORTS.get(hop.oif).is_none() {
@@ -272,15 +263,6 @@ fn try_from_tunnel(ctx: &XdpContext, tunnel: u32, rp: ReversePath) -> Result<u32
         .unwrap_or(xdp_action::XDP_DROP);
     maps::count(tunnel, RX_FORWARD_XDP);
     Ok(action)
-}
-
-/// The reverse-path check a tunnel's decapsulated packets get.
-#[derive(Clone, Copy)]
-struct ReversePath {
-    /// `rpfilter`: strict, for both families.
-    strict_tunnel: bool,
-    /// IPv4 otherwise: the strictest `rp_filter` on a tunnel interface.
-    ipv4: u32,
 }
 
 /// The IP packet after the Ethernet header, if it is one the fast path may
@@ -510,45 +492,38 @@ fn request_for<'a>(
     }
 }
 
-/// Source validation as the kernel's `fib_validate_source` does it for
-/// IPv4: the route back to the source, asked as from the loopback device
-/// (so `ip rule iif` matches as there), with rp_filter 1 (strict) leaving
-/// by `ifindex`, with 2 (loose) by any interface; with 0 any answer but a
-/// local or broadcast route (the kernel refuses one of its own addresses
-/// as a source) or none. IPv6 has no rp_filter: only `rpfilter`'s strict
-/// check, asked as tc asks it (from the tunnel, without source or ports).
-/// Anything refused here goes to the kernel, which decides.
+/// Whether the route back to the packet's source leaves by `ifindex`,
+/// the interface it arrived on. For IPv4 asked as the kernel's
+/// `fib_validate_source` asks it (from the loopback device, so that `ip
+/// rule iif` matches as there, ports swapped): that is strict rp_filter's
+/// check, and what passes it passes loose and no rp_filter too, so the
+/// fast path needs no copy of the sysctls and obeys one changed at any
+/// time. Everything else (an asymmetric route back, one of the gateway's
+/// own addresses, no route back) goes to the kernel, which decides with
+/// its rp_filter as it stands. IPv6 has no rp_filter: only `rpfilter_ipv6`
+/// (the tunnel's `rpfilter`) asks, as tc asks it (from the tunnel,
+/// without source or ports).
 #[inline(always)]
-fn source_allowed(
+fn source_leads_back(
     ctx: &XdpContext,
     inner: &InnerInfo,
     flow: &Flow,
     ifindex: u32,
-    rp_filter: u32,
+    rpfilter_ipv6: bool,
 ) -> bool {
     let mut slot = MaybeUninit::uninit();
-    if inner.is_v6() {
-        if rp_filter == 0 {
+    let params = if inner.is_v6() {
+        if !rpfilter_ipv6 {
             return true;
         }
         let params = fib::request_in(&mut slot, fib::AF_INET6, ifindex);
         params.__bindgen_anon_4.ipv6_dst = fib::v6_words(inner.src6);
-        let ret = fib::lookup(ctx, params, BPF_FIB_LOOKUP_SKIP_NEIGH);
-        return ret == BPF_FIB_LKUP_RET_SUCCESS as i64 && params.ifindex == ifindex;
-    }
-    let params = inner_request(&mut slot, inner, flow, LOOPBACK_IFINDEX, true);
-    let ret = fib::lookup(ctx, params, BPF_FIB_LOOKUP_SKIP_NEIGH) as u32;
-    match rp_filter {
-        0 => matches!(
-            ret,
-            BPF_FIB_LKUP_RET_SUCCESS
-                | BPF_FIB_LKUP_RET_BLACKHOLE
-                | BPF_FIB_LKUP_RET_UNREACHABLE
-                | BPF_FIB_LKUP_RET_PROHIBIT
-        ),
-        1 => ret == BPF_FIB_LKUP_RET_SUCCESS && params.ifindex == ifindex,
-        _ => ret == BPF_FIB_LKUP_RET_SUCCESS,
-    }
+        params
+    } else {
+        inner_request(&mut slot, inner, flow, LOOPBACK_IFINDEX, true)
+    };
+    let ret = fib::lookup(ctx, params, BPF_FIB_LOOKUP_SKIP_NEIGH);
+    ret == BPF_FIB_LKUP_RET_SUCCESS as i64 && params.ifindex == ifindex
 }
 
 /// Drops Ethernet padding after the IP packet's `len` bytes.

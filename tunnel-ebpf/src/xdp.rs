@@ -33,9 +33,10 @@ pub fn try_xdp(ctx: &XdpContext) -> Result<u32, u32> {
     let verdict = match classify::classify(ctx) {
         Ok(verdict) => verdict,
         Err(reason) => {
-            return match forward::lan(ifindex) {
-                Some(lan) => Ok(forward::towards_tunnel(ctx, ifindex, &lan)),
-                None => Err(reason),
+            return if forward::is_lan(ifindex) {
+                Ok(forward::towards_tunnel(ctx, ifindex))
+            } else {
+                Err(reason)
             };
         }
     };

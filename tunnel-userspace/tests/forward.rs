@@ -465,11 +465,11 @@ fn policy_routing_on_ports_is_obeyed_as_by_the_kernel() {
     }
 }
 
-/// Turns rp_filter off at gw1 (`all` and the LAN's), and the fast path on
-/// again so that it reads them. The spoofed sources' subnet gets a route
-/// back through the LAN: without rp_filter the fast path still leaves a
-/// source with no route back to the kernel (the helper answers "no route"
-/// as it answers "one of our addresses", which the kernel refuses).
+/// Turns rp_filter off at gw1 (`all` and the LAN's), with the fast path
+/// left on. The spoofed sources' subnet gets a route back through the
+/// LAN, so that they pass the fast path's reverse-path check (whose
+/// route back must lead to the interface a packet came in by, whatever
+/// the sysctls).
 fn gw1_without_rp_filter(g: &Gateways) {
     sh(
         &g.gw1,
@@ -479,7 +479,6 @@ fn gw1_without_rp_filter(g: &Gateways) {
             "ip route add 10.30.7.0/24 via 10.30.1.2 dev l1",
         ],
     );
-    xtun(&g.gw1, &["attach", "l1", "--forward", "xdp"]);
 }
 
 /// A spoofed source that gw1's fast path forwards is refused by gw2's
@@ -542,8 +541,8 @@ fn martians_and_a_tunnels_own_rp_filter_are_left_to_the_kernel() {
     );
 
     // gw2: `all` off, but the tunnel interface's own rp_filter strict, as
-    // the kernel applies it (the larger of the two); read when the fast
-    // path is switched on.
+    // the kernel applies it (the larger of the two): the fast path leaves
+    // the source without a route back into the tunnel to the kernel.
     sh(
         &g.gw2,
         &[
@@ -551,8 +550,41 @@ fn martians_and_a_tunnels_own_rp_filter_are_left_to_the_kernel() {
             "sysctl -qw net.ipv4.conf.xt2.rp_filter=1",
         ],
     );
-    xtun(&g.gw2, &["attach", "l2", "--forward", "xdp"]);
     gw2_refuses_a_spoofed_source(&g);
+}
+
+/// The fast path keeps no copy of rp_filter: it forwards only sources
+/// whose route back leads to the interface they came in by, and leaves
+/// the rest to the kernel, which forwards them without rp_filter and
+/// refuses them once strict rp_filter is set, the fast path having been
+/// switched on while rp_filter was off (a copy of the sysctls taken then
+/// let the fast path forward them).
+#[test]
+fn rp_filter_set_while_the_fast_path_is_on_is_obeyed() {
+    let g = Gateways::new("fwrpl", "gre", "");
+    assert_eq!(received(&ping(&g.client, SERVER, 1)), 1);
+    // The fast path switched on while rp_filter is off.
+    gw1_without_rp_filter(&g);
+    g.forward("off");
+    g.forward("xdp");
+    // The route back to 10.30.8.0/24 leaves by gw1's underlay.
+    sh(&g.gw1, &["ip route add 10.30.8.0/24 via 10.31.1.1"]);
+    let crossed = || counter(&g.gw2, "rx_decapsulated");
+    let start = crossed();
+    rises(&g.gw1, "fwd_pass_rpfilter", 1, || udp_from(&g, "10.30.8.8"));
+    assert!(
+        eventually(|| crossed() == start + 1),
+        "without rp_filter gw1's kernel did not forward an asymmetric source"
+    );
+    sh(&g.gw1, &["sysctl -qw net.ipv4.conf.all.rp_filter=1"]);
+    rises(&g.gw1, "fwd_pass_rpfilter", 1, || udp_from(&g, "10.30.8.8"));
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        crossed(),
+        start + 1,
+        "strict rp_filter set after switch-on did not stop an asymmetric source"
+    );
+    rises(&g.gw1, "tx_forwarded_xdp", 1, || udp_from(&g, CLIENT));
 }
 
 #[test]

@@ -113,9 +113,6 @@ impl Dataplane {
             cfg.stats_slot = self.allocate_stats_slot()?;
             self.seq.insert(ifindex, SeqState::default(), 0)?;
             self.set_tunnel(cfg)?;
-            // Its interface's rp_filter counts for the fast path before
-            // the first packet can reach it.
-            self.refresh_forward_state()?;
             let target = DecapTarget::for_tunnel(ifindex, &cfg);
             self.decap_mut()?.insert(decap_key(&cfg), target, 0)?;
             Ok(cfg)
